@@ -1,0 +1,93 @@
+"""The public model object: `jaxslm.load(CKPT_DIR)` -> SpeechLM."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jax
+import numpy as np
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding
+
+from jaxslm.checkpoint import abstract_params, read_metadata, restore_params
+from jaxslm.errors import JaxslmError
+from jaxslm.models.config import ModelConfig
+from jaxslm.models.decoder import Decoder, abstract_decoder, param_axes
+from jaxslm.sharding import logical_spec, tree_shardings
+from jaxslm.vocab import SpeechVocab
+
+BATCH_AXES = ("batch", "length")
+
+
+class SpeechLM:
+    """A decoder with its speech vocabulary, placed on one device or sharded over a mesh."""
+
+    def __init__(self, model: Decoder, vocab: SpeechVocab, mesh: Mesh | None = None):
+        self.model = model
+        self.vocab = vocab
+        self.mesh = mesh
+        self._graphdef, self._params = nnx.split(model)
+        self._forward = jax.jit(_forward, static_argnums=0)
+
+    @property
+    def config(self) -> ModelConfig:
+        """The model config (vocab_size is the real vocabulary V)."""
+        return self.model.config
+
+    def logits(self, tokens, segment_ids=None, positions=None) -> np.ndarray:
+        """Float32 logits [B, T, V] for token ids [B, T].
+
+        `segment_ids` (0 = padding) keep packed documents apart; `positions` restart per
+        document. Both default to one document per row.
+        """
+        tokens = self._check_tokens(tokens)
+        batch, length = tokens.shape
+        if segment_ids is None:
+            segment_ids = np.ones_like(tokens)
+        if positions is None:
+            positions = np.broadcast_to(np.arange(length, dtype=np.int32), tokens.shape)
+        inputs = [np.asarray(a, np.int32) for a in (tokens, positions, segment_ids)]
+        for name, array in zip(("positions", "segment_ids"), inputs[1:]):
+            if array.shape != tokens.shape:
+                raise JaxslmError(f"{name} has shape {array.shape}, tokens {tokens.shape}")
+        if self.mesh is None:
+            logits = self._forward(self._graphdef, self._params, *inputs)
+        else:
+            spec = logical_spec(BATCH_AXES, tokens.shape, self.mesh)
+            placed = [jax.device_put(a, NamedSharding(self.mesh, spec)) for a in inputs]
+            with jax.set_mesh(self.mesh):
+                logits = self._forward(self._graphdef, self._params, *placed)
+        return np.asarray(logits[..., : self.vocab.size])
+
+    def _check_tokens(self, tokens) -> np.ndarray:
+        tokens = np.asarray(tokens)
+        if tokens.ndim != 2 or not np.issubdtype(tokens.dtype, np.integer):
+            raise JaxslmError(f"tokens must be integer ids [batch, length], got {tokens.shape}")
+        if tokens.size and (tokens.min() < 0 or tokens.max() >= self.vocab.size):
+            raise JaxslmError(
+                f"token ids must lie in [0, {self.vocab.size}); got {tokens.min()}..{tokens.max()}"
+            )
+        return tokens
+
+
+def _forward(graphdef, params, tokens, positions, segment_ids):
+    model = nnx.merge(graphdef, params)
+    return model(tokens, positions, segment_ids)
+
+
+def load(
+    ckpt_dir: str | Path, mesh: Mesh | None = None, compute_dtype: str | None = None
+) -> SpeechLM:
+    """Load a jaxslm checkpoint; with `mesh`, parameters are sharded by the logical rules."""
+    cfg, vocab, _ = read_metadata(ckpt_dir)
+    if compute_dtype is not None:
+        cfg = cfg.replace(dtype=compute_dtype)
+    abstract = abstract_decoder(cfg)
+    shardings = None
+    if mesh is not None:
+        shapes = jax.tree.map(lambda leaf: leaf.shape, abstract_params(cfg))
+        shardings = tree_shardings(mesh, param_axes(abstract), shapes)
+    params = restore_params(ckpt_dir, cfg, shardings)
+    nnx.update(abstract, params)
+    return SpeechLM(abstract, vocab, mesh)
+

@@ -1,0 +1,87 @@
+"""jaxslm model checkpoints: Orbax parameters plus a JSON file with model config and vocabulary.
+
+Layout of CKPT_DIR:
+  jaxslm.json   {"format": 1, "model": ModelConfig, "vocab": SpeechVocab, "source": {...}}
+  params/       Orbax checkpoint of the parameter tree (stacked layers)
+  tokenizer/    tokenizer.json and config files with the unit and modality tokens
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from flax import nnx
+
+from jaxslm.errors import JaxslmError
+from jaxslm.models.config import ModelConfig
+from jaxslm.models.decoder import abstract_decoder
+from jaxslm.vocab import SpeechVocab
+
+FORMAT_VERSION = 1
+METADATA_FILE = "jaxslm.json"
+PARAMS_DIR = "params"
+TOKENIZER_DIR = "tokenizer"
+
+
+def write_checkpoint(
+    directory: Path, params: dict, cfg: ModelConfig, vocab: SpeechVocab, source: dict[str, Any]
+) -> None:
+    """Save `params` (a pure dict of arrays) and the metadata into `directory`."""
+    with ocp.StandardCheckpointer() as checkpointer:
+        checkpointer.save(directory.absolute() / PARAMS_DIR, params)
+        checkpointer.wait_until_finished()
+    metadata = {
+        "format": FORMAT_VERSION,
+        "model": cfg.to_dict(),
+        "vocab": vocab.to_dict(),
+        "source": source,
+    }
+    (directory / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
+
+
+def read_metadata(directory: str | Path) -> tuple[ModelConfig, SpeechVocab, dict[str, Any]]:
+    """Model config, vocabulary and source info of a checkpoint directory."""
+    path = Path(directory) / METADATA_FILE
+    if not path.is_file():
+        raise JaxslmError(
+            f"{path} not found: {directory} is not a jaxslm checkpoint "
+            "(make one with `jaxslm-convert import-hf`)"
+        )
+    metadata = json.loads(path.read_text())
+    if metadata.get("format") != FORMAT_VERSION:
+        raise JaxslmError(f"{path}: format {metadata.get('format')} is not {FORMAT_VERSION}")
+    return (
+        ModelConfig.from_dict(metadata["model"]),
+        SpeechVocab.from_dict(metadata["vocab"]),
+        metadata.get("source", {}),
+    )
+
+
+def abstract_params(cfg: ModelConfig) -> dict:
+    """Pure dict of ShapeDtypeStructs shaped like the decoder's parameters."""
+    return nnx.to_pure_dict(nnx.state(abstract_decoder(cfg), nnx.Param))
+
+
+def restore_params(directory: str | Path, cfg: ModelConfig, shardings=None) -> dict:
+    """Restore the parameter tree; `shardings` (a matching tree) places it, else one CPU device."""
+    abstract = abstract_params(cfg)
+    if shardings is None:
+        cpu = jax.sharding.SingleDeviceSharding(jax.devices("cpu")[0])
+        shardings = jax.tree.map(lambda _: cpu, abstract)
+    target = jax.tree.map(
+        lambda leaf, sharding: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding),
+        abstract,
+        shardings,
+    )
+    with ocp.StandardCheckpointer() as checkpointer:
+        return checkpointer.restore(Path(directory).absolute() / PARAMS_DIR, target)
+
+
+def params_as_numpy(params: dict) -> dict:
+    """Host numpy view of a restored parameter tree."""
+    return jax.tree.map(np.asarray, params)

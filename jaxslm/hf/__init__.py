@@ -1,0 +1,1 @@
+"""HF <-> jaxslm conversion: configs, parameter maps, streaming safetensors, import and export."""

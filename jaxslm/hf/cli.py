@@ -1,0 +1,84 @@
+"""Command line: `jaxslm-convert import-hf|export-hf` (also tools/convert_hf/convert.py)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from jaxslm.errors import JaxslmError
+from jaxslm.models.config import DTYPES
+from jaxslm.vocab import MODES, ROW_INIT_METHODS
+
+DESCRIPTION = """Convert between HF checkpoints and jaxslm checkpoints.
+
+import-hf reads a HF Llama 3.x / Qwen2(.5) directory (config.json, safetensors, tokenizer) or a
+slamkit checkpoint, adds K speech units and the <speech>/<text> markers to the vocabulary, and
+writes a jaxslm checkpoint. export-hf writes a jaxslm checkpoint back as a plain HF directory
+that AutoModelForCausalLM and AutoTokenizer load with no custom code.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of both sub-commands."""
+    parser = argparse.ArgumentParser(
+        prog="jaxslm-convert", description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    imp = commands.add_parser("import-hf", help="HF or slamkit directory -> jaxslm checkpoint")
+    imp.add_argument("hf_dir", help="HF model directory (config.json + safetensors)")
+    imp.add_argument("out_dir", help="jaxslm checkpoint directory to create")
+    imp.add_argument("--speech-units", type=int, default=500, metavar="K",
+                     help="number of speech units K (default 500, mHuBERT-25Hz); 0 keeps the "
+                          "text vocabulary unchanged")
+    imp.add_argument("--mode", choices=[m for m in MODES if m != "text"], default=None,
+                     help="vocabulary layout (default interleaved; slamkit checkpoints: "
+                          "inferred from their vocab size)")
+    imp.add_argument("--tokenizer", default=None, metavar="DIR",
+                     help="directory with the text tokenizer.json (default: HF_DIR)")
+    imp.add_argument("--dtype", choices=DTYPES, default=None,
+                     help="parameter dtype (default: bfloat16 if the weights are, else float32)")
+    imp.add_argument("--init", choices=ROW_INIT_METHODS, default="mean_cov",
+                     help="how new embedding rows start (default mean_cov, as transformers)")
+    imp.add_argument("--seed", type=int, default=0, help="seed for new embedding rows")
+    imp.add_argument("--overwrite", action="store_true", help="replace an existing OUT_DIR")
+
+    exp = commands.add_parser("export-hf", help="jaxslm checkpoint -> plain HF directory")
+    exp.add_argument("ckpt_dir", help="jaxslm checkpoint directory")
+    exp.add_argument("hf_out_dir", help="HF directory to create")
+    exp.add_argument("--dtype", choices=DTYPES, default=None,
+                     help="dtype of the written weights (default: the checkpoint's)")
+    exp.add_argument("--max-shard-size", type=float, default=5.0, metavar="GB",
+                     help="split safetensors into shards of at most this many GB (default 5)")
+    exp.add_argument("--overwrite", action="store_true", help="replace an existing HF_OUT_DIR")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the converter; returns the process exit code."""
+    args = build_parser().parse_args(argv)
+    from jaxslm.hf.exporter import export_hf
+    from jaxslm.hf.importer import import_hf
+
+    try:
+        if args.command == "import-hf":
+            out = import_hf(
+                args.hf_dir, args.out_dir, speech_units=args.speech_units, mode=args.mode,
+                tokenizer_dir=args.tokenizer, dtype=args.dtype, init=args.init, seed=args.seed,
+                overwrite=args.overwrite,
+            )
+        else:
+            out = export_hf(
+                args.ckpt_dir, args.hf_out_dir, dtype=args.dtype,
+                max_shard_bytes=int(args.max_shard_size * 10**9), overwrite=args.overwrite,
+            )
+    except JaxslmError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,146 @@
+"""HF `config.json` <-> ModelConfig for the Llama and Qwen2 families (and slamkit's wrapper)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from jaxslm.errors import JaxslmError
+from jaxslm.models.config import Llama3RopeScaling, ModelConfig
+from jaxslm.vocab import SpeechVocab
+
+ARCHITECTURES = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM"}
+SLAMKIT_MODEL_TYPE = "speech_language_model"
+SLAMKIT_WEIGHT_PREFIX = "lm."
+SUPPORTED_MESSAGE = (
+    "supported: model_type 'llama' (Llama 3.x), 'qwen2' (Qwen2 / Qwen2.5), and slamkit "
+    f"'{SLAMKIT_MODEL_TYPE}' checkpoints wrapping one of those"
+)
+
+
+def unwrap_slamkit(hf: dict[str, Any], source: Path) -> dict[str, Any]:
+    """The text-LM config inside a slamkit UnitLM config, with slamkit's real vocab size."""
+    base = hf.get("base_config")
+    if not isinstance(base, dict):
+        raise JaxslmError(f"{source}: slamkit config has no 'base_config' dict to build from")
+    base = dict(base)
+    base["vocab_size"] = hf["vocab_size"]
+    if hf.get("rope_theta") is not None:
+        base["rope_theta"] = hf["rope_theta"]
+        if isinstance(base.get("rope_parameters"), dict):
+            base["rope_parameters"] = {**base["rope_parameters"], "rope_theta": hf["rope_theta"]}
+    return base
+
+
+def model_config_from_hf(hf: dict[str, Any], source: Path, param_dtype: str) -> ModelConfig:
+    """ModelConfig of a HF Llama / Qwen2 config dict; anything else is refused."""
+    family = hf.get("model_type")
+    if family not in ARCHITECTURES:
+        raise JaxslmError(f"{source}: model_type {family!r} is not supported; {SUPPORTED_MESSAGE}")
+    if hf.get("hidden_act", "silu") != "silu":
+        raise JaxslmError(f"{source}: hidden_act {hf['hidden_act']!r} is not supported (silu only)")
+    if family == "qwen2" and hf.get("use_sliding_window"):
+        raise JaxslmError(f"{source}: use_sliding_window=true is not supported; set it to false")
+    try:
+        heads = hf["num_attention_heads"]
+        theta, scaling = _rope(hf, source)
+        attention_bias = bool(hf.get("attention_bias", False))
+        return ModelConfig(
+            family=family,
+            vocab_size=hf["vocab_size"],
+            hidden_size=hf["hidden_size"],
+            intermediate_size=hf["intermediate_size"],
+            num_layers=hf["num_hidden_layers"],
+            num_heads=heads,
+            num_kv_heads=hf.get("num_key_value_heads") or heads,
+            head_dim=hf.get("head_dim") or hf["hidden_size"] // heads,
+            tie_word_embeddings=bool(hf.get("tie_word_embeddings", False)),
+            rms_norm_eps=hf.get("rms_norm_eps", 1e-6),
+            rope_theta=theta,
+            rope_scaling=scaling,
+            max_position_embeddings=hf.get("max_position_embeddings", 8192),
+            qkv_bias=True if family == "qwen2" else attention_bias,
+            out_bias=False if family == "qwen2" else attention_bias,
+            mlp_bias=bool(hf.get("mlp_bias", False)),
+            initializer_range=hf.get("initializer_range", 0.02),
+            param_dtype=param_dtype,
+        )
+    except KeyError as err:
+        raise JaxslmError(f"{source}: required field {err} is missing") from err
+
+
+def _rope(hf: dict[str, Any], source: Path) -> tuple[float, Llama3RopeScaling | None]:
+    params = hf.get("rope_parameters") or hf.get("rope_scaling") or {}
+    theta = params.get("rope_theta", hf.get("rope_theta", 10000.0))
+    kind = params.get("rope_type", params.get("type", "default"))
+    if kind == "default":
+        return float(theta), None
+    if kind != "llama3":
+        raise JaxslmError(
+            f"{source}: rope type {kind!r} is not supported; supported: none/default and llama3"
+        )
+    return float(theta), Llama3RopeScaling(
+        factor=params["factor"],
+        low_freq_factor=params["low_freq_factor"],
+        high_freq_factor=params["high_freq_factor"],
+        original_max_position_embeddings=params["original_max_position_embeddings"],
+    )
+
+
+def hf_config_from_model(cfg: ModelConfig, vocab: SpeechVocab, torch_dtype: str) -> dict[str, Any]:
+    """A plain HF config.json dict that transformers loads with no custom code."""
+    hf: dict[str, Any] = {
+        "architectures": [ARCHITECTURES[cfg.family]],
+        "model_type": cfg.family,
+        "vocab_size": vocab.size,
+        "hidden_size": cfg.hidden_size,
+        "intermediate_size": cfg.intermediate_size,
+        "num_hidden_layers": cfg.num_layers,
+        "num_attention_heads": cfg.num_heads,
+        "num_key_value_heads": cfg.num_kv_heads,
+        "head_dim": cfg.head_dim,
+        "hidden_act": "silu",
+        "rms_norm_eps": cfg.rms_norm_eps,
+        "rope_theta": cfg.rope_theta,
+        "rope_scaling": _rope_scaling_dict(cfg.rope_scaling),
+        "max_position_embeddings": cfg.max_position_embeddings,
+        "tie_word_embeddings": cfg.tie_word_embeddings,
+        "initializer_range": cfg.initializer_range,
+        "attention_dropout": 0.0,
+        "use_cache": True,
+        "torch_dtype": torch_dtype,
+        "bos_token_id": vocab.bos_id,
+        "eos_token_id": _eos(vocab),
+        "pad_token_id": vocab.pad_id,
+    }
+    if cfg.family == "llama":
+        hf.update(attention_bias=cfg.qkv_bias, mlp_bias=cfg.mlp_bias)
+    else:
+        hf.update(use_sliding_window=False, sliding_window=None, max_window_layers=cfg.num_layers)
+    return hf
+
+
+def _rope_scaling_dict(scaling: Llama3RopeScaling | None) -> dict[str, Any] | None:
+    if scaling is None:
+        return None
+    return {
+        "rope_type": "llama3",
+        "factor": scaling.factor,
+        "low_freq_factor": scaling.low_freq_factor,
+        "high_freq_factor": scaling.high_freq_factor,
+        "original_max_position_embeddings": scaling.original_max_position_embeddings,
+    }
+
+
+def _eos(vocab: SpeechVocab) -> int | list[int] | None:
+    if not vocab.eos_ids:
+        return None
+    return vocab.eos_ids[0] if len(vocab.eos_ids) == 1 else list(vocab.eos_ids)
+
+
+def generation_config(vocab: SpeechVocab) -> dict[str, Any]:
+    """generation_config.json with the vocabulary's special ids."""
+    config = {"bos_token_id": vocab.bos_id, "eos_token_id": _eos(vocab)}
+    if vocab.pad_id is not None:
+        config["pad_token_id"] = vocab.pad_id
+    return config

@@ -1,0 +1,186 @@
+"""Streaming safetensors: read one tensor at a time from single or sharded files, and write
+shards tensor by tensor, so neither direction holds a second copy of the model.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import ml_dtypes
+import numpy as np
+
+from jaxslm.errors import JaxslmError
+
+SINGLE_FILE = "model.safetensors"
+INDEX_FILE = "model.safetensors.index.json"
+HF_MAX_SHARD_BYTES = 5 * 10**9
+
+DTYPE_BY_CODE = {
+    "F64": np.dtype(np.float64),
+    "F32": np.dtype(np.float32),
+    "F16": np.dtype(np.float16),
+    "BF16": np.dtype(ml_dtypes.bfloat16),
+    "I64": np.dtype(np.int64),
+    "I32": np.dtype(np.int32),
+    "I16": np.dtype(np.int16),
+    "I8": np.dtype(np.int8),
+    "U8": np.dtype(np.uint8),
+    "BOOL": np.dtype(np.bool_),
+}
+CODE_BY_DTYPE = {dtype: code for code, dtype in DTYPE_BY_CODE.items()}
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """Where one tensor lives."""
+
+    path: Path
+    dtype: np.dtype
+    shape: tuple[int, ...]
+    offset: int
+
+
+class SafetensorsFile:
+    """One .safetensors file, memory-mapped; tensors are read lazily."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        try:
+            with open(path, "rb") as handle:
+                (header_len,) = struct.unpack("<Q", handle.read(8))
+                header = json.loads(handle.read(header_len))
+        except (OSError, struct.error, ValueError) as err:
+            raise JaxslmError(f"{path}: not a readable safetensors file ({err})") from err
+        header.pop("__metadata__", None)
+        self._data = np.memmap(path, dtype=np.uint8, mode="r")
+        self.tensors: dict[str, TensorInfo] = {}
+        for name, entry in header.items():
+            if entry["dtype"] not in DTYPE_BY_CODE:
+                raise JaxslmError(f"{path}: tensor {name} has unsupported dtype {entry['dtype']}")
+            start, end = entry["data_offsets"]
+            dtype, shape = DTYPE_BY_CODE[entry["dtype"]], tuple(entry["shape"])
+            if end - start != math.prod(shape) * dtype.itemsize or 8 + header_len + end > len(self._data):
+                raise JaxslmError(f"{path}: tensor {name} has offsets that do not match its shape")
+            self.tensors[name] = TensorInfo(path, dtype, shape, 8 + header_len + start)
+
+    def read(self, name: str) -> np.ndarray:
+        """A read-only view of tensor `name` (no copy)."""
+        info = self.tensors[name]
+        count = math.prod(info.shape)
+        return np.frombuffer(self._data, info.dtype, count, info.offset).reshape(info.shape)
+
+
+class WeightStore:
+    """All tensors of a HF model directory (`model.safetensors` or a sharded index)."""
+
+    def __init__(self, directory: str | Path):
+        directory = Path(directory)
+        if (directory / INDEX_FILE).is_file():
+            index = json.loads((directory / INDEX_FILE).read_text())
+            files = sorted(set(index.get("weight_map", {}).values()))
+        elif (directory / SINGLE_FILE).is_file():
+            files = [SINGLE_FILE]
+        else:
+            raise JaxslmError(
+                f"{directory}: no {SINGLE_FILE} or {INDEX_FILE}; convert PyTorch .bin weights to "
+                "safetensors first (transformers: save_pretrained(..., safe_serialization=True))"
+            )
+        missing = [name for name in files if not (directory / name).is_file()]
+        if missing:
+            raise JaxslmError(f"{directory / INDEX_FILE}: lists missing shard files {missing}")
+        self.files = [SafetensorsFile(directory / name) for name in files]
+        self._owner = {name: f for f in self.files for name in f.tensors}
+
+    def names(self) -> list[str]:
+        """Every tensor name."""
+        return list(self._owner)
+
+    def info(self, name: str) -> TensorInfo:
+        """Location, dtype and shape of `name`."""
+        return self._owner[name].tensors[name]
+
+    def read(self, name: str) -> np.ndarray:
+        """Tensor `name` as a read-only view."""
+        return self._owner[name].read(name)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._owner
+
+
+@dataclass(frozen=True)
+class PlannedTensor:
+    """A tensor to write: its name, shape, dtype and a function that produces its data."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    produce: Callable[[], np.ndarray]
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * self.dtype.itemsize
+
+
+def plan_shards(tensors: Iterable[PlannedTensor], max_bytes: int) -> list[list[PlannedTensor]]:
+    """Split tensors, in order, into shards of at most `max_bytes` (one oversize tensor alone)."""
+    shards: list[list[PlannedTensor]] = [[]]
+    size = 0
+    for tensor in tensors:
+        if shards[-1] and size + tensor.nbytes > max_bytes:
+            shards.append([])
+            size = 0
+        shards[-1].append(tensor)
+        size += tensor.nbytes
+    return shards
+
+
+def write_model(
+    directory: Path,
+    tensors: list[PlannedTensor],
+    max_shard_bytes: int = HF_MAX_SHARD_BYTES,
+    progress: Callable[[int], None] | None = None,
+) -> list[Path]:
+    """Write tensors as HF does: one `model.safetensors`, or numbered shards plus an index."""
+    shards = plan_shards(tensors, max_shard_bytes)
+    if len(shards) == 1:
+        names = [SINGLE_FILE]
+    else:
+        names = [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
+    for name, shard in zip(names, shards):
+        _write_file(directory / name, shard, progress)
+    if len(shards) > 1:
+        index = {
+            "metadata": {"total_size": sum(t.nbytes for t in tensors)},
+            "weight_map": {t.name: name for name, shard in zip(names, shards) for t in shard},
+        }
+        (directory / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")
+    return [directory / name for name in names]
+
+
+def _write_file(path: Path, tensors: list[PlannedTensor], progress) -> None:
+    header: dict[str, object] = {"__metadata__": {"format": "pt"}}
+    offset = 0
+    for tensor in tensors:
+        header[tensor.name] = {
+            "dtype": CODE_BY_DTYPE[tensor.dtype],
+            "shape": list(tensor.shape),
+            "data_offsets": [offset, offset + tensor.nbytes],
+        }
+        offset += tensor.nbytes
+    encoded = json.dumps(header, separators=(",", ":")).encode()
+    encoded += b" " * (-len(encoded) % 8)
+    with open(path, "wb") as handle:
+        handle.write(struct.pack("<Q", len(encoded)))
+        handle.write(encoded)
+        for tensor in tensors:
+            data = np.ascontiguousarray(tensor.produce(), dtype=tensor.dtype)
+            if data.shape != tensor.shape:
+                raise ValueError(f"{tensor.name}: produced {data.shape}, planned {tensor.shape}")
+            handle.write(data.reshape(-1).view(np.uint8))
+            if progress is not None:
+                progress(1)

@@ -1,0 +1,98 @@
+"""Typed description of a decoder: shapes, attention, RoPE, dtypes and how layers run."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from jaxslm.errors import JaxslmError
+
+VOCAB_MULTIPLE = 128
+FAMILIES = ("llama", "qwen2")
+REMAT_POLICIES = ("none", "full", "save_dots")
+DTYPES = ("float32", "bfloat16")
+
+
+@dataclass(frozen=True)
+class Llama3RopeScaling:
+    """The `llama3` frequency scaling of Llama 3.1 / 3.2."""
+
+    factor: float
+    low_freq_factor: float
+    high_freq_factor: float
+    original_max_position_embeddings: int
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Shapes and numerics of a Llama / Qwen2 style decoder.
+
+    `vocab_size` is the real vocabulary; the embedding is padded to `padded_vocab_size`.
+    """
+
+    family: str
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    tie_word_embeddings: bool
+    rms_norm_eps: float = 1e-5
+    rope_theta: float = 500000.0
+    rope_scaling: Llama3RopeScaling | None = None
+    max_position_embeddings: int = 8192
+    qkv_bias: bool = False
+    out_bias: bool = False
+    mlp_bias: bool = False
+    initializer_range: float = 0.02
+    param_dtype: str = "float32"
+    dtype: str = "float32"
+    scan_layers: bool = True
+    remat: str = "none"
+
+    def __post_init__(self) -> None:
+        if self.family not in FAMILIES:
+            raise JaxslmError(f"model family {self.family!r} is not one of {FAMILIES}")
+        if self.num_heads % self.num_kv_heads:
+            raise JaxslmError(
+                f"num_heads={self.num_heads} must be a multiple of num_kv_heads={self.num_kv_heads}"
+            )
+        if self.head_dim % 2:
+            raise JaxslmError(f"head_dim={self.head_dim} must be even for RoPE")
+        for field in ("param_dtype", "dtype"):
+            if getattr(self, field) not in DTYPES:
+                raise JaxslmError(f"{field}={getattr(self, field)!r} is not one of {DTYPES}")
+        if self.family == "llama" and self.qkv_bias != self.out_bias:
+            raise JaxslmError("llama: qkv_bias and out_bias must match (HF attention_bias)")
+        if self.family == "qwen2" and not (self.qkv_bias and not self.out_bias):
+            raise JaxslmError("qwen2: q/k/v projections have biases and o does not")
+        if self.remat not in REMAT_POLICIES:
+            raise JaxslmError(f"remat={self.remat!r} is not one of {REMAT_POLICIES}")
+
+    @property
+    def padded_vocab_size(self) -> int:
+        """Embedding rows: `vocab_size` rounded up to a multiple of 128."""
+        return -(-self.vocab_size // VOCAB_MULTIPLE) * VOCAB_MULTIPLE
+
+    def replace(self, **changes: Any) -> ModelConfig:
+        """A copy with some fields changed."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict; `from_dict` reverses it."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, fields: dict[str, Any]) -> ModelConfig:
+        """Build from `to_dict` output, refusing unknown keys."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(fields) - known)
+        if unknown:
+            raise JaxslmError(f"unknown model config keys {unknown}; known keys: {sorted(known)}")
+        fields = dict(fields)
+        if fields.get("rope_scaling") is not None:
+            fields["rope_scaling"] = Llama3RopeScaling(**fields["rope_scaling"])
+        return cls(**fields)

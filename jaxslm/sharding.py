@@ -1,0 +1,94 @@
+"""Device meshes and the one table that maps logical axis names onto mesh axes.
+
+Parameters and activations are annotated with logical names (`embed`, `heads`, ...);
+nothing outside this module names a mesh axis.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import jax
+import numpy as np
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
+
+from jaxslm.errors import JaxslmError
+
+MESH_AXES = ("data", "fsdp", "tensor")
+
+LOGICAL_RULES: dict[str, tuple[str, ...]] = {
+    "batch": ("data", "fsdp"),
+    "length": (),
+    "embed": ("fsdp",),
+    "heads": ("tensor",),
+    "kv_heads": ("tensor",),
+    "head_dim": (),
+    "mlp": ("tensor",),
+    "vocab": ("tensor",),
+    "layers": (),
+}
+
+LogicalAxes = Sequence[str | None]
+
+
+def make_mesh(
+    data: int = 1, fsdp: int = 1, tensor: int = 1, devices: Sequence[jax.Device] | None = None
+) -> Mesh:
+    """A data x fsdp x tensor mesh; one size may be -1 to take the remaining devices."""
+    devices = list(jax.devices() if devices is None else devices)
+    sizes = [data, fsdp, tensor]
+    if sizes.count(-1) > 1 or any(s == 0 or s < -1 for s in sizes):
+        raise JaxslmError(f"mesh sizes {dict(zip(MESH_AXES, sizes))}: use positive sizes, one -1 at most")
+    known = math.prod(s for s in sizes if s != -1)
+    if -1 in sizes:
+        if len(devices) % known:
+            raise JaxslmError(f"mesh sizes {sizes} do not divide the {len(devices)} devices")
+        sizes[sizes.index(-1)] = len(devices) // known
+    if math.prod(sizes) != len(devices):
+        raise JaxslmError(
+            f"mesh data={sizes[0]} x fsdp={sizes[1]} x tensor={sizes[2]} needs "
+            f"{math.prod(sizes)} devices but {len(devices)} are present; set one size to -1 to fill"
+        )
+    grid = np.asarray(devices, dtype=object).reshape(sizes)
+    return Mesh(grid, MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES))
+
+
+def logical_spec(
+    axes: LogicalAxes, shape: Sequence[int] | None = None, mesh: Mesh | None = None
+) -> PartitionSpec:
+    """PartitionSpec for logical `axes`; with shape and mesh, axes that do not divide stay whole."""
+    parts = []
+    used: set[str] = set()
+    for index, name in enumerate(axes):
+        mesh_axes = tuple(a for a in LOGICAL_RULES[name] if a not in used) if name else ()
+        if mesh is not None:
+            mesh_axes = tuple(a for a in mesh_axes if mesh.shape[a] > 1)
+            if shape is not None and shape[index] % math.prod(mesh.shape[a] for a in mesh_axes):
+                mesh_axes = ()
+        used.update(mesh_axes)
+        parts.append(mesh_axes[0] if len(mesh_axes) == 1 else (mesh_axes or None))
+    return PartitionSpec(*parts)
+
+
+def named_sharding(mesh: Mesh, axes: LogicalAxes, shape: Sequence[int]) -> NamedSharding:
+    """The NamedSharding of an array of `shape` with logical `axes` on `mesh`."""
+    return NamedSharding(mesh, logical_spec(axes, shape, mesh))
+
+
+def tree_shardings(mesh: Mesh, axes_tree, shapes_tree):
+    """NamedShardings for a tree of logical axes (tuples) and a matching tree of shapes."""
+    return jax.tree.map(
+        lambda axes, shape: named_sharding(mesh, axes, shape),
+        axes_tree,
+        shapes_tree,
+        is_leaf=lambda node: isinstance(node, tuple),
+    )
+
+
+def constrain(x: jax.Array, axes: LogicalAxes) -> jax.Array:
+    """Sharding constraint by logical axes; a no-op when no mesh is active."""
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty:
+        return x
+    return jax.lax.with_sharding_constraint(x, logical_spec(axes, x.shape, mesh))

@@ -1,0 +1,185 @@
+"""Speech vocabularies: where unit and modality ids live, and how new embedding rows start.
+
+Layouts follow slamkit so checkpoints interoperate (REFERENCE.md section 2):
+- `interleaved`: text tokenizer ids, then `<Un0>`..`<Un{K-1}>`, `<speech>`, `<text>`.
+- `speech-only`: `<PAD>` = 0, `<S>` = 1 (BOS and EOS), `<Un{i}>` = i + 2.
+- `text`: the text model's vocabulary unchanged (no speech units).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from jaxslm.errors import JaxslmError
+
+MODES = ("interleaved", "speech-only", "text")
+TEXT, SPEECH, MARKER = 0, 1, 2
+SPEECH_MARKER, TEXT_MARKER = "<speech>", "<text>"
+SPEECH_ONLY_PAD, SPEECH_ONLY_BOUNDARY = "<PAD>", "<S>"
+ROW_INIT_METHODS = ("mean_cov", "mean", "normal")
+
+
+def unit_token(index: int) -> str:
+    """The token string of unit `index`."""
+    return f"<Un{index}>"
+
+
+@dataclass(frozen=True)
+class SpeechVocab:
+    """Token-id layout of a speech LM.
+
+    `text_size` is len(text tokenizer) for `interleaved` and the text model's vocabulary for
+    `text`; it is 0 for `speech-only`. `eos_ids` may hold several ids (Llama 3 instruct).
+    """
+
+    mode: str
+    text_size: int
+    num_units: int
+    bos_id: int | None = None
+    eos_ids: tuple[int, ...] = ()
+    pad_id: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise JaxslmError(f"vocabulary mode {self.mode!r} is not one of {MODES}")
+        if self.num_units < 0 or (self.mode != "text" and self.num_units == 0):
+            raise JaxslmError(f"{self.mode} vocabulary needs num_units > 0, got {self.num_units}")
+        if self.mode == "text" and self.num_units:
+            raise JaxslmError("a text vocabulary has no speech units: use mode 'interleaved'")
+
+    @classmethod
+    def speech_only(cls, num_units: int) -> SpeechVocab:
+        """The TWIST/Slam layout: `<PAD>`, `<S>`, units."""
+        return cls("speech-only", 0, num_units, bos_id=1, eos_ids=(1,), pad_id=0)
+
+    @property
+    def unit_offset(self) -> int:
+        """Id of `<Un0>`."""
+        return 2 if self.mode == "speech-only" else self.text_size
+
+    @property
+    def size(self) -> int:
+        """Real vocabulary size V."""
+        if self.mode == "speech-only":
+            return self.num_units + 2
+        if self.mode == "text":
+            return self.text_size
+        return self.text_size + self.num_units + 2
+
+    @property
+    def speech_marker_id(self) -> int:
+        """Id of `<speech>` (interleaved only)."""
+        self._require_interleaved("<speech>")
+        return self.text_size + self.num_units
+
+    @property
+    def text_marker_id(self) -> int:
+        """Id of `<text>` (interleaved only)."""
+        self._require_interleaved("<text>")
+        return self.text_size + self.num_units + 1
+
+    def _require_interleaved(self, what: str) -> None:
+        if self.mode != "interleaved":
+            raise JaxslmError(f"{what} exists only in interleaved vocabularies, not {self.mode!r}")
+
+    def unit_id(self, unit: int) -> int:
+        """Token id of unit `unit`."""
+        if not 0 <= unit < self.num_units:
+            raise JaxslmError(f"unit {unit} is outside [0, {self.num_units})")
+        return self.unit_offset + unit
+
+    def units_to_ids(self, units) -> np.ndarray:
+        """Token ids of an array of units."""
+        units = np.asarray(units, dtype=np.int64)
+        if units.size and (units.min() < 0 or units.max() >= self.num_units):
+            raise JaxslmError(f"units must lie in [0, {self.num_units}); got {units.min()}..{units.max()}")
+        return (units + self.unit_offset).astype(np.int32)
+
+    def added_tokens(self) -> list[str]:
+        """Tokens added on top of the text tokenizer, in id order from `unit_offset`."""
+        if self.mode == "text":
+            return []
+        units = [unit_token(i) for i in range(self.num_units)]
+        if self.mode == "speech-only":
+            return [SPEECH_ONLY_PAD, SPEECH_ONLY_BOUNDARY, *units]
+        return [*units, SPEECH_MARKER, TEXT_MARKER]
+
+    def modality(self, ids) -> np.ndarray:
+        """Per-token modality: 0 text, 1 speech unit, 2 marker (or `<PAD>`/`<S>`)."""
+        ids = np.asarray(ids)
+        is_unit = (ids >= self.unit_offset) & (ids < self.unit_offset + self.num_units)
+        if self.mode == "speech-only":
+            return np.where(is_unit, SPEECH, MARKER).astype(np.int8)
+        marker = ids >= self.unit_offset + self.num_units if self.mode == "interleaved" else False
+        return np.where(is_unit, SPEECH, np.where(marker, MARKER, TEXT)).astype(np.int8)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict; `from_dict` reverses it."""
+        fields = dataclasses.asdict(self)
+        fields["eos_ids"] = list(self.eos_ids)
+        return fields
+
+    @classmethod
+    def from_dict(cls, fields: dict[str, Any]) -> SpeechVocab:
+        """Inverse of `to_dict`."""
+        return cls(**{**fields, "eos_ids": tuple(fields.get("eos_ids", ()))})
+
+
+def resize_rows(
+    matrix: np.ndarray,
+    new_rows: int,
+    method: str = "mean_cov",
+    seed: int = 0,
+    std: float = 0.02,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
+    """`matrix` [rows, width] resized to `new_rows`, like transformers' resize_token_embeddings.
+
+    The first min(rows, new_rows) rows are kept. Added rows are drawn from a Gaussian with the
+    old rows' mean and 1e-9 x their covariance (`mean_cov`, falling back to the mean when that
+    covariance is not positive definite), set to the mean (`mean`), or drawn from N(0, std)
+    (`normal`). Deterministic given `seed`. The result is written into `out` [new_rows, width]
+    when given (any float dtype), else into a new array of `matrix.dtype`.
+    """
+    if method not in ROW_INIT_METHODS:
+        raise JaxslmError(f"row init method {method!r} is not one of {ROW_INIT_METHODS}")
+    rows, width = matrix.shape
+    if out is None:
+        out = np.empty((new_rows, width), dtype=matrix.dtype)
+    kept = min(rows, new_rows)
+    out[:kept] = matrix[:kept]
+    added = new_rows - kept
+    if added:
+        out[kept:] = _new_rows(matrix, added, method, np.random.default_rng(seed), std)
+    return out
+
+
+def _new_rows(matrix, count, method, rng, std) -> np.ndarray:
+    if method == "normal":
+        return rng.normal(0.0, std, size=(count, matrix.shape[1]))
+    mean, covariance = _row_moments(matrix)
+    if method == "mean":
+        return np.broadcast_to(mean, (count, mean.size))
+    try:
+        factor = np.linalg.cholesky(1e-9 * covariance)
+    except np.linalg.LinAlgError:
+        return np.broadcast_to(mean, (count, mean.size))
+    return mean + rng.standard_normal((count, mean.size)) @ factor.T
+
+
+def _row_moments(matrix: np.ndarray, chunk: int = 8192) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and (biased) covariance of the rows, accumulated in float64 chunk by chunk."""
+    rows, width = matrix.shape
+    total = np.zeros(width)
+    for start in range(0, rows, chunk):
+        total += matrix[start : start + chunk].astype(np.float64).sum(axis=0)
+    mean = total / rows
+    covariance = np.zeros((width, width))
+    for start in range(0, rows, chunk):
+        centred = matrix[start : start + chunk].astype(np.float64) - mean
+        covariance += centred.T @ centred
+    return mean, covariance / rows
