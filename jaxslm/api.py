@@ -47,7 +47,7 @@ class SpeechLM:
         if positions is None:
             positions = np.broadcast_to(np.arange(length, dtype=np.int32), tokens.shape)
         inputs = [np.asarray(a, np.int32) for a in (tokens, positions, segment_ids)]
-        for name, array in zip(("positions", "segment_ids"), inputs[1:]):
+        for name, array in zip(("positions", "segment_ids"), inputs[1:], strict=True):
             if array.shape != tokens.shape:
                 raise JaxslmError(f"{name} has shape {array.shape}, tokens {tokens.shape}")
         if self.mesh is None:
@@ -90,4 +90,3 @@ def load(
     params = restore_params(ckpt_dir, cfg, shardings)
     nnx.update(abstract, params)
     return SpeechLM(abstract, vocab, mesh)
-

@@ -39,7 +39,9 @@ def make_mesh(
     devices = list(jax.devices() if devices is None else devices)
     sizes = [data, fsdp, tensor]
     if sizes.count(-1) > 1 or any(s == 0 or s < -1 for s in sizes):
-        raise JaxslmError(f"mesh sizes {dict(zip(MESH_AXES, sizes))}: use positive sizes, one -1 at most")
+        raise JaxslmError(
+            f"mesh data={data} fsdp={fsdp} tensor={tensor}: use positive sizes and at most one -1"
+        )
     known = math.prod(s for s in sizes if s != -1)
     if -1 in sizes:
         if len(devices) % known:

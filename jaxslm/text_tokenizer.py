@@ -131,4 +131,3 @@ def speech_only_tokenizer(vocab: SpeechVocab) -> HFTokenizer:
         "pad_token": SPEECH_ONLY_PAD,
     }
     return HFTokenizer(tokenizer, config_overrides=special)
-

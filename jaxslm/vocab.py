@@ -96,7 +96,9 @@ class SpeechVocab:
         """Token ids of an array of units."""
         units = np.asarray(units, dtype=np.int64)
         if units.size and (units.min() < 0 or units.max() >= self.num_units):
-            raise JaxslmError(f"units must lie in [0, {self.num_units}); got {units.min()}..{units.max()}")
+            raise JaxslmError(
+                f"units must lie in [0, {self.num_units}); got {units.min()}..{units.max()}"
+            )
         return (units + self.unit_offset).astype(np.int32)
 
     def added_tokens(self) -> list[str]:

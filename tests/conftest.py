@@ -19,6 +19,7 @@ from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers  
 from jaxslm.hf.importer import import_hf  # noqa: E402
 
 BOS, EOS = "<|begin_of_text|>", "<|end_of_text|>"
+QWEN_EOS = "<|endoftext|>"
 CORPUS = [
     "the cat sat on the mat and the dog ran to the park",
     "speech language models learn from units and from text",
@@ -27,21 +28,31 @@ CORPUS = [
 ] * 4
 
 
-def build_tokenizer(directory, add_bos: bool = True):
-    """A byte-level BPE tokenizer of a few hundred entries, saved as HF files in `directory`."""
+def build_tokenizer(directory, llama_style: bool = True):
+    """A byte-level BPE tokenizer of a few hundred entries, saved as HF files in `directory`.
+
+    Llama style adds BOS and names BOS/EOS; Qwen style adds nothing and has `<|endoftext|>`.
+    """
     from transformers import PreTrainedTokenizerFast
 
+    specials = [BOS, EOS] if llama_style else [QWEN_EOS, "<|im_start|>", "<|im_end|>"]
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     trainer = trainers.BpeTrainer(
-        vocab_size=300, special_tokens=[BOS, EOS],
+        vocab_size=300,
+        special_tokens=specials,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
     tokenizer.train_from_iterator(CORPUS, trainer)
-    if add_bos:
-        tokenizer.post_processor = processors.TemplateProcessing(
-            single=f"{BOS} $A", special_tokens=[(BOS, tokenizer.token_to_id(BOS))]
+    if not llama_style:
+        fast = PreTrainedTokenizerFast(
+            tokenizer_object=tokenizer, eos_token=QWEN_EOS, pad_token=QWEN_EOS
         )
+        fast.save_pretrained(directory)
+        return fast
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single=f"{BOS} $A", special_tokens=[(BOS, tokenizer.token_to_id(BOS))]
+    )
     fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token=BOS, eos_token=EOS)
     fast.save_pretrained(directory)
     return fast
@@ -60,12 +71,26 @@ def llama_config(vocab_size: int):
     from transformers import LlamaConfig
 
     return LlamaConfig(
-        vocab_size=vocab_size, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, head_dim=16, rms_norm_eps=1e-5,
-        rope_theta=500000.0, max_position_embeddings=256, tie_word_embeddings=True,
-        rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
-                      "high_freq_factor": 4.0, "original_max_position_embeddings": 64},
-        bos_token_id=0, eos_token_id=1,
+        vocab_size=vocab_size,
+        hidden_size=64,
+        intermediate_size=96,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        rms_norm_eps=1e-5,
+        rope_theta=500000.0,
+        max_position_embeddings=256,
+        tie_word_embeddings=True,
+        rope_scaling={
+            "rope_type": "llama3",
+            "factor": 8.0,
+            "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 64,
+        },
+        bos_token_id=0,
+        eos_token_id=1,
     )
 
 
@@ -73,9 +98,18 @@ def qwen_config(vocab_size: int):
     from transformers import Qwen2Config
 
     return Qwen2Config(
-        vocab_size=vocab_size, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-6, rope_theta=1e6,
-        max_position_embeddings=256, tie_word_embeddings=False, bos_token_id=0, eos_token_id=1,
+        vocab_size=vocab_size,
+        hidden_size=64,
+        intermediate_size=96,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        rms_norm_eps=1e-6,
+        rope_theta=1e6,
+        max_position_embeddings=256,
+        tie_word_embeddings=False,
+        bos_token_id=0,
+        eos_token_id=1,
     )
 
 
@@ -102,7 +136,7 @@ def llama_hf(tmp_path_factory):
 def qwen_hf(tmp_path_factory):
     """(directory, torch model) of a tiny Qwen2 style model: biases, untied, padded vocab."""
     directory = tmp_path_factory.mktemp("qwen_hf")
-    tokenizer = build_tokenizer(directory, add_bos=False)
+    tokenizer = build_tokenizer(directory, llama_style=False)
     return directory, save_hf_model(qwen_config(len(tokenizer) + 37), directory, seed=2)
 
 

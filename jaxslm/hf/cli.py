@@ -21,7 +21,8 @@ that AutoModelForCausalLM and AutoTokenizer load with no custom code.
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of both sub-commands."""
     parser = argparse.ArgumentParser(
-        prog="jaxslm-convert", description=DESCRIPTION,
+        prog="jaxslm-convert",
+        description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = parser.add_subparsers(dest="command", required=True)
@@ -29,28 +30,59 @@ def build_parser() -> argparse.ArgumentParser:
     imp = commands.add_parser("import-hf", help="HF or slamkit directory -> jaxslm checkpoint")
     imp.add_argument("hf_dir", help="HF model directory (config.json + safetensors)")
     imp.add_argument("out_dir", help="jaxslm checkpoint directory to create")
-    imp.add_argument("--speech-units", type=int, default=500, metavar="K",
-                     help="number of speech units K (default 500, mHuBERT-25Hz); 0 keeps the "
-                          "text vocabulary unchanged")
-    imp.add_argument("--mode", choices=[m for m in MODES if m != "text"], default=None,
-                     help="vocabulary layout (default interleaved; slamkit checkpoints: "
-                          "inferred from their vocab size)")
-    imp.add_argument("--tokenizer", default=None, metavar="DIR",
-                     help="directory with the text tokenizer.json (default: HF_DIR)")
-    imp.add_argument("--dtype", choices=DTYPES, default=None,
-                     help="parameter dtype (default: bfloat16 if the weights are, else float32)")
-    imp.add_argument("--init", choices=ROW_INIT_METHODS, default="mean_cov",
-                     help="how new embedding rows start (default mean_cov, as transformers)")
+    imp.add_argument(
+        "--speech-units",
+        type=int,
+        default=500,
+        metavar="K",
+        help="number of speech units K (default 500, mHuBERT-25Hz); 0 keeps the "
+        "text vocabulary unchanged. Directories written by export-hf carry "
+        "their layout, which is used as is",
+    )
+    imp.add_argument(
+        "--mode",
+        choices=[m for m in MODES if m != "text"],
+        default=None,
+        help="vocabulary layout (default interleaved; slamkit checkpoints: "
+        "inferred from their vocab size)",
+    )
+    imp.add_argument(
+        "--tokenizer",
+        default=None,
+        metavar="DIR",
+        help="directory with the text tokenizer.json (default: HF_DIR)",
+    )
+    imp.add_argument(
+        "--dtype",
+        choices=DTYPES,
+        default=None,
+        help="parameter dtype (default: bfloat16 if the weights are, else float32)",
+    )
+    imp.add_argument(
+        "--init",
+        choices=ROW_INIT_METHODS,
+        default="mean_cov",
+        help="how new embedding rows start (default mean_cov, as transformers)",
+    )
     imp.add_argument("--seed", type=int, default=0, help="seed for new embedding rows")
     imp.add_argument("--overwrite", action="store_true", help="replace an existing OUT_DIR")
 
     exp = commands.add_parser("export-hf", help="jaxslm checkpoint -> plain HF directory")
     exp.add_argument("ckpt_dir", help="jaxslm checkpoint directory")
     exp.add_argument("hf_out_dir", help="HF directory to create")
-    exp.add_argument("--dtype", choices=DTYPES, default=None,
-                     help="dtype of the written weights (default: the checkpoint's)")
-    exp.add_argument("--max-shard-size", type=float, default=5.0, metavar="GB",
-                     help="split safetensors into shards of at most this many GB (default 5)")
+    exp.add_argument(
+        "--dtype",
+        choices=DTYPES,
+        default=None,
+        help="dtype of the written weights (default: the checkpoint's)",
+    )
+    exp.add_argument(
+        "--max-shard-size",
+        type=float,
+        default=5.0,
+        metavar="GB",
+        help="split safetensors into shards of at most this many GB (default 5)",
+    )
     exp.add_argument("--overwrite", action="store_true", help="replace an existing HF_OUT_DIR")
     return parser
 
@@ -64,14 +96,23 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "import-hf":
             out = import_hf(
-                args.hf_dir, args.out_dir, speech_units=args.speech_units, mode=args.mode,
-                tokenizer_dir=args.tokenizer, dtype=args.dtype, init=args.init, seed=args.seed,
+                args.hf_dir,
+                args.out_dir,
+                speech_units=args.speech_units,
+                mode=args.mode,
+                tokenizer_dir=args.tokenizer,
+                dtype=args.dtype,
+                init=args.init,
+                seed=args.seed,
                 overwrite=args.overwrite,
             )
         else:
             out = export_hf(
-                args.ckpt_dir, args.hf_out_dir, dtype=args.dtype,
-                max_shard_bytes=int(args.max_shard_size * 10**9), overwrite=args.overwrite,
+                args.ckpt_dir,
+                args.hf_out_dir,
+                dtype=args.dtype,
+                max_shard_bytes=int(args.max_shard_size * 10**9),
+                overwrite=args.overwrite,
             )
     except JaxslmError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -12,6 +12,7 @@ from jaxslm.vocab import SpeechVocab
 ARCHITECTURES = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM"}
 SLAMKIT_MODEL_TYPE = "speech_language_model"
 SLAMKIT_WEIGHT_PREFIX = "lm."
+SPEECH_VOCAB_KEY = "jaxslm_speech_vocab"
 SUPPORTED_MESSAGE = (
     "supported: model_type 'llama' (Llama 3.x), 'qwen2' (Qwen2 / Qwen2.5), and slamkit "
     f"'{SLAMKIT_MODEL_TYPE}' checkpoints wrapping one of those"
@@ -112,6 +113,7 @@ def hf_config_from_model(cfg: ModelConfig, vocab: SpeechVocab, torch_dtype: str)
         "bos_token_id": vocab.bos_id,
         "eos_token_id": _eos(vocab),
         "pad_token_id": vocab.pad_id,
+        SPEECH_VOCAB_KEY: vocab.to_dict(),
     }
     if cfg.family == "llama":
         hf.update(attention_bias=cfg.qkv_bias, mlp_bias=cfg.mlp_bias)

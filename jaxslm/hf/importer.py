@@ -20,6 +20,7 @@ from jaxslm.fsutil import atomic_directory, refuse_existing
 from jaxslm.hf.config_map import (
     SLAMKIT_MODEL_TYPE,
     SLAMKIT_WEIGHT_PREFIX,
+    SPEECH_VOCAB_KEY,
     model_config_from_hf,
     unwrap_slamkit,
 )
@@ -27,7 +28,7 @@ from jaxslm.hf.param_map import ParamMap, param_maps
 from jaxslm.hf.safetensors_io import WeightStore
 from jaxslm.models.config import ModelConfig
 from jaxslm.text_tokenizer import TOKENIZER_FILE, HFTokenizer, speech_only_tokenizer
-from jaxslm.vocab import SpeechVocab, resize_rows
+from jaxslm.vocab import SpeechVocab, resize_rows, unit_token
 
 log = logging.getLogger(__name__)
 DEFAULT_UNITS = 500
@@ -109,6 +110,8 @@ def _plan_vocab(
     tokenizer_dir: str | Path | None,
 ) -> SpeechVocab:
     rows = source_cfg.vocab_size
+    if SPEECH_VOCAB_KEY in hf:
+        return _exported_vocab(SpeechVocab.from_dict(hf[SPEECH_VOCAB_KEY]), rows, tokenizer, hf_dir)
     if units == 0:
         return _with_special_ids(SpeechVocab("text", rows, 0), hf, tokenizer)
     if mode is None:
@@ -145,6 +148,27 @@ def _plan_vocab(
     return _with_special_ids(vocab, {} if is_slamkit else hf, tokenizer)
 
 
+def _exported_vocab(
+    vocab: SpeechVocab, rows: int, tokenizer: HFTokenizer | None, hf_dir: Path
+) -> SpeechVocab:
+    """The layout recorded by `export-hf`, checked against the weights and tokenizer."""
+    if rows != vocab.size:
+        raise JaxslmError(
+            f"{hf_dir / 'config.json'}: {SPEECH_VOCAB_KEY} describes {vocab.size} ids but "
+            f"vocab_size is {rows}"
+        )
+    if vocab.mode == "interleaved" and (
+        tokenizer is None
+        or len(tokenizer) != rows
+        or tokenizer.token_to_id(unit_token(0)) != vocab.unit_offset
+    ):
+        raise JaxslmError(
+            f"{hf_dir}: exported by jaxslm with speech units, but its tokenizer does not hold "
+            f"{unit_token(0)} at id {vocab.unit_offset}; restore the exported tokenizer files"
+        )
+    return vocab
+
+
 def _with_special_ids(
     vocab: SpeechVocab, hf: dict[str, Any], tokenizer: HFTokenizer | None
 ) -> SpeechVocab:
@@ -162,7 +186,7 @@ def _with_special_ids(
 def _output_tokenizer(tokenizer: HFTokenizer | None, vocab: SpeechVocab) -> HFTokenizer | None:
     if vocab.mode == "speech-only":
         return speech_only_tokenizer(vocab)
-    if tokenizer is not None and vocab.mode == "interleaved":
+    if tokenizer is not None and vocab.mode == "interleaved" and len(tokenizer) != vocab.size:
         tokenizer.extend(vocab)
     return tokenizer
 
@@ -231,8 +255,14 @@ def _convert(
             names = _hf_names(m, prefix, cfg.num_layers)
             if m.is_vocab:
                 rows = np.zeros((cfg.padded_vocab_size, cfg.hidden_size), dtype)
-                resize_rows(store.read(names[0]), vocab.size, init, seed + offset,
-                            cfg.initializer_range, out=rows[: vocab.size])
+                resize_rows(
+                    store.read(names[0]),
+                    vocab.size,
+                    init,
+                    seed + offset,
+                    cfg.initializer_range,
+                    out=rows[: vocab.size],
+                )
                 value = np.ascontiguousarray(m.to_jaxslm(rows, shape))
             elif m.stacked:
                 value = np.empty(shape, dtype)

@@ -64,23 +64,40 @@ def param_maps(cfg: ModelConfig) -> list[ParamMap]:
     maps = [ParamMap(("embed", "embedding"), "model.embed_tokens.weight", SAME)]
     maps.append(ParamMap(("layers", "attn_norm", "scale"), layer + "input_layernorm.weight", SAME))
     for name in ("q", "k", "v"):
-        maps.append(ParamMap(("layers", "attn", name, "kernel"),
-                             layer + f"self_attn.{name}_proj.weight", KERNEL, 1))
+        maps.append(
+            ParamMap(
+                ("layers", "attn", name, "kernel"),
+                layer + f"self_attn.{name}_proj.weight",
+                KERNEL,
+                1,
+            )
+        )
         if cfg.qkv_bias:
-            maps.append(ParamMap(("layers", "attn", name, "bias"),
-                                 layer + f"self_attn.{name}_proj.bias", FLAT))
-    maps.append(ParamMap(("layers", "attn", "o", "kernel"),
-                         layer + "self_attn.o_proj.weight", KERNEL, 2))
+            maps.append(
+                ParamMap(
+                    ("layers", "attn", name, "bias"), layer + f"self_attn.{name}_proj.bias", FLAT
+                )
+            )
+    maps.append(
+        ParamMap(("layers", "attn", "o", "kernel"), layer + "self_attn.o_proj.weight", KERNEL, 2)
+    )
     if cfg.out_bias:
-        maps.append(ParamMap(("layers", "attn", "o", "bias"), layer + "self_attn.o_proj.bias", FLAT))
-    maps.append(ParamMap(("layers", "mlp_norm", "scale"),
-                         layer + "post_attention_layernorm.weight", SAME))
+        maps.append(
+            ParamMap(("layers", "attn", "o", "bias"), layer + "self_attn.o_proj.bias", FLAT)
+        )
+    maps.append(
+        ParamMap(("layers", "mlp_norm", "scale"), layer + "post_attention_layernorm.weight", SAME)
+    )
     for name in ("gate", "up", "down"):
-        maps.append(ParamMap(("layers", "mlp", name, "kernel"),
-                             layer + f"mlp.{name}_proj.weight", KERNEL, 1))
+        maps.append(
+            ParamMap(
+                ("layers", "mlp", name, "kernel"), layer + f"mlp.{name}_proj.weight", KERNEL, 1
+            )
+        )
         if cfg.mlp_bias:
-            maps.append(ParamMap(("layers", "mlp", name, "bias"),
-                                 layer + f"mlp.{name}_proj.bias", FLAT))
+            maps.append(
+                ParamMap(("layers", "mlp", name, "bias"), layer + f"mlp.{name}_proj.bias", FLAT)
+            )
     maps.append(ParamMap(("final_norm", "scale"), "model.norm.weight", SAME))
     if not cfg.tie_word_embeddings:
         maps.append(ParamMap(("lm_head", "kernel"), "lm_head.weight", KERNEL, 1))

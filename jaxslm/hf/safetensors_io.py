@@ -64,7 +64,9 @@ class SafetensorsFile:
                 raise JaxslmError(f"{path}: tensor {name} has unsupported dtype {entry['dtype']}")
             start, end = entry["data_offsets"]
             dtype, shape = DTYPE_BY_CODE[entry["dtype"]], tuple(entry["shape"])
-            if end - start != math.prod(shape) * dtype.itemsize or 8 + header_len + end > len(self._data):
+            if end - start != math.prod(shape) * dtype.itemsize or 8 + header_len + end > len(
+                self._data
+            ):
                 raise JaxslmError(f"{path}: tensor {name} has offsets that do not match its shape")
             self.tensors[name] = TensorInfo(path, dtype, shape, 8 + header_len + start)
 
@@ -151,12 +153,14 @@ def write_model(
         names = [SINGLE_FILE]
     else:
         names = [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
-    for name, shard in zip(names, shards):
+    for name, shard in zip(names, shards, strict=True):
         _write_file(directory / name, shard, progress)
     if len(shards) > 1:
         index = {
             "metadata": {"total_size": sum(t.nbytes for t in tensors)},
-            "weight_map": {t.name: name for name, shard in zip(names, shards) for t in shard},
+            "weight_map": {
+                t.name: name for name, shard in zip(names, shards, strict=True) for t in shard
+            },
         }
         (directory / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")
     return [directory / name for name in names]

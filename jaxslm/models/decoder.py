@@ -21,8 +21,14 @@ REMAT = {
 
 def _dense(cfg: ModelConfig, rngs: nnx.Rngs, in_shape, out_shape, axes, use_bias: bool) -> Dense:
     return Dense(
-        in_shape, out_shape, axes, use_bias=use_bias, std=cfg.initializer_range,
-        param_dtype=jnp.dtype(cfg.param_dtype), dtype=jnp.dtype(cfg.dtype), rngs=rngs,
+        in_shape,
+        out_shape,
+        axes,
+        use_bias=use_bias,
+        std=cfg.initializer_range,
+        param_dtype=jnp.dtype(cfg.param_dtype),
+        dtype=jnp.dtype(cfg.dtype),
+        rngs=rngs,
     )
 
 
@@ -81,8 +87,12 @@ class Decoder(nnx.Module):
         self.config = cfg
         param_dtype, dtype = jnp.dtype(cfg.param_dtype), jnp.dtype(cfg.dtype)
         self.embed = Embed(
-            cfg.padded_vocab_size, cfg.hidden_size, std=cfg.initializer_range,
-            param_dtype=param_dtype, dtype=dtype, rngs=rngs,
+            cfg.padded_vocab_size,
+            cfg.hidden_size,
+            std=cfg.initializer_range,
+            param_dtype=param_dtype,
+            dtype=dtype,
+            rngs=rngs,
         )
 
         @nnx.split_rngs(splits=cfg.num_layers)
@@ -95,8 +105,14 @@ class Decoder(nnx.Module):
         self.lm_head = (
             None
             if cfg.tie_word_embeddings
-            else _dense(cfg, rngs, (cfg.hidden_size,), (cfg.padded_vocab_size,),
-                        ("embed", "vocab"), use_bias=False)
+            else _dense(
+                cfg,
+                rngs,
+                (cfg.hidden_size,),
+                (cfg.padded_vocab_size,),
+                ("embed", "vocab"),
+                use_bias=False,
+            )
         )
 
     def hidden_states(self, tokens, positions, segment_ids):

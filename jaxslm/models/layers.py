@@ -36,9 +36,7 @@ class Dense(nnx.Module):
     ):
         self.in_ndim = len(in_shape)
         self.dtype = dtype
-        self.kernel = nnx.Param(
-            _normal(rngs, (*in_shape, *out_shape), std, param_dtype), axes=axes
-        )
+        self.kernel = nnx.Param(_normal(rngs, (*in_shape, *out_shape), std, param_dtype), axes=axes)
         self.bias = (
             nnx.Param(jnp.zeros(tuple(out_shape), param_dtype), axes=axes[self.in_ndim :])
             if use_bias
@@ -64,7 +62,13 @@ class Embed(nnx.Module):
     """Token embedding table [vocab, embed]."""
 
     def __init__(
-        self, rows: int, width: int, *, std: float, param_dtype: jnp.dtype, dtype: jnp.dtype,
+        self,
+        rows: int,
+        width: int,
+        *,
+        std: float,
+        param_dtype: jnp.dtype,
+        dtype: jnp.dtype,
         rngs: nnx.Rngs,
     ):
         self.dtype = dtype
@@ -92,4 +96,3 @@ class RMSNorm(nnx.Module):
         x32 = x.astype(jnp.float32)
         normed = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
         return self.scale[...].astype(x.dtype) * normed.astype(x.dtype)
-

@@ -1,0 +1,103 @@
+"""Bad inputs to the converter: one clear error, exit code 2, nothing written."""
+
+import json
+import shutil
+
+import pytest
+
+from jaxslm.hf import importer
+from jaxslm.hf.cli import main
+
+
+@pytest.fixture
+def hf_copy(llama_hf, tmp_path):
+    """A writable copy of the tiny Llama directory."""
+    return shutil.copytree(llama_hf[0], tmp_path / "hf")
+
+
+def _fails(argv, capsys, *fragments):
+    assert main([str(a) for a in argv]) == 2
+    message = capsys.readouterr().err
+    assert message.startswith("error: ") and message.count("\n") == 1, message
+    for fragment in fragments:
+        assert fragment in message, message
+
+
+def _nothing_written(out):
+    assert not out.exists()
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(f".{out.name}")]
+
+
+def test_missing_config(hf_copy, tmp_path, capsys):
+    (hf_copy / "config.json").unlink()
+    _fails(["import-hf", hf_copy, tmp_path / "out"], capsys, "config.json", "not found")
+    _nothing_written(tmp_path / "out")
+
+
+def test_missing_weights(hf_copy, tmp_path, capsys):
+    (hf_copy / "model.safetensors").unlink()
+    _fails(["import-hf", hf_copy, tmp_path / "out"], capsys, "model.safetensors", str(hf_copy))
+    _nothing_written(tmp_path / "out")
+
+
+def test_unsupported_model_type(hf_copy, tmp_path, capsys):
+    config = json.loads((hf_copy / "config.json").read_text())
+    (hf_copy / "config.json").write_text(json.dumps({**config, "model_type": "gpt2"}))
+    _fails(["import-hf", hf_copy, tmp_path / "out"], capsys, "'gpt2'", "llama", "qwen2", "slamkit")
+    _nothing_written(tmp_path / "out")
+
+
+def test_tokenizer_larger_than_the_embedding(hf_copy, tmp_path, capsys):
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(hf_copy / "tokenizer.json"))
+    tokenizer.add_tokens([f"extra{i}" for i in range(5)])
+    tokenizer.save(str(hf_copy / "tokenizer.json"))
+    _fails(["import-hf", hf_copy, tmp_path / "out"], capsys, "tokenizer has", "embedding rows")
+    _nothing_written(tmp_path / "out")
+
+
+def test_shape_mismatch_in_weight_file(hf_copy, tmp_path, capsys):
+    config = json.loads((hf_copy / "config.json").read_text())
+    (hf_copy / "config.json").write_text(json.dumps({**config, "intermediate_size": 100}))
+    _fails(
+        ["import-hf", hf_copy, tmp_path / "out"],
+        capsys,
+        "model.safetensors",
+        "mlp.gate_proj.weight",
+        "[100, 64]",
+    )
+    _nothing_written(tmp_path / "out")
+
+
+def test_existing_output_is_refused_then_overwritten(hf_copy, llama_ckpt, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("user data")
+    _fails(["import-hf", hf_copy, out, "--speech-units", "4"], capsys, str(out), "--overwrite")
+    _fails(["export-hf", llama_ckpt, out], capsys, "--overwrite")
+    assert (out / "keep.txt").read_text() == "user data"
+    assert main(["import-hf", str(hf_copy), str(out), "--speech-units", "4", "--overwrite"]) == 0
+    assert (out / "jaxslm.json").is_file() and not (out / "keep.txt").exists()
+
+
+def test_interrupted_conversion_leaves_nothing(hf_copy, tmp_path, monkeypatch):
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(importer, "write_checkpoint", crash)
+    with pytest.raises(KeyboardInterrupt):
+        importer.import_hf(hf_copy, tmp_path / "out", speech_units=4)
+    _nothing_written(tmp_path / "out")
+
+
+def test_export_of_a_non_checkpoint(tmp_path, capsys):
+    _fails(["export-hf", tmp_path, tmp_path / "out"], capsys, "jaxslm.json", "import-hf")
+    _nothing_written(tmp_path / "out")
+
+
+def test_help_explains_both_commands(capsys):
+    with pytest.raises(SystemExit):
+        main(["import-hf", "--help"])
+    text = capsys.readouterr().out
+    assert "--speech-units" in text and "--mode" in text and "--tokenizer" in text
