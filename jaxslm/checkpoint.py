@@ -18,6 +18,7 @@ import orbax.checkpoint as ocp
 from flax import nnx
 
 from jaxslm.errors import JaxslmError
+from jaxslm.hostmem import cpu_device, to_cpu_array
 from jaxslm.models.config import ModelConfig
 from jaxslm.models.decoder import abstract_decoder
 from jaxslm.vocab import SpeechVocab
@@ -26,15 +27,20 @@ FORMAT_VERSION = 1
 METADATA_FILE = "jaxslm.json"
 PARAMS_DIR = "params"
 TOKENIZER_DIR = "tokenizer"
+RESTORE_CONCURRENT_GB = 1
 
 
 def write_checkpoint(
     directory: Path, params: dict, cfg: ModelConfig, vocab: SpeechVocab, source: dict[str, Any]
 ) -> None:
-    """Save `params` (a pure dict of arrays) and the metadata into `directory`."""
-    with ocp.StandardCheckpointer() as checkpointer:
-        checkpointer.save(directory.absolute() / PARAMS_DIR, params)
-        checkpointer.wait_until_finished()
+    """Save `params` (a pure dict of arrays) and the metadata into `directory`.
+
+    Weights are stored uncompressed: zstd saves little on float weights and writes 4x slower.
+    """
+    params = jax.tree.map(to_cpu_array, params)  # Orbax writes jax arrays faster than numpy
+    handler = ocp.PyTreeCheckpointHandler(use_compression=False)
+    with ocp.Checkpointer(handler) as checkpointer:
+        checkpointer.save(directory.absolute() / PARAMS_DIR, args=ocp.args.PyTreeSave(params))
     metadata = {
         "format": FORMAT_VERSION,
         "model": cfg.to_dict(),
@@ -71,15 +77,18 @@ def restore_params(directory: str | Path, cfg: ModelConfig, shardings=None) -> d
     """Restore the parameter tree; `shardings` (a matching tree) places it, else one CPU device."""
     abstract = abstract_params(cfg)
     if shardings is None:
-        cpu = jax.sharding.SingleDeviceSharding(jax.devices("cpu")[0])
+        cpu = jax.sharding.SingleDeviceSharding(cpu_device())
         shardings = jax.tree.map(lambda _: cpu, abstract)
     target = jax.tree.map(
         lambda leaf, sharding: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding),
         abstract,
         shardings,
     )
-    with ocp.StandardCheckpointer() as checkpointer:
-        return checkpointer.restore(Path(directory).absolute() / PARAMS_DIR, target)
+    # Restoring 1 GB at a time keeps the host peak near one model copy (and was faster on CPU).
+    handler = ocp.StandardCheckpointHandler(restore_concurrent_gb=RESTORE_CONCURRENT_GB)
+    with ocp.Checkpointer(handler) as checkpointer:
+        path = Path(directory).absolute() / PARAMS_DIR
+        return checkpointer.restore(path, args=ocp.args.StandardRestore(target))
 
 
 def params_as_numpy(params: dict) -> dict:

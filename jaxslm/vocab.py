@@ -141,11 +141,11 @@ def resize_rows(
 ) -> np.ndarray:
     """`matrix` [rows, width] resized to `new_rows`, like transformers' resize_token_embeddings.
 
-    The first min(rows, new_rows) rows are kept. Added rows are drawn from a Gaussian with the
-    old rows' mean and 1e-9 x their covariance (`mean_cov`, falling back to the mean when that
-    covariance is not positive definite), set to the mean (`mean`), or drawn from N(0, std)
-    (`normal`). Deterministic given `seed`. The result is written into `out` [new_rows, width]
-    when given (any float dtype), else into a new array of `matrix.dtype`.
+    The first min(rows, new_rows) rows are kept. Added rows are drawn from N(mean, 1e-9 x cov)
+    of the old rows (`mean_cov`; the mean itself when rows <= width, where that covariance is
+    singular and transformers falls back to the mean), set to the mean (`mean`), or drawn from
+    N(0, std) (`normal`). Deterministic given `seed`. The result is written into `out`
+    [new_rows, width] when given (any float dtype), else into a new array of `matrix.dtype`.
     """
     if method not in ROW_INIT_METHODS:
         raise JaxslmError(f"row init method {method!r} is not one of {ROW_INIT_METHODS}")
@@ -161,27 +161,31 @@ def resize_rows(
 
 
 def _new_rows(matrix, count, method, rng, std) -> np.ndarray:
-    if method == "normal":
-        return rng.normal(0.0, std, size=(count, matrix.shape[1]))
-    mean, covariance = _row_moments(matrix)
-    if method == "mean":
-        return np.broadcast_to(mean, (count, mean.size))
-    try:
-        factor = np.linalg.cholesky(1e-9 * covariance)
-    except np.linalg.LinAlgError:
-        return np.broadcast_to(mean, (count, mean.size))
-    return mean + rng.standard_normal((count, mean.size)) @ factor.T
-
-
-def _row_moments(matrix: np.ndarray, chunk: int = 8192) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and (biased) covariance of the rows, accumulated in float64 chunk by chunk."""
     rows, width = matrix.shape
-    total = np.zeros(width)
-    for start in range(0, rows, chunk):
+    if method == "normal":
+        return rng.normal(0.0, std, size=(count, width))
+    mean = _row_mean(matrix)
+    if method == "mean" or rows <= width:
+        return np.broadcast_to(mean, (count, width))
+    return mean + np.sqrt(1e-9 / rows) * _centred_projection(matrix, mean, count, rng)
+
+
+def _row_mean(matrix: np.ndarray, chunk: int = 8192) -> np.ndarray:
+    total = np.zeros(matrix.shape[1])
+    for start in range(0, matrix.shape[0], chunk):
         total += matrix[start : start + chunk].astype(np.float64).sum(axis=0)
-    mean = total / rows
-    covariance = np.zeros((width, width))
-    for start in range(0, rows, chunk):
-        centred = matrix[start : start + chunk].astype(np.float64) - mean
-        covariance += centred.T @ centred
-    return mean, covariance / rows
+    return total / matrix.shape[0]
+
+
+def _centred_projection(matrix, mean, count, rng, chunk: int = 8192) -> np.ndarray:
+    """(X - mean)^T G with G ~ N(0, 1) [rows, count], as [count, width].
+
+    Its rows have covariance rows x cov(X), so scaling by 1/sqrt(rows) samples N(0, cov(X))
+    without forming the width x width covariance (count/width times fewer flops).
+    """
+    total = np.zeros((matrix.shape[1], count))
+    mean32 = mean.astype(np.float32)
+    for start in range(0, matrix.shape[0], chunk):
+        block = matrix[start : start + chunk].astype(np.float32) - mean32
+        total += block.T @ rng.standard_normal((block.shape[0], count), dtype=np.float32)
+    return total.T

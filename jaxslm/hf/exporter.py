@@ -16,7 +16,8 @@ from tqdm import tqdm
 from jaxslm.checkpoint import TOKENIZER_DIR, params_as_numpy, read_metadata, restore_params
 from jaxslm.fsutil import atomic_directory, refuse_existing
 from jaxslm.hf.config_map import generation_config, hf_config_from_model
-from jaxslm.hf.param_map import KERNEL, ParamMap, param_maps
+from jaxslm.hf.param_map import ParamMap, param_maps
+from jaxslm.hostmem import transform_on_cpu
 from jaxslm.hf.safetensors_io import HF_MAX_SHARD_BYTES, PlannedTensor, write_model
 from jaxslm.models.config import ModelConfig
 
@@ -64,16 +65,26 @@ def _plan_tensors(params: dict, cfg: ModelConfig, vocab_size: int, dtype: np.dty
             for layer in range(cfg.num_layers):
                 tensors.append(_planned(m, m.hf_name.format(layer=layer), value[layer], dtype))
         elif m.is_vocab:
-            rows = (value.T if m.layout == KERNEL else value)[:vocab_size]
-            tensors.append(PlannedTensor(m.hf_name, rows.shape, dtype, _cast(rows, dtype)))
+            tensors.append(_planned_rows(m, value, vocab_size, dtype))
         else:
             tensors.append(_planned(m, m.hf_name, value, dtype))
     return tensors
 
 
 def _planned(m: ParamMap, name: str, value: np.ndarray, dtype: np.dtype) -> PlannedTensor:
-    return PlannedTensor(name, m.hf_shape(value.shape), dtype, _cast(m.to_hf(value), dtype))
+    relayout = m.to_hf(value.shape)
+    return PlannedTensor(
+        name, m.hf_shape(value.shape), dtype, lambda: transform_on_cpu(relayout, value, dtype)
+    )
 
 
-def _cast(value: np.ndarray, dtype: np.dtype):
-    return lambda: value.astype(dtype, copy=False)
+def _planned_rows(m: ParamMap, value: np.ndarray, vocab_size: int, dtype: np.dtype):
+    """Embedding or LM head as HF [V, embed] rows, padding rows dropped."""
+    relayout = m.to_hf(value.shape)
+    shape = (vocab_size, m.hf_shape(value.shape)[1])
+    return PlannedTensor(
+        m.hf_name,
+        shape,
+        dtype,
+        lambda: transform_on_cpu(relayout, value, dtype)[:vocab_size],
+    )

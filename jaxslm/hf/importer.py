@@ -26,6 +26,7 @@ from jaxslm.hf.config_map import (
 )
 from jaxslm.hf.param_map import ParamMap, param_maps
 from jaxslm.hf.safetensors_io import WeightStore
+from jaxslm.hostmem import aligned_empty, transform_on_cpu
 from jaxslm.models.config import ModelConfig
 from jaxslm.text_tokenizer import TOKENIZER_FILE, HFTokenizer, speech_only_tokenizer
 from jaxslm.vocab import SpeechVocab, resize_rows, unit_token
@@ -244,7 +245,11 @@ def _convert(
     init: str,
     seed: int,
 ) -> dict:
-    """Read every tensor into the jaxslm layout; vocabulary rows resized and padded."""
+    """Read every tensor into the jaxslm layout; vocabulary rows resized and padded.
+
+    Each parameter is allocated once (64-byte aligned, so Orbax's jax arrays adopt it without a
+    copy) and filled tensor by tensor; relayouts run through XLA on the CPU.
+    """
     abstract = abstract_params(cfg)
     dtype = np.dtype(_leaf(abstract, ("embed", "embedding")).dtype)
     params: dict = {}
@@ -253,8 +258,10 @@ def _convert(
         for offset, m in enumerate(maps):
             shape = _leaf(abstract, m.path).shape
             names = _hf_names(m, prefix, cfg.num_layers)
+            value = aligned_empty(shape, dtype)
             if m.is_vocab:
-                rows = np.zeros((cfg.padded_vocab_size, cfg.hidden_size), dtype)
+                rows = aligned_empty((cfg.padded_vocab_size, cfg.hidden_size), dtype)
+                rows[vocab.size :] = 0
                 resize_rows(
                     store.read(names[0]),
                     vocab.size,
@@ -263,13 +270,13 @@ def _convert(
                     cfg.initializer_range,
                     out=rows[: vocab.size],
                 )
-                value = np.ascontiguousarray(m.to_jaxslm(rows, shape))
+                value[...] = transform_on_cpu(m.to_jaxslm(shape), rows, dtype)
+                del rows
             elif m.stacked:
-                value = np.empty(shape, dtype)
                 for layer, name in enumerate(names):
-                    value[layer] = m.to_jaxslm(store.read(name), shape[1:])
+                    value[layer] = transform_on_cpu(m.to_jaxslm(shape[1:]), store.read(name), dtype)
             else:
-                value = m.to_jaxslm(store.read(names[0]), shape).astype(dtype)
+                value[...] = transform_on_cpu(m.to_jaxslm(shape), store.read(names[0]), dtype)
             node = params
             for key in m.path[:-1]:
                 node = node.setdefault(key, {})

@@ -11,8 +11,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import numpy as np
-
 from jaxslm.models.config import ModelConfig
 
 KERNEL, FLAT, SAME = "kernel", "flat", "same"
@@ -44,18 +42,40 @@ class ParamMap:
             return (math.prod(shape),)
         return shape
 
-    def to_jaxslm(self, hf_tensor: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-        """HF tensor -> jaxslm layout of `shape`."""
-        if self.layout == KERNEL:
-            return hf_tensor.T.reshape(shape)
-        return hf_tensor.reshape(shape)
+    def to_jaxslm(self, shape: tuple[int, ...]) -> ToJaxslm:
+        """Function: HF tensor -> jaxslm layout of `shape`."""
+        return ToJaxslm(self.layout == KERNEL, tuple(shape))
 
-    def to_hf(self, tensor: np.ndarray) -> np.ndarray:
-        """jaxslm tensor (one layer) -> HF layout."""
-        if self.layout == KERNEL:
-            inputs = math.prod(tensor.shape[: self.in_ndim])
-            return tensor.reshape(inputs, -1).T
-        return tensor.reshape(self.hf_shape(tensor.shape))
+    def to_hf(self, shape: tuple[int, ...]) -> ToHF:
+        """Function: jaxslm tensor (one layer) of `shape` -> HF layout."""
+        inputs = math.prod(shape[: self.in_ndim])
+        return ToHF(self.layout == KERNEL, inputs, self.hf_shape(tuple(shape)))
+
+
+@dataclass(frozen=True)
+class ToJaxslm:
+    """HF [out, in] -> jaxslm [*in_dims, *out_dims] (or a plain reshape); hashable by value so
+    compiled versions are reused. Works on numpy and jax arrays."""
+
+    transpose: bool
+    shape: tuple[int, ...]
+
+    def __call__(self, hf_tensor):
+        return (hf_tensor.T if self.transpose else hf_tensor).reshape(self.shape)
+
+
+@dataclass(frozen=True)
+class ToHF:
+    """jaxslm layout -> HF layout; the inverse of ToJaxslm."""
+
+    transpose: bool
+    inputs: int
+    hf_shape: tuple[int, ...]
+
+    def __call__(self, tensor):
+        if self.transpose:
+            return tensor.reshape(self.inputs, -1).T
+        return tensor.reshape(self.hf_shape)
 
 
 def param_maps(cfg: ModelConfig) -> list[ParamMap]:

@@ -46,7 +46,7 @@ class TensorInfo:
 
 
 class SafetensorsFile:
-    """One .safetensors file, memory-mapped; tensors are read lazily."""
+    """One .safetensors file whose tensors are read one at a time, on demand."""
 
     def __init__(self, path: Path):
         self.path = path
@@ -57,24 +57,23 @@ class SafetensorsFile:
         except (OSError, struct.error, ValueError) as err:
             raise JaxslmError(f"{path}: not a readable safetensors file ({err})") from err
         header.pop("__metadata__", None)
-        self._data = np.memmap(path, dtype=np.uint8, mode="r")
+        file_size = path.stat().st_size
         self.tensors: dict[str, TensorInfo] = {}
         for name, entry in header.items():
             if entry["dtype"] not in DTYPE_BY_CODE:
                 raise JaxslmError(f"{path}: tensor {name} has unsupported dtype {entry['dtype']}")
             start, end = entry["data_offsets"]
             dtype, shape = DTYPE_BY_CODE[entry["dtype"]], tuple(entry["shape"])
-            if end - start != math.prod(shape) * dtype.itemsize or 8 + header_len + end > len(
-                self._data
-            ):
+            fits = 8 + header_len + end <= file_size
+            if end - start != math.prod(shape) * dtype.itemsize or not fits:
                 raise JaxslmError(f"{path}: tensor {name} has offsets that do not match its shape")
             self.tensors[name] = TensorInfo(path, dtype, shape, 8 + header_len + start)
 
     def read(self, name: str) -> np.ndarray:
-        """A read-only view of tensor `name` (no copy)."""
+        """Tensor `name`, read from disk into a new array."""
         info = self.tensors[name]
         count = math.prod(info.shape)
-        return np.frombuffer(self._data, info.dtype, count, info.offset).reshape(info.shape)
+        return np.fromfile(info.path, info.dtype, count, offset=info.offset).reshape(info.shape)
 
 
 class WeightStore:
@@ -107,7 +106,7 @@ class WeightStore:
         return self._owner[name].tensors[name]
 
     def read(self, name: str) -> np.ndarray:
-        """Tensor `name` as a read-only view."""
+        """Tensor `name`, read into a new array."""
         return self._owner[name].read(name)
 
     def __contains__(self, name: str) -> bool:
