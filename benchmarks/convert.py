@@ -19,10 +19,24 @@ import time
 from pathlib import Path
 
 SHAPES = {
-    "1b": dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16,
-               num_attention_heads=32, num_key_value_heads=8, head_dim=64, vocab_size=128256),
-    "tiny": dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2,
-                 num_attention_heads=4, num_key_value_heads=2, head_dim=32, vocab_size=1024),
+    "1b": dict(
+        hidden_size=2048,
+        intermediate_size=8192,
+        num_hidden_layers=16,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        head_dim=64,
+        vocab_size=128256,
+    ),
+    "tiny": dict(
+        hidden_size=128,
+        intermediate_size=256,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=32,
+        vocab_size=1024,
+    ),
 }
 UNITS = 500
 
@@ -40,7 +54,8 @@ LlamaForCausalLM(config).to(dtype).save_pretrained(out)
 words = {f"w{i}": i for i in range(shape["vocab_size"])}
 tokenizer = Tokenizer(models.WordLevel(words, unk_token="w0"))
 tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token="w0", eos_token="w1").save_pretrained(out)
+fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token="w0", eos_token="w1")
+fast.save_pretrained(out)
 """
 
 REPORT = "import resource; print('PEAK_RSS_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
@@ -86,14 +101,16 @@ def run(script: str, *args: str) -> tuple[float, float]:
     seconds = time.perf_counter() - start
     if done.returncode:
         raise RuntimeError(done.stderr[-3000:])
-    peak_kb = next(int(line.split()[1]) for line in done.stdout.splitlines()
-                   if line.startswith("PEAK_RSS_KB"))
+    peak_kb = next(
+        int(line.split()[1]) for line in done.stdout.splitlines() if line.startswith("PEAK_RSS_KB")
+    )
     return seconds, peak_kb / 1e6
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--shape", choices=SHAPES, default="1b")
     parser.add_argument("--dtype", choices=["bfloat16", "float32"], default="bfloat16")
     parser.add_argument("--workdir", default=None, help="scratch directory (default: a temp dir)")
@@ -102,21 +119,40 @@ def main() -> None:
     hf_dir = work / "hf"
     if not hf_dir.exists():
         print(f"building random {args.shape} Llama ({args.dtype}) in {hf_dir} ...", flush=True)
-        subprocess.run([sys.executable, "-c", MAKE_MODEL, str(hf_dir),
-                        json.dumps(SHAPES[args.shape]), args.dtype], check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                MAKE_MODEL,
+                str(hf_dir),
+                json.dumps(SHAPES[args.shape]),
+                args.dtype,
+            ],
+            check=True,
+        )
     size_gb = sum(p.stat().st_size for p in hf_dir.glob("*.safetensors")) / 1e9
     rows = [
-        ("import", run(JAXSLM_IMPORT, str(hf_dir), str(work / "jaxslm_ckpt")),
-         run(TORCH_IMPORT, str(hf_dir), str(work / "torch_import"))),
-        ("export", run(JAXSLM_EXPORT, str(work / "jaxslm_ckpt"), str(work / "jaxslm_export")),
-         run(TORCH_EXPORT, str(work / "torch_import"), str(work / "torch_export"))),
+        (
+            "import",
+            run(JAXSLM_IMPORT, str(hf_dir), str(work / "jaxslm_ckpt")),
+            run(TORCH_IMPORT, str(hf_dir), str(work / "torch_import")),
+        ),
+        (
+            "export",
+            run(JAXSLM_EXPORT, str(work / "jaxslm_ckpt"), str(work / "jaxslm_export")),
+            run(TORCH_EXPORT, str(work / "torch_import"), str(work / "torch_export")),
+        ),
     ]
     print(f"\nmodel: {args.shape} Llama, {args.dtype}, {size_gb:.2f} GB of safetensors (CPU)")
-    print(f"{'step':8s} {'jaxslm s':>9s} {'jaxslm GB':>10s} {'HF s':>8s} {'HF GB':>8s} "
-          f"{'speedup':>8s} {'RSS ratio':>10s}")
+    print(
+        f"{'step':8s} {'jaxslm s':>9s} {'jaxslm GB':>10s} {'HF s':>8s} {'HF GB':>8s} "
+        f"{'speedup':>8s} {'RSS ratio':>10s}"
+    )
     for step, (ours_s, ours_gb), (hf_s, hf_gb) in rows:
-        print(f"{step:8s} {ours_s:9.1f} {ours_gb:10.2f} {hf_s:8.1f} {hf_gb:8.2f} "
-              f"{hf_s / ours_s:7.2f}x {ours_gb / hf_gb:9.2f}x")
+        print(
+            f"{step:8s} {ours_s:9.1f} {ours_gb:10.2f} {hf_s:8.1f} {hf_gb:8.2f} "
+            f"{hf_s / ours_s:7.2f}x {ours_gb / hf_gb:9.2f}x"
+        )
 
 
 if __name__ == "__main__":

@@ -17,8 +17,8 @@ from jaxslm.checkpoint import TOKENIZER_DIR, params_as_numpy, read_metadata, res
 from jaxslm.fsutil import atomic_directory, refuse_existing
 from jaxslm.hf.config_map import generation_config, hf_config_from_model
 from jaxslm.hf.param_map import ParamMap, param_maps
-from jaxslm.hostmem import transform_on_cpu
 from jaxslm.hf.safetensors_io import HF_MAX_SHARD_BYTES, PlannedTensor, write_model
+from jaxslm.hostmem import transform_on_cpu
 from jaxslm.models.config import ModelConfig
 
 NUMPY_DTYPES = {"float32": np.dtype(np.float32), "bfloat16": np.dtype(ml_dtypes.bfloat16)}
