@@ -5,13 +5,17 @@ times in separate processes, each reporting its own peak RSS:
   jaxslm import-hf (+500 speech units)   vs  transformers from_pretrained + resize + save_pretrained
   jaxslm export-hf                       vs  transformers from_pretrained + save_pretrained
 
-    python benchmarks/convert.py [--shape 1b|tiny] [--dtype bfloat16|float32] [--workdir DIR]
+    python benchmarks/convert.py [--shape 1b|tiny] [--dtype bfloat16|float32] [--repeat N]
+
+Each figure is the median over --repeat runs (this kind of shared VM is noisy).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -96,6 +100,7 @@ AutoModelForCausalLM.from_pretrained(sys.argv[1], dtype="auto").save_pretrained(
 
 def run(script: str, *args: str) -> tuple[float, float]:
     """Wall seconds and peak RSS (GB) of `script` in a fresh Python process."""
+    shutil.rmtree(args[-1], ignore_errors=True)
     start = time.perf_counter()
     done = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True)
     seconds = time.perf_counter() - start
@@ -114,6 +119,7 @@ def main() -> None:
     parser.add_argument("--shape", choices=SHAPES, default="1b")
     parser.add_argument("--dtype", choices=["bfloat16", "float32"], default="bfloat16")
     parser.add_argument("--workdir", default=None, help="scratch directory (default: a temp dir)")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per figure (median)")
     args = parser.parse_args()
     work = Path(args.workdir or tempfile.mkdtemp(prefix="jaxslm-bench-convert-"))
     hf_dir = work / "hf"
@@ -131,19 +137,23 @@ def main() -> None:
             check=True,
         )
     size_gb = sum(p.stat().st_size for p in hf_dir.glob("*.safetensors")) / 1e9
-    rows = [
+    runs = [
         (
-            "import",
             run(JAXSLM_IMPORT, str(hf_dir), str(work / "jaxslm_ckpt")),
             run(TORCH_IMPORT, str(hf_dir), str(work / "torch_import")),
-        ),
-        (
-            "export",
             run(JAXSLM_EXPORT, str(work / "jaxslm_ckpt"), str(work / "jaxslm_export")),
             run(TORCH_EXPORT, str(work / "torch_import"), str(work / "torch_export")),
-        ),
+        )
+        for _ in range(args.repeat)
     ]
-    print(f"\nmodel: {args.shape} Llama, {args.dtype}, {size_gb:.2f} GB of safetensors (CPU)")
+    medians = [
+        tuple(statistics.median(run[i][k] for run in runs) for k in range(2)) for i in range(4)
+    ]
+    rows = [("import", medians[0], medians[1]), ("export", medians[2], medians[3])]
+    print(
+        f"\nmodel: {args.shape} Llama, {args.dtype}, {size_gb:.2f} GB of safetensors (CPU), "
+        f"median of {args.repeat}"
+    )
     print(
         f"{'step':8s} {'jaxslm s':>9s} {'jaxslm GB':>10s} {'HF s':>8s} {'HF GB':>8s} "
         f"{'speedup':>8s} {'RSS ratio':>10s}"

@@ -35,10 +35,11 @@ def write_checkpoint(
 ) -> None:
     """Save `params` (a pure dict of arrays) and the metadata into `directory`.
 
-    Weights are stored uncompressed: zstd saves little on float weights and writes 4x slower.
+    Weights are stored uncompressed, one array per parameter (no OCDBT): zstd saves little on
+    float weights, and on CPU both choices made writing and reading several times faster.
     """
     params = jax.tree.map(to_cpu_array, params)  # Orbax writes jax arrays faster than numpy
-    handler = ocp.PyTreeCheckpointHandler(use_compression=False)
+    handler = ocp.PyTreeCheckpointHandler(use_compression=False, use_ocdbt=False)
     with ocp.Checkpointer(handler) as checkpointer:
         checkpointer.save(directory.absolute() / PARAMS_DIR, args=ocp.args.PyTreeSave(params))
     metadata = {
@@ -89,6 +90,28 @@ def restore_params(directory: str | Path, cfg: ModelConfig, shardings=None) -> d
     with ocp.Checkpointer(handler) as checkpointer:
         path = Path(directory).absolute() / PARAMS_DIR
         return checkpointer.restore(path, args=ocp.args.StandardRestore(target))
+
+
+def restore_param(directory: str | Path, cfg: ModelConfig, path: tuple[str, ...]) -> np.ndarray:
+    """One parameter (e.g. ("layers", "mlp", "up", "kernel")) restored alone onto the host."""
+    leaf = abstract_params(cfg)
+    for key in path:
+        leaf = leaf[key]
+    cpu = jax.sharding.SingleDeviceSharding(cpu_device())
+    item: dict = {}
+    node = item
+    for key in path[:-1]:
+        node = node.setdefault(key, {})
+    node[path[-1]] = jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=cpu)
+    restore_args = jax.tree.map(
+        lambda s: ocp.ArrayRestoreArgs(sharding=cpu, global_shape=s.shape, dtype=s.dtype), item
+    )
+    args = ocp.args.PyTreeRestore(item=item, restore_args=restore_args, partial_restore=True)
+    with ocp.Checkpointer(ocp.PyTreeCheckpointHandler()) as checkpointer:
+        restored = checkpointer.restore(Path(directory).absolute() / PARAMS_DIR, args=args)
+    for key in path:
+        restored = restored[key]
+    return np.asarray(restored)
 
 
 def params_as_numpy(params: dict) -> dict:

@@ -36,3 +36,37 @@ def test_packed_row_equals_documents_alone(llama_lm):
     np.testing.assert_allclose(logits[:, :23], llama_lm.logits(first), atol=1e-5)
     np.testing.assert_allclose(logits[:, 23:40], llama_lm.logits(second), atol=1e-5)
     assert np.isfinite(logits).all()
+
+
+def _with_config(lm, **changes):
+    """The same parameters under a changed ModelConfig (layer execution, dtypes)."""
+    from flax import nnx
+
+    from jaxslm.api import SpeechLM
+    from jaxslm.models.decoder import abstract_decoder
+
+    graphdef = nnx.graphdef(abstract_decoder(lm.config.replace(**changes)))
+    return SpeechLM(nnx.merge(graphdef, nnx.state(lm.model)), lm.vocab)
+
+
+def test_unrolled_and_rematerialised_layers_agree(llama_lm):
+    tokens = _random_tokens(llama_lm.vocab.size, (2, 20), seed=8)
+    reference = llama_lm.logits(tokens)
+    for changes in ({"scan_layers": False}, {"remat": "full"}, {"remat": "save_dots"}):
+        np.testing.assert_allclose(
+            _with_config(llama_lm, **changes).logits(tokens),
+            reference,
+            atol=1e-5,
+            err_msg=str(changes),
+        )
+
+
+def test_bfloat16_compute_stays_close(llama_ckpt, llama_lm):
+    import jaxslm
+
+    tokens = _random_tokens(llama_lm.vocab.size, (2, 20), seed=9)
+    bf16 = jaxslm.load(llama_ckpt, compute_dtype="bfloat16").logits(tokens)
+    assert bf16.dtype == np.float32
+    reference = llama_lm.logits(tokens)
+    assert np.abs(bf16 - reference).max() < 0.05 * np.abs(reference).max()
+    assert not np.array_equal(bf16, reference)

@@ -1,6 +1,7 @@
 """`export-hf`: a jaxslm checkpoint -> a plain HF model directory (no custom code needed).
 
-Parameters are restored once; each HF tensor is cut from them and written as it is produced.
+Parameters are restored one at a time; each HF tensor is cut from the parameter in hand and
+written as it is produced, so peak host memory is about the largest parameter, not the model.
 """
 
 from __future__ import annotations
@@ -13,10 +14,10 @@ import ml_dtypes
 import numpy as np
 from tqdm import tqdm
 
-from jaxslm.checkpoint import TOKENIZER_DIR, params_as_numpy, read_metadata, restore_params
+from jaxslm.checkpoint import TOKENIZER_DIR, abstract_params, read_metadata, restore_param
 from jaxslm.fsutil import atomic_directory, refuse_existing
 from jaxslm.hf.config_map import generation_config, hf_config_from_model
-from jaxslm.hf.param_map import ParamMap, param_maps
+from jaxslm.hf.param_map import param_maps
 from jaxslm.hf.safetensors_io import HF_MAX_SHARD_BYTES, PlannedTensor, write_model
 from jaxslm.hostmem import transform_on_cpu
 from jaxslm.models.config import ModelConfig
@@ -36,8 +37,7 @@ def export_hf(
     out_path = refuse_existing(out_dir, overwrite)
     cfg, vocab, _ = read_metadata(ckpt_dir)
     dtype = dtype or cfg.param_dtype
-    params = params_as_numpy(restore_params(ckpt_dir, cfg))
-    tensors = _plan_tensors(params, cfg, vocab.size, NUMPY_DTYPES[dtype])
+    tensors = _plan_tensors(_ParamInHand(ckpt_dir, cfg), cfg, vocab.size, NUMPY_DTYPES[dtype])
     with atomic_directory(out_path, overwrite) as staging:
         with tqdm(total=len(tensors), desc="export", unit="tensor") as bar:
             write_model(staging, tensors, max_shard_bytes, progress=bar.update)
@@ -50,41 +50,57 @@ def export_hf(
     return out_path
 
 
+class _ParamInHand:
+    """Restores parameters on demand, holding only the most recently requested one."""
+
+    def __init__(self, ckpt_dir: Path, cfg: ModelConfig):
+        self.ckpt_dir, self.cfg = ckpt_dir, cfg
+        self.path: tuple[str, ...] | None = None
+        self.value: np.ndarray | None = None
+
+    def get(self, path: tuple[str, ...]) -> np.ndarray:
+        if path != self.path:
+            self.value = None
+            self.value = restore_param(self.ckpt_dir, self.cfg, path)
+            self.path = path
+        return self.value
+
+
 def _write_json(path: Path, payload: dict) -> None:
     path.write_text(json.dumps(payload, indent=2) + "\n")
 
 
-def _plan_tensors(params: dict, cfg: ModelConfig, vocab_size: int, dtype: np.dtype):
-    """One PlannedTensor per HF tensor, produced lazily from the stacked parameters."""
+def _plan_tensors(params: _ParamInHand, cfg: ModelConfig, vocab_size: int, dtype: np.dtype):
+    """One PlannedTensor per HF tensor, in parameter order so each parameter is restored once."""
+    abstract = abstract_params(cfg)
     tensors = []
     for m in param_maps(cfg):
-        value = params
+        shape = abstract
         for key in m.path:
-            value = value[key]
+            shape = shape[key]
+        shape = shape.shape
         if m.stacked:
+            relayout = m.to_hf(shape[1:])
             for layer in range(cfg.num_layers):
-                tensors.append(_planned(m, m.hf_name.format(layer=layer), value[layer], dtype))
-        elif m.is_vocab:
-            tensors.append(_planned_rows(m, value, vocab_size, dtype))
+                produce = _producer(params, m.path, relayout, dtype, layer=layer)
+                name = m.hf_name.format(layer=layer)
+                tensors.append(PlannedTensor(name, m.hf_shape(shape[1:]), dtype, produce))
         else:
-            tensors.append(_planned(m, m.hf_name, value, dtype))
+            hf_shape = m.hf_shape(shape)
+            rows = vocab_size if m.is_vocab else None
+            if rows is not None:
+                hf_shape = (rows, *hf_shape[1:])
+            produce = _producer(params, m.path, m.to_hf(shape), dtype, rows=rows)
+            tensors.append(PlannedTensor(m.hf_name, hf_shape, dtype, produce))
     return tensors
 
 
-def _planned(m: ParamMap, name: str, value: np.ndarray, dtype: np.dtype) -> PlannedTensor:
-    relayout = m.to_hf(value.shape)
-    return PlannedTensor(
-        name, m.hf_shape(value.shape), dtype, lambda: transform_on_cpu(relayout, value, dtype)
-    )
+def _producer(params: _ParamInHand, path, relayout, dtype, layer=None, rows=None):
+    """Function producing one HF tensor: a layer of the parameter, relaid out, rows cut."""
 
+    def produce() -> np.ndarray:
+        value = params.get(path)
+        tensor = transform_on_cpu(relayout, value if layer is None else value[layer], dtype)
+        return tensor if rows is None else tensor[:rows]
 
-def _planned_rows(m: ParamMap, value: np.ndarray, vocab_size: int, dtype: np.dtype):
-    """Embedding or LM head as HF [V, embed] rows, padding rows dropped."""
-    relayout = m.to_hf(value.shape)
-    shape = (vocab_size, m.hf_shape(value.shape)[1])
-    return PlannedTensor(
-        m.hf_name,
-        shape,
-        dtype,
-        lambda: transform_on_cpu(relayout, value, dtype)[:vocab_size],
-    )
+    return produce

@@ -8,6 +8,7 @@ import json
 import math
 import struct
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -177,11 +178,15 @@ def _write_file(path: Path, tensors: list[PlannedTensor], progress) -> None:
         offset += tensor.nbytes
     encoded = json.dumps(header, separators=(",", ":")).encode()
     encoded += b" " * (-len(encoded) % 8)
-    with open(path, "wb") as handle:
+    with open(path, "wb") as handle, ThreadPoolExecutor(max_workers=1) as producer:
         handle.write(struct.pack("<Q", len(encoded)))
         handle.write(encoded)
-        for tensor in tensors:
-            data = np.ascontiguousarray(tensor.produce(), dtype=tensor.dtype)
+        upcoming = producer.submit(tensors[0].produce) if tensors else None
+        for index, tensor in enumerate(tensors):
+            data = upcoming.result()
+            if index + 1 < len(tensors):  # produce the next tensor while this one is written
+                upcoming = producer.submit(tensors[index + 1].produce)
+            data = np.ascontiguousarray(data, dtype=tensor.dtype)
             if data.shape != tensor.shape:
                 raise ValueError(f"{tensor.name}: produced {data.shape}, planned {tensor.shape}")
             handle.write(data.reshape(-1).view(np.uint8))
