@@ -47,7 +47,7 @@ def test_speech_only_slam_checkpoint(tmp_path):
     randomize(oracle, seed=11)
     base = qwen_config(352).to_dict()
     _save_slamkit(oracle, base, tmp_path / "slam", rope_theta=10000)
-    lm = jaxslm.load(import_hf(tmp_path / "slam", tmp_path / "ckpt", speech_units=units))
+    lm = jaxslm.load(import_hf(tmp_path / "slam", tmp_path / "ckpt"))  # K inferred: rows - 2
     assert lm.vocab == jaxslm.SpeechVocab.speech_only(units)
     assert lm.config.rope_theta == 10000
     tokens = np.array([[1, 2, 7, 31, 9, 1], [1, 30, 4, 4, 2, 1]])
@@ -71,6 +71,8 @@ def interleaved_slamkit(llama_hf, tmp_path_factory):
 def test_interleaved_slamkit_checkpoint(interleaved_slamkit, llama_hf, tmp_path):
     path, oracle = interleaved_slamkit
     ckpt = import_hf(path, tmp_path / "ckpt", speech_units=20, tokenizer_dir=llama_hf[0])
+    inferred = import_hf(path, tmp_path / "inferred", tokenizer_dir=llama_hf[0])
+    assert jaxslm.load(inferred).vocab == jaxslm.load(ckpt).vocab
     lm = jaxslm.load(ckpt)
     assert lm.vocab.mode == "interleaved" and lm.vocab.size == oracle.config.vocab_size
     assert lm.vocab.bos_id == 0, "text BOS from the tokenizer, not slamkit's unit-tokeniser id 1"

@@ -33,18 +33,18 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument(
         "--speech-units",
         type=int,
-        default=500,
+        default=None,
         metavar="K",
-        help="number of speech units K (default 500, mHuBERT-25Hz); 0 keeps the "
-        "text vocabulary unchanged. Directories written by export-hf carry "
-        "their layout, which is used as is",
+        help="number of speech units K (default 500, mHuBERT-25Hz; slamkit checkpoints: "
+        "inferred from their vocab size); 0 keeps the text vocabulary unchanged. Directories "
+        "written by export-hf carry their layout, which is used as is",
     )
     imp.add_argument(
         "--mode",
         choices=[m for m in MODES if m != "text"],
         default=None,
-        help="vocabulary layout (default interleaved; slamkit checkpoints: "
-        "inferred from their vocab size)",
+        help="vocabulary layout (default interleaved; slamkit checkpoints: interleaved "
+        "when --tokenizer is given, else speech-only)",
     )
     imp.add_argument(
         "--tokenizer",

@@ -6,8 +6,10 @@ written as it is produced, so peak host memory is about the largest parameter, n
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import ml_dtypes
@@ -37,8 +39,9 @@ def export_hf(
     out_path = refuse_existing(out_dir, overwrite)
     cfg, vocab, _ = read_metadata(ckpt_dir)
     dtype = dtype or cfg.param_dtype
-    tensors = _plan_tensors(_ParamInHand(ckpt_dir, cfg), cfg, vocab.size, NUMPY_DTYPES[dtype])
-    with atomic_directory(out_path, overwrite) as staging:
+    params = _ParamInHand(ckpt_dir, cfg, [m.path for m in param_maps(cfg)])
+    tensors = _plan_tensors(params, cfg, vocab.size, NUMPY_DTYPES[dtype])
+    with atomic_directory(out_path, overwrite) as staging, contextlib.closing(params):
         with tqdm(total=len(tensors), desc="export", unit="tensor") as bar:
             write_model(staging, tensors, max_shard_bytes, progress=bar.update)
         _write_json(staging / "config.json", hf_config_from_model(cfg, vocab, dtype))
@@ -51,19 +54,34 @@ def export_hf(
 
 
 class _ParamInHand:
-    """Restores parameters on demand, holding only the most recently requested one."""
+    """Restores parameters on demand in `order`, holding the one in hand and the next one,
+    which is restored in the background while the current one is written."""
 
-    def __init__(self, ckpt_dir: Path, cfg: ModelConfig):
-        self.ckpt_dir, self.cfg = ckpt_dir, cfg
+    def __init__(self, ckpt_dir: Path, cfg: ModelConfig, order: list[tuple[str, ...]]):
+        self.ckpt_dir, self.cfg, self.order = ckpt_dir, cfg, order
+        self.restorer = ThreadPoolExecutor(max_workers=1)
+        self.pending: dict[tuple[str, ...], Future] = {}
         self.path: tuple[str, ...] | None = None
         self.value: np.ndarray | None = None
+
+    def _restore(self, path: tuple[str, ...]) -> Future:
+        if path not in self.pending:
+            self.pending[path] = self.restorer.submit(restore_param, self.ckpt_dir, self.cfg, path)
+        return self.pending[path]
 
     def get(self, path: tuple[str, ...]) -> np.ndarray:
         if path != self.path:
             self.value = None
-            self.value = restore_param(self.ckpt_dir, self.cfg, path)
+            self.value = self._restore(path).result()
+            del self.pending[path]
             self.path = path
+            following = self.order.index(path) + 1
+            if following < len(self.order):
+                self._restore(self.order[following])
         return self.value
+
+    def close(self) -> None:
+        self.restorer.shutdown(wait=True, cancel_futures=True)
 
 
 def _write_json(path: Path, payload: dict) -> None:

@@ -1,6 +1,6 @@
 """`import-hf`: a HF (or slamkit) checkpoint -> a jaxslm checkpoint with a speech vocabulary.
 
-Tensors are read one at a time from memory-mapped safetensors and converted into the jaxslm
+Tensors are read from the safetensors files one at a time and converted into the jaxslm
 layout, so peak host memory stays near one copy of the model.
 """
 
@@ -20,25 +20,23 @@ from jaxslm.fsutil import atomic_directory, refuse_existing
 from jaxslm.hf.config_map import (
     SLAMKIT_MODEL_TYPE,
     SLAMKIT_WEIGHT_PREFIX,
-    SPEECH_VOCAB_KEY,
     model_config_from_hf,
     unwrap_slamkit,
 )
 from jaxslm.hf.param_map import ParamMap, param_maps
 from jaxslm.hf.safetensors_io import WeightStore
+from jaxslm.hf.vocab_plan import VocabSource, find_tokenizer, output_tokenizer, plan_vocab
 from jaxslm.hostmem import aligned_empty, transform_on_cpu
 from jaxslm.models.config import ModelConfig
-from jaxslm.text_tokenizer import TOKENIZER_FILE, HFTokenizer, speech_only_tokenizer
-from jaxslm.vocab import SpeechVocab, resize_rows, unit_token
+from jaxslm.vocab import SpeechVocab, resize_rows
 
 log = logging.getLogger(__name__)
-DEFAULT_UNITS = 500
 
 
 def import_hf(
     hf_dir: str | Path,
     out_dir: str | Path,
-    speech_units: int = DEFAULT_UNITS,
+    speech_units: int | None = None,
     mode: str | None = None,
     tokenizer_dir: str | Path | None = None,
     dtype: str | None = None,
@@ -48,8 +46,9 @@ def import_hf(
 ) -> Path:
     """Convert `hf_dir` into a jaxslm checkpoint at `out_dir` and return its path.
 
-    `mode` is `interleaved` (default for text LMs), `speech-only`, or inferred from the vocab
-    size for slamkit checkpoints; `speech_units=0` keeps the text vocabulary unchanged.
+    `speech_units` defaults to 500 (inferred from the weights for slamkit checkpoints); 0 keeps
+    the text vocabulary unchanged. `mode` is `interleaved` (default) or `speech-only`; slamkit
+    checkpoints are interleaved when a tokenizer is given and speech-only otherwise.
     """
     hf_dir = Path(hf_dir)
     out_path = refuse_existing(out_dir, overwrite)
@@ -60,10 +59,11 @@ def import_hf(
     store = WeightStore(hf_dir)
     prefix = SLAMKIT_WEIGHT_PREFIX if is_slamkit else ""
     source_cfg = model_config_from_hf(base, config_path, dtype or _default_dtype(store, prefix))
-    tokenizer = _find_tokenizer(hf_dir, tokenizer_dir)
-    vocab = _plan_vocab(
-        source_cfg, base, tokenizer, speech_units, mode, is_slamkit, hf_dir, tokenizer_dir
+    tokenizer = find_tokenizer(hf_dir, tokenizer_dir)
+    vocab_source = VocabSource(
+        base, source_cfg.vocab_size, hf_dir, is_slamkit, tokenizer, Path(tokenizer_dir or hf_dir)
     )
+    vocab = plan_vocab(vocab_source, speech_units, mode)
     cfg = source_cfg.replace(vocab_size=vocab.size)
     maps = param_maps(cfg)
     _check_tensors(store, prefix, maps, source_cfg, cfg, hf_dir)
@@ -71,9 +71,9 @@ def import_hf(
     source = {"hf_dir": str(hf_dir.absolute()), "slamkit": is_slamkit, "init": init, "seed": seed}
     with atomic_directory(out_path, overwrite) as staging:
         write_checkpoint(staging, params, cfg, vocab, source)
-        output_tokenizer = _output_tokenizer(tokenizer, vocab)
-        if output_tokenizer is not None:
-            output_tokenizer.save(staging / TOKENIZER_DIR)
+        saved_tokenizer = output_tokenizer(tokenizer, vocab)
+        if saved_tokenizer is not None:
+            saved_tokenizer.save(staging / TOKENIZER_DIR)
     return out_path
 
 
@@ -90,106 +90,6 @@ def _default_dtype(store: WeightStore, prefix: str) -> str:
     name = prefix + "model.embed_tokens.weight"
     bf16 = name in store and store.info(name).dtype.name == "bfloat16"
     return "bfloat16" if bf16 else "float32"
-
-
-def _find_tokenizer(hf_dir: Path, tokenizer_dir: str | Path | None) -> HFTokenizer | None:
-    if tokenizer_dir is not None:
-        return HFTokenizer.from_dir(tokenizer_dir)
-    if (hf_dir / TOKENIZER_FILE).is_file():
-        return HFTokenizer.from_dir(hf_dir)
-    return None
-
-
-def _plan_vocab(
-    source_cfg: ModelConfig,
-    hf: dict[str, Any],
-    tokenizer: HFTokenizer | None,
-    units: int,
-    mode: str | None,
-    is_slamkit: bool,
-    hf_dir: Path,
-    tokenizer_dir: str | Path | None,
-) -> SpeechVocab:
-    rows = source_cfg.vocab_size
-    if SPEECH_VOCAB_KEY in hf:
-        return _exported_vocab(SpeechVocab.from_dict(hf[SPEECH_VOCAB_KEY]), rows, tokenizer, hf_dir)
-    if units == 0:
-        return _with_special_ids(SpeechVocab("text", rows, 0), hf, tokenizer)
-    if mode is None:
-        mode = "speech-only" if is_slamkit and rows == units + 2 else "interleaved"
-    if mode == "speech-only":
-        if rows < units + 2:
-            raise JaxslmError(
-                f"{hf_dir}: speech-only needs {units + 2} embedding rows, the model has {rows}"
-            )
-        if is_slamkit and rows != units + 2:
-            raise JaxslmError(
-                f"{hf_dir}: slamkit vocab_size {rows} is not --speech-units {units} + 2"
-            )
-        return SpeechVocab.speech_only(units)
-    if tokenizer is None:
-        raise JaxslmError(
-            f"{hf_dir}: interleaved mode places unit ids after the text tokenizer, but there is "
-            f"no {TOKENIZER_FILE} here; pass --tokenizer DIR (the base text model's directory)"
-        )
-    where = tokenizer_dir or hf_dir
-    if is_slamkit and len(tokenizer) + units + 2 != rows:
-        raise JaxslmError(
-            f"{where}: tokenizer has {len(tokenizer)} entries, so {units} units + 2 markers "
-            f"give {len(tokenizer) + units + 2} ids, but the slamkit weights have {rows} rows; "
-            "pass the base model's tokenizer and the right --speech-units"
-        )
-    if len(tokenizer) > rows:
-        raise JaxslmError(
-            f"{where}: tokenizer has {len(tokenizer)} entries but the weights in {hf_dir} have "
-            f"only {rows} embedding rows; pass the tokenizer that belongs to this model"
-        )
-    vocab = SpeechVocab("interleaved", len(tokenizer), units)
-    # slamkit's base_config carries its unit-tokeniser ids (pad 0, bos/eos 1), not the text ones.
-    return _with_special_ids(vocab, {} if is_slamkit else hf, tokenizer)
-
-
-def _exported_vocab(
-    vocab: SpeechVocab, rows: int, tokenizer: HFTokenizer | None, hf_dir: Path
-) -> SpeechVocab:
-    """The layout recorded by `export-hf`, checked against the weights and tokenizer."""
-    if rows != vocab.size:
-        raise JaxslmError(
-            f"{hf_dir / 'config.json'}: {SPEECH_VOCAB_KEY} describes {vocab.size} ids but "
-            f"vocab_size is {rows}"
-        )
-    if vocab.mode == "interleaved" and (
-        tokenizer is None
-        or len(tokenizer) != rows
-        or tokenizer.token_to_id(unit_token(0)) != vocab.unit_offset
-    ):
-        raise JaxslmError(
-            f"{hf_dir}: exported by jaxslm with speech units, but its tokenizer does not hold "
-            f"{unit_token(0)} at id {vocab.unit_offset}; restore the exported tokenizer files"
-        )
-    return vocab
-
-
-def _with_special_ids(
-    vocab: SpeechVocab, hf: dict[str, Any], tokenizer: HFTokenizer | None
-) -> SpeechVocab:
-    """Text BOS/EOS/PAD ids: those of config `hf`, else the tokenizer config's named tokens."""
-    eos = hf.get("eos_token_id")
-    eos_ids = tuple(eos) if isinstance(eos, list) else (() if eos is None else (eos,))
-    bos, pad = hf.get("bos_token_id"), hf.get("pad_token_id")
-    if tokenizer is not None and not eos_ids:
-        named = tokenizer.special_token_ids()
-        bos, pad = named.get("bos_token", bos), named.get("pad_token", pad)
-        eos_ids = (named["eos_token"],) if "eos_token" in named else ()
-    return SpeechVocab(vocab.mode, vocab.text_size, vocab.num_units, bos, eos_ids, pad)
-
-
-def _output_tokenizer(tokenizer: HFTokenizer | None, vocab: SpeechVocab) -> HFTokenizer | None:
-    if vocab.mode == "speech-only":
-        return speech_only_tokenizer(vocab)
-    if tokenizer is not None and vocab.mode == "interleaved" and len(tokenizer) != vocab.size:
-        tokenizer.extend(vocab)
-    return tokenizer
 
 
 def _leaf(tree: dict, path: tuple[str, ...]):
