@@ -8,7 +8,10 @@ Layout of CKPT_DIR:
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +43,7 @@ def write_checkpoint(
     """
     params = jax.tree.map(to_cpu_array, params)  # Orbax writes jax arrays faster than numpy
     handler = ocp.PyTreeCheckpointHandler(use_compression=False, use_ocdbt=False)
-    with ocp.Checkpointer(handler) as checkpointer:
+    with _quiet_absl(), ocp.Checkpointer(handler) as checkpointer:
         checkpointer.save(directory.absolute() / PARAMS_DIR, args=ocp.args.PyTreeSave(params))
     metadata = {
         "format": FORMAT_VERSION,
@@ -49,6 +52,18 @@ def write_checkpoint(
         "source": source,
     }
     (directory / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
+
+
+@contextlib.contextmanager
+def _quiet_absl() -> Iterator[None]:
+    """Silence Orbax's absl warnings (an OCDBT merge note that does not apply without OCDBT)."""
+    absl_logger = logging.getLogger("absl")
+    level = absl_logger.level
+    absl_logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        absl_logger.setLevel(level)
 
 
 def read_metadata(directory: str | Path) -> tuple[ModelConfig, SpeechVocab, dict[str, Any]]:
