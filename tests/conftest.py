@@ -67,49 +67,50 @@ def randomize(model: torch.nn.Module, seed: int) -> None:
             param.copy_(1 + 0.1 * noise if "norm" in name else 0.08 * noise)
 
 
+TINY_SHAPE = dict(
+    hidden_size=64,
+    intermediate_size=96,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=256,
+    bos_token_id=0,
+    eos_token_id=1,
+)
+LLAMA3_ROPE = {
+    "rope_type": "llama3",
+    "factor": 8.0,
+    "low_freq_factor": 1.0,
+    "high_freq_factor": 4.0,
+    "original_max_position_embeddings": 64,
+}
+
+
 def llama_config(vocab_size: int):
+    """Llama 3 style: explicit head_dim, llama3 RoPE scaling (exercised past 64), tied."""
     from transformers import LlamaConfig
 
     return LlamaConfig(
         vocab_size=vocab_size,
-        hidden_size=64,
-        intermediate_size=96,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
         head_dim=16,
         rms_norm_eps=1e-5,
         rope_theta=500000.0,
-        max_position_embeddings=256,
         tie_word_embeddings=True,
-        rope_scaling={
-            "rope_type": "llama3",
-            "factor": 8.0,
-            "low_freq_factor": 1.0,
-            "high_freq_factor": 4.0,
-            "original_max_position_embeddings": 64,
-        },
-        bos_token_id=0,
-        eos_token_id=1,
+        rope_scaling=LLAMA3_ROPE,
+        **TINY_SHAPE,
     )
 
 
 def qwen_config(vocab_size: int):
+    """Qwen2 style: q/k/v biases, rope theta 1e6, untied."""
     from transformers import Qwen2Config
 
     return Qwen2Config(
         vocab_size=vocab_size,
-        hidden_size=64,
-        intermediate_size=96,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
         rms_norm_eps=1e-6,
         rope_theta=1e6,
-        max_position_embeddings=256,
         tie_word_embeddings=False,
-        bos_token_id=0,
-        eos_token_id=1,
+        **TINY_SHAPE,
     )
 
 
