@@ -1,14 +1,20 @@
 """Text tokenizers behind one interface, and the speech-extended tokenizer files jaxslm writes.
 
-HF `tokenizer.json` files are read with the `tokenizers` library (no transformers needed).
+HF `tokenizer.json` files are read with the `tokenizers` library (no transformers needed);
+SentencePiece models with `sentencepiece`. Both follow their family's BOS convention:
+`encode(text)` adds BOS where the tokenizer does (Llama 3, our SentencePiece models), and
+`encode(text, add_special_tokens=False)` never does.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Protocol
 
+import sentencepiece as spm
 from tokenizers import AddedToken, Tokenizer, models, pre_tokenizers
 
 from jaxslm.errors import JaxslmError
@@ -17,6 +23,19 @@ from jaxslm.vocab import SPEECH_ONLY_BOUNDARY, SPEECH_ONLY_PAD, SpeechVocab
 TOKENIZER_FILE = "tokenizer.json"
 TOKENIZER_CONFIG = "tokenizer_config.json"
 COPIED_FILES = ("tokenizer_config.json", "special_tokens_map.json")
+
+
+class TextTokenizer(Protocol):
+    """What the data pipeline needs from a text tokenizer."""
+
+    bos_id: int | None
+    eos_id: int | None
+
+    def __len__(self) -> int: ...
+
+    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]: ...
+
+    def decode(self, ids: list[int]) -> str: ...
 
 
 class HFTokenizer:
@@ -48,6 +67,18 @@ class HFTokenizer:
 
     def __len__(self) -> int:
         return self.tokenizer.get_vocab_size(with_added_tokens=True)
+
+    @property
+    def bos_id(self) -> int | None:
+        """The id `encode` puts first, or None for families without BOS (Qwen2.5)."""
+        plain = self.encode("a", add_special_tokens=False)
+        special = self.encode("a", add_special_tokens=True)
+        return special[0] if len(special) > len(plain) and special[-len(plain) :] == plain else None
+
+    @property
+    def eos_id(self) -> int | None:
+        """The EOS id named in tokenizer_config.json, if any."""
+        return self.special_token_ids().get("eos_token")
 
     def token_to_id(self, token: str) -> int | None:
         """Id of `token`, or None when absent."""
@@ -131,3 +162,68 @@ def speech_only_tokenizer(vocab: SpeechVocab) -> HFTokenizer:
         "pad_token": SPEECH_ONLY_PAD,
     }
     return HFTokenizer(tokenizer, config_overrides=special)
+
+
+class SentencePieceTokenizer:
+    """A SentencePiece model; `encode` adds BOS (id of `<s>`) when the model has one."""
+
+    def __init__(self, model_file: str | Path):
+        self.model_file = Path(model_file)
+        try:
+            self.processor = spm.SentencePieceProcessor(model_file=str(model_file))
+        except (OSError, RuntimeError) as err:
+            raise JaxslmError(
+                f"{model_file}: cannot be read as a SentencePiece model ({err})"
+            ) from err
+        self.bos_id = self.processor.bos_id() if self.processor.bos_id() >= 0 else None
+        self.eos_id = self.processor.eos_id() if self.processor.eos_id() >= 0 else None
+
+    def __len__(self) -> int:
+        return self.processor.get_piece_size()
+
+    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        """Token ids of `text`, BOS first when `add_special_tokens`."""
+        ids = self.processor.encode(text)
+        return [self.bos_id, *ids] if add_special_tokens and self.bos_id is not None else ids
+
+    def decode(self, ids: list[int]) -> str:
+        """Text of `ids`."""
+        return self.processor.decode(list(ids))
+
+
+def train_sentencepiece(texts: Iterable[str], model_prefix: str | Path, vocab_size: int) -> Path:
+    """Train a BPE SentencePiece model on `texts` (deterministic: one thread, no sampling).
+
+    Writes `model_prefix.model` and returns its path. Ids: 0 `<unk>`, 1 `<s>`, 2 `</s>`.
+    """
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(texts),
+        model_prefix=str(model_prefix),
+        vocab_size=vocab_size,
+        model_type="bpe",
+        character_coverage=1.0,
+        num_threads=1,
+        pad_id=-1,
+        unk_id=0,
+        bos_id=1,
+        eos_id=2,
+        hard_vocab_limit=False,
+        minloglevel=2,
+    )
+    return Path(f"{model_prefix}.model")
+
+
+def load_text_tokenizer(path: str | Path) -> TextTokenizer:
+    """A directory with tokenizer.json, a `.model` SentencePiece file, or a directory with
+    `tokenizer.model`."""
+    path = Path(path)
+    if path.is_dir() and (path / TOKENIZER_FILE).is_file():
+        return HFTokenizer.from_dir(path)
+    if path.is_dir() and (path / "tokenizer.model").is_file():
+        return SentencePieceTokenizer(path / "tokenizer.model")
+    if path.is_file() and path.suffix == ".model":
+        return SentencePieceTokenizer(path)
+    raise JaxslmError(
+        f"{path}: no text tokenizer found; give a directory with {TOKENIZER_FILE} or "
+        "tokenizer.model, or a SentencePiece .model file"
+    )

@@ -1,0 +1,2 @@
+"""Corpora and the input pipeline: records, corpus builds, the built-in corpus, interleaving,
+packing and the Grain pipeline."""

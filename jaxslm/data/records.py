@@ -1,0 +1,89 @@
+"""The two record types of a corpus: speech utterances (units + word alignments) and text
+documents, their validation, and unit de-duplication."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Word:
+    """One aligned word. `text` carries its own leading space: a transcript is ''.join(words)."""
+
+    text: str
+    start: float
+    end: float
+
+
+@dataclass(frozen=True)
+class Utterance:
+    """A spoken utterance as deduplicated units.
+
+    `durations[i]` is the number of frames unit i lasted, so unit i ends at
+    `cumsum(durations)[i] * frame_seconds` seconds.
+    """
+
+    id: str
+    units: np.ndarray
+    durations: np.ndarray
+    frame_seconds: float
+    words: tuple[Word, ...] = ()
+    transcript: str | None = None
+    speaker: str | None = None
+
+    def unit_end_times(self) -> np.ndarray:
+        """End time in seconds of every unit."""
+        return np.cumsum(self.durations) * self.frame_seconds
+
+    @property
+    def seconds(self) -> float:
+        """Length of the audio in seconds."""
+        return float(np.sum(self.durations)) * self.frame_seconds
+
+
+@dataclass(frozen=True)
+class TextDocument:
+    """A text document of the text stream."""
+
+    id: str
+    text: str = field(default="")
+
+
+def dedup(frames) -> tuple[np.ndarray, np.ndarray]:
+    """Merge runs of repeated frame units: (units, durations in frames), both int32."""
+    frames = np.asarray(frames, dtype=np.int64)
+    if frames.size == 0:
+        return np.zeros(0, np.int32), np.zeros(0, np.int32)
+    starts = np.flatnonzero(np.concatenate([[True], frames[1:] != frames[:-1]]))
+    durations = np.diff(np.concatenate([starts, [frames.size]]))
+    return frames[starts].astype(np.int32), durations.astype(np.int32)
+
+
+def problem_with(utterance: Utterance, num_units: int, tolerance: float = 1e-3) -> str | None:
+    """Why `utterance` cannot be used (a short reason naming the field), or None if it can.
+
+    Checks: non-empty units; units in [0, num_units); one positive duration per unit; word
+    times that do not go backwards and do not run past the audio (within `tolerance` s).
+    """
+    units, durations = np.asarray(utterance.units), np.asarray(utterance.durations)
+    if units.size == 0:
+        return "units: empty utterance"
+    if units.min() < 0 or units.max() >= num_units:
+        return f"units: values {units.min()}..{units.max()} outside [0, {num_units})"
+    if durations.shape != units.shape:
+        return f"durations: {durations.size} values for {units.size} units"
+    if durations.min() <= 0:
+        return "durations: values must be positive frame counts"
+    previous_end = 0.0
+    for index, word in enumerate(utterance.words):
+        if word.end < word.start or word.start < previous_end - tolerance:
+            return f"words[{index}] ({word.text.strip()!r}): times go backwards"
+        if word.end > utterance.seconds + tolerance:
+            return (
+                f"words[{index}] ({word.text.strip()!r}): ends at {word.end:.3f}s, past the "
+                f"audio's {utterance.seconds:.3f}s"
+            )
+        previous_end = word.end
+    return None
