@@ -13,7 +13,7 @@ from jaxslm.text_tokenizer import (
 TEXTS = [
     f"the {w} saw a {v} near the river number {i}"
     for i, (w, v) in enumerate(
-        zip(["cat", "dog", "bird", "fox"] * 30, ["tree", "boat", "hill"] * 40)
+        zip(["cat", "dog", "bird", "fox"] * 30, ["tree", "boat", "hill"] * 40, strict=True)
     )
 ]
 

@@ -1,0 +1,238 @@
+"""SIMS-style word-level interleaving of speech units and text (REFERENCE.md section 3).
+
+Each utterance's words are split into spoken and written ones (`choose_speech_words`), runs of
+same-modality words are merged, and the sequence becomes `<speech>` units / `<text>` text with
+a marker at the start and at every switch (`build_interleaved`). slamkit decides once during
+preprocessing; here the choice is re-drawn every epoch from (seed, epoch, record), or frozen.
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_left, bisect_right
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from jaxslm.data.records import Utterance, Word
+from jaxslm.errors import JaxslmError
+from jaxslm.vocab import MARKER, SPEECH, TEXT, SpeechVocab
+
+METHODS = ("poisson", "span", "random")
+MAX_DRAWS = 10_000
+
+EncodeText = Callable[[str], list[int]]
+
+
+def record_rng(seed: int, epoch: int, record: int) -> np.random.Generator:
+    """The generator that decides one record's modalities in one epoch."""
+    return np.random.default_rng([seed, epoch, record])
+
+
+def choose_speech_words(
+    num_words: int,
+    rng: np.random.Generator,
+    method: str = "poisson",
+    eta: float = 0.3,
+    poisson_lambda: float = 10.0,
+    span_prob: float = 0.035,
+    span_words: int = 10,
+    exact_eta: bool = True,
+) -> np.ndarray:
+    """Which of `num_words` words are spoken: bool [num_words], True = speech.
+
+    `poisson`: SIMS spans (`_poisson_spans`; `exact_eta` cuts the last span at the target).
+    `span`: `_renewed_spans`. `random`: each word is speech with probability 0.5.
+    """
+    _check_method(method)
+    if method == "poisson":
+        return _poisson_spans(num_words, rng, eta, poisson_lambda, exact_eta)
+    if method == "span":
+        return _renewed_spans(num_words, rng, span_prob, span_words)
+    return rng.random(num_words) < 0.5
+
+
+def _check_method(method: str) -> None:
+    if method not in METHODS:
+        raise JaxslmError(f"interleave method {method!r} is not one of {METHODS}")
+
+
+def _poisson_spans(
+    num_words: int, rng: np.random.Generator, eta: float, lam: float, exact_eta: bool
+) -> np.ndarray:
+    """slamkit's rule: add spans [start, min(start + length, n)), start drawn among the eligible
+    words and length ~ Poisson(lam), until ceil(eta n) words are spoken.
+
+    A span that overlaps a spoken word is rejected (`_fitting_span`). An accepted span is
+    marked, counted and makes its words and the word after it ineligible as starts. slamkit
+    counts the last span in full, overshooting the target (about 0.42 of words spoken for
+    utterances of 20-60 words with eta 0.3); `exact_eta` cuts it at the target instead, so the
+    spoken fraction is eta. A zero-length span is accepted, adds nothing and makes just its
+    start ineligible, so every acceptance shrinks the eligible set: at most n spans.
+    """
+    target = math.ceil(eta * num_words)
+    spoken = np.zeros(num_words, dtype=bool)
+    eligible = np.ones(num_words, dtype=bool)
+    count = 0
+    while count < target and eligible.any():
+        span = _fitting_span(spoken, np.flatnonzero(eligible), rng, lam)
+        if span is None:
+            break
+        start, end = span
+        if exact_eta:
+            end = min(end, start + target - count)
+        spoken[start:end] = True
+        count += end - start
+        eligible[start : end + 1] = False
+    return spoken
+
+
+def _fitting_span(
+    spoken: np.ndarray, starts: np.ndarray, rng: np.random.Generator, lam: float
+) -> tuple[int, int] | None:
+    """The first of up to MAX_DRAWS (start, length) draws that overlaps no spoken word.
+
+    None (stop short of the target; slamkit draws on forever) only when all of them overlap.
+    Eligible starts are never spoken, so a draw of length 0 or 1 always fits: with lam = 10 a
+    draw fits with probability >= 11 exp(-10) ~ 5e-4 in every state, and the cap matters only
+    for a lam much larger than the utterance, where fitting spans become vanishingly rare
+    (measured with lam = 10: at most ~1,600 draws per span over 200k utterances of 1-60 words).
+    """
+    for _ in range(MAX_DRAWS):
+        start = int(starts[rng.integers(starts.size)])
+        end = min(start + int(rng.poisson(lam)), spoken.size)
+        if not spoken[start:end].any():
+            return start, end
+    return None
+
+
+def _renewed_spans(num_words: int, rng: np.random.Generator, prob: float, words: int) -> np.ndarray:
+    """slamkit's `span` rule: one uniform draw per word, in order; a draw below `prob` starts
+    (or renews) a speech span covering that word and the next `words - 1`.
+
+    So word i is speech iff a draw succeeded at one of words i - words + 1 .. i; away from the
+    start the spoken fraction is 1 - (1 - prob) ** words (0.30 for the defaults 0.035, 10).
+    """
+    starts = np.flatnonzero(rng.random(num_words) < prob)
+    spoken = np.zeros(num_words, dtype=bool)
+    for start in starts:
+        spoken[start : start + words] = True
+    return spoken
+
+
+def build_interleaved(
+    utterance: Utterance,
+    speech_words: np.ndarray,
+    encode_text: EncodeText,
+    vocab: SpeechVocab,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(token ids int32, modality int8) of one utterance, without BOS.
+
+    Runs of same-modality words are merged; each run starts with its marker (`<speech>` or
+    `<text>`), so markers appear at the start and at every switch only. A text run is
+    `encode_text` of its words joined with ''. A speech run covering [start of its first word,
+    end of its last word] is the units whose end time t satisfies start <= t <= end (slamkit's
+    bisect_left / bisect_right on unit end times).
+    """
+    words = utterance.words
+    if not words:
+        raise JaxslmError(f"utterance {utterance.id!r} has no word alignments to interleave")
+    speech_words = np.asarray(speech_words, dtype=bool)
+    if speech_words.shape != (len(words),):
+        raise JaxslmError(
+            f"utterance {utterance.id!r}: {speech_words.size} modality flags for {len(words)} words"
+        )
+    end_times = utterance.unit_end_times().tolist()
+    pieces = []
+    for first, stop in _runs(speech_words):
+        if speech_words[first]:
+            pieces.append(_speech_run(utterance, end_times, first, stop, vocab))
+        else:
+            pieces.append(_text_run(words[first:stop], encode_text, vocab))
+    ids, modality = zip(*pieces, strict=True)
+    return np.concatenate(ids).astype(np.int32), np.concatenate(modality).astype(np.int8)
+
+
+def _runs(flags: np.ndarray) -> list[tuple[int, int]]:
+    """[first, stop) of every maximal run of equal flags."""
+    switches = np.flatnonzero(flags[1:] != flags[:-1]) + 1
+    bounds = [0, *switches.tolist(), flags.size]
+    return list(zip(bounds[:-1], bounds[1:], strict=True))
+
+
+def _speech_run(
+    utterance: Utterance, end_times: list[float], first: int, stop: int, vocab: SpeechVocab
+) -> tuple[np.ndarray, np.ndarray]:
+    lo = bisect_left(end_times, utterance.words[first].start)
+    hi = bisect_right(end_times, utterance.words[stop - 1].end)
+    units = vocab.units_to_ids(np.asarray(utterance.units)[lo:hi])
+    return _with_marker(vocab.speech_marker_id, units, SPEECH)
+
+
+def _text_run(
+    words: tuple[Word, ...], encode_text: EncodeText, vocab: SpeechVocab
+) -> tuple[np.ndarray, np.ndarray]:
+    ids = np.asarray(encode_text("".join(word.text for word in words)), dtype=np.int32)
+    return _with_marker(vocab.text_marker_id, ids, TEXT)
+
+
+def _with_marker(marker: int, ids: np.ndarray, modality: int) -> tuple[np.ndarray, np.ndarray]:
+    tokens = np.concatenate([[marker], ids]).astype(np.int32)
+    codes = np.full(tokens.size, modality, dtype=np.int8)
+    codes[0] = MARKER
+    return tokens, codes
+
+
+@dataclass(frozen=True)
+class InterleaveConfig:
+    """How words are split between speech and text.
+
+    `frozen`: decide once per record (as slamkit's preprocessing does) instead of re-drawing
+    every epoch; both are deterministic given `seed`. `exact_eta`: cut the last Poisson span so
+    that eta of the words are spoken; False keeps slamkit's overshoot (see `_poisson_spans`).
+    """
+
+    method: str = "poisson"
+    eta: float = 0.3
+    poisson_lambda: float = 10.0
+    span_prob: float = 0.035
+    span_words: int = 10
+    seed: int = 0
+    frozen: bool = False
+    exact_eta: bool = True
+
+    def __post_init__(self) -> None:
+        _check_method(self.method)
+        if not (0.0 <= self.eta <= 1.0 and 0.0 <= self.span_prob <= 1.0):
+            raise JaxslmError(
+                f"interleave eta {self.eta} and span_prob {self.span_prob} must lie in [0, 1]"
+            )
+        if self.poisson_lambda < 0 or self.span_words < 1:
+            raise JaxslmError(
+                f"interleave poisson_lambda {self.poisson_lambda} must be >= 0 and span_words "
+                f"{self.span_words} >= 1"
+            )
+
+
+def interleave(
+    utterance: Utterance,
+    record_index: int,
+    epoch: int,
+    config: InterleaveConfig,
+    encode_text: EncodeText,
+    vocab: SpeechVocab,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(token ids, modality) of `utterance` as record `record_index` in `epoch`, without BOS."""
+    rng = record_rng(config.seed, 0 if config.frozen else epoch, record_index)
+    speech_words = choose_speech_words(
+        len(utterance.words),
+        rng,
+        config.method,
+        config.eta,
+        config.poisson_lambda,
+        config.span_prob,
+        config.span_words,
+        config.exact_eta,
+    )
+    return build_interleaved(utterance, speech_words, encode_text, vocab)
