@@ -9,6 +9,7 @@ target token, so per-modality losses need no further lookup.
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 import numpy as np
@@ -72,20 +73,24 @@ class Packer:
         return done
 
     def get_state(self) -> dict[str, Any]:
-        """The open rows, as plain lists (JSON-serialisable)."""
-        return {"rows": [[[part.tolist() for part in seg] for seg in row] for row in self.rows]}
+        """The open rows as JSON-serialisable strings (cheap to copy, as Grain does often)."""
+        return {"rows": [[[encode_array(p) for p in seg] for seg in row] for row in self.rows]}
 
     def set_state(self, state: dict[str, Any]) -> None:
         """Restore open rows saved by `get_state`."""
-        dtypes = (np.int32, np.int32, np.int8)
-        self.rows = [
-            [
-                tuple(np.asarray(part, dtype) for part, dtype in zip(seg, dtypes, strict=True))
-                for seg in row
-            ]
-            for row in state["rows"]
-        ]
+        self.rows = [[tuple(decode_array(p) for p in seg) for seg in row] for row in state["rows"]]
         self.fill = [sum(len(seg[0]) for seg in row) for row in self.rows]
+
+
+def encode_array(array: np.ndarray) -> str:
+    """A 1-D array as 'dtype:base64' text."""
+    return f"{array.dtype.str}:{base64.b64encode(array.tobytes()).decode()}"
+
+
+def decode_array(text: str) -> np.ndarray:
+    """Inverse of `encode_array`."""
+    dtype, data = text.split(":", 1)
+    return np.frombuffer(base64.b64decode(data), dtype=np.dtype(dtype)).copy()
 
 
 def _segment(tokens: np.ndarray, modality: np.ndarray, start: int, size: int) -> Segment:

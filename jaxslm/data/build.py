@@ -1,0 +1,220 @@
+"""`python -m jaxslm.data.build`: build a corpus from slamkit-style files or the built-in
+toy language.
+
+    python -m jaxslm.data.build --synthetic --out data/toy
+    python -m jaxslm.data.build --units feats.jsonl --alignments align.json \\
+        --text books.txt --num-units 500 --out data/my_corpus
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+from jaxslm.data.corpus import split_of, write_corpus
+from jaxslm.data.ingest import SkipReport, read_alignments, read_text_documents, read_utterances
+from jaxslm.data.records import TextDocument, Utterance
+from jaxslm.data.synthetic import SyntheticConfig, SyntheticLanguage, write_eval_sets
+from jaxslm.errors import JaxslmError
+from jaxslm.text_tokenizer import train_sentencepiece
+
+SYNTHETIC_TOKENIZER_VOCAB = 512
+
+
+def build_synthetic(
+    out_dir: str | Path, config: SyntheticConfig | None = None, overwrite: bool = False
+) -> Path:
+    """The built-in corpus: toy speech and text, a SentencePiece tokenizer trained on its text,
+    and the toy evaluation sets (eval/*.jsonl)."""
+    language = SyntheticLanguage(config or SyntheticConfig())
+    cfg = language.config
+
+    def extras(staging: Path) -> dict:
+        texts = [doc.text for doc in language.text_documents(split="train")]
+        texts += [u.transcript for u in language.utterances(split="train")]
+        (staging / "tokenizer").mkdir()
+        train_sentencepiece(texts, staging / "tokenizer" / "tokenizer", SYNTHETIC_TOKENIZER_VOCAB)
+        write_eval_sets(language, staging / "eval")
+        return {"tokenizer": "tokenizer/tokenizer.model", "eval_dir": "eval"}
+
+    metadata = {
+        "num_units": cfg.num_units,
+        "frame_seconds": cfg.frame_seconds,
+        "source": {"synthetic": dataclasses.asdict(cfg)},
+    }
+    return write_corpus(
+        out_dir,
+        speech=lambda split: language.utterances(split=split),
+        text=lambda split: language.text_documents(split=split),
+        metadata=metadata,
+        extras=extras,
+        overwrite=overwrite,
+    )
+
+
+def build_from_files(
+    out_dir: str | Path,
+    units: list[Path],
+    alignments: list[Path],
+    texts: list[Path],
+    num_units: int,
+    frame_seconds: float,
+    validation_fraction: float = 0.01,
+    strict: bool = False,
+    overwrite: bool = False,
+) -> tuple[Path, SkipReport]:
+    """A corpus from unit JSONL files (+ alignment JSON) and text files; bad records are
+    skipped and counted (`strict`: the first one is an error naming file, line and field)."""
+    for path in [*units, *alignments, *texts]:
+        if not path.is_file():
+            raise JaxslmError(f"{path}: no such file")
+    if not units and not texts:
+        raise JaxslmError("nothing to build: give --units and/or --text files (or --synthetic)")
+    words = {}
+    for path in alignments:
+        words.update(read_alignments(path))
+    report = SkipReport(strict=strict)
+
+    def speech(split: str) -> Iterator[Utterance]:
+        seen: set[str] = set()
+        counted = report if split == "train" else SkipReport(strict=strict)
+        for path in units:
+            for utterance in read_utterances(path, num_units, frame_seconds, counted, words):
+                if utterance.id in seen:
+                    counted.skip(f"{path}: {utterance.id}", "id: duplicate file_name")
+                    continue
+                seen.add(utterance.id)
+                if split_of(utterance.id, validation_fraction) == split:
+                    yield utterance
+
+    def text(split: str) -> Iterator[TextDocument]:
+        counted = report if split == "train" else SkipReport(strict=strict)
+        for path in texts:
+            for document in read_text_documents(path, counted):
+                if split_of(document.id, validation_fraction) == split:
+                    yield document
+
+    metadata = {
+        "num_units": num_units,
+        "frame_seconds": frame_seconds,
+        "source": {
+            "units": [str(p) for p in units],
+            "alignments": [str(p) for p in alignments],
+            "text": [str(p) for p in texts],
+        },
+    }
+    try:
+        path = write_corpus(
+            out_dir,
+            speech if units else None,
+            text if texts else None,
+            {**metadata, "skipped": report.counts},
+            overwrite=overwrite,
+        )
+    except JaxslmError:
+        raise
+    except Exception as err:  # TFDS wraps errors raised inside generators
+        cause = err
+        while cause is not None and not isinstance(cause, JaxslmError):
+            cause = cause.__cause__ or cause.__context__
+        if cause is None:
+            raise
+        raise cause from None
+    return path, report
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Arguments of the corpus builder."""
+    parser = argparse.ArgumentParser(
+        prog="python -m jaxslm.data.build",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--out", required=True, help="corpus directory to create")
+    parser.add_argument(
+        "--synthetic", action="store_true", help="build the built-in toy corpus (no input files)"
+    )
+    parser.add_argument(
+        "--units",
+        nargs="*",
+        type=Path,
+        default=[],
+        metavar="JSONL",
+        help="unit files: lines {file_name, units, duration} (slamkit features "
+        "or jaxslm.tokenize_audio output), optionally with aligned_text",
+    )
+    parser.add_argument(
+        "--alignments",
+        nargs="*",
+        type=Path,
+        default=[],
+        metavar="JSON",
+        help="slamkit alignment JSON {file: [{word, start, end}, ...]}",
+    )
+    parser.add_argument(
+        "--text",
+        nargs="*",
+        type=Path,
+        default=[],
+        metavar="FILE",
+        help="text corpora: .txt (one document per line) or .jsonl ('text')",
+    )
+    parser.add_argument(
+        "--num-units",
+        type=int,
+        default=500,
+        help="speech vocabulary size K; units outside [0, K) are skipped",
+    )
+    parser.add_argument(
+        "--frame-seconds",
+        type=float,
+        default=0.04,
+        help="seconds per frame of the unit files (0.04 for 25 Hz, 0.02 50 Hz)",
+    )
+    parser.add_argument(
+        "--validation-fraction",
+        type=float,
+        default=0.01,
+        help="share of records (by hash of their id) in the validation split",
+    )
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="stop at the first bad record instead of skipping and counting",
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the builder; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        if args.synthetic:
+            path = build_synthetic(args.out, overwrite=args.overwrite)
+            print(f"wrote the built-in corpus to {path}")
+            return 0
+        path, report = build_from_files(
+            Path(args.out),
+            args.units,
+            args.alignments,
+            args.text,
+            args.num_units,
+            args.frame_seconds,
+            args.validation_fraction,
+            args.strict,
+            args.overwrite,
+        )
+    except JaxslmError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(report.summary())
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

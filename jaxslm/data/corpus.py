@@ -1,0 +1,217 @@
+"""Corpora on disk: TFDS ArrayRecord datasets of utterances and text documents.
+
+Layout of a corpus directory:
+  corpus.json     num_units, frame_seconds, record counts, skipped records, extras
+  speech/         TFDS dataset `speech_corpus` (splits train, validation): one utterance each
+  text/           TFDS dataset `text_corpus`: one text document each
+  tokenizer/, eval/   optional (the built-in corpus writes both)
+
+Built with tensorflow-datasets' GeneratorBasedBuilder (no TensorFlow needed) and read back as
+random-access data sources, which Grain shuffles and shards.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from jaxslm.data.records import TextDocument, Utterance, Word
+from jaxslm.errors import JaxslmError
+from jaxslm.fsutil import atomic_directory
+
+SPLITS = ("train", "validation")
+METADATA_FILE = "corpus.json"
+SPEECH_DIR, TEXT_DIR = "speech", "text"
+
+SplitRecords = Callable[[str], Iterable[Any]]
+
+
+class SpeechCorpusBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+    """Utterances: deduplicated units, durations and word alignments."""
+
+    name = "speech_corpus"
+    VERSION = tfds.core.Version("1.0.0")
+
+    def __init__(self, *, records: SplitRecords | None = None, **kwargs):
+        self._records = records
+        super().__init__(**kwargs)
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        features = tfds.features.FeaturesDict(
+            {
+                "id": tfds.features.Text(),
+                "units": tfds.features.Tensor(shape=(None,), dtype=np.int32),
+                "durations": tfds.features.Tensor(shape=(None,), dtype=np.int32),
+                "word_texts": tfds.features.Sequence(tfds.features.Text()),
+                "word_starts": tfds.features.Tensor(shape=(None,), dtype=np.float32),
+                "word_ends": tfds.features.Tensor(shape=(None,), dtype=np.float32),
+                "transcript": tfds.features.Text(),
+                "speaker": tfds.features.Text(),
+            }
+        )
+        return tfds.core.DatasetInfo(builder=self, features=features)
+
+    def _split_generators(self, dl_manager):
+        return {split: self._generate_examples(split) for split in SPLITS}
+
+    def _generate_examples(self, split: str):
+        for utterance in self._records(split):
+            yield utterance.id, utterance_to_example(utterance)
+
+
+class TextCorpusBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+    """Text documents."""
+
+    name = "text_corpus"
+    VERSION = tfds.core.Version("1.0.0")
+
+    def __init__(self, *, records: SplitRecords | None = None, **kwargs):
+        self._records = records
+        super().__init__(**kwargs)
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        features = tfds.features.FeaturesDict(
+            {"id": tfds.features.Text(), "text": tfds.features.Text()}
+        )
+        return tfds.core.DatasetInfo(builder=self, features=features)
+
+    def _split_generators(self, dl_manager):
+        return {split: self._generate_examples(split) for split in SPLITS}
+
+    def _generate_examples(self, split: str):
+        for document in self._records(split):
+            yield document.id, {"id": document.id, "text": document.text}
+
+
+def utterance_to_example(utterance: Utterance) -> dict[str, Any]:
+    """TFDS example of an utterance (missing strings stored as '')."""
+    words = utterance.words
+    return {
+        "id": utterance.id,
+        "units": np.asarray(utterance.units, np.int32),
+        "durations": np.asarray(utterance.durations, np.int32),
+        "word_texts": [w.text for w in words],
+        "word_starts": np.asarray([w.start for w in words], np.float32),
+        "word_ends": np.asarray([w.end for w in words], np.float32),
+        "transcript": utterance.transcript or "",
+        "speaker": utterance.speaker or "",
+    }
+
+
+def example_to_utterance(example: dict[str, Any], frame_seconds: float) -> Utterance:
+    """Inverse of `utterance_to_example` for a decoded TFDS record."""
+    texts = [t.decode() if isinstance(t, bytes) else t for t in example["word_texts"]]
+    words = tuple(
+        Word(text, float(start), float(end))
+        for text, start, end in zip(
+            texts, example["word_starts"], example["word_ends"], strict=True
+        )
+    )
+    return Utterance(
+        id=_text(example["id"]),
+        units=example["units"],
+        durations=example["durations"],
+        frame_seconds=frame_seconds,
+        words=words,
+        transcript=_text(example["transcript"]) or None,
+        speaker=_text(example["speaker"]) or None,
+    )
+
+
+def example_to_document(example: dict[str, Any]) -> TextDocument:
+    """Inverse of the text builder's example."""
+    return TextDocument(id=_text(example["id"]), text=_text(example["text"]))
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def split_of(record_id: str, validation_fraction: float) -> str:
+    """Deterministic split of a record by a hash of its id."""
+    bucket = zlib.crc32(record_id.encode()) % 10_000
+    return "validation" if bucket < validation_fraction * 10_000 else "train"
+
+
+def write_corpus(
+    out_dir: str | Path,
+    speech: SplitRecords | None,
+    text: SplitRecords | None,
+    metadata: dict[str, Any],
+    extras: Callable[[Path], dict[str, Any]] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write a corpus: `speech(split)` / `text(split)` yield each split's records.
+
+    `extras(staging_dir)` may add files (tokenizer, eval sets) and returns metadata entries.
+    The directory appears complete or not at all.
+    """
+    with atomic_directory(out_dir, overwrite) as staging:
+        counts = {}
+        for name, records, builder_class in (
+            (SPEECH_DIR, speech, SpeechCorpusBuilder),
+            (TEXT_DIR, text, TextCorpusBuilder),
+        ):
+            if records is None:
+                continue
+            builder = builder_class(
+                records=records, data_dir=str(staging / name), file_format="array_record"
+            )
+            builder.download_and_prepare()
+            counts[name] = {split: builder.info.splits[split].num_examples for split in SPLITS}
+        metadata = {**metadata, "counts": counts, **(extras(staging) if extras else {})}
+        (staging / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
+    return Path(out_dir)
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """An opened corpus directory."""
+
+    directory: Path
+    metadata: dict[str, Any]
+
+    @property
+    def num_units(self) -> int:
+        return int(self.metadata["num_units"])
+
+    @property
+    def frame_seconds(self) -> float:
+        return float(self.metadata["frame_seconds"])
+
+    def has(self, stream: str) -> bool:
+        """Whether the corpus holds `speech` or `text` records."""
+        return stream in self.metadata["counts"]
+
+    def source(self, stream: str, split: str):
+        """Random-access TFDS data source of `stream` (`speech` or `text`) and `split`."""
+        if not self.has(stream):
+            raise JaxslmError(f"{self.directory}: the corpus has no {stream} records")
+        if split not in SPLITS:
+            raise JaxslmError(f"split {split!r} is not one of {SPLITS}")
+        name = SpeechCorpusBuilder.name if stream == SPEECH_DIR else TextCorpusBuilder.name
+        version_dir = self.directory / stream / name / "1.0.0"
+        return tfds.builder_from_directory(str(version_dir)).as_data_source(split)
+
+    def path(self, key: str) -> Path | None:
+        """A file named in the metadata (e.g. `tokenizer`, `eval_dir`), or None."""
+        value = self.metadata.get(key)
+        return None if value is None else self.directory / value
+
+
+def open_corpus(path: str | Path) -> Corpus:
+    """Open a corpus directory written by `write_corpus`."""
+    path = Path(path)
+    metadata_file = path / METADATA_FILE
+    if not metadata_file.is_file():
+        raise JaxslmError(
+            f"{metadata_file} not found: build a corpus with `python -m jaxslm.data.build`"
+        )
+    return Corpus(path, json.loads(metadata_file.read_text()))
