@@ -14,7 +14,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from jaxslm.data.corpus import split_of, write_corpus
+from jaxslm.data.corpus import SPLITS, split_of, write_corpus
 from jaxslm.data.ingest import SkipReport, read_alignments, read_text_documents, read_utterances
 from jaxslm.data.records import TextDocument, Utterance
 from jaxslm.data.synthetic import SyntheticConfig, SyntheticLanguage, write_eval_sets
@@ -78,25 +78,40 @@ def build_from_files(
         words.update(read_alignments(path))
     report = SkipReport(strict=strict)
 
-    def speech(split: str) -> Iterator[Utterance]:
+    def speech(split: str | None) -> Iterator[Utterance]:
+        """The utterances of `split` (None: all); bad records are counted in the train pass."""
         seen: set[str] = set()
         counted = report if split == "train" else SkipReport(strict=strict)
         for path in units:
             for utterance in read_utterances(path, num_units, frame_seconds, counted, words):
                 if utterance.id in seen:
-                    counted.skip(f"{path}: {utterance.id}", "id: duplicate file_name")
+                    counted.skip(
+                        f"{path}: {utterance.id}",
+                        f"id: duplicate: file_name {utterance.id!r} seen before",
+                    )
                     continue
                 seen.add(utterance.id)
-                if split_of(utterance.id, validation_fraction) == split:
+                if split in (None, split_of(utterance.id, validation_fraction)):
                     yield utterance
 
-    def text(split: str) -> Iterator[TextDocument]:
+    def text(split: str | None) -> Iterator[TextDocument]:
         counted = report if split == "train" else SkipReport(strict=strict)
         for path in texts:
             for document in read_text_documents(path, counted):
-                if split_of(document.id, validation_fraction) == split:
+                if split in (None, split_of(document.id, validation_fraction)):
                     yield document
 
+    def present_splits(ids) -> tuple[str, ...]:
+        found = {split_of(record_id, validation_fraction) for record_id in ids}
+        if not found:
+            raise JaxslmError("no valid records in the input files; see the skipped reasons")
+        return tuple(split for split in SPLITS if split in found)
+
+    splits = {}  # TFDS refuses empty splits: find the present ones first (strict fails here)
+    if units:
+        splits["speech"] = present_splits(u.id for u in speech(None))
+    if texts:
+        splits["text"] = present_splits(d.id for d in text(None))
     metadata = {
         "num_units": num_units,
         "frame_seconds": frame_seconds,
@@ -105,24 +120,16 @@ def build_from_files(
             "alignments": [str(p) for p in alignments],
             "text": [str(p) for p in texts],
         },
+        "skipped": report.counts,  # filled while the train split is written
     }
-    try:
-        path = write_corpus(
-            out_dir,
-            speech if units else None,
-            text if texts else None,
-            {**metadata, "skipped": report.counts},
-            overwrite=overwrite,
-        )
-    except JaxslmError:
-        raise
-    except Exception as err:  # TFDS wraps errors raised inside generators
-        cause = err
-        while cause is not None and not isinstance(cause, JaxslmError):
-            cause = cause.__cause__ or cause.__context__
-        if cause is None:
-            raise
-        raise cause from None
+    path = write_corpus(
+        out_dir,
+        speech if units else None,
+        text if texts else None,
+        metadata,
+        overwrite=overwrite,
+        splits=splits,
+    )
     return path, report
 
 

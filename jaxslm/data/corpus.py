@@ -39,8 +39,10 @@ class SpeechCorpusBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
     name = "speech_corpus"
     VERSION = tfds.core.Version("1.0.0")
 
-    def __init__(self, *, records: SplitRecords | None = None, **kwargs):
-        self._records = records
+    def __init__(
+        self, *, records: SplitRecords | None = None, splits: tuple[str, ...] = SPLITS, **kwargs
+    ):
+        self._records, self._splits = records, splits
         super().__init__(**kwargs)
 
     def _info(self) -> tfds.core.DatasetInfo:
@@ -59,7 +61,7 @@ class SpeechCorpusBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
         return tfds.core.DatasetInfo(builder=self, features=features)
 
     def _split_generators(self, dl_manager):
-        return {split: self._generate_examples(split) for split in SPLITS}
+        return {split: self._generate_examples(split) for split in self._splits}
 
     def _generate_examples(self, split: str):
         for utterance in self._records(split):
@@ -72,8 +74,10 @@ class TextCorpusBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True)
     name = "text_corpus"
     VERSION = tfds.core.Version("1.0.0")
 
-    def __init__(self, *, records: SplitRecords | None = None, **kwargs):
-        self._records = records
+    def __init__(
+        self, *, records: SplitRecords | None = None, splits: tuple[str, ...] = SPLITS, **kwargs
+    ):
+        self._records, self._splits = records, splits
         super().__init__(**kwargs)
 
     def _info(self) -> tfds.core.DatasetInfo:
@@ -83,7 +87,7 @@ class TextCorpusBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True)
         return tfds.core.DatasetInfo(builder=self, features=features)
 
     def _split_generators(self, dl_manager):
-        return {split: self._generate_examples(split) for split in SPLITS}
+        return {split: self._generate_examples(split) for split in self._splits}
 
     def _generate_examples(self, split: str):
         for document in self._records(split):
@@ -147,9 +151,11 @@ def write_corpus(
     metadata: dict[str, Any],
     extras: Callable[[Path], dict[str, Any]] | None = None,
     overwrite: bool = False,
+    splits: dict[str, tuple[str, ...]] | None = None,
 ) -> Path:
     """Write a corpus: `speech(split)` / `text(split)` yield each split's records.
 
+    `splits` names the non-empty splits of each stream (default: both; TFDS refuses empty ones).
     `extras(staging_dir)` may add files (tokenizer, eval sets) and returns metadata entries.
     The directory appears complete or not at all.
     """
@@ -161,11 +167,15 @@ def write_corpus(
         ):
             if records is None:
                 continue
+            present = (splits or {}).get(name, SPLITS)
             builder = builder_class(
-                records=records, data_dir=str(staging / name), file_format="array_record"
+                records=records,
+                splits=present,
+                data_dir=str(staging / name),
+                file_format="array_record",
             )
             builder.download_and_prepare()
-            counts[name] = {split: builder.info.splits[split].num_examples for split in SPLITS}
+            counts[name] = {split: builder.info.splits[split].num_examples for split in present}
         metadata = {**metadata, "counts": counts, **(extras(staging) if extras else {})}
         (staging / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
     return Path(out_dir)
@@ -194,8 +204,11 @@ class Corpus:
         """Random-access TFDS data source of `stream` (`speech` or `text`) and `split`."""
         if not self.has(stream):
             raise JaxslmError(f"{self.directory}: the corpus has no {stream} records")
-        if split not in SPLITS:
-            raise JaxslmError(f"split {split!r} is not one of {SPLITS}")
+        if split not in self.metadata["counts"][stream]:
+            raise JaxslmError(
+                f"{self.directory}: no {split!r} split of {stream} records; it has "
+                f"{sorted(self.metadata['counts'][stream])}"
+            )
         name = SpeechCorpusBuilder.name if stream == SPEECH_DIR else TextCorpusBuilder.name
         version_dir = self.directory / stream / name / "1.0.0"
         return tfds.builder_from_directory(str(version_dir)).as_data_source(split)

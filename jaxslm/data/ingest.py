@@ -30,10 +30,11 @@ class SkipReport:
     first_seen: dict[str, str] = field(default_factory=dict)
 
     def skip(self, where: str, reason: str) -> None:
-        """Count a bad record (`where` = file:line); in strict mode raise instead."""
+        """Count a bad record (`where` = file:line, `reason` = 'field: reason: detail');
+        in strict mode raise instead."""
         if self.strict:
             raise JaxslmError(f"{where}: {reason} (run without --strict to skip such records)")
-        kind = reason.split(":")[0]
+        kind = ": ".join(part.strip() for part in reason.split(":", 2)[:2])
         self.counts[kind] += 1
         self.first_seen.setdefault(kind, f"{where}: {reason}")
 
@@ -92,7 +93,7 @@ def read_utterances(
             try:
                 utterance = _utterance(json.loads(line), frame_seconds, alignments)
             except ValueError as err:
-                report.skip(where, f"format: {err}")
+                report.skip(where, f"format: not a unit record: {err}")
                 continue
             problem = problem_with(utterance, num_units)
             if problem is not None:
@@ -108,10 +109,12 @@ def _utterance(line: dict, frame_seconds: float, alignments) -> Utterance:
     if missing:
         raise ValueError(f"missing field(s) {missing}")
     name = str(line["file_name"])
-    words = line.get("aligned_text")
-    if words is None and alignments is not None:
-        words = alignments.get(name, alignments.get(Path(name).stem))
-    words = _words(words) if words else []
+    if line.get("aligned_text"):
+        words = _words(line["aligned_text"])
+    elif alignments is not None:
+        words = alignments.get(name, alignments.get(Path(name).stem, []))
+    else:
+        words = []
     try:
         units = np.asarray(line["units"], dtype=np.int64)
         durations = np.asarray(line["duration"], dtype=np.int64)
@@ -141,10 +144,10 @@ def read_text_documents(path: Path, report: SkipReport) -> Iterator[TextDocument
                 try:
                     text = json.loads(text)["text"]
                 except (ValueError, KeyError, TypeError):
-                    report.skip(where, "format: not a JSON object with a 'text' field")
+                    report.skip(where, "format: not a text record: no JSON 'text' field")
                     continue
             if not str(text).strip():
                 if is_jsonl:
-                    report.skip(where, "text: empty document")
+                    report.skip(where, "text: empty document: nothing to read")
                 continue
             yield TextDocument(id=f"{path.name}:{number}", text=str(text))

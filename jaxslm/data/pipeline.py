@@ -153,10 +153,21 @@ def make_pipeline(
         weights.append(weight)
     mixed = streams[0] if len(streams) == 1 else grain.IterDataset.mix(streams, weights)
     packed = PackedRows(mixed, config.seq_len, config.open_rows)
-    batched = packed.batch(config.batch_size // count, drop_remainder=True)
+    rows = config.batch_size // count
+    batched = packed.batch(rows, drop_remainder=False).map(lambda batch: _pad_rows(batch, rows))
     return grain.experimental.ThreadPrefetchIterDataset(
         batched, prefetch_buffer_size=config.prefetch_batches
     )
+
+
+def _pad_rows(batch: dict[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
+    """The last batch of a finite run, padded with empty rows to the usual shape."""
+    missing = rows - len(batch["tokens"])
+    if missing == 0:
+        return batch
+    return {
+        k: np.concatenate([v, np.zeros((missing, *v.shape[1:]), v.dtype)]) for k, v in batch.items()
+    }
 
 
 def _weights(vocab: SpeechVocab, config: PipelineConfig) -> tuple[float, float, float]:

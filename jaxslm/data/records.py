@@ -62,28 +62,28 @@ def dedup(frames) -> tuple[np.ndarray, np.ndarray]:
 
 
 def problem_with(utterance: Utterance, num_units: int, tolerance: float = 1e-3) -> str | None:
-    """Why `utterance` cannot be used (a short reason naming the field), or None if it can.
+    """Why `utterance` cannot be used, as 'field: reason: detail', or None if it can.
 
     Checks: non-empty units; units in [0, num_units); one positive duration per unit; word
     times that do not go backwards and do not run past the audio (within `tolerance` s).
     """
     units, durations = np.asarray(utterance.units), np.asarray(utterance.durations)
     if units.size == 0:
-        return "units: empty utterance"
+        return "units: empty utterance: no units"
     if units.min() < 0 or units.max() >= num_units:
-        return f"units: values {units.min()}..{units.max()} outside [0, {num_units})"
+        return f"units: out of range: values {units.min()}..{units.max()} outside [0, {num_units})"
     if durations.shape != units.shape:
-        return f"durations: {durations.size} values for {units.size} units"
+        return f"durations: length mismatch: {durations.size} values for {units.size} units"
     if durations.min() <= 0:
-        return "durations: values must be positive frame counts"
+        return "durations: not positive: frame counts must be >= 1"
     previous_end = 0.0
     for index, word in enumerate(utterance.words):
         if word.end < word.start or word.start < previous_end - tolerance:
-            return f"words[{index}] ({word.text.strip()!r}): times go backwards"
+            return f"words: times go backwards: word {index} ({word.text.strip()!r})"
         if word.end > utterance.seconds + tolerance:
             return (
-                f"words[{index}] ({word.text.strip()!r}): ends at {word.end:.3f}s, past the "
-                f"audio's {utterance.seconds:.3f}s"
+                f"words: past the audio: word {index} ({word.text.strip()!r}) ends at "
+                f"{word.end:.3f}s, the audio at {utterance.seconds:.3f}s"
             )
         previous_end = word.end
     return None

@@ -1,0 +1,217 @@
+"""The Grain pipeline on the built-in corpus: interleaving statistics, packing that loses no
+token, exact resume in a fresh process, and disjoint per-process shards."""
+
+import json
+import math
+import random
+import subprocess
+import sys
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from jaxslm.data.build import build_synthetic
+from jaxslm.data.corpus import example_to_utterance, open_corpus
+from jaxslm.data.interleave import InterleaveConfig
+from jaxslm.data.pipeline import DocumentEncoder, PipelineConfig, make_pipeline
+from jaxslm.data.synthetic import SyntheticConfig
+from jaxslm.text_tokenizer import load_text_tokenizer
+from jaxslm.vocab import MARKER, SpeechVocab
+
+RESUME_SCRIPT = """
+import json, sys
+import numpy as np
+sys.path.insert(0, {tests!r})
+from test_pipeline import open_setup, batches_after
+corpus, tokenizer, vocab = open_setup({corpus!r})
+state = json.load(open({state!r}))
+np.savez({out!r}, *batches_after(corpus, tokenizer, vocab, state, 3))
+"""
+
+
+@pytest.fixture(scope="module")
+def corpus_dir(tmp_path_factory):
+    config = SyntheticConfig(num_utterances=400, num_text_documents=300, num_validation=20)
+    return build_synthetic(tmp_path_factory.mktemp("corpus") / "toy", config)
+
+
+def open_setup(path):
+    """Corpus, its tokenizer and an interleaved vocabulary over both."""
+    corpus = open_corpus(path)
+    tokenizer = load_text_tokenizer(corpus.path("tokenizer"))
+    vocab = SpeechVocab("interleaved", len(tokenizer), corpus.num_units, bos_id=tokenizer.bos_id)
+    return corpus, tokenizer, vocab
+
+
+PIPELINE = PipelineConfig(seq_len=128, batch_size=4, read_threads=2)
+
+
+def batches_after(corpus, tokenizer, vocab, state, count):
+    """`count` batches of a pipeline restored to `state`."""
+    iterator = iter(make_pipeline(corpus, tokenizer, vocab, PIPELINE))
+    iterator.set_state(state)
+    return [next(iterator)["tokens"] for _ in range(count)]
+
+
+def _utterances(corpus):
+    source = corpus.source("speech", "train")
+    return [example_to_utterance(source[i], corpus.frame_seconds) for i in range(len(source))]
+
+
+def _plain_clipped_rule(n, rnd, eta=0.3, lam=10.0):
+    """The Poisson span rule with the last span cut at the target, written plainly."""
+    target, chosen, eligible, count = math.ceil(eta * n), set(), set(range(n)), 0
+    while count < target and eligible:
+        start = rnd.choice(sorted(eligible))
+        length, product, limit = 0, rnd.random(), math.exp(-lam)
+        while product > limit:
+            length += 1
+            product *= rnd.random()
+        span = set(range(start, min(start + length, n)))
+        if span & chosen:
+            continue
+        span = set(sorted(span)[: target - count])
+        chosen |= span
+        count += len(span)
+        eligible -= span | {start + length}
+    return [i in chosen for i in range(n)]
+
+
+def test_interleaving_statistics_on_the_builtin_corpus(corpus_dir):
+    from jaxslm.data.interleave import choose_speech_words, record_rng
+
+    corpus, tokenizer, vocab = open_setup(corpus_dir)
+    encoder = DocumentEncoder(corpus, tokenizer, vocab, InterleaveConfig())
+    source = corpus.source("speech", "train")
+    spoken_words, total_words, our_runs = 0, 0, []
+    for record in range(len(source)):
+        tokens, modality = encoder.interleaved(source[record], record, epoch=0)
+        assert np.array_equal(encoder.interleaved(source[record], record, epoch=0)[0], tokens)
+        utterance = example_to_utterance(source[record], corpus.frame_seconds)
+        spoken = choose_speech_words(len(utterance.words), record_rng(0, 0, record)).tolist()
+        body, codes = tokens[1:], modality[1:]  # after BOS
+        markers = np.flatnonzero(codes == MARKER).tolist()
+        runs = _word_runs(spoken)
+        assert markers[0] == 0 and len(markers) == len(runs), "a marker at start and each switch"
+        ends = utterance.unit_end_times()
+        for (flag, first, stop), start, end in zip(
+            runs, markers, [*markers[1:], len(body)], strict=True
+        ):
+            content = body[start + 1 : end]
+            if flag:
+                lo = np.searchsorted(ends, utterance.words[first].start, side="left")
+                hi = np.searchsorted(ends, utterance.words[stop - 1].end, side="right")
+                assert body[start] == vocab.speech_marker_id
+                np.testing.assert_array_equal(content, vocab.units_to_ids(utterance.units[lo:hi]))
+            else:
+                assert body[start] == vocab.text_marker_id
+                text = "".join(w.text for w in utterance.words[first:stop])
+                assert tokenizer.decode(content.tolist()) == text.strip()
+        spoken_words += sum(spoken)
+        total_words += len(spoken)
+        our_runs += [stop - first for flag, first, stop in runs if flag]
+    rnd = random.Random(0)
+    sizes = [len(u.words) for u in _utterances(corpus)]
+    plain = [_plain_clipped_rule(n, rnd) for n in sizes]
+    plain_runs = [stop - first for flags in plain for f, first, stop in _word_runs(flags) if f]
+    assert abs(spoken_words / total_words - 0.3) < 0.03
+    assert abs(np.mean(our_runs) - np.mean(plain_runs)) < 0.1 * np.mean(plain_runs)
+    changed = sum(
+        not np.array_equal(
+            encoder.interleaved(source[r], r, 0)[0], encoder.interleaved(source[r], r, 1)[0]
+        )
+        for r in range(50)
+    )
+    assert changed >= 40, "the next epoch re-samples most records"
+
+
+def _word_runs(flags):
+    """(flag, first, stop) of each maximal run of equal flags."""
+    runs = []
+    for index, flag in enumerate(flags):
+        if runs and runs[-1][0] == flag:
+            runs[-1] = (flag, runs[-1][1], index + 1)
+        else:
+            runs.append((flag, index, index + 1))
+    return runs
+
+
+def _epoch_tokens(corpus, tokenizer, vocab, weights):
+    config = PipelineConfig(seq_len=128, batch_size=4, num_epochs=1, stream_weights=weights)
+    batches = list(make_pipeline(corpus, tokenizer, vocab, config))
+    assert all(b["tokens"].shape == (4, 128) for b in batches)
+    return batches
+
+
+@pytest.mark.parametrize("stream", ["text", "interleaved", "speech"])
+def test_one_epoch_packs_every_token_once(corpus_dir, stream):
+    corpus, tokenizer, vocab = open_setup(corpus_dir)
+    weights = {"text": (1, 0, 0), "interleaved": (0, 1, 0), "speech": (0, 0, 1)}[stream]
+    batches = _epoch_tokens(corpus, tokenizer, vocab, weights)
+    encoder = DocumentEncoder(corpus, tokenizer, vocab, InterleaveConfig())
+    source = corpus.source("text" if stream == "text" else "speech", "train")
+    expected = Counter()
+    for record in range(len(source)):
+        if stream == "text":
+            tokens = [
+                tokenizer.bos_id,
+                *tokenizer.encode(source[record]["text"].decode(), add_special_tokens=False),
+            ]
+        elif stream == "speech":
+            tokens = [tokenizer.bos_id, *vocab.units_to_ids(source[record]["units"])]
+        else:
+            tokens = encoder.interleaved(source[record], record, epoch=0)[0]
+        expected.update(zip(tokens[:-1], tokens[1:], strict=True))
+    seen = Counter()
+    for batch in batches:
+        real = batch["loss_mask"] == 1
+        seen.update(
+            zip(batch["tokens"][real].tolist(), batch["targets"][real].tolist(), strict=True)
+        )
+        assert (batch["segment_ids"][~real] == 0).all()
+    assert seen == Counter({(int(a), int(b)): c for (a, b), c in expected.items()})
+
+
+def test_restored_iterator_continues_exactly_in_a_fresh_process(corpus_dir, tmp_path):
+    corpus, tokenizer, vocab = open_setup(corpus_dir)
+    iterator = iter(make_pipeline(corpus, tokenizer, vocab, PIPELINE))
+    for _ in range(5):
+        next(iterator)
+    state_file = tmp_path / "state.json"
+    state_file.write_text(json.dumps(iterator.get_state()))
+    expected = [next(iterator)["tokens"] for _ in range(3)]
+    script = RESUME_SCRIPT.format(
+        tests=str(__import__("pathlib").Path(__file__).parent),
+        corpus=str(corpus_dir),
+        state=str(state_file),
+        out=str(tmp_path / "resumed.npz"),
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, capture_output=True)
+    resumed = np.load(tmp_path / "resumed.npz")
+    for index, tokens in enumerate(expected):
+        np.testing.assert_array_equal(resumed[f"arr_{index}"], tokens)
+
+
+def _segments(batches):
+    """Every packed segment as a tuple of its tokens plus its last target."""
+    found = Counter()
+    for batch in batches:
+        for row in range(len(batch["tokens"])):
+            ids = batch["segment_ids"][row]
+            for number in np.unique(ids[ids > 0]):
+                where = ids == number
+                found[
+                    (*batch["tokens"][row][where].tolist(), int(batch["targets"][row][where][-1]))
+                ] += 1
+    return found
+
+
+def test_two_processes_split_the_stream_without_overlap(corpus_dir):
+    corpus, tokenizer, vocab = open_setup(corpus_dir)
+    config = PipelineConfig(seq_len=1024, batch_size=4, num_epochs=1, stream_weights=(0, 0, 1))
+    single = _segments(make_pipeline(corpus, tokenizer, vocab, config, 0, 1))
+    halves = [_segments(make_pipeline(corpus, tokenizer, vocab, config, i, 2)) for i in range(2)]
+    assert not set(halves[0]) & set(halves[1])
+    assert halves[0] + halves[1] == single
+    assert sum(single.values()) == len(corpus.source("speech", "train"))
