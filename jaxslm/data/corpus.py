@@ -33,17 +33,24 @@ SPEECH_DIR, TEXT_DIR = "speech", "text"
 SplitRecords = Callable[[str], Iterable[Any]]
 
 
-class SpeechCorpusBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
-    """Utterances: deduplicated units, durations and word alignments."""
-
-    name = "speech_corpus"
-    VERSION = tfds.core.Version("1.0.0")
+class _CorpusBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+    """A builder fed by `records(split)` at build time (readers open the directory instead)."""
 
     def __init__(
         self, *, records: SplitRecords | None = None, splits: tuple[str, ...] = SPLITS, **kwargs
     ):
         self._records, self._splits = records, splits
         super().__init__(**kwargs)
+
+    def _split_generators(self, dl_manager):
+        return {split: self._generate_examples(split) for split in self._splits}
+
+
+class SpeechCorpusBuilder(_CorpusBuilder, skip_registration=True):
+    """Utterances: deduplicated units, durations and word alignments."""
+
+    name = "speech_corpus"
+    VERSION = tfds.core.Version("1.0.0")
 
     def _info(self) -> tfds.core.DatasetInfo:
         features = tfds.features.FeaturesDict(
@@ -60,34 +67,22 @@ class SpeechCorpusBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
         )
         return tfds.core.DatasetInfo(builder=self, features=features)
 
-    def _split_generators(self, dl_manager):
-        return {split: self._generate_examples(split) for split in self._splits}
-
     def _generate_examples(self, split: str):
         for utterance in self._records(split):
             yield utterance.id, utterance_to_example(utterance)
 
 
-class TextCorpusBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+class TextCorpusBuilder(_CorpusBuilder, skip_registration=True):
     """Text documents."""
 
     name = "text_corpus"
     VERSION = tfds.core.Version("1.0.0")
-
-    def __init__(
-        self, *, records: SplitRecords | None = None, splits: tuple[str, ...] = SPLITS, **kwargs
-    ):
-        self._records, self._splits = records, splits
-        super().__init__(**kwargs)
 
     def _info(self) -> tfds.core.DatasetInfo:
         features = tfds.features.FeaturesDict(
             {"id": tfds.features.Text(), "text": tfds.features.Text()}
         )
         return tfds.core.DatasetInfo(builder=self, features=features)
-
-    def _split_generators(self, dl_manager):
-        return {split: self._generate_examples(split) for split in self._splits}
 
     def _generate_examples(self, split: str):
         for document in self._records(split):
