@@ -22,13 +22,13 @@ GOOD = [
     },
     {"file_name": "b/three.flac", "units": [4], "duration": [10]},
 ]
-BAD = [
-    ({"file_name": "bad1.wav", "units": [3, 700], "duration": [1, 1]}, "units"),
-    ({"file_name": "bad2.wav", "units": [3, 4], "duration": [1]}, "durations"),
-    ({"file_name": "bad3.wav", "units": [], "duration": []}, "units"),
-    ({"file_name": "bad4.wav", "units": [1, 2], "duration": [1, 1]}, "words[1]"),
-    ({"file_name": "bad5.wav", "units": [1, 2], "duration": [2, 2]}, "words[1]"),
-    ({"units": [1], "duration": [1]}, "format"),
+BAD = [  # one line per reason the builder must catch (alignments below)
+    {"file_name": "bad1.wav", "units": [3, 700], "duration": [1, 1]},
+    {"file_name": "bad2.wav", "units": [3, 4], "duration": [1]},
+    {"file_name": "bad3.wav", "units": [], "duration": []},
+    {"file_name": "bad4.wav", "units": [1, 2], "duration": [1, 1]},
+    {"file_name": "bad5.wav", "units": [1, 2], "duration": [2, 2]},
+    {"units": [1], "duration": [1]},
 ]
 ALIGNMENTS = {
     "a/one.wav": [
@@ -43,7 +43,7 @@ ALIGNMENTS = {
 @pytest.fixture
 def slamkit_files(tmp_path):
     units = tmp_path / "features.jsonl"
-    lines = [json.dumps(r) for r in GOOD] + [json.dumps(r) for r, _ in BAD] + ["{not json"]
+    lines = [json.dumps(r) for r in GOOD] + [json.dumps(r) for r in BAD] + ["{not json"]
     units.write_text("\n".join(lines) + "\n")
     alignments = tmp_path / "align.json"
     alignments.write_text(json.dumps(ALIGNMENTS))
