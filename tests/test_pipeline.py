@@ -7,9 +7,11 @@ import random
 import subprocess
 import sys
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
+from test_interleave import runs
 
 from jaxslm.data.build import build_synthetic
 from jaxslm.data.corpus import example_to_utterance, open_corpus
@@ -92,11 +94,13 @@ def test_interleaving_statistics_on_the_builtin_corpus(corpus_dir):
         spoken = choose_speech_words(len(utterance.words), record_rng(0, 0, record)).tolist()
         body, codes = tokens[1:], modality[1:]  # after BOS
         markers = np.flatnonzero(codes == MARKER).tolist()
-        runs = _word_runs(spoken)
-        assert markers[0] == 0 and len(markers) == len(runs), "a marker at start and each switch"
+        word_runs = runs(spoken)
+        assert markers[0] == 0 and len(markers) == len(word_runs), (
+            "a marker at start and each switch"
+        )
         ends = utterance.unit_end_times()
         for (flag, first, stop), start, end in zip(
-            runs, markers, [*markers[1:], len(body)], strict=True
+            word_runs, markers, [*markers[1:], len(body)], strict=True
         ):
             content = body[start + 1 : end]
             if flag:
@@ -110,11 +114,11 @@ def test_interleaving_statistics_on_the_builtin_corpus(corpus_dir):
                 assert tokenizer.decode(content.tolist()) == text.strip()
         spoken_words += sum(spoken)
         total_words += len(spoken)
-        our_runs += [stop - first for flag, first, stop in runs if flag]
+        our_runs += [stop - first for flag, first, stop in word_runs if flag]
     rnd = random.Random(0)
     sizes = [len(u.words) for u in _utterances(corpus)]
     plain = [_plain_clipped_rule(n, rnd) for n in sizes]
-    plain_runs = [stop - first for flags in plain for f, first, stop in _word_runs(flags) if f]
+    plain_runs = [stop - first for flags in plain for f, first, stop in runs(flags) if f]
     assert abs(spoken_words / total_words - 0.3) < 0.03
     assert abs(np.mean(our_runs) - np.mean(plain_runs)) < 0.1 * np.mean(plain_runs)
     changed = sum(
@@ -124,17 +128,6 @@ def test_interleaving_statistics_on_the_builtin_corpus(corpus_dir):
         for r in range(50)
     )
     assert changed >= 40, "the next epoch re-samples most records"
-
-
-def _word_runs(flags):
-    """(flag, first, stop) of each maximal run of equal flags."""
-    runs = []
-    for index, flag in enumerate(flags):
-        if runs and runs[-1][0] == flag:
-            runs[-1] = (flag, runs[-1][1], index + 1)
-        else:
-            runs.append((flag, index, index + 1))
-    return runs
 
 
 def _epoch_tokens(corpus, tokenizer, vocab, weights):
@@ -182,7 +175,7 @@ def test_restored_iterator_continues_exactly_in_a_fresh_process(corpus_dir, tmp_
     state_file.write_text(json.dumps(iterator.get_state()))
     expected = [next(iterator)["tokens"] for _ in range(3)]
     script = RESUME_SCRIPT.format(
-        tests=str(__import__("pathlib").Path(__file__).parent),
+        tests=str(Path(__file__).parent),
         corpus=str(corpus_dir),
         state=str(state_file),
         out=str(tmp_path / "resumed.npz"),
