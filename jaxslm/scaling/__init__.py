@@ -1,0 +1,1 @@
+"""Scaling tools: FLOP and parameter accounting (and, later, sweeps and L(N, D) fits)."""
