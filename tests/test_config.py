@@ -1,0 +1,174 @@
+"""The training config: YAML + overrides, strict keys and types, value checks, dump round trip."""
+
+import pytest
+import yaml
+
+from jaxslm.config import DataSection, TrainConfig, config_to_dict, dump_config, load_config
+from jaxslm.errors import JaxslmError
+
+STEPS = "budget.max_steps=10"
+BASE = """
+model:
+  hidden_size: 128
+  init: null
+optimizer:
+  lr: 1e-3
+  min_lr: 0
+budget:
+  max_steps: 50
+"""
+
+
+def _write(tmp_path, text, name="exp.yaml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def _fails(path, overrides, *fragments):
+    with pytest.raises(JaxslmError) as info:
+        load_config(path, overrides)
+    message = str(info.value)
+    for fragment in fragments:
+        assert fragment in message, message
+    return message
+
+
+def test_yaml_and_overrides(tmp_path):
+    path = _write(tmp_path, BASE)
+    cfg = load_config(path, ["optimizer.lr=2e-3", "model.init=ckpt/llama", "seed=7"])
+    assert cfg.model.hidden_size == 128 and cfg.model.init == "ckpt/llama"
+    assert cfg.optimizer.lr == 2e-3 and isinstance(cfg.optimizer.min_lr, float)
+    assert cfg.budget.max_steps == 50 and cfg.seed == 7
+    assert cfg.name == "exp" and cfg.data == DataSection()
+    assert load_config(path, ["model.init=null"]).model.init is None
+    _fails(path, ["optimizer.min_lr=1"], f"{path} + command line: optimizer.min_lr=1.0")
+    assert load_config(None, [STEPS, "budget.train_max_tokens=2e6"]).budget.train_max_tokens == (
+        2_000_000
+    )
+
+
+def test_nested_list_override(tmp_path):
+    cfg = load_config(_write(tmp_path, BASE), ["data.stream_weights=[1,0,0]"])
+    assert cfg.data.stream_weights == (1.0, 0.0, 0.0)
+    _fails(None, [STEPS, "data.stream_weights=[1,a]"], "data.stream_weights", "list of numbers")
+    _fails(None, [STEPS, "data.stream_weights=[1,0]"], "data.stream_weights", "3 weights")
+
+
+def test_unknown_key_in_file(tmp_path):
+    path = _write(tmp_path, "model:\n  hidden_size: 8\noptimizer:\n  learning_rate: 1e-3\n")
+    message = _fails(path, [], "did you mean 'optimizer.lr'?")
+    assert message.startswith(f"{path}: unknown key 'optimizer.learning_rate'")
+    _fails(_write(tmp_path, "optimiser:\n  lr: 1\n"), [], "'optimiser'", "'optimizer'")
+
+
+def test_unknown_key_on_command_line(tmp_path):
+    path = _write(tmp_path, BASE)
+    _fails(path, ["model.num_hidden_layers=4"], "command line", "did you mean 'model.num_layers'?")
+    _fails(path, ["lr=1e-3"], "command line", "unknown key 'lr'", "'optimizer.lr'")
+    _fails(path, ["optimiser.lr=1e-3"], "unknown section 'optimiser'", "'optimizer.lr'")
+    _fails(path, ["checkpoint.zzz=1"], "valid: every_steps, keep")
+
+
+def test_wrong_type(tmp_path):
+    _fails(_write(tmp_path, "optimizer:\n  lr: fast\n"), [], "optimizer.lr must be a number")
+    _fails(None, [STEPS, "optimizer.lr=fast"], "command line", "optimizer.lr", "'fast'")
+    _fails(None, ["budget.max_steps=true"], "budget.max_steps must be an integer or null", "True")
+    _fails(None, [STEPS, "data.batch_size=2.5"], "data.batch_size must be an integer", "2.5")
+    _fails(None, [STEPS, "model.scan_layers=1"], "model.scan_layers must be true or false")
+    cfg = load_config(None, [STEPS, "optimizer.clip_norm=2", "name=2024"])
+    assert cfg.optimizer.clip_norm == 2.0 and cfg.name == "2024"
+
+
+def test_override_syntax():
+    _fails(None, ["optimizer.lr"], "'optimizer.lr' is not an override", "section.key=value")
+    _fails(None, ["model=3"], "'model' is a section", "model.KEY=VALUE")
+    _fails(None, [STEPS, "model.init=[1"], "not a YAML value")
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        "model.family=gpt2",
+        "model.dtype=float16",
+        "model.remat=some",
+        "vocab.mode=audio",
+        "schedule.decay=step",
+        "data.interleave_method=zipf",
+    ],
+)
+def test_enum_error(override):
+    key, value = override.split("=")
+    _fails(None, [STEPS, override], f"{key}='{value}'", "must be one of")
+
+
+def test_batch_not_divisible_by_micro_batches():
+    _fails(
+        None,
+        [STEPS, "data.batch_size=10", "data.micro_batches=3"],
+        "data.batch_size=10",
+        "multiple of data.micro_batches=3",
+    )
+    assert load_config(None, [STEPS, "data.micro_batches=4"]).data.micro_batch_size == 4
+
+
+@pytest.mark.parametrize(
+    "overrides, fragments",
+    [
+        ([STEPS, "model.hidden_size=0"], ["model.hidden_size=0", "> 0"]),
+        ([STEPS, "optimizer.min_lr=0.1"], ["optimizer.min_lr", "lower min_lr"]),
+        ([STEPS, "mesh.data=-1", "mesh.tensor=-1"], ["mesh.data and mesh.tensor", "at most one"]),
+        ([STEPS, "mesh.process_id=1"], ["mesh.process_id", "mesh.num_processes"]),
+        ([STEPS, "data.seq_len=4096"], ["data.seq_len", "max_position_embeddings"]),
+        ([STEPS, "vocab.mode=text", "vocab.num_units=10"], ["vocab.num_units", "mode=text"]),
+        ([], ["defaults: budget", "budget.max_steps", "budget.max_seconds"]),
+    ],
+)
+def test_value_checks(overrides, fragments):
+    _fails(None, overrides, *fragments)
+
+
+def test_file_errors(tmp_path):
+    _fails(tmp_path / "missing.yaml", [], "missing.yaml", "cannot read")
+    _fails(_write(tmp_path, "model: [\n"), [], "not valid YAML")
+    _fails(_write(tmp_path, "- 1\n"), [], "mapping of sections")
+    _fails(_write(tmp_path, "model: 3\n"), [], "section 'model' must be a mapping")
+
+
+def test_dump_load_round_trip(tmp_path):
+    overrides = ["data.stream_weights=[0,1,0]", "logging.peak_flops=9.9e14", "mesh.fsdp=2"]
+    cfg = load_config(_write(tmp_path, BASE), overrides)
+    dump_config(cfg, tmp_path / "out" / "config.yaml")
+    assert load_config(tmp_path / "out" / "config.yaml") == cfg
+    plain = config_to_dict(cfg)
+    assert plain["data"]["stream_weights"] == [0.0, 1.0, 0.0]
+    assert yaml.safe_load((tmp_path / "out" / "config.yaml").read_text()) == plain
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["config.yaml"]
+
+
+def test_default_run_dir(tmp_path):
+    path = _write(tmp_path, BASE, name="tiny.yaml")
+    assert load_config(path).run_dir == "runs/tiny"
+    assert load_config(path, ["name=big"]).run_dir == "runs/big"
+    assert load_config(path, ["run_dir=/tmp/x"]).run_dir == "/tmp/x"
+    assert load_config(None, [STEPS]).run_dir == "runs/run"
+
+
+def test_budget_helpers():
+    cfg = load_config(None, ["budget.train_max_tokens=1e6", "schedule.warmup_steps=5"])
+    assert cfg.tokens_per_step == 16 * 256
+    assert cfg.total_steps == 245  # ceil(1e6 / 4096)
+    assert cfg.schedule.warmup(cfg.total_steps) == 5
+    assert cfg.schedule.warmup(1000) == 10
+    assert load_config(None, ["budget.max_seconds=60"]).total_steps is None
+
+
+def test_errors_raise_in_process_without_io(tmp_path):
+    """Checks are pure: nothing is opened besides the YAML, so failures come at once."""
+    missing = str(tmp_path / "nowhere")
+    cfg = load_config(None, [STEPS, f"model.init={missing}", f"data.corpus={missing}"])
+    assert cfg.model.init == missing
+    with pytest.raises(JaxslmError):
+        load_config(None, [f"model.init={missing}", "optimizer.lr=-1"])
+    with pytest.raises(JaxslmError, match="budget"):
+        TrainConfig(name="direct")
