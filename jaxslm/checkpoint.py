@@ -4,6 +4,10 @@ Layout of CKPT_DIR:
   jaxslm.json   {"format": 1, "model": ModelConfig, "vocab": SpeechVocab, "source": {...}}
   params/       Orbax checkpoint of the parameter tree (stacked layers)
   tokenizer/    tokenizer.json and config files with the unit and modality tokens
+
+A training run directory (`python -m jaxslm.train`) also loads as a checkpoint: it holds
+jaxslm.json and tokenizer/, and its parameters are the `params` item of the latest step
+under checkpoints/.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ METADATA_FILE = "jaxslm.json"
 PARAMS_DIR = "params"
 TOKENIZER_DIR = "tokenizer"
 RESTORE_CONCURRENT_GB = 1
+RUN_CHECKPOINTS_DIR = "checkpoints"
 
 
 def write_checkpoint(
@@ -84,6 +89,25 @@ def read_metadata(directory: str | Path) -> tuple[ModelConfig, SpeechVocab, dict
     )
 
 
+def params_path(directory: str | Path) -> Path:
+    """The Orbax parameter directory of a model checkpoint or of a run's latest checkpoint."""
+    directory = Path(directory).absolute()
+    if (directory / PARAMS_DIR).is_dir():
+        return directory / PARAMS_DIR
+    steps_dir = directory / RUN_CHECKPOINTS_DIR
+    steps = [
+        int(p.name)
+        for p in (steps_dir.iterdir() if steps_dir.is_dir() else ())
+        if p.name.isdigit() and (p / PARAMS_DIR).is_dir()
+    ]
+    if not steps:
+        raise JaxslmError(
+            f"{directory}: no parameters found (neither {PARAMS_DIR}/ nor a finished checkpoint "
+            f"under {RUN_CHECKPOINTS_DIR}/)"
+        )
+    return steps_dir / str(max(steps)) / PARAMS_DIR
+
+
 def abstract_params(cfg: ModelConfig) -> dict:
     """Pure dict of ShapeDtypeStructs shaped like the decoder's parameters."""
     return nnx.to_pure_dict(nnx.state(abstract_decoder(cfg), nnx.Param))
@@ -103,8 +127,7 @@ def restore_params(directory: str | Path, cfg: ModelConfig, shardings=None) -> d
     # Restoring 1 GB at a time keeps the host peak near one model copy (and was faster on CPU).
     handler = ocp.StandardCheckpointHandler(restore_concurrent_gb=RESTORE_CONCURRENT_GB)
     with ocp.Checkpointer(handler) as checkpointer:
-        path = Path(directory).absolute() / PARAMS_DIR
-        return checkpointer.restore(path, args=ocp.args.StandardRestore(target))
+        return checkpointer.restore(params_path(directory), args=ocp.args.StandardRestore(target))
 
 
 def restore_param(directory: str | Path, cfg: ModelConfig, path: tuple[str, ...]) -> np.ndarray:
@@ -123,7 +146,7 @@ def restore_param(directory: str | Path, cfg: ModelConfig, path: tuple[str, ...]
     )
     args = ocp.args.PyTreeRestore(item=item, restore_args=restore_args, partial_restore=True)
     with ocp.Checkpointer(ocp.PyTreeCheckpointHandler()) as checkpointer:
-        restored = checkpointer.restore(Path(directory).absolute() / PARAMS_DIR, args=args)
+        restored = checkpointer.restore(params_path(directory), args=args)
     for key in path:
         restored = restored[key]
     return np.asarray(restored)

@@ -24,6 +24,7 @@ from jaxslm.models.config import DTYPES, FAMILIES, REMAT_POLICIES
 from jaxslm.vocab import MODES
 
 DECAYS = ("cosine", "linear", "constant")
+SHARD_BY = ("records", "rows")
 COMMAND_LINE = "command line"
 DEFAULT_NAME = "run"
 
@@ -127,7 +128,11 @@ class VocabSection:
 @dataclass(frozen=True)
 class DataSection:
     """The corpus and the batches: `batch_size` rows of `seq_len` per optimizer step (global),
-    in `micro_batches` accumulated parts; `stream_weights` mix text, interleaved and speech."""
+    in `micro_batches` accumulated parts; `stream_weights` mix text, interleaved and speech.
+
+    `shard_by`: `records` gives each process its own share of the corpus (the fastest);
+    `rows` has every process read the whole stream and keep its rows of each batch, so the
+    batches do not depend on the number of processes (exact across cluster sizes)."""
 
     corpus: str = "data/toy"
     build_synthetic: bool = True
@@ -141,9 +146,11 @@ class DataSection:
     frozen_interleave: bool = False
     read_threads: int = 2
     prefetch_batches: int = 2
+    shard_by: str = "records"
 
     def __post_init__(self) -> None:
         _require(bool(self.corpus), "data.corpus", self.corpus, "must name a corpus directory")
+        _one_of("data.shard_by", self.shard_by, SHARD_BY)
         _positive(self, "data", "seq_len", "batch_size", "micro_batches", "read_threads")
         _non_negative(self, "data", "prefetch_batches", "interleave_lam")
         _require(

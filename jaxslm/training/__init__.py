@@ -1,0 +1,1 @@
+"""Pieces of the training loop: optimizer, loss, jitted step, run checkpoints and logging."""

@@ -1,0 +1,27 @@
+"""Multi-host start-up: `jax.distributed.initialize` from the config or the cluster's
+environment (SLURM, Open MPI, or JAX_COORDINATOR_ADDRESS)."""
+
+from __future__ import annotations
+
+import os
+
+import jax
+
+from jaxslm.config import MeshSection
+
+CLUSTER_VARIABLES = ("JAX_COORDINATOR_ADDRESS", "OMPI_COMM_WORLD_SIZE")
+
+
+def initialize(mesh: MeshSection) -> None:
+    """Join the process group when the config or the environment describes one; otherwise a
+    single-process run. Must run before anything asks jax for devices."""
+    explicit = mesh.coordinator_address is not None
+    slurm = int(os.environ.get("SLURM_NTASKS", "1")) > 1
+    if not (explicit or slurm or any(v in os.environ for v in CLUSTER_VARIABLES)):
+        return
+    # CPU processes exchange collectives over gloo; accelerators ignore this option.
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    if explicit:
+        jax.distributed.initialize(mesh.coordinator_address, mesh.num_processes, mesh.process_id)
+    else:
+        jax.distributed.initialize()

@@ -1,0 +1,106 @@
+"""What a run reports: `metrics.jsonl` (one JSON object per logged step), TensorBoard event
+files beside it, and a progress bar with loss, tokens/s, MFU and ETA."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+METRICS_FILE = "metrics.jsonl"
+
+
+class MetricsLog:
+    """Appends logged steps to RUN_DIR/metrics.jsonl (and TensorBoard); on resume, drops lines
+    of steps after the restored checkpoint, which the resumed run logs again."""
+
+    def __init__(
+        self,
+        run_dir: Path,
+        resume_step: int,
+        total_steps: int,
+        tensorboard: bool,
+        progress_bar: bool,
+        primary: bool = True,
+    ):
+        """Only the `primary` process writes files and shows the bar."""
+        self.path = Path(run_dir) / METRICS_FILE
+        self.file = None
+        self.writer = None
+        if primary:
+            _truncate_after(self.path, resume_step)
+            self.file = self.path.open("a")
+        if tensorboard and primary:
+            from tensorboardX import SummaryWriter
+
+            self.writer = SummaryWriter(str(run_dir), purge_step=resume_step + 1)
+        self.bar = tqdm(
+            total=total_steps,
+            initial=resume_step,
+            desc="train",
+            unit="step",
+            disable=not (progress_bar and primary),
+            dynamic_ncols=True,
+        )
+
+    def advance(self, steps: int = 1) -> None:
+        """Move the progress bar."""
+        self.bar.update(steps)
+
+    def write(self, record: dict[str, Any]) -> None:
+        """Log one step's record (must hold `step`); non-finite floats become null in JSON."""
+        if self.file is None:
+            return
+        clean = {k: _json_value(v) for k, v in record.items()}
+        self.file.write(json.dumps(clean) + "\n")
+        self.file.flush()
+        if self.writer is not None:
+            for key, value in record.items():
+                if key != "step" and isinstance(value, int | float) and math.isfinite(value):
+                    self.writer.add_scalar(key, value, record["step"])
+        shown = {k: record[k] for k in ("loss", "eval_loss") if k in record}
+        if "tokens_per_second" in record:
+            shown["tok/s"] = f"{record['tokens_per_second']:.3g}"
+        if record.get("mfu") is not None:
+            shown["mfu"] = f"{record['mfu']:.1%}"
+        self.bar.set_postfix(
+            {k: f"{v:.4f}" if isinstance(v, float) else v for k, v in shown.items()}, refresh=False
+        )
+
+    def message(self, text: str) -> None:
+        """Print a line without breaking the progress bar."""
+        self.bar.write(text)
+
+    def close(self) -> None:
+        self.bar.close()
+        if self.file is not None:
+            self.file.close()
+        if self.writer is not None:
+            self.writer.close()
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _truncate_after(path: Path, step: int) -> None:
+    """Keep only the lines of steps <= `step` (written atomically)."""
+    if not path.is_file():
+        return
+    kept = [
+        line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step
+    ]
+    staging = path.with_suffix(".jsonl.tmp")
+    staging.write_text("".join(line + "\n" for line in kept))
+    staging.replace(path)
+
+
+def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
+    """Every record of RUN_DIR/metrics.jsonl."""
+    path = Path(run_dir) / METRICS_FILE
+    return [json.loads(line) for line in path.read_text().splitlines() if line]

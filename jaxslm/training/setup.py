@@ -1,0 +1,147 @@
+"""What a config trains: the corpus, the text tokenizer, the speech vocabulary and the decoder
+shape, from scratch or from an imported checkpoint."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from jaxslm.checkpoint import TOKENIZER_DIR, read_metadata
+from jaxslm.config import TrainConfig
+from jaxslm.data.build import build_synthetic
+from jaxslm.data.corpus import Corpus, open_corpus
+from jaxslm.data.interleave import InterleaveConfig
+from jaxslm.data.pipeline import PipelineConfig
+from jaxslm.errors import JaxslmError
+from jaxslm.models.config import ModelConfig
+from jaxslm.text_tokenizer import TextTokenizer, load_text_tokenizer, speech_only_tokenizer
+from jaxslm.vocab import SpeechVocab
+
+SCRATCH_ROPE_THETA = 10000.0
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """Everything the loop needs that is decided before any device work."""
+
+    model: ModelConfig
+    vocab: SpeechVocab
+    tokenizer: TextTokenizer | None
+    tokenizer_files: Path | None
+    corpus: Corpus
+    init_dir: Path | None
+
+
+def plan_run(cfg: TrainConfig) -> RunPlan:
+    """Open (or build) the corpus and decide vocabulary, tokenizer, model and budget."""
+    corpus = _corpus(cfg)
+    if cfg.model.init is None:
+        vocab, tokenizer, files = _scratch_vocab(cfg, corpus)
+        model = _scratch_model(cfg, vocab)
+        init_dir = None
+    else:
+        init_dir = Path(cfg.model.init)
+        model, vocab, _ = read_metadata(init_dir)
+        if vocab.mode != cfg.vocab.mode:
+            raise JaxslmError(
+                f"model.init={init_dir} has a {vocab.mode} vocabulary but vocab.mode is "
+                f"{cfg.vocab.mode}: set vocab.mode={vocab.mode} or import with --mode"
+            )
+        files = init_dir / TOKENIZER_DIR
+        tokenizer_path = Path(cfg.vocab.tokenizer) if cfg.vocab.tokenizer else files
+        tokenizer = None if vocab.mode == "speech-only" else load_text_tokenizer(tokenizer_path)
+        model = model.replace(rope_theta=cfg.model.rope_theta or model.rope_theta, **_numerics(cfg))
+    if vocab.num_units and vocab.num_units != corpus.num_units:
+        raise JaxslmError(
+            f"data.corpus={corpus.directory} has {corpus.num_units} speech units but the "
+            f"vocabulary has {vocab.num_units}: import the model with --speech-units "
+            f"{corpus.num_units}"
+        )
+    return RunPlan(model, vocab, tokenizer, files, corpus, init_dir)
+
+
+def pipeline_config(cfg: TrainConfig, split: str, num_epochs: int | None) -> PipelineConfig:
+    """The data section as the Grain pipeline's config."""
+    data = cfg.data
+    interleave = InterleaveConfig(
+        method=data.interleave_method,
+        eta=data.interleave_eta,
+        poisson_lambda=data.interleave_lam,
+        seed=cfg.seed,
+        frozen=data.frozen_interleave,
+    )
+    return PipelineConfig(
+        seq_len=data.seq_len,
+        batch_size=data.batch_size,
+        stream_weights=tuple(data.stream_weights),
+        interleave=interleave,
+        seed=cfg.seed,
+        num_epochs=num_epochs,
+        split=split,
+        read_threads=data.read_threads,
+        prefetch_batches=data.prefetch_batches,
+    )
+
+
+def save_tokenizer(plan: RunPlan, directory: Path) -> None:
+    """Write the run's tokenizer files into `directory` (which must not exist)."""
+    if plan.vocab.mode == "speech-only":
+        speech_only_tokenizer(plan.vocab).save(directory)
+    elif plan.tokenizer_files is not None and plan.tokenizer_files.is_dir():
+        shutil.copytree(plan.tokenizer_files, directory)
+    elif plan.tokenizer_files is not None:
+        directory.mkdir()
+        shutil.copyfile(plan.tokenizer_files, directory / "tokenizer.model")
+
+
+def _corpus(cfg: TrainConfig) -> Corpus:
+    path = Path(cfg.data.corpus)
+    if not path.exists() and cfg.data.build_synthetic:
+        print(f"building the built-in corpus at {path}")
+        build_synthetic(path)
+    return open_corpus(path)
+
+
+def _scratch_vocab(
+    cfg: TrainConfig, corpus: Corpus
+) -> tuple[SpeechVocab, TextTokenizer | None, Path | None]:
+    num_units = cfg.vocab.num_units or corpus.num_units
+    if cfg.vocab.mode == "speech-only":
+        return SpeechVocab.speech_only(num_units), None, None
+    source = Path(cfg.vocab.tokenizer) if cfg.vocab.tokenizer else corpus.path("tokenizer")
+    if source is None:
+        raise JaxslmError(
+            f"data.corpus={corpus.directory} has no tokenizer: set vocab.tokenizer to a "
+            "tokenizer.json directory or a SentencePiece .model file"
+        )
+    tokenizer = load_text_tokenizer(source)
+    eos = () if tokenizer.eos_id is None else (tokenizer.eos_id,)
+    units = 0 if cfg.vocab.mode == "text" else num_units
+    vocab = SpeechVocab(cfg.vocab.mode, len(tokenizer), units, tokenizer.bos_id, eos)
+    return vocab, tokenizer, source
+
+
+def _scratch_model(cfg: TrainConfig, vocab: SpeechVocab) -> ModelConfig:
+    m = cfg.model
+    qwen = m.family == "qwen2"
+    return ModelConfig(
+        family=m.family,
+        vocab_size=vocab.size,
+        hidden_size=m.hidden_size,
+        intermediate_size=m.intermediate_size,
+        num_layers=m.num_layers,
+        num_heads=m.num_heads,
+        num_kv_heads=m.num_kv_heads,
+        head_dim=m.head_dim,
+        tie_word_embeddings=m.tie_word_embeddings,
+        rope_theta=m.rope_theta or SCRATCH_ROPE_THETA,
+        max_position_embeddings=m.max_position_embeddings,
+        qkv_bias=qwen,
+        **_numerics(cfg),
+    )
+
+
+def _numerics(cfg: TrainConfig) -> dict:
+    m = cfg.model
+    return dict(param_dtype=m.param_dtype, dtype=m.dtype, remat=m.remat, scan_layers=m.scan_layers)

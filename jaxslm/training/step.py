@@ -1,0 +1,121 @@
+"""The train state and the jitted step: micro-batched gradients, clipping, AdamW, skipping of
+non-finite updates, and the metrics of one step.
+
+The state is a plain dict pytree (what Orbax saves):
+  params     the decoder's parameters (float32 masters by default)
+  opt_state  optax state
+  step       optimizer steps taken, skipped ones included
+  skipped    steps whose gradients were not finite (no update applied)
+  streak     consecutive non-finite steps up to now
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from jaxslm.training.loss import loss_sums, token_nll
+
+Batch = dict[str, jax.Array]
+TrainState = dict
+
+
+def init_state(params: dict, optimizer: optax.GradientTransformation) -> TrainState:
+    """A fresh train state around `params`."""
+    zero = jnp.zeros((), jnp.int32)
+    return {
+        "params": params,
+        "opt_state": optimizer.init(params),
+        "step": zero,
+        "skipped": zero,
+        "streak": zero,
+    }
+
+
+def batch_loss_sums(graphdef: nnx.GraphDef, params: dict, batch: Batch) -> dict[str, jax.Array]:
+    """Per-modality NLL sums and counts of one batch (see jaxslm.training.loss)."""
+    model = nnx.merge(graphdef, params)
+    logits = model(batch["tokens"], batch["positions"], batch["segment_ids"])
+    return loss_sums(token_nll(logits, batch["targets"]), batch)
+
+
+def make_train_step(
+    graphdef: nnx.GraphDef,
+    optimizer: optax.GradientTransformation,
+    schedule: optax.Schedule,
+    micro_batches: int = 1,
+) -> Callable[[TrainState, Batch], tuple[TrainState, dict[str, jax.Array]]]:
+    """`step(state, batch) -> (state, metrics)` for batches of [batch, length] arrays.
+
+    The loss is the mean NLL over every `loss_mask` target of the whole batch; with
+    `micro_batches` > 1 the batch is cut into that many row sets whose gradients of the
+    summed NLL add up before one division, so accumulation equals one large batch.
+    """
+
+    def gradients(params: dict, batch: Batch) -> tuple[dict, dict]:
+        def summed_nll(p: dict, rows: Batch) -> tuple[jax.Array, dict]:
+            sums = batch_loss_sums(graphdef, p, rows)
+            return sums["nll"], sums
+
+        grad_fn = jax.grad(summed_nll, has_aux=True)
+        if micro_batches == 1:
+            grads, sums = grad_fn(params, batch)
+            return grads, sums
+        # Micro-batch j takes rows j, j + m, j + 2m, ...: every device keeps its own rows.
+        blocks = jax.tree.map(
+            lambda x: x.reshape(x.shape[0] // micro_batches, micro_batches, *x.shape[1:]).swapaxes(
+                0, 1
+            ),
+            batch,
+        )
+
+        def accumulate(carry, rows):
+            grads, sums = grad_fn(params, rows)
+            return jax.tree.map(jnp.add, carry, (grads, sums)), None
+
+        zero_grads = jax.tree.map(jnp.zeros_like, params)
+        zero_sums = jax.tree.map(
+            jnp.zeros_like, jax.eval_shape(lambda: batch_loss_sums(graphdef, params, batch))
+        )
+        (grads, sums), _ = jax.lax.scan(accumulate, (zero_grads, zero_sums), blocks)
+        return grads, sums
+
+    def step(state: TrainState, batch: Batch) -> tuple[TrainState, dict[str, jax.Array]]:
+        params = state["params"]
+        grads, sums = gradients(params, batch)
+        grads = jax.tree.map(lambda g: g / jnp.maximum(sums["count"], 1.0), grads)
+        grad_norm = optax.global_norm(grads)
+        updates, opt_state = optimizer.update(grads, state["opt_state"], params)
+        new_params = optax.apply_updates(params, updates)
+        finite = jnp.isfinite(grad_norm) & jnp.isfinite(sums["nll"])
+        keep = lambda new, old: jax.tree.map(  # noqa: E731
+            lambda n, o: jnp.where(finite, n, o), new, old
+        )
+        applied = state["step"] - state["skipped"]
+        skipped = jnp.where(finite, 0, 1).astype(jnp.int32)
+        new_state = {
+            "params": keep(new_params, params),
+            "opt_state": keep(opt_state, state["opt_state"]),
+            "step": state["step"] + 1,
+            "skipped": state["skipped"] + skipped,
+            "streak": jnp.where(finite, 0, state["streak"] + 1).astype(jnp.int32),
+        }
+        metrics = dict(
+            sums,
+            grad_norm=grad_norm,
+            lr=schedule(applied),
+            skipped=new_state["skipped"],
+            streak=new_state["streak"],
+        )
+        return new_state, metrics
+
+    return step
+
+
+def make_eval_step(graphdef: nnx.GraphDef) -> Callable[[dict, Batch], dict[str, jax.Array]]:
+    """`eval_step(params, batch) -> loss sums` for held-out batches."""
+    return lambda params, batch: batch_loss_sums(graphdef, params, batch)
