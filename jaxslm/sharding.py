@@ -45,7 +45,11 @@ def make_mesh(
     known = math.prod(s for s in sizes if s != -1)
     if -1 in sizes:
         if len(devices) % known:
-            raise JaxslmError(f"mesh sizes {sizes} do not divide the {len(devices)} devices")
+            raise JaxslmError(
+                f"mesh data={data} fsdp={fsdp} tensor={tensor}: the fixed sizes (product "
+                f"{known}) do not divide the {len(devices)} devices; choose sizes whose product "
+                f"divides {len(devices)}"
+            )
         sizes[sizes.index(-1)] = len(devices) // known
     if math.prod(sizes) != len(devices):
         raise JaxslmError(

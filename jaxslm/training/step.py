@@ -88,7 +88,7 @@ def make_train_step(
         params = state["params"]
         grads, sums = gradients(params, batch)
         grads = jax.tree.map(lambda g: g / jnp.maximum(sums["count"], 1.0), grads)
-        grad_norm = optax.global_norm(grads)
+        grad_norm = optax.tree.norm(grads)
         updates, opt_state = optimizer.update(grads, state["opt_state"], params)
         new_params = optax.apply_updates(params, updates)
         finite = jnp.isfinite(grad_norm) & jnp.isfinite(sums["nll"])

@@ -45,9 +45,9 @@ class Trainer:
         self.cfg = cfg
         self.run_dir = Path(cfg.run_dir)
         self.primary = jax.process_index() == 0
-        self.plan = plan_run(cfg)
         self.mesh = make_mesh(cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.tensor)
         self._check_batch()
+        self.plan = plan_run(cfg)
         self.total_steps = cfg.total_steps
         opt, sched = cfg.optimizer, cfg.schedule
         horizon = self.total_steps or 1

@@ -1,0 +1,213 @@
+"""Training end to end: the loss falls and the run dir loads as a model; 8-device sharding,
+two processes and a restore onto 8 devices agree with one device; a SIGKILLed run resumes
+bitwise; bad configs fail before any work.
+
+One 20-step run on a single device (a subprocess) is the reference for the others.
+"""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from jaxslm.config import load_config
+from jaxslm.data.build import build_synthetic
+from jaxslm.data.synthetic import SyntheticConfig
+from jaxslm.training.metrics_log import read_metrics
+
+REPO = Path(__file__).resolve().parents[1]
+STEPS = 20
+TINY = [
+    "model.hidden_size=32",
+    "model.intermediate_size=64",
+    "model.num_layers=2",
+    "model.num_heads=4",
+    "model.num_kv_heads=2",
+    "model.head_dim=8",
+    "data.seq_len=64",
+    "data.batch_size=8",
+    "optimizer.lr=3e-3",
+    "schedule.warmup_steps=0",
+    "schedule.warmup_fraction=0",
+    "schedule.decay=constant",
+    "checkpoint.every_steps=5",
+    "eval.every_steps=0",
+    "logging.every_steps=1",
+    "logging.progress_bar=false",
+    "logging.tensorboard=false",
+    f"budget.max_steps={STEPS}",
+]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    config = SyntheticConfig(num_utterances=300, num_text_documents=200, num_validation=20)
+    return build_synthetic(tmp_path_factory.mktemp("train_corpus") / "toy", config)
+
+
+def overrides(corpus, run_dir, *extra):
+    return [*TINY, f"data.corpus={corpus}", f"run_dir={run_dir}", *extra]
+
+
+def command(corpus, run_dir, *extra):
+    return [sys.executable, "-m", "jaxslm.train", *overrides(corpus, run_dir, *extra)]
+
+
+def single_device_env():
+    """A subprocess environment with one CPU device (conftest gives this process eight)."""
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    env["XLA_FLAGS"] = env.get("XLA_FLAGS", "").replace(
+        "--xla_force_host_platform_device_count=8", ""
+    )
+    return env
+
+
+def losses(run_dir):
+    return {r["step"]: r["loss"] for r in read_metrics(run_dir) if "loss" in r}
+
+
+def train_here(corpus, run_dir, *extra):
+    from jaxslm.training.trainer import train
+
+    return train(load_config(None, overrides(corpus, run_dir, *extra)))
+
+
+@pytest.fixture(scope="module")
+def reference(corpus, tmp_path_factory):
+    """The 20-step single-device run: its directory and its losses by step."""
+    run_dir = tmp_path_factory.mktemp("reference") / "run"
+    subprocess.run(command(corpus, run_dir), check=True, env=single_device_env(), cwd=REPO)
+    return run_dir, losses(run_dir)
+
+
+def assert_close(got, want, rtol):
+    assert sorted(got) == sorted(want)
+    steps = sorted(want)
+    np.testing.assert_allclose([got[s] for s in steps], [want[s] for s in steps], rtol=rtol)
+
+
+def test_run_learns_logs_and_loads(reference):
+    import jaxslm
+
+    run_dir, by_step = reference
+    assert sorted(by_step) == list(range(1, STEPS + 1))
+    assert by_step[STEPS] < by_step[1] - 1.0
+    record = read_metrics(run_dir)[-1]
+    assert record["tokens"] == STEPS * 8 * 64
+    assert {"loss_text", "loss_speech", "loss_marker", "grad_norm", "lr"} <= set(record)
+    saved = sorted(int(p.name) for p in (run_dir / "checkpoints").iterdir())
+    assert saved == [10, 15, 20]  # keep: 3
+    model = jaxslm.load(run_dir)
+    tokens = np.arange(12, dtype=np.int32).reshape(2, 6)
+    assert model.logits(tokens).shape == (2, 6, model.vocab.size)
+    assert load_config(run_dir / "config.yaml").model.hidden_size == 32
+
+
+def test_eight_devices_match_one(corpus, reference, tmp_path):
+    train_here(corpus, tmp_path / "run", "mesh.data=2", "mesh.fsdp=2", "mesh.tensor=2")
+    assert_close(losses(tmp_path / "run"), reference[1], rtol=1e-5)
+
+
+def test_one_device_checkpoint_restores_onto_eight(corpus, reference, tmp_path):
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(reference[0], run_dir)
+    for step in (15, 20):
+        shutil.rmtree(run_dir / "checkpoints" / str(step))
+    summary = train_here(corpus, run_dir, "mesh.data=2", "mesh.fsdp=2", "mesh.tensor=2")
+    assert summary["start_step"] == 10
+    resumed = {s: v for s, v in reference[1].items() if s > 10}
+    assert_close(summary["losses"], resumed, rtol=1e-5)
+
+
+def test_sigkill_then_rerun_resumes_bitwise(corpus, reference, tmp_path):
+    run_dir = tmp_path / "run"
+    # A long budget keeps the first process busy until it is killed; the schedule is
+    # constant, so the budget does not change the updates.
+    first = subprocess.Popen(
+        command(corpus, run_dir, "budget.max_steps=100000"),
+        env=single_device_env(),
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    checkpoint = run_dir / "checkpoints" / "10"
+    deadline = time.monotonic() + 120
+    while not checkpoint.is_dir() and time.monotonic() < deadline and first.poll() is None:
+        time.sleep(0.02)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    assert checkpoint.is_dir()
+    subprocess.run(command(corpus, run_dir), check=True, env=single_device_env(), cwd=REPO)
+    resumed = losses(run_dir)
+    assert resumed == reference[1]  # bitwise: every logged step, before and after the kill
+
+
+def test_two_processes_match_one(corpus, reference, tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    run_dir = tmp_path / "run"
+    distributed = [
+        "mesh.data=2",
+        f"mesh.coordinator_address=127.0.0.1:{port}",
+        "mesh.num_processes=2",
+        "data.shard_by=rows",
+        "budget.max_steps=10",
+    ]
+    processes = [
+        subprocess.Popen(
+            command(corpus, run_dir, *distributed, f"mesh.process_id={i}"),
+            env=single_device_env(),
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    outputs = [p.communicate(timeout=300)[0] for p in processes]
+    assert [p.returncode for p in processes] == [0, 0], outputs
+    first_ten = {s: v for s, v in reference[1].items() if s <= 10}
+    assert_close(losses(run_dir), first_ten, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["optimizer.learning_rate=1"], "did you mean 'optimizer.lr'"),
+        (["data.batch_size=big"], "data.batch_size"),
+        (["mesh.data=3"], "mesh data=3"),
+        (["data.batch_size=6"], "data.batch_size=6"),
+    ],
+)
+def test_bad_configs_fail_before_any_work(tmp_path, extra, message):
+    corpus = tmp_path / "never_built"
+    result = subprocess.run(
+        command(corpus, tmp_path / "run", *extra),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, JAX_PLATFORMS="cpu"),
+    )
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert not corpus.exists() and not (tmp_path / "run").exists()
+
+
+def test_resume_refuses_a_different_model(corpus, reference, tmp_path):
+    import shutil
+
+    from jaxslm.errors import JaxslmError
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(reference[0], run_dir)
+    with pytest.raises(JaxslmError, match="model.hidden_size"):
+        train_here(corpus, run_dir, "model.hidden_size=64")
