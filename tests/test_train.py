@@ -109,6 +109,21 @@ def test_run_learns_logs_and_loads(reference):
     assert load_config(run_dir / "config.yaml").model.hidden_size == 32
 
 
+def test_run_exports_to_transformers(reference, tmp_path):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    import jaxslm
+    from jaxslm.hf.exporter import export_hf
+
+    export_hf(reference[0], tmp_path / "hf")
+    hf_model = AutoModelForCausalLM.from_pretrained(tmp_path / "hf")
+    tokens = (np.arange(24, dtype=np.int32).reshape(2, 12) * 37) % hf_model.config.vocab_size
+    with torch.no_grad():
+        theirs = hf_model(torch.tensor(tokens).long()).logits.numpy()
+    np.testing.assert_allclose(jaxslm.load(reference[0]).logits(tokens), theirs, atol=2e-5)
+
+
 def test_eight_devices_match_one(corpus, reference, tmp_path):
     train_here(corpus, tmp_path / "run", "mesh.data=2", "mesh.fsdp=2", "mesh.tensor=2")
     assert_close(losses(tmp_path / "run"), reference[1], rtol=1e-5)
