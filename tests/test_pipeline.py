@@ -4,6 +4,7 @@ token, exact resume in a fresh process, and disjoint per-process shards."""
 import json
 import math
 import random
+import shutil
 import subprocess
 import sys
 from collections import Counter
@@ -11,14 +12,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import build_tokenizer
 from test_interleave import runs
 
 from jaxslm.data.build import build_synthetic
-from jaxslm.data.corpus import example_to_utterance, open_corpus
+from jaxslm.data.corpus import COLUMNS_DIR, columns_from_source, example_to_utterance, open_corpus
+from jaxslm.data.encode import ChunkEncoder, DocumentEncoder
 from jaxslm.data.interleave import InterleaveConfig
-from jaxslm.data.pipeline import DocumentEncoder, PipelineConfig, make_pipeline
+from jaxslm.data.pipeline import PipelineConfig, make_pipeline
 from jaxslm.data.synthetic import SyntheticConfig
-from jaxslm.text_tokenizer import load_text_tokenizer
+from jaxslm.text_tokenizer import HFTokenizer, load_text_tokenizer
 from jaxslm.vocab import MARKER, SpeechVocab
 
 RESUME_SCRIPT = """
@@ -128,6 +131,53 @@ def test_interleaving_statistics_on_the_builtin_corpus(corpus_dir):
         for r in range(50)
     )
     assert changed >= 40, "the next epoch re-samples most records"
+
+
+@pytest.mark.parametrize("mode", ["interleaved", "hf-tokenizer", "speech-only"])
+def test_chunk_encoder_gives_the_record_encoders_documents(corpus_dir, tmp_path, mode):
+    corpus, tokenizer, vocab = open_setup(corpus_dir)
+    if mode == "speech-only":
+        tokenizer, vocab = None, SpeechVocab.speech_only(corpus.num_units)
+    if mode == "hf-tokenizer":
+        build_tokenizer(tmp_path)
+        tokenizer = HFTokenizer.from_dir(tmp_path)
+        vocab = SpeechVocab("interleaved", len(tokenizer), corpus.num_units, tokenizer.bos_id)
+    config = InterleaveConfig(seed=3)
+    reference = DocumentEncoder(corpus, tokenizer, vocab, config)
+    speech, text = corpus.columns("speech", "train"), corpus.columns("text", "train")
+    encoder = ChunkEncoder(speech, text, corpus.frame_seconds, tokenizer, vocab, config)
+    sources = {0: corpus.source("text", "train"), 1: corpus.source("speech", "train")}
+    sources[2] = sources[1]
+    streams = (2,) if mode == "speech-only" else (0, 1, 2)
+    documents = [(s, r, e) for e in (0, 1) for r in range(0, 300, 7) for s in streams]
+    expected = []
+    for stream, record, epoch in documents:
+        example = sources[stream][record]
+        if stream == 0:
+            expected.append(reference.text(example))
+        elif stream == 1:
+            expected.append(reference.interleaved(example, record, epoch))
+        else:
+            expected.append(reference.speech(example))
+    chunk = encoder.encode(documents)
+    assert len(chunk) == len(expected)
+    for index, (tokens, modality) in enumerate(expected):
+        ours = chunk.document(index)
+        np.testing.assert_array_equal(ours[0], tokens)
+        np.testing.assert_array_equal(ours[1], modality)
+
+
+def test_corpus_without_columns_is_converted_on_open(corpus_dir, tmp_path):
+    copy = tmp_path / "old"
+    shutil.copytree(corpus_dir, copy, ignore=shutil.ignore_patterns(COLUMNS_DIR))
+    corpus, saved = open_corpus(copy), open_corpus(corpus_dir)
+    for stream in ("speech", "text"):
+        converted, stored = corpus.columns(stream, "train"), saved.columns(stream, "train")
+        assert converted.arrays.keys() == stored.arrays.keys()
+        for name, array in stored.arrays.items():
+            np.testing.assert_array_equal(converted[name], array)
+    source = corpus.source("speech", "validation")
+    assert len(columns_from_source(source, "speech", corpus.frame_seconds)) == len(source)
 
 
 def _epoch_tokens(corpus, tokenizer, vocab, weights):

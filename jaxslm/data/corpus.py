@@ -4,10 +4,12 @@ Layout of a corpus directory:
   corpus.json     num_units, frame_seconds, record counts, skipped records, extras
   speech/         TFDS dataset `speech_corpus` (splits train, validation): one utterance each
   text/           TFDS dataset `text_corpus`: one text document each
+  columns/STREAM/SPLIT/   the same records as flat numpy arrays (jaxslm.data.columns), which
+                  the pipeline memory-maps instead of decoding TFDS records one by one
   tokenizer/, eval/   optional (the built-in corpus writes both)
 
 Built with tensorflow-datasets' GeneratorBasedBuilder (no TensorFlow needed) and read back as
-random-access data sources, which Grain shuffles and shards.
+random-access data sources (`Corpus.source`) or as columns (`Corpus.columns`).
 """
 
 from __future__ import annotations
@@ -22,13 +24,14 @@ from typing import Any
 import numpy as np
 import tensorflow_datasets as tfds
 
+from jaxslm.data.columns import Columns, load_columns, save_columns, speech_columns, text_columns
 from jaxslm.data.records import TextDocument, Utterance, Word
 from jaxslm.errors import JaxslmError
 from jaxslm.fsutil import atomic_directory
 
 SPLITS = ("train", "validation")
 METADATA_FILE = "corpus.json"
-SPEECH_DIR, TEXT_DIR = "speech", "text"
+SPEECH_DIR, TEXT_DIR, COLUMNS_DIR = "speech", "text", "columns"
 
 SplitRecords = Callable[[str], Iterable[Any]]
 
@@ -133,6 +136,14 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+def columns_from_source(source: Any, stream: str, frame_seconds: float) -> Columns:
+    """Columns of a TFDS data source (`Corpus.source`): record i is record i."""
+    records = (source[i] for i in range(len(source)))
+    if stream == SPEECH_DIR:
+        return speech_columns(example_to_utterance(r, frame_seconds) for r in records)
+    return text_columns(example_to_document(r) for r in records)
+
+
 def split_of(record_id: str, validation_fraction: float) -> str:
     """Deterministic split of a record by a hash of its id."""
     bucket = zlib.crc32(record_id.encode()) % 10_000
@@ -173,6 +184,13 @@ def write_corpus(
             counts[name] = {split: builder.info.splits[split].num_examples for split in present}
         metadata = {**metadata, "counts": counts, **(extras(staging) if extras else {})}
         (staging / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
+        staged = Corpus(staging, metadata)
+        for stream, splits_present in counts.items():  # read back: TFDS reorders records
+            for split in splits_present:
+                columns = columns_from_source(
+                    staged.source(stream, split), stream, staged.frame_seconds
+                )
+                save_columns(columns, staging / COLUMNS_DIR / stream / split)
     return Path(out_dir)
 
 
@@ -207,6 +225,15 @@ class Corpus:
         name = SpeechCorpusBuilder.name if stream == SPEECH_DIR else TextCorpusBuilder.name
         version_dir = self.directory / stream / name / "1.0.0"
         return tfds.builder_from_directory(str(version_dir)).as_data_source(split)
+
+    def columns(self, stream: str, split: str) -> Columns:
+        """The columnar copy of `source(stream, split)`, memory-mapped; corpora written before
+        columns existed are converted in memory (rebuild them to skip that)."""
+        source = self.source(stream, split)
+        directory = self.directory / COLUMNS_DIR / stream / split
+        if directory.is_dir():
+            return load_columns(directory, stream)
+        return columns_from_source(source, stream, self.frame_seconds)
 
     def path(self, key: str) -> Path | None:
         """A file named in the metadata (e.g. `tokenizer`, `eval_dir`), or None."""

@@ -8,7 +8,10 @@ preprocessing; here the choice is re-drawn every epoch from (seed, epoch, record
 
 from __future__ import annotations
 
+import functools
+import itertools
 import math
+import random
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,14 +28,15 @@ MAX_DRAWS = 10_000
 EncodeText = Callable[[str], list[int]]
 
 
-def record_rng(seed: int, epoch: int, record: int) -> np.random.Generator:
-    """The generator that decides one record's modalities in one epoch."""
-    return np.random.default_rng([seed, epoch, record])
+def record_rng(seed: int, epoch: int, record: int) -> random.Random:
+    """The generator that decides one record's modalities in one epoch (Python's Mersenne
+    Twister seeded from the three numbers: cheap to create, identical in every process)."""
+    return random.Random(f"{seed}/{epoch}/{record}")
 
 
 def choose_speech_words(
     num_words: int,
-    rng: np.random.Generator,
+    rng: random.Random,
     method: str = "poisson",
     eta: float = 0.3,
     poisson_lambda: float = 10.0,
@@ -45,12 +49,29 @@ def choose_speech_words(
     `poisson`: SIMS spans (`_poisson_spans`; `exact_eta` cuts the last span at the target).
     `span`: `_renewed_spans`. `random`: each word is speech with probability 0.5.
     """
+    flags = speech_flags(
+        num_words, rng, method, eta, poisson_lambda, span_prob, span_words, exact_eta
+    )
+    return np.asarray(flags, dtype=bool)
+
+
+def speech_flags(
+    num_words: int,
+    rng: random.Random,
+    method: str = "poisson",
+    eta: float = 0.3,
+    poisson_lambda: float = 10.0,
+    span_prob: float = 0.035,
+    span_words: int = 10,
+    exact_eta: bool = True,
+) -> list[bool]:
+    """`choose_speech_words` as a plain list (what the pipeline uses, without numpy calls)."""
     _check_method(method)
     if method == "poisson":
         return _poisson_spans(num_words, rng, eta, poisson_lambda, exact_eta)
     if method == "span":
         return _renewed_spans(num_words, rng, span_prob, span_words)
-    return rng.random(num_words) < 0.5
+    return [rng.random() < 0.5 for _ in range(num_words)]
 
 
 def _check_method(method: str) -> None:
@@ -59,8 +80,8 @@ def _check_method(method: str) -> None:
 
 
 def _poisson_spans(
-    num_words: int, rng: np.random.Generator, eta: float, lam: float, exact_eta: bool
-) -> np.ndarray:
+    num_words: int, rng: random.Random, eta: float, lam: float, exact_eta: bool
+) -> list[bool]:
     """slamkit's rule: add spans [start, min(start + length, n)), start drawn among the eligible
     words and length ~ Poisson(lam), until ceil(eta n) words are spoken.
 
@@ -72,24 +93,25 @@ def _poisson_spans(
     start ineligible, so every acceptance shrinks the eligible set: at most n spans.
     """
     target = math.ceil(eta * num_words)
-    spoken = np.zeros(num_words, dtype=bool)
-    eligible = np.ones(num_words, dtype=bool)
+    spoken = [False] * num_words
+    eligible = list(range(num_words))
+    cdf = _poisson_cdf(lam)
     count = 0
-    while count < target and eligible.any():
-        span = _fitting_span(spoken, np.flatnonzero(eligible), rng, lam)
+    while count < target and eligible:
+        span = _fitting_span(spoken, eligible, rng, cdf)
         if span is None:
             break
         start, end = span
         if exact_eta:
             end = min(end, start + target - count)
-        spoken[start:end] = True
+        spoken[start:end] = [True] * (end - start)
         count += end - start
-        eligible[start : end + 1] = False
+        eligible = [i for i in eligible if i < start or i > end]
     return spoken
 
 
 def _fitting_span(
-    spoken: np.ndarray, starts: np.ndarray, rng: np.random.Generator, lam: float
+    spoken: list[bool], starts: list[int], rng: random.Random, cdf: tuple[float, ...]
 ) -> tuple[int, int] | None:
     """The first of up to MAX_DRAWS (start, length) draws that overlaps no spoken word.
 
@@ -99,25 +121,39 @@ def _fitting_span(
     for a lam much larger than the utterance, where fitting spans become vanishingly rare
     (measured with lam = 10: at most ~1,600 draws per span over 200k utterances of 1-60 words).
     """
+    size = len(spoken)
     for _ in range(MAX_DRAWS):
-        start = int(starts[rng.integers(starts.size)])
-        end = min(start + int(rng.poisson(lam)), spoken.size)
-        if not spoken[start:end].any():
+        start = starts[int(rng.random() * len(starts))]
+        end = min(start + bisect_right(cdf, rng.random()), size)
+        if True not in spoken[start:end]:
             return start, end
     return None
 
 
-def _renewed_spans(num_words: int, rng: np.random.Generator, prob: float, words: int) -> np.ndarray:
+@functools.lru_cache(maxsize=16)
+def _poisson_cdf(lam: float) -> tuple[float, ...]:
+    """Cumulative Poisson(lam) probabilities of 0, 1, ... up to far in the upper tail, so that
+    `bisect_right(cdf, u)` of a uniform u is a Poisson draw (inverse transform)."""
+    if lam <= 0:
+        return (1.0,)
+    top = int(lam + 12 * math.sqrt(lam) + 30)
+    pmf = [math.exp(k * math.log(lam) - lam - math.lgamma(k + 1)) for k in range(top + 1)]
+    cdf = list(itertools.accumulate(pmf))
+    return tuple(value / cdf[-1] for value in cdf)
+
+
+def _renewed_spans(num_words: int, rng: random.Random, prob: float, words: int) -> list[bool]:
     """slamkit's `span` rule: one uniform draw per word, in order; a draw below `prob` starts
     (or renews) a speech span covering that word and the next `words - 1`.
 
     So word i is speech iff a draw succeeded at one of words i - words + 1 .. i; away from the
     start the spoken fraction is 1 - (1 - prob) ** words (0.30 for the defaults 0.035, 10).
     """
-    starts = np.flatnonzero(rng.random(num_words) < prob)
-    spoken = np.zeros(num_words, dtype=bool)
-    for start in starts:
-        spoken[start : start + words] = True
+    spoken = [False] * num_words
+    for start in range(num_words):
+        if rng.random() < prob:
+            stop = min(start + words, num_words)
+            spoken[start:stop] = [True] * (stop - start)
     return spoken
 
 
@@ -224,9 +260,15 @@ def interleave(
     vocab: SpeechVocab,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(token ids, modality) of `utterance` as record `record_index` in `epoch`, without BOS."""
-    rng = record_rng(config.seed, 0 if config.frozen else epoch, record_index)
-    speech_words = choose_speech_words(
-        len(utterance.words),
+    speech_words = record_flags(config, len(utterance.words), record_index, epoch)
+    return build_interleaved(utterance, np.asarray(speech_words, bool), encode_text, vocab)
+
+
+def record_flags(config: InterleaveConfig, num_words: int, record: int, epoch: int) -> list[bool]:
+    """Spoken flags of record `record`'s words in `epoch` under `config`."""
+    rng = record_rng(config.seed, 0 if config.frozen else epoch, record)
+    return speech_flags(
+        num_words,
         rng,
         config.method,
         config.eta,
@@ -235,4 +277,3 @@ def interleave(
         config.span_words,
         config.exact_eta,
     )
-    return build_interleaved(utterance, speech_words, encode_text, vocab)

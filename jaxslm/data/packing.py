@@ -10,6 +10,7 @@ target token, so per-modality losses need no further lookup.
 from __future__ import annotations
 
 import base64
+import itertools
 from typing import Any
 
 import numpy as np
@@ -23,7 +24,7 @@ ROW_FIELDS = {
     "modality": np.int8,
 }
 
-Segment = tuple[np.ndarray, np.ndarray, np.ndarray]  # inputs, targets, target modality
+Segment = tuple[np.ndarray, np.ndarray]  # size + 1 tokens, their modality (views, no copies)
 
 
 class Packer:
@@ -41,14 +42,17 @@ class Packer:
         pairs = len(tokens) - 1
         start = 0
         while pairs - start >= self.length:  # whole-row chunks of a long document
-            done.append(_assemble([_segment(tokens, modality, start, self.length)], self.length))
+            piece = (
+                tokens[start : start + self.length + 1],
+                modality[start : start + self.length + 1],
+            )
+            done.append(_assemble([piece], self.length))
             start += self.length
         if pairs - start > 0:
-            done.extend(self._place(_segment(tokens, modality, start, pairs - start)))
+            done.extend(self._place((tokens[start:], modality[start:]), pairs - start))
         return done
 
-    def _place(self, segment: Segment) -> list[dict[str, np.ndarray]]:
-        size = len(segment[0])
+    def _place(self, segment: Segment, size: int) -> list[dict[str, np.ndarray]]:
         for index, used in enumerate(self.fill):
             if used + size <= self.length:
                 self.rows[index].append(segment)
@@ -73,13 +77,27 @@ class Packer:
         return done
 
     def get_state(self) -> dict[str, Any]:
-        """The open rows as JSON-serialisable strings (cheap to copy, as Grain does often)."""
-        return {"rows": [[[encode_array(p) for p in seg] for seg in row] for row in self.rows]}
+        """The open rows as JSON-serialisable strings (cheap to copy, as Grain does often):
+        per row its segments' tokens and modality end to end, and the segment sizes."""
+        return {
+            "rows": [
+                {
+                    "sizes": [len(tokens) for tokens, _ in row],
+                    "tokens": encode_array(np.concatenate([tokens for tokens, _ in row])),
+                    "modality": encode_array(np.concatenate([codes for _, codes in row])),
+                }
+                for row in self.rows
+            ]
+        }
 
     def set_state(self, state: dict[str, Any]) -> None:
         """Restore open rows saved by `get_state`."""
-        self.rows = [[tuple(decode_array(p) for p in seg) for seg in row] for row in state["rows"]]
-        self.fill = [sum(len(seg[0]) for seg in row) for row in self.rows]
+        self.rows, self.fill = [], []
+        for row in state["rows"]:
+            tokens, codes = decode_array(row["tokens"]), decode_array(row["modality"])
+            bounds = np.cumsum([0, *row["sizes"]]).tolist()
+            self.rows.append([(tokens[a:b], codes[a:b]) for a, b in itertools.pairwise(bounds)])
+            self.fill.append(sum(row["sizes"]) - len(row["sizes"]))
 
 
 def encode_array(array: np.ndarray) -> str:
@@ -93,25 +111,16 @@ def decode_array(text: str) -> np.ndarray:
     return np.frombuffer(base64.b64decode(data), dtype=np.dtype(dtype)).copy()
 
 
-def _segment(tokens: np.ndarray, modality: np.ndarray, start: int, size: int) -> Segment:
-    return (
-        np.asarray(tokens[start : start + size], np.int32),
-        np.asarray(tokens[start + 1 : start + size + 1], np.int32),
-        np.asarray(modality[start + 1 : start + size + 1], np.int8),
-    )
-
-
 def _assemble(segments: list[Segment], length: int) -> dict[str, np.ndarray]:
     """One row of `length` from its segments; the tail is padding."""
+    sizes = [len(tokens) - 1 for tokens, _ in segments]
+    used = sum(sizes)
     row = {name: np.zeros(length, dtype) for name, dtype in ROW_FIELDS.items()}
-    offset = 0
-    for number, (inputs, targets, modality) in enumerate(segments, start=1):
-        end = offset + len(inputs)
-        row["tokens"][offset:end] = inputs
-        row["targets"][offset:end] = targets
-        row["modality"][offset:end] = modality
-        row["loss_mask"][offset:end] = 1.0
-        row["segment_ids"][offset:end] = number
-        row["positions"][offset:end] = np.arange(len(inputs))
-        offset = end
+    row["tokens"][:used] = np.concatenate([tokens[:-1] for tokens, _ in segments])
+    row["targets"][:used] = np.concatenate([tokens[1:] for tokens, _ in segments])
+    row["modality"][:used] = np.concatenate([codes[1:] for _, codes in segments])
+    row["loss_mask"][:used] = 1.0
+    row["segment_ids"][:used] = np.repeat(np.arange(1, len(sizes) + 1, dtype=np.int32), sizes)
+    starts = np.cumsum([0, *sizes[:-1]])
+    row["positions"][:used] = np.arange(used, dtype=np.int32) - np.repeat(starts, sizes)
     return row

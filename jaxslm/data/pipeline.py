@@ -8,10 +8,18 @@ Three streams, sampled by `stream_weights` (SIMS default [0.2024, 0.5433, 0.2543
   speech       plain units; `<S> units <S>` for speech-only vocabularies.
 Each process reads records `process_index::process_count` of every stream, so processes see
 disjoint documents whose union is the one-process stream, and packs its own rows.
+
+Documents are made `chunk_documents` at a time (jaxslm.data.schedule picks them,
+jaxslm.data.encode encodes them from the corpus's columnar copy, jaxslm.data.packing packs
+them) inside one Grain dataset, `PackedBatches`, behind Grain's thread prefetch. Its state is
+where the current chunk started (chunk number, stream positions, open rows) and how many of
+the chunk's rows were served: a restored iterator re-encodes that chunk and goes on exactly.
 """
 
 from __future__ import annotations
 
+import atexit
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,22 +27,28 @@ import grain
 import jax
 import numpy as np
 
-from jaxslm.data.corpus import Corpus, example_to_document, example_to_utterance
-from jaxslm.data.interleave import InterleaveConfig, interleave
-from jaxslm.data.packing import Packer, decode_array, encode_array
+from jaxslm.data.corpus import Corpus
+from jaxslm.data.encode import ChunkEncoder
+from jaxslm.data.interleave import InterleaveConfig
+from jaxslm.data.packing import Packer
+from jaxslm.data.schedule import StreamOrder, plan_chunk
 from jaxslm.errors import JaxslmError
 from jaxslm.text_tokenizer import TextTokenizer
-from jaxslm.vocab import MARKER, SPEECH, TEXT, SpeechVocab
+from jaxslm.vocab import SpeechVocab
 
 STREAMS = ("text", "interleaved", "speech")
 SIMS_WEIGHTS = (0.2024, 0.5433, 0.2543)
-Document = tuple[np.ndarray, np.ndarray]  # token ids int32, modality int8
 
 
 @dataclass(frozen=True)
 class PipelineConfig:
     """What the pipeline produces: rows of `seq_len` next-token pairs, `batch_size` rows per
-    step summed over processes."""
+    step summed over processes.
+
+    `open_rows`: partly filled rows the packer keeps; `chunk_documents`: documents encoded
+    together; `read_threads`: threads of the batched text tokenizer (SentencePiece);
+    `prefetch_batches`: batches made ahead in a background thread (0: none).
+    """
 
     seq_len: int = 1024
     batch_size: int = 8
@@ -46,75 +60,7 @@ class PipelineConfig:
     open_rows: int = 8
     read_threads: int = 2
     prefetch_batches: int = 2
-
-
-class DocumentEncoder:
-    """Corpus records -> (token ids, modality) documents of one stream."""
-
-    def __init__(
-        self,
-        corpus: Corpus,
-        tokenizer: TextTokenizer | None,
-        vocab: SpeechVocab,
-        interleave_config: InterleaveConfig,
-    ):
-        self.corpus, self.tokenizer, self.vocab = corpus, tokenizer, vocab
-        self.interleave_config = interleave_config
-        self.bos = [] if tokenizer is None or tokenizer.bos_id is None else [tokenizer.bos_id]
-
-    def text(self, example: dict[str, Any]) -> Document:
-        """A text document: BOS (if the family has one) + its tokens."""
-        ids = self.tokenizer.encode(example_to_document(example).text, add_special_tokens=False)
-        return _document(self.bos + ids, TEXT)
-
-    def speech(self, example: dict[str, Any]) -> Document:
-        """Plain units: `<S> units <S>` (speech-only) or BOS + units (interleaved models)."""
-        units = self.vocab.units_to_ids(example["units"])
-        if self.vocab.mode == "speech-only":
-            boundary = [self.vocab.bos_id]
-            tokens = np.concatenate([boundary, units, boundary]).astype(np.int32)
-            modality = np.full(tokens.size, SPEECH, np.int8)
-            modality[[0, -1]] = MARKER
-            return tokens, modality
-        tokens = np.concatenate([self.bos, units]).astype(np.int32)
-        modality = np.full(tokens.size, SPEECH, np.int8)
-        modality[: len(self.bos)] = MARKER
-        return tokens, modality
-
-    def interleaved(self, example: dict[str, Any], record: int, epoch: int) -> Document | None:
-        """BOS + the interleaved sequence of a word-aligned utterance (None without words)."""
-        if len(example["word_texts"]) == 0:
-            return None
-        utterance = example_to_utterance(example, self.corpus.frame_seconds)
-        encode = lambda text: self.tokenizer.encode(text, add_special_tokens=False)  # noqa: E731
-        tokens, modality = interleave(
-            utterance, record, epoch, self.interleave_config, encode, self.vocab
-        )
-        return (
-            np.concatenate([self.bos, tokens]).astype(np.int32),
-            np.concatenate([np.full(len(self.bos), MARKER), modality]).astype(np.int8),
-        )
-
-
-def _document(tokens: list[int], modality: int) -> Document:
-    codes = np.full(len(tokens), modality, np.int8)
-    return np.asarray(tokens, np.int32), codes
-
-
-def _stream(
-    source, encode, config: PipelineConfig, stream_seed: int, process_index: int, count: int
-) -> grain.IterDataset:
-    """Records of this process, shuffled per epoch, encoded with (record, epoch) known."""
-    records = grain.MapDataset.range(len(source))[process_index::count]
-    local = len(records)
-    if local == 0:
-        raise JaxslmError(f"process {process_index} of {count} gets no records of a stream")
-    records = records.shuffle(seed=config.seed + stream_seed).repeat(config.num_epochs)
-    documents = records.map_with_index(
-        lambda index, record: encode(source[record], record, index // local)
-    )
-    options = grain.ReadOptions(num_threads=config.read_threads, prefetch_buffer_size=64)
-    return documents.to_iter_dataset(options).filter(lambda document: document is not None)
+    chunk_documents: int = 256
 
 
 def make_pipeline(
@@ -141,23 +87,29 @@ def make_pipeline(
             f"{corpus.directory}: corpus has {corpus.num_units} units, the model vocabulary "
             f"{vocab.num_units}"
         )
-    encoder = DocumentEncoder(corpus, tokenizer, vocab, config.interleave)
-    streams, weights = [], []
-    for offset, (name, weight) in enumerate(zip(STREAMS, _weights(vocab, config), strict=True)):
-        if weight <= 0:
-            continue
-        kind = "text" if name == "text" else "speech"
-        source = corpus.source(kind, config.split)
-        encode = _encode_function(encoder, name)
-        streams.append(_stream(source, encode, config, 1000 * offset, index, count))
-        weights.append(weight)
-    mixed = streams[0] if len(streams) == 1 else grain.IterDataset.mix(streams, weights)
-    packed = PackedRows(mixed, config.seq_len, config.open_rows)
-    rows = config.batch_size // count
-    batched = packed.batch(rows, drop_remainder=False).map(lambda batch: _pad_rows(batch, rows))
-    return grain.experimental.ThreadPrefetchIterDataset(
-        batched, prefetch_buffer_size=config.prefetch_batches
+    weights = _weights(vocab, config)
+    codes = [code for code, weight in enumerate(weights) if weight > 0]
+    kinds = {"speech": any(weights[1:]), "text": weights[0] > 0}
+    columns = {k: corpus.columns(k, config.split) if on else None for k, on in kinds.items()}
+    encoder = ChunkEncoder(
+        columns["speech"],
+        columns["text"],
+        corpus.frame_seconds,
+        tokenizer,
+        vocab,
+        config.interleave,
+        config.read_threads,
     )
+    orders = []
+    for code in codes:
+        size = len(columns["text" if code == 0 else "speech"])
+        orders.append(StreamOrder(size, config.seed, code, index, count, config.num_epochs))
+    batches = PackedBatches(
+        encoder, orders, codes, [weights[c] for c in codes], config, config.batch_size // count
+    )
+    if config.prefetch_batches <= 0:
+        return batches
+    return _ClosedAtExit(batches, prefetch_buffer_size=config.prefetch_batches)
 
 
 def _pad_rows(batch: dict[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
@@ -184,55 +136,131 @@ def _weights(vocab: SpeechVocab, config: PipelineConfig) -> tuple[float, float, 
     return weights
 
 
-def _encode_function(encoder: DocumentEncoder, stream: str):
-    if stream == "text":
-        return lambda example, record, epoch: encoder.text(example)
-    if stream == "speech":
-        return lambda example, record, epoch: encoder.speech(example)
-    return encoder.interleaved
+class PackedBatches(grain.IterDataset):
+    """Batches of packed rows from the mixed streams, made a chunk of documents at a time."""
 
-
-class PackedRows(grain.IterDataset):
-    """Documents -> packed row dicts (see jaxslm.data.packing)."""
-
-    def __init__(self, parent: grain.IterDataset, seq_len: int, open_rows: int):
-        super().__init__(parent)
-        self.seq_len, self.open_rows = seq_len, open_rows
+    def __init__(
+        self,
+        encoder: ChunkEncoder,
+        orders: list[StreamOrder],
+        codes: list[int],
+        weights: list[float],
+        config: PipelineConfig,
+        rows: int,
+    ):
+        super().__init__()
+        self.encoder, self.orders, self.codes, self.weights = encoder, orders, codes, weights
+        self.config, self.rows = config, rows
 
     def __iter__(self) -> grain.DatasetIterator:
-        return _PackedRowsIterator(self._parent.__iter__(), self.seq_len, self.open_rows)
+        return _PackedBatchesIterator(self)
 
 
-class _PackedRowsIterator(grain.DatasetIterator):
-    """State = parent state + open rows + completed rows not yet returned."""
+class _PackedBatchesIterator(grain.DatasetIterator):
+    """State: the current chunk's number, the stream positions and the open rows where it
+    started, and how many of its rows were served."""
 
-    def __init__(self, parent: grain.DatasetIterator, seq_len: int, open_rows: int):
-        super().__init__(parent)
-        self.packer = Packer(seq_len, open_rows)
-        self.ready: list[dict[str, np.ndarray]] = []
-        self.exhausted = False
+    def __init__(self, dataset: PackedBatches):
+        super().__init__()
+        self.dataset = dataset
+        self.packer = Packer(dataset.config.seq_len, dataset.config.open_rows)
+        self.set_state(
+            {
+                "chunk": 0,
+                "positions": [0] * len(dataset.orders),
+                "packer": {"rows": []},
+                "served": 0,
+            }
+        )
 
     def __next__(self) -> dict[str, np.ndarray]:
-        while not self.ready:
-            if self.exhausted:
-                raise StopIteration
-            try:
-                self.ready.extend(self.packer.add(*next(self._parent)))
-            except StopIteration:
-                self.exhausted = True
-                self.ready.extend(self.packer.flush())
-        return self.ready.pop(0)
+        rows = []
+        while len(rows) < self.dataset.rows:
+            if self.ready is None:
+                self.packer.set_state(self.start_packer)
+                self._make_chunk()
+            if self.served < len(self.ready):
+                take = self.ready[self.served : self.served + self.dataset.rows - len(rows)]
+                rows += take
+                self.served += len(take)
+            elif self.last:
+                break
+            else:
+                self.chunk, self.positions, self.served = self.chunk + 1, self.after, 0
+                self.start_packer = self.packer.get_state()
+                self._make_chunk()
+        if not rows:
+            raise StopIteration
+        return _batch(rows, self.dataset.rows)
+
+    def _make_chunk(self) -> None:
+        """Encode and pack the current chunk (with the packer where the chunk starts)."""
+        data = self.dataset
+        documents, self.after = plan_chunk(
+            data.orders,
+            data.codes,
+            data.weights,
+            data.config.seed,
+            self.chunk,
+            self.positions,
+            data.config.chunk_documents,
+        )
+        self.last = not documents
+        if self.last:
+            self.ready = self.packer.flush()
+            return
+        chunk = data.encoder.encode(documents)
+        tokens, modality, offsets = chunk.tokens, chunk.modality, chunk.offsets.tolist()
+        self.ready = []
+        for a, b in zip(offsets[:-1], offsets[1:], strict=True):
+            self.ready += self.packer.add(tokens[a:b], modality[a:b])
 
     def get_state(self) -> dict[str, Any]:
         return {
-            "parent": self._parent.get_state(),
-            "packer": self.packer.get_state(),
-            "ready": [{k: encode_array(v) for k, v in row.items()} for row in self.ready],
-            "exhausted": self.exhausted,
+            "chunk": self.chunk,
+            "positions": list(self.positions),
+            "packer": self.start_packer,
+            "served": self.served,
         }
 
     def set_state(self, state: dict[str, Any]) -> None:
-        self._parent.set_state(state["parent"])
-        self.packer.set_state(state["packer"])
-        self.ready = [{k: decode_array(v) for k, v in row.items()} for row in state["ready"]]
-        self.exhausted = state["exhausted"]
+        self.chunk, self.positions = state["chunk"], list(state["positions"])
+        self.start_packer, self.served = state["packer"], state["served"]
+        self.ready: list[dict[str, np.ndarray]] | None = None  # made on the next batch
+
+
+def _batch(rows: list[dict[str, np.ndarray]], size: int) -> dict[str, np.ndarray]:
+    """Rows stacked into a batch; the last batch of a finite run is padded with empty rows."""
+    batch = {name: np.stack([row[name] for row in rows]) for name in rows[0]}
+    return _pad_rows(batch, size)
+
+
+class _ClosedAtExit(grain.experimental.ThreadPrefetchIterDataset):
+    """Grain's thread prefetch, with iterators closed before the interpreter shuts down.
+
+    Grain closes an iterator in `__del__`; for one still open at exit that runs while modules
+    are torn down and prints "Exception ignored in ...". Closing them at exit instead, and
+    making a second close a no-op, keeps the exit quiet.
+    """
+
+    def __iter__(self) -> grain.DatasetIterator:
+        iterator = _PrefetchIterator(self._parent.__iter__(), self._prefetch_buffer_size)
+        _OPEN_ITERATORS.add(iterator)
+        return iterator
+
+
+class _PrefetchIterator(grain.experimental.ThreadPrefetchDatasetIterator):
+    """Grain's prefetch iterator whose `close` runs once."""
+
+    def close(self) -> None:
+        if not self._closed:
+            super().close()
+
+
+_OPEN_ITERATORS: weakref.WeakSet = weakref.WeakSet()
+
+
+@atexit.register
+def _close_open_iterators() -> None:
+    for iterator in list(_OPEN_ITERATORS):
+        iterator.close()

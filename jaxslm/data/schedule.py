@@ -1,0 +1,95 @@
+"""Which records a process reads, in which order: each stream's records of this process,
+re-shuffled every epoch, and the streams mixed by weight, one chunk of documents at a time.
+
+Everything is a function of (seed, chunk number, stream positions), so a pipeline restored
+from a position replays exactly what the original did from there.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from jaxslm.errors import JaxslmError
+
+MIX_KEY = 7_919  # separates the mixing draws from the shuffles
+
+
+class StreamOrder:
+    """Records `process_index::process_count` of one stream (of `size` records, told apart
+    from the other streams by `stream`): position p is element p % local of epoch p // local's
+    permutation of them."""
+
+    def __init__(
+        self,
+        size: int,
+        seed: int,
+        stream: int,
+        process_index: int,
+        process_count: int,
+        num_epochs: int | None,
+    ):
+        self.seed, self.stream = seed, stream
+        self.index, self.count = process_index, process_count
+        self.local = len(range(process_index, size, process_count))
+        if self.local == 0:
+            raise JaxslmError(f"process {process_index} of {process_count} gets no records")
+        self.total = None if num_epochs is None else num_epochs * self.local
+        self._epoch, self._permutation = -1, np.zeros(0, np.int64)
+
+    def remaining(self, position: int) -> int | None:
+        """Positions left after `position` (None: endless)."""
+        return None if self.total is None else self.total - position
+
+    def take(self, position: int, count: int) -> list[tuple[int, int]]:
+        """(record, epoch) of positions position .. position + count - 1."""
+        out = []
+        while count > 0:
+            epoch, offset = divmod(position, self.local)
+            size = min(count, self.local - offset)
+            records = self._epoch_order(epoch)[offset : offset + size] * self.count + self.index
+            out += [(record, epoch) for record in records.tolist()]
+            position, count = position + size, count - size
+        return out
+
+    def _epoch_order(self, epoch: int) -> np.ndarray:
+        if epoch != self._epoch:
+            rng = np.random.default_rng([self.seed, self.stream, epoch])
+            self._epoch, self._permutation = epoch, rng.permutation(self.local)
+        return self._permutation
+
+
+def plan_chunk(
+    orders: list[StreamOrder],
+    codes: list[int],
+    weights: list[float],
+    seed: int,
+    chunk: int,
+    positions: list[int],
+    size: int,
+) -> tuple[list[tuple[int, int, int]], list[int]]:
+    """Documents (stream code, record, epoch) of chunk `chunk` starting at `positions`, and
+    the positions after it. Each document's stream is drawn by weight among the streams with
+    records left; a stream that runs out inside the chunk gives no more documents."""
+    left = [order.remaining(position) for order, position in zip(orders, positions, strict=True)]
+    live = np.asarray(
+        [w if r is None or r > 0 else 0.0 for w, r in zip(weights, left, strict=True)]
+    )
+    if live.sum() == 0:
+        return [], positions
+    picks = np.random.default_rng([seed, MIX_KEY, chunk]).choice(
+        len(orders), size=size, p=live / live.sum()
+    )
+    counts = np.bincount(picks, minlength=len(orders)).tolist()
+    counts = [c if r is None else min(c, r) for c, r in zip(counts, left, strict=True)]
+    taken = [
+        iter(order.take(position, count))
+        for order, position, count in zip(orders, positions, counts, strict=True)
+    ]
+    budget = list(counts)
+    documents = []
+    for pick in picks.tolist():
+        if budget[pick]:
+            budget[pick] -= 1
+            record, epoch = next(taken[pick])
+            documents.append((codes[pick], record, epoch))
+    return documents, [p + c for p, c in zip(positions, counts, strict=True)]
