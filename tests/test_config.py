@@ -1,5 +1,7 @@
 """The training config: YAML + overrides, strict keys and types, value checks, dump round trip."""
 
+from pathlib import Path
+
 import pytest
 import yaml
 
@@ -172,3 +174,9 @@ def test_errors_raise_in_process_without_io(tmp_path):
         load_config(None, [f"model.init={missing}", "optimizer.lr=-1"])
     with pytest.raises(JaxslmError, match="budget"):
         TrainConfig(name="direct")
+
+
+@pytest.mark.parametrize("path", sorted(Path(__file__).parents[1].glob("configs/*.yaml")))
+def test_shipped_configs_load(path):
+    cfg = load_config(path)
+    assert cfg.name == path.stem and cfg.total_steps
