@@ -142,24 +142,39 @@ def test_one_device_checkpoint_restores_onto_eight(corpus, reference, tmp_path):
     assert_close(summary["losses"], resumed, rtol=1e-5)
 
 
-def test_sigkill_then_rerun_resumes_bitwise(corpus, reference, tmp_path):
-    run_dir = tmp_path / "run"
-    # A long budget keeps the first process busy until it is killed; the schedule is
-    # constant, so the budget does not change the updates.
-    first = subprocess.Popen(
+def interrupt_after_checkpoint(corpus, run_dir, step, signum):
+    """Start a run with a long budget, send `signum` once checkpoint `step` exists; its output.
+
+    The schedule is constant, so the long budget does not change the updates."""
+    process = subprocess.Popen(
         command(corpus, run_dir, "budget.max_steps=100000"),
         env=single_device_env(),
         cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
-    checkpoint = run_dir / "checkpoints" / "10"
+    checkpoint = run_dir / "checkpoints" / str(step)
     deadline = time.monotonic() + 120
-    while not checkpoint.is_dir() and time.monotonic() < deadline and first.poll() is None:
+    while not checkpoint.is_dir() and time.monotonic() < deadline and process.poll() is None:
         time.sleep(0.02)
-    first.send_signal(signal.SIGKILL)
-    first.wait()
-    assert checkpoint.is_dir()
+    process.send_signal(signum)
+    output = process.communicate(timeout=120)[0]
+    assert checkpoint.is_dir(), output
+    return process.returncode, output
+
+
+def test_sigterm_saves_before_exit(corpus, tmp_path):
+    returncode, output = interrupt_after_checkpoint(corpus, tmp_path / "run", 5, signal.SIGTERM)
+    assert returncode == 0, output
+    stopped = int(output.split("stopped at step ")[1].split(":")[0])
+    assert "SIGTERM" in output
+    assert (tmp_path / "run" / "checkpoints" / str(stopped)).is_dir()
+
+
+def test_sigkill_then_rerun_resumes_bitwise(corpus, reference, tmp_path):
+    run_dir = tmp_path / "run"
+    interrupt_after_checkpoint(corpus, run_dir, 10, signal.SIGKILL)
     subprocess.run(command(corpus, run_dir), check=True, env=single_device_env(), cwd=REPO)
     resumed = losses(run_dir)
     assert resumed == reference[1]  # bitwise: every logged step, before and after the kill
