@@ -2,11 +2,15 @@
 loop doing the same interleave + tokenize + pack (the slamkit-style baseline), one process.
 
     python benchmarks/data_pipeline.py [--seq-len 1024] [--batch-size 8] [--batches 300]
+        [--repeats 5]
+
+Both are run `--repeats` times, alternating; the medians and their ratio are printed.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -64,6 +68,8 @@ def main() -> None:
     parser.add_argument("--seq-len", type=int, default=1024)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--batches", type=int, default=300)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--baseline-seconds", type=float, default=5.0)
     parser.add_argument("--corpus", default=None, help="built-in corpus dir (default: build one)")
     args = parser.parse_args()
     path = Path(args.corpus or Path(tempfile.mkdtemp()) / "toy")
@@ -73,12 +79,19 @@ def main() -> None:
     tokenizer = load_text_tokenizer(corpus.path("tokenizer"))
     vocab = SpeechVocab("interleaved", len(tokenizer), corpus.num_units, bos_id=tokenizer.bos_id)
     config = PipelineConfig(seq_len=args.seq_len, batch_size=args.batch_size)
-    ours = pipeline_rate(corpus, tokenizer, vocab, config, args.batches)
-    baseline = baseline_rate(corpus, tokenizer, vocab, args.seq_len, seconds=10.0)
+    ours, baseline = [], []
+    for _ in range(args.repeats):
+        ours.append(pipeline_rate(corpus, tokenizer, vocab, config, args.batches))
+        baseline.append(
+            baseline_rate(corpus, tokenizer, vocab, args.seq_len, args.baseline_seconds)
+        )
     print(f"built-in corpus, seq_len {args.seq_len}, batch {args.batch_size}, 1 process (CPU)")
-    print(f"jaxslm Grain pipeline : {ours:12,.0f} packed tokens/s")
-    print(f"plain Python loop     : {baseline:12,.0f} tokens/s")
-    print(f"ratio                 : {ours / baseline:12.2f}x")
+    print("runs, tokens/s: pipeline " + ", ".join(f"{r:,.0f}" for r in ours))
+    print("                plain loop " + ", ".join(f"{r:,.0f}" for r in baseline))
+    ours_median, baseline_median = statistics.median(ours), statistics.median(baseline)
+    print(f"jaxslm Grain pipeline : {ours_median:12,.0f} packed tokens/s (median)")
+    print(f"plain Python loop     : {baseline_median:12,.0f} tokens/s (median)")
+    print(f"ratio                 : {ours_median / baseline_median:12.2f}x")
 
 
 if __name__ == "__main__":
