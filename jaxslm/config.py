@@ -179,6 +179,16 @@ class DataSection:
         """Rows in one accumulated part of a step."""
         return self.batch_size // self.micro_batches
 
+    def check_batch_split(self, shards: int) -> None:
+        """Refuse micro-batches whose rows do not split over `shards` (mesh data x fsdp)."""
+        rows = self.micro_batch_size
+        if rows % shards:
+            raise JaxslmError(
+                f"data.batch_size={self.batch_size} / data.micro_batches={self.micro_batches} = "
+                f"{rows} rows per micro-batch do not split over mesh data x fsdp = {shards} "
+                f"devices: make data.batch_size a multiple of {shards * self.micro_batches}"
+            )
+
 
 @dataclass(frozen=True)
 class OptimizerSection:
@@ -350,6 +360,8 @@ class TrainConfig:
                 "budget: nothing stops the run; set budget.max_steps, budget.train_max_tokens "
                 "or budget.max_seconds (e.g. budget.max_steps=1000)"
             )
+        if -1 not in (self.mesh.data, self.mesh.fsdp):
+            self.data.check_batch_split(self.mesh.data * self.mesh.fsdp)
         model = self.model
         _require(
             model.init is not None or self.data.seq_len <= model.max_position_embeddings,

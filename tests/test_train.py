@@ -40,7 +40,6 @@ TINY = [
     "eval.every_steps=0",
     "logging.every_steps=1",
     "logging.progress_bar=false",
-    "logging.tensorboard=false",
     f"budget.max_steps={STEPS}",
 ]
 
@@ -107,6 +106,7 @@ def test_run_learns_logs_and_loads(reference):
     tokens = np.arange(12, dtype=np.int32).reshape(2, 6)
     assert model.logits(tokens).shape == (2, 6, model.vocab.size)
     assert load_config(run_dir / "config.yaml").model.hidden_size == 32
+    assert list(run_dir.glob("events.out.tfevents.*"))
 
 
 def test_run_exports_to_transformers(reference, tmp_path):
@@ -214,8 +214,9 @@ def test_two_processes_match_one(corpus, reference, tmp_path):
     [
         (["optimizer.learning_rate=1"], "did you mean 'optimizer.lr'"),
         (["data.batch_size=big"], "data.batch_size"),
-        (["mesh.data=3"], "mesh data=3"),
+        (["mesh.data=2", "mesh.tensor=3"], "needs 6 devices but 8 are present"),
         (["data.batch_size=6"], "data.batch_size=6"),
+        (["data.batch_size=6", "mesh.data=4"], "make data.batch_size a multiple of 4"),
     ],
 )
 def test_bad_configs_fail_before_any_work(tmp_path, extra, message):

@@ -77,14 +77,8 @@ class Trainer:
         )
 
     def _check_batch(self) -> None:
-        data, shards = self.cfg.data, self.mesh.shape["data"] * self.mesh.shape["fsdp"]
-        rows = data.batch_size // data.micro_batches
-        if rows % shards:
-            raise JaxslmError(
-                f"data.batch_size={data.batch_size} / data.micro_batches={data.micro_batches} = "
-                f"{rows} rows per micro-batch do not split over mesh data x fsdp = {shards} "
-                f"devices: make data.batch_size a multiple of {shards * data.micro_batches}"
-            )
+        data = self.cfg.data
+        data.check_batch_split(self.mesh.shape["data"] * self.mesh.shape["fsdp"])
         if data.batch_size % jax.process_count():
             raise JaxslmError(
                 f"data.batch_size={data.batch_size} does not split over "
