@@ -11,11 +11,23 @@ float32 master parameters, float32 cross-entropy over every position, one device
     python benchmarks/train_step.py [--shape small] [--batch 8] [--seq-len 256] [--steps 10]
         [--warmup 3] [--repeat 3] [--dtype float32|bfloat16] [--side both|jaxslm|torch]
 
-Each figure is the median over --repeat timed loops of --steps steps, after --warmup untimed
-steps (compilation included there). The torch side runs first and frees its memory before
+Each figure is the median over --repeat timed loops of --steps steps, after compilation and
+--warmup untimed steps. The torch side runs first and frees its memory before
 jaxslm starts (JAX preallocates most of the GPU). MFU counts model FLOPs: training = 3 x
 forward, forward = 2 x tokens x matmul parameters (real vocabulary, LM head included, embedding
 lookup excluded) + causal-halved attention (MaxText's convention; see jaxslm.scaling.flops).
+Tokens count as batch x seq_len per step on both sides.
+
+Both sides train on the same batch: seq_len + 1 random ids cut into tokens and next-token
+targets, so each loss averages batch x seq_len targets. jaxslm's batch is one segment per row
+(segment_ids and loss_mask ones, positions 0..seq_len-1, modality speech). What still differs:
+
+- jaxslm pads the vocabulary to a multiple of 128 (502 -> 512 for 20m and 85m): the LM head
+  computes the padding columns, masked to -inf before the loss.
+- jaxslm builds an explicit segment-causal mask and softmaxes materialised float32 scores;
+  torch calls SDPA with is_causal (flash kernels, no mask tensor).
+- jaxslm's step also computes the gradient norm for its metrics and the non-finite guard
+  (the trainer's step as is); torch's clip_grad_norm_ computes the norm once.
 """
 
 from __future__ import annotations
@@ -26,11 +38,20 @@ import statistics
 import time
 
 import jax
+import numpy as np
+import optax
 import torch
+from flax import nnx
 from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config
 
 from jaxslm.models.config import ModelConfig
+from jaxslm.models.decoder import Decoder, abstract_decoder
 from jaxslm.scaling.flops import mfu, param_count, peak_flops_per_device
+from jaxslm.sharding import make_mesh
+from jaxslm.training.optimizer import make_optimizer
+from jaxslm.training.placement import batch_sharding, state_shardings
+from jaxslm.training.step import init_state, make_train_step
+from jaxslm.vocab import SPEECH
 
 SHAPES: dict[str, dict] = {
     "tiny": dict(
@@ -102,6 +123,12 @@ def model_config(shape: str, seq_len: int, dtype: str) -> ModelConfig:
     return ModelConfig(**SHAPES[shape], max_position_embeddings=max(seq_len, 8192), dtype=dtype)
 
 
+def token_batch(cfg: ModelConfig, batch: int, seq_len: int) -> tuple[np.ndarray, np.ndarray]:
+    """The shared random batch: input tokens and next-token targets, both [batch, seq_len]."""
+    sequences = np.random.default_rng(0).integers(0, cfg.vocab_size, (batch, seq_len + 1))
+    return sequences[:, :-1], sequences[:, 1:]
+
+
 def torch_model(cfg: ModelConfig) -> torch.nn.Module:
     """A randomly initialised transformers causal LM of `cfg`'s shape (float32, SDPA)."""
     shape = dict(
@@ -155,9 +182,7 @@ def torch_tokens_per_second(
         eps=EPS,
         fused=device == "cuda",
     )
-    generator = torch.Generator().manual_seed(0)
-    sequences = torch.randint(0, cfg.vocab_size, (batch, seq_len + 1), generator=generator)
-    tokens, targets = sequences[:, :-1].to(device), sequences[:, 1:].to(device)
+    tokens, targets = (torch.from_numpy(a).to(device) for a in token_batch(cfg, batch, seq_len))
     autocast = torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=dtype == "bfloat16")
 
     def step() -> None:
@@ -188,7 +213,6 @@ def torch_tokens_per_second(
     return statistics.median(rates)
 
 
-# --- STUB: wired in by the train-step change --------------------------------------------------
 def jaxslm_tokens_per_second(
     cfg: ModelConfig,
     batch: int,
@@ -201,12 +225,62 @@ def jaxslm_tokens_per_second(
 ) -> float:
     """Median tokens/s of jaxslm's jitted train step on one device, same recipe as the torch side.
 
-    `dtype` is the compute dtype (already in `cfg.dtype`); `device` is "cpu" or "cuda".
+    The step is jitted as jaxslm.training.trainer does it: state and batch shardings from
+    jaxslm.training.placement on a one-device mesh, donated state, `jax.set_mesh`. `dtype` is
+    the compute dtype (already in `cfg.dtype`); JAX picks `device` as its default backend.
     """
-    raise NotImplementedError("wired in by the train-step change")
+    mesh = make_mesh(data=1, devices=jax.devices()[:1])
+    schedule = optax.constant_schedule(LEARNING_RATE)
+    optimizer = make_optimizer(
+        schedule,
+        b1=BETAS[0],
+        b2=BETAS[1],
+        eps=EPS,
+        weight_decay=WEIGHT_DECAY,
+        clip_norm=CLIP_NORM,
+    )
+    shardings = state_shardings(mesh, cfg, optimizer)
+    rows = batch_sharding(mesh, (batch, seq_len))
+    graphdef = nnx.split(abstract_decoder(cfg))[0]
 
+    def fresh_state() -> dict:
+        model = Decoder(cfg, nnx.Rngs(0))
+        return init_state(nnx.to_pure_dict(nnx.state(model, nnx.Param)), optimizer)
 
-# ----------------------------------------------------------------------------------------------
+    tokens, targets = token_batch(cfg, batch, seq_len)
+    ones = np.ones((batch, seq_len), np.int32)
+    host_batch = {
+        "tokens": tokens.astype(np.int32),
+        "targets": targets.astype(np.int32),
+        "loss_mask": ones.astype(np.float32),
+        "segment_ids": ones,
+        "positions": np.broadcast_to(np.arange(seq_len, dtype=np.int32), (batch, seq_len)),
+        "modality": np.full((batch, seq_len), SPEECH, np.int8),
+    }
+    with jax.set_mesh(mesh):
+        state = jax.jit(fresh_state, out_shardings=shardings)()
+        data = jax.device_put(host_batch, rows)
+        step = (
+            jax.jit(
+                make_train_step(graphdef, optimizer, schedule),
+                in_shardings=(shardings, rows),
+                out_shardings=(shardings, None),
+                donate_argnums=0,
+            )
+            .lower(state, data)
+            .compile()
+        )
+        for _ in range(warmup):
+            state, metrics = step(state, data)
+        jax.block_until_ready(state)
+        rates = []
+        for _ in range(repeat):
+            start = time.perf_counter()
+            for _ in range(steps):
+                state, metrics = step(state, data)
+            jax.block_until_ready((state, metrics))
+            rates.append(steps * batch * seq_len / (time.perf_counter() - start))
+    return statistics.median(rates)
 
 
 def device_kind(side: str, device: str) -> str:
