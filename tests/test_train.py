@@ -180,17 +180,16 @@ def test_sigkill_then_rerun_resumes_bitwise(corpus, reference, tmp_path):
     assert resumed == reference[1]  # bitwise: every logged step, before and after the kill
 
 
-def test_two_processes_match_one(corpus, reference, tmp_path):
+def train_two_processes(corpus, run_dir, *extra):
+    """Run the training command as two jax.distributed processes of one CPU device each."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    run_dir = tmp_path / "run"
     distributed = [
         "mesh.data=2",
         f"mesh.coordinator_address=127.0.0.1:{port}",
         "mesh.num_processes=2",
-        "data.shard_by=rows",
-        "budget.max_steps=10",
+        *extra,
     ]
     processes = [
         subprocess.Popen(
@@ -205,8 +204,20 @@ def test_two_processes_match_one(corpus, reference, tmp_path):
     ]
     outputs = [p.communicate(timeout=300)[0] for p in processes]
     assert [p.returncode for p in processes] == [0, 0], outputs
+
+
+def test_two_processes_match_one(corpus, reference, tmp_path):
+    train_two_processes(corpus, tmp_path / "run", "data.shard_by=rows", "budget.max_steps=10")
     first_ten = {s: v for s, v in reference[1].items() if s <= 10}
-    assert_close(losses(run_dir), first_ten, rtol=1e-5)
+    assert_close(losses(tmp_path / "run"), first_ten, rtol=1e-5)
+
+
+def test_two_processes_read_their_own_records(corpus, tmp_path):
+    train_two_processes(corpus, tmp_path / "run", "budget.max_steps=5")
+    by_step = losses(tmp_path / "run")
+    assert sorted(by_step) == [1, 2, 3, 4, 5] and by_step[5] < by_step[1]
+    data_files = sorted(p.name for p in (tmp_path / "run/checkpoints/5/data").glob("*.json"))
+    assert data_files == ["process_0-of-2.json", "process_1-of-2.json"]
 
 
 @pytest.mark.parametrize(
