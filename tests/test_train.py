@@ -172,6 +172,14 @@ def test_sigterm_saves_before_exit(corpus, tmp_path):
     assert (tmp_path / "run" / "checkpoints" / str(stopped)).is_dir()
 
 
+def test_wall_clock_budget_saves_and_stops(corpus, tmp_path):
+    summary = train_here(
+        corpus, tmp_path / "run", "budget.max_steps=100000", "budget.max_seconds=1"
+    )
+    assert "wall-clock" in summary["stopped"]
+    assert (tmp_path / "run" / "checkpoints" / str(summary["end_step"])).is_dir()
+
+
 def test_sigkill_then_rerun_resumes_bitwise(corpus, reference, tmp_path):
     run_dir = tmp_path / "run"
     interrupt_after_checkpoint(corpus, run_dir, 10, signal.SIGKILL)
