@@ -45,12 +45,12 @@ from flax import nnx
 from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config
 
 from jaxslm.models.config import ModelConfig
-from jaxslm.models.decoder import Decoder, abstract_decoder
+from jaxslm.models.decoder import abstract_decoder
 from jaxslm.scaling.flops import mfu, param_count, peak_flops_per_device
 from jaxslm.sharding import make_mesh
 from jaxslm.training.optimizer import make_optimizer
 from jaxslm.training.placement import batch_sharding, state_shardings
-from jaxslm.training.step import init_state, make_train_step
+from jaxslm.training.step import make_train_step, scratch_state
 from jaxslm.vocab import SPEECH
 
 SHAPES: dict[str, dict] = {
@@ -243,10 +243,6 @@ def jaxslm_tokens_per_second(
     rows = batch_sharding(mesh, (batch, seq_len))
     graphdef = nnx.split(abstract_decoder(cfg))[0]
 
-    def fresh_state() -> dict:
-        model = Decoder(cfg, nnx.Rngs(0))
-        return init_state(nnx.to_pure_dict(nnx.state(model, nnx.Param)), optimizer)
-
     tokens, targets = token_batch(cfg, batch, seq_len)
     ones = np.ones((batch, seq_len), np.int32)
     host_batch = {
@@ -258,7 +254,7 @@ def jaxslm_tokens_per_second(
         "modality": np.full((batch, seq_len), SPEECH, np.int8),
     }
     with jax.set_mesh(mesh):
-        state = jax.jit(fresh_state, out_shardings=shardings)()
+        state = jax.jit(lambda: scratch_state(cfg, 0, optimizer), out_shardings=shardings)()
         data = jax.device_put(host_batch, rows)
         step = (
             jax.jit(

@@ -50,13 +50,22 @@ def write_checkpoint(
     handler = ocp.PyTreeCheckpointHandler(use_compression=False, use_ocdbt=False)
     with _quiet_absl(), ocp.Checkpointer(handler) as checkpointer:
         checkpointer.save(directory.absolute() / PARAMS_DIR, args=ocp.args.PyTreeSave(params))
+    write_metadata(directory, cfg, vocab, source)
+
+
+def write_metadata(
+    directory: Path, cfg: ModelConfig, vocab: SpeechVocab, source: dict[str, Any]
+) -> None:
+    """Write jaxslm.json (model config, vocabulary, source) atomically into `directory`."""
     metadata = {
         "format": FORMAT_VERSION,
         "model": cfg.to_dict(),
         "vocab": vocab.to_dict(),
         "source": source,
     }
-    (directory / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
+    staging = directory / f".{METADATA_FILE}.partial"
+    staging.write_text(json.dumps(metadata, indent=2) + "\n")
+    staging.replace(directory / METADATA_FILE)
 
 
 @contextlib.contextmanager

@@ -18,6 +18,8 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from jaxslm.models.config import ModelConfig
+from jaxslm.models.decoder import Decoder
 from jaxslm.training.loss import loss_sums, token_nll
 
 Batch = dict[str, jax.Array]
@@ -34,6 +36,14 @@ def init_state(params: dict, optimizer: optax.GradientTransformation) -> TrainSt
         "skipped": zero,
         "streak": zero,
     }
+
+
+def scratch_state(
+    cfg: ModelConfig, seed: int, optimizer: optax.GradientTransformation
+) -> TrainState:
+    """A train state around freshly initialised decoder parameters (jit or eval_shape it)."""
+    model = Decoder(cfg, nnx.Rngs(seed))
+    return init_state(nnx.to_pure_dict(nnx.state(model, nnx.Param)), optimizer)
 
 
 def batch_loss_sums(graphdef: nnx.GraphDef, params: dict, batch: Batch) -> dict[str, jax.Array]:

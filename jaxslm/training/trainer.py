@@ -7,7 +7,6 @@ the latest one (model, optimizer, step and data iterator).
 
 from __future__ import annotations
 
-import json
 import signal
 import time
 from pathlib import Path
@@ -17,11 +16,11 @@ import jax
 import numpy as np
 from flax import nnx
 
-from jaxslm.checkpoint import FORMAT_VERSION, METADATA_FILE, TOKENIZER_DIR, restore_params
+from jaxslm.checkpoint import TOKENIZER_DIR, restore_params, write_metadata
 from jaxslm.config import TrainConfig, dump_config, load_config
 from jaxslm.data.pipeline import make_pipeline
 from jaxslm.errors import JaxslmError
-from jaxslm.models.decoder import Decoder, abstract_decoder
+from jaxslm.models.decoder import abstract_decoder
 from jaxslm.scaling.flops import peak_flops_per_device, train_flops
 from jaxslm.sharding import make_mesh
 from jaxslm.training import distributed
@@ -31,7 +30,7 @@ from jaxslm.training.optimizer import learning_rate_schedule, make_optimizer
 from jaxslm.training.placement import batch_sharding, param_shardings, state_shardings
 from jaxslm.training.run_checkpoints import RunCheckpoints
 from jaxslm.training.setup import pipeline_config, plan_run, save_tokenizer
-from jaxslm.training.step import init_state, make_eval_step, make_train_step
+from jaxslm.training.step import init_state, make_eval_step, make_train_step, scratch_state
 
 CONFIG_FILE = "config.yaml"
 RESUME_SECTIONS = ("model", "vocab", "data")
@@ -109,11 +108,7 @@ class Trainer:
     def _fresh_state(self) -> dict:
         model_cfg, seed = self.plan.model, self.cfg.seed
         if self.plan.init_dir is None:
-
-            def build() -> dict:
-                model = Decoder(model_cfg, nnx.Rngs(seed))
-                return init_state(nnx.to_pure_dict(nnx.state(model, nnx.Param)), self.optimizer)
-
+            build = lambda: scratch_state(model_cfg, seed, self.optimizer)  # noqa: E731
             return jax.jit(build, out_shardings=self.shardings)()
         params = restore_params(
             self.plan.init_dir, model_cfg, param_shardings(self.mesh, model_cfg)
@@ -126,16 +121,12 @@ class Trainer:
         return start(params)
 
     def _abstract_state(self) -> dict:
-        abstract = jax.eval_shape(self._fresh_state_shapes)
+        abstract = jax.eval_shape(lambda: scratch_state(self.plan.model, 0, self.optimizer))
         return jax.tree.map(
             lambda leaf, sharding: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding),
             abstract,
             self.shardings,
         )
-
-    def _fresh_state_shapes(self) -> dict:
-        model = Decoder(self.plan.model, nnx.Rngs(0))
-        return init_state(nnx.to_pure_dict(nnx.state(model, nnx.Param)), self.optimizer)
 
     def _write_run_files(self) -> None:
         """Resolved config, model metadata and tokenizer, so the run dir loads as a model."""
@@ -143,15 +134,8 @@ class Trainer:
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
         dump_config(self.cfg, self.run_dir / CONFIG_FILE)
-        metadata = {
-            "format": FORMAT_VERSION,
-            "model": self.plan.model.to_dict(),
-            "vocab": self.plan.vocab.to_dict(),
-            "source": {"run": self.cfg.name, "init": self.cfg.model.init},
-        }
-        staging = self.run_dir / f".{METADATA_FILE}.partial"
-        staging.write_text(json.dumps(metadata, indent=2) + "\n")
-        staging.replace(self.run_dir / METADATA_FILE)
+        source = {"run": self.cfg.name, "init": self.cfg.model.init}
+        write_metadata(self.run_dir, self.plan.model, self.plan.vocab, source)
         tokenizer_dir = self.run_dir / TOKENIZER_DIR
         if not tokenizer_dir.exists():
             save_tokenizer(self.plan, tokenizer_dir)
