@@ -1,13 +1,16 @@
 """Corpus builds from slamkit-format files: good records round-trip, bad ones are counted by
-reason, and --strict names the file, line and field."""
+reason, and --strict names the file, line and field. The built-in corpus's eval sets are
+regenerated when missing or stale."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
 
-from jaxslm.data.build import main
+from jaxslm.data.build import build_synthetic, ensure_eval_sets, main
 from jaxslm.data.corpus import example_to_document, example_to_utterance, open_corpus
+from jaxslm.data.synthetic import EVAL_TASKS, SyntheticConfig
 
 GOOD = [
     {"file_name": "a/one.wav", "units": [3, 7, 3, 9], "duration": [2, 1, 3, 2]},
@@ -94,6 +97,7 @@ def test_slamkit_files_build_and_bad_records_are_counted(slamkit_files, tmp_path
     documents = corpus.source("text", "train")
     texts = sorted(example_to_document(documents[i]).text for i in range(len(documents)))
     assert texts == ["first document here", "second one", "third"]
+    assert ensure_eval_sets(out) is None
 
 
 def test_strict_stops_at_the_first_bad_record(slamkit_files, tmp_path, capsys):
@@ -109,3 +113,47 @@ def test_strict_stops_at_the_first_bad_record(slamkit_files, tmp_path, capsys):
 def test_missing_input_file(tmp_path, capsys):
     assert main(["--units", str(tmp_path / "nope.jsonl"), "--out", str(tmp_path / "c")]) == 2
     assert "nope.jsonl: no such file" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def built_toy(tmp_path_factory):
+    config = SyntheticConfig(num_utterances=30, num_text_documents=30, num_validation=4)
+    return build_synthetic(tmp_path_factory.mktemp("built") / "toy", config)
+
+
+@pytest.fixture
+def toy(built_toy, tmp_path):
+    """A fresh copy of the built-in corpus, with its eval files' contents."""
+    corpus = shutil.copytree(built_toy, tmp_path / "toy")
+    assert sorted(p.name for p in (corpus / "eval").iterdir()) == sorted(
+        f"{task}.jsonl" for task in EVAL_TASKS
+    )
+    return corpus, _contents(corpus / "eval")
+
+
+def _contents(directory):
+    return {path.name: path.read_bytes() for path in directory.iterdir()}
+
+
+def test_missing_eval_files_come_back_identical(toy):
+    corpus, contents = toy
+    eval_dir = corpus / "eval"
+    kept = (eval_dir / "swuggy.jsonl").stat().st_ino
+    (eval_dir / "tstorycloze.jsonl").unlink()
+    assert ensure_eval_sets(corpus) == eval_dir
+    assert _contents(eval_dir) == contents and (eval_dir / "swuggy.jsonl").stat().st_ino == kept
+    shutil.rmtree(eval_dir)
+    assert ensure_eval_sets(corpus) == eval_dir and _contents(eval_dir) == contents
+    assert not list(corpus.glob(".eval*"))
+
+
+def test_eval_files_of_older_code_are_replaced(toy):
+    corpus, contents = toy
+    metadata = json.loads((corpus / "corpus.json").read_text())
+    old = {key: value for key, value in metadata.items() if key != "eval_sets"}
+    (corpus / "corpus.json").write_text(json.dumps(old))
+    (corpus / "eval" / "tstorycloze.jsonl").write_text('{"file_name": "0_correct.txt"}\n')
+    (corpus / "eval" / "cm_storycloze.jsonl").unlink()
+    ensure_eval_sets(corpus)
+    assert _contents(corpus / "eval") == contents
+    assert open_corpus(corpus).metadata == metadata

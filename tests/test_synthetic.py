@@ -9,10 +9,17 @@ import numpy as np
 import pytest
 
 from jaxslm.data.records import dedup, problem_with
-from jaxslm.data.synthetic import PHENOMENA, SyntheticConfig, SyntheticLanguage, write_eval_sets
+from jaxslm.data.synthetic import (
+    EVAL_TASKS,
+    PHENOMENA,
+    SyntheticConfig,
+    SyntheticLanguage,
+    write_eval_sets,
+)
 from jaxslm.errors import JaxslmError
 
 SMALL = SyntheticConfig(num_units=50, num_speakers=4, lexicon_size=120)
+NUM_PAIRS = 12
 
 
 @pytest.fixture(scope="module")
@@ -121,18 +128,25 @@ def test_speakers_render_the_same_word_differently(language):
     assert any(len(variants) > 1 for variants in renderings.values())
 
 
-def _read_pairs(path, separator):
+@pytest.fixture(scope="module")
+def eval_sets(language, tmp_path_factory):
+    return write_eval_sets(language, tmp_path_factory.mktemp("eval"), num_pairs=NUM_PAIRS)
+
+
+def _read_groups(path, separator, size=2):
+    """An eval file's lines in groups of `size` sharing an integer prefix, checking that the
+    file is already in slamkit's order (a stable sort by that prefix)."""
     lines = [json.loads(line) for line in path.read_text().splitlines()]
-    assert len(lines) % 2 == 0
-    prefix = [int(line["file_name"].split(separator)[0]) for line in lines]
-    order = sorted(range(len(lines)), key=prefix.__getitem__)
-    ordered = [lines[i] for i in order]
-    pairs = list(zip(ordered[::2], ordered[1::2], strict=True))
-    for positive, negative in pairs:
-        assert (
-            positive["file_name"].split(separator)[0] == negative["file_name"].split(separator)[0]
-        )
-    return pairs
+    prefixes = [int(line["file_name"].split(separator)[0]) for line in lines]
+    assert prefixes == sorted(prefixes) and len(lines) == size * NUM_PAIRS
+    groups = [tuple(lines[k : k + size]) for k in range(0, len(lines), size)]
+    assert all(len(set(prefixes[k : k + size])) == 1 for k in range(0, len(lines), size))
+    return groups
+
+
+def _names(group, separator, *kinds):
+    index = group[0]["file_name"].split(separator)[0]
+    return [line["file_name"] for line in group] == [f"{index}{separator}{k}" for k in kinds]
 
 
 def _check_units(line):
@@ -141,57 +155,98 @@ def _check_units(line):
     assert min(line["duration"]) >= 1
 
 
-def test_eval_sets_pair_positives_with_real_negatives(language, tmp_path):
-    paths = write_eval_sets(language, tmp_path, num_pairs=12)
-    assert set(paths) == {"swuggy", "sblimp", "sstorycloze", "tstorycloze"}
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in paths.values())
+def _sentences(text):
+    return text.removesuffix(".").split(". ")
 
-    for positive, negative in _read_pairs(paths["swuggy"], "_"):
-        assert positive["file_name"].endswith("_word.wav")
-        assert negative["file_name"].endswith("_nonword.wav")
+
+def _check_spoken_matches_written(spoken, written):
+    for speech_pair, text_pair in zip(spoken, written, strict=True):
+        for speech, text in zip(speech_pair, text_pair, strict=True):
+            assert text["file_name"] == speech["file_name"].replace(".wav", ".txt")
+            assert text["text"].replace(".", "") == speech["text"]
+            _check_units(speech)
+
+
+def test_eval_sets_are_all_written(eval_sets):
+    assert tuple(eval_sets) == EVAL_TASKS
+    directory = eval_sets["swuggy"].parent
+    assert sorted(p.name for p in directory.iterdir()) == sorted(f"{t}.jsonl" for t in EVAL_TASKS)
+
+
+def test_swuggy_and_sblimp_pair_positives_with_real_negatives(language, eval_sets):
+    for positive, negative in _read_groups(eval_sets["swuggy"], "_"):
+        assert _names((positive, negative), "_", "word.wav", "nonword.wav")
         assert positive["text"] in language.lexicon and negative["text"] not in language.lexicon
         assert len(positive["text"]) == len(negative["text"])
         _check_units(positive), _check_units(negative)
 
     phenomena = set()
-    for positive, negative in _read_pairs(paths["sblimp"], "+"):
-        assert positive["file_name"].endswith("+grammatical.wav")
-        assert negative["file_name"].endswith("+ungrammatical.wav")
+    for positive, negative in _read_groups(eval_sets["sblimp"], "+"):
+        assert _names((positive, negative), "+", "grammatical.wav", "ungrammatical.wav")
         assert positive["phenomenon"] == negative["phenomenon"] in PHENOMENA
         assert positive["text"] != negative["text"] and positive["units"] != negative["units"]
         phenomena.add(positive["phenomenon"])
         _check_units(positive), _check_units(negative)
     assert phenomena == set(PHENOMENA)
 
-    spoken = _read_pairs(paths["sstorycloze"], "_")
-    written = _read_pairs(paths["tstorycloze"], "_")
-    for (positive, negative), (correct, incorrect) in zip(spoken, written, strict=True):
-        assert positive["file_name"].endswith("_correct.wav")
-        assert negative["file_name"].endswith("_incorrect.wav")
-        assert correct["file_name"] == positive["file_name"].replace(".wav", ".txt")
-        assert incorrect["file_name"] == negative["file_name"].replace(".wav", ".txt")
-        _check_units(positive), _check_units(negative)
-        *prompt, good_ending = correct["text"].removesuffix(".").split(". ")
-        *same_prompt, bad_ending = incorrect["text"].removesuffix(".").split(". ")
+
+def test_sstorycloze_ends_on_a_stranger(eval_sets):
+    spoken = _read_groups(eval_sets["sstorycloze"], "_")
+    written = _read_groups(eval_sets["sstorycloze_text"], "_")
+    _check_spoken_matches_written(spoken, written)
+    for pair in written:
+        assert _names(pair, "_", "correct.txt", "incorrect.txt")
+        *prompt, good_ending = _sentences(pair[0]["text"])
+        *same_prompt, bad_ending = _sentences(pair[1]["text"])
         assert prompt == same_prompt and good_ending != bad_ending
         story = " ".join(prompt).split()
         assert good_ending.split()[2] in story and bad_ending.split()[2] not in story
+
+
+def test_tstorycloze_ends_on_another_storys_ending(eval_sets):
+    spoken = _read_groups(eval_sets["tstorycloze"], "_")
+    written = _read_groups(eval_sets["tstorycloze_text"], "_")
+    _check_spoken_matches_written(spoken, written)
+    stories = [correct for correct, _ in _read_groups(eval_sets["sstorycloze_text"], "_")]
+    assert [correct for correct, _ in written] == stories
+    endings = [_sentences(story["text"])[-1] for story in stories]
+    for i, (correct, incorrect) in enumerate(written):
+        assert _names((correct, incorrect), "_", "correct.txt", "incorrect.txt")
+        *prompt, ending = _sentences(correct["text"])
+        *same_prompt, wrong = _sentences(incorrect["text"])
+        assert prompt == same_prompt and wrong != ending
+        assert wrong in endings[:i] + endings[i + 1 :]
+
+
+def test_cm_storycloze_splits_stories_into_prompt_and_endings(eval_sets):
+    written = _read_groups(eval_sets["tstorycloze_text"], "_")
+    triples = _read_groups(eval_sets["cm_storycloze"], "_", size=3)
+    for (mutual, correct, incorrect), (story, wrong_story) in zip(triples, written, strict=True):
+        assert _names(
+            (mutual, correct, incorrect), "_", "mutual.wav", "correct.wav", "incorrect.wav"
+        )
+        assert f"{mutual['text']} {correct['text']}" == story["text"]
+        assert f"{mutual['text']} {incorrect['text']}" == wrong_story["text"]
+        _check_units(mutual), _check_units(correct), _check_units(incorrect)
 
 
 def test_eval_sets_are_deterministic(language, tmp_path):
     first = write_eval_sets(language, tmp_path / "a", num_pairs=6)
     second = write_eval_sets(SyntheticLanguage(SMALL), tmp_path / "b", num_pairs=6)
     for task, path in first.items():
-        assert path.read_text() == second[task].read_text()
+        assert path.read_text() == second[task].read_text(), task
 
 
-def test_bad_config_and_split_are_refused(language):
+def test_bad_config_and_split_are_refused(language, tmp_path):
     with pytest.raises(JaxslmError, match="num_units"):
         SyntheticConfig(num_units=3)
     with pytest.raises(JaxslmError, match="unit_noise"):
         SyntheticConfig(unit_noise=1.5)
     with pytest.raises(JaxslmError, match="split"):
         language.utterances(1, "test")
+    with pytest.raises(JaxslmError, match="num_pairs=1"):
+        write_eval_sets(language, tmp_path, num_pairs=1)
+    assert not list(tmp_path.iterdir())
 
 
 def test_default_config_builds():

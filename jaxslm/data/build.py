@@ -10,18 +10,29 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
+import os
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from jaxslm.data.corpus import SPLITS, split_of, write_corpus
+from jaxslm.data.corpus import METADATA_FILE, SPLITS, Corpus, open_corpus, split_of, write_corpus
 from jaxslm.data.ingest import SkipReport, read_alignments, read_text_documents, read_utterances
 from jaxslm.data.records import TextDocument, Utterance
-from jaxslm.data.synthetic import SyntheticConfig, SyntheticLanguage, write_eval_sets
+from jaxslm.data.synthetic import (
+    EVAL_PAIRS,
+    EVAL_SETS_VERSION,
+    EVAL_TASKS,
+    SyntheticConfig,
+    SyntheticLanguage,
+    write_eval_sets,
+)
 from jaxslm.errors import JaxslmError
 from jaxslm.text_tokenizer import train_sentencepiece
 
 SYNTHETIC_TOKENIZER_VOCAB = 512
+EVAL_DIR = "eval"
 
 
 def build_synthetic(
@@ -37,8 +48,12 @@ def build_synthetic(
         texts += [u.transcript for u in language.utterances(split="train")]
         (staging / "tokenizer").mkdir()
         train_sentencepiece(texts, staging / "tokenizer" / "tokenizer", SYNTHETIC_TOKENIZER_VOCAB)
-        write_eval_sets(language, staging / "eval")
-        return {"tokenizer": "tokenizer/tokenizer.model", "eval_dir": "eval"}
+        write_eval_sets(language, staging / EVAL_DIR)
+        return {
+            "tokenizer": "tokenizer/tokenizer.model",
+            "eval_dir": EVAL_DIR,
+            "eval_sets": {"version": EVAL_SETS_VERSION, "num_pairs": EVAL_PAIRS},
+        }
 
     metadata = {
         "num_units": cfg.num_units,
@@ -53,6 +68,48 @@ def build_synthetic(
         extras=extras,
         overwrite=overwrite,
     )
+
+
+def ensure_eval_sets(corpus_dir: str | Path) -> Path | None:
+    """The eval directory of a corpus, or None if it has none.
+
+    For a built-in corpus, eval files that are missing (all of them if corpus.json's
+    `eval_sets` version is older than this code's) are regenerated from its recorded config
+    and renamed into place one by one; the corpus records are left as they are.
+    """
+    corpus = open_corpus(corpus_dir)
+    settings = corpus.metadata.get("source", {}).get("synthetic")
+    if settings is None:
+        return corpus.path("eval_dir")
+    relative = corpus.metadata.get("eval_dir", EVAL_DIR)
+    eval_dir = corpus.directory / relative
+    stamp = corpus.metadata.get("eval_sets") or {}
+    current = stamp.get("version") == EVAL_SETS_VERSION
+    num_pairs = stamp["num_pairs"] if current else EVAL_PAIRS
+    stale = [t for t in EVAL_TASKS if not (current and (eval_dir / f"{t}.jsonl").is_file())]
+    if not stale:
+        return eval_dir
+    with tempfile.TemporaryDirectory(prefix=".eval.partial-", dir=corpus.directory) as staging:
+        language = SyntheticLanguage(SyntheticConfig(**settings))
+        written = write_eval_sets(language, staging, num_pairs)
+        eval_dir.mkdir(exist_ok=True)
+        for task in stale:
+            os.replace(written[task], eval_dir / written[task].name)
+    if not current:
+        stamp = {"version": EVAL_SETS_VERSION, "num_pairs": num_pairs}
+        _replace_metadata(corpus, {**corpus.metadata, "eval_dir": relative, "eval_sets": stamp})
+    return eval_dir
+
+
+def _replace_metadata(corpus: Corpus, metadata: dict) -> None:
+    """Rewrite the corpus's corpus.json through a temporary sibling and a rename."""
+    path = corpus.directory / METADATA_FILE
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        temporary.write_text(json.dumps(metadata, indent=2) + "\n")
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 def build_from_files(

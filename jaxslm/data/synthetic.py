@@ -41,6 +41,18 @@ _PREFERRED_OBJECTS = 5
 _SILENCE_UNITS = 2
 _HELD_OUT_BUCKETS = 20
 _LEXICON, _UTTERANCES, _TEXTS, _SWUGGY, _SBLIMP, _STORYCLOZE = range(6)
+_TSTORYCLOZE, _CM_STORYCLOZE = 6, 7
+EVAL_TASKS = (
+    "swuggy",
+    "sblimp",
+    "sstorycloze",
+    "tstorycloze",
+    "sstorycloze_text",
+    "tstorycloze_text",
+    "cm_storycloze",
+)
+EVAL_PAIRS = 500
+EVAL_SETS_VERSION = 2  # bump whenever write_eval_sets writes different files
 
 Sentences = list[list[str]]
 
@@ -293,26 +305,36 @@ class _Voices:
 
 
 def write_eval_sets(
-    language: SyntheticLanguage, out_dir: str | Path, num_pairs: int = 500
+    language: SyntheticLanguage, out_dir: str | Path, num_pairs: int = EVAL_PAIRS
 ) -> dict[str, Path]:
-    """Write sWUGGY, sBLIMP, sStoryCloze (units) and tStoryCloze (text) JSONL files.
+    """Write the toy benchmarks, `<task>.jsonl` for each of `EVAL_TASKS`; returns task -> path.
 
-    Speech lines are `{file_name, units, duration, text}` (+ `phenomenon` for sBLIMP); text
-    lines are `{file_name, text}`. Names follow slamkit's folder conventions: a stable sort by
-    integer prefix gives consecutive (positive, negative) pairs. Returns task -> path.
+    Speech lines are `{file_name, units, duration, text}`, text lines `{file_name, text}`. As in
+    slamkit's folders, a stable sort by the integer prefix of `file_name` gives consecutive
+    (positive, negative) pairs, positive first:
+
+    - swuggy: `{i}_word.wav`, `{i}_nonword.wav`: a word vs a same-length non-word.
+    - sblimp: `{i}+grammatical.wav`, `{i}+ungrammatical.wav`, with `phenomenon`.
+    - sstorycloze: `{i}_correct.wav`, `{i}_incorrect.wav`: a held-out story vs the same story
+      ending on a noun it never mentions.
+    - tstorycloze: the same stories vs their prompt closed by another story's ending.
+    - sstorycloze_text, tstorycloze_text: those pairs as text, `{i}_correct.txt`, ...
+    - cm_storycloze: `{i}_mutual.wav`, `{i}_correct.wav`, `{i}_incorrect.wav`, each piece said
+      on its own: a story's prompt, its ending, and tstorycloze's wrong ending.
+
+    Speech `text` is the words alone, except in cm_storycloze where, as in the text sets, each
+    sentence ends with a period. `num_pairs` is 0 or at least 2 (tstorycloze needs two stories).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    spoken, written = _storycloze_lines(language, num_pairs)
     files = {
         "swuggy": _swuggy_lines(language, num_pairs),
         "sblimp": _sblimp_lines(language, num_pairs),
-        "sstorycloze": spoken,
-        "tstorycloze": written,
+        **_storycloze_sets(language, num_pairs),
     }
-    paths = {task: out_dir / f"{task}.jsonl" for task in files}
-    for task, lines in files.items():
-        _write_jsonl(paths[task], lines)
+    paths = {task: out_dir / f"{task}.jsonl" for task in EVAL_TASKS}
+    for task in EVAL_TASKS:
+        _write_jsonl(paths[task], files[task])
     return paths
 
 
@@ -324,7 +346,7 @@ def _swuggy_lines(language: SyntheticLanguage, num_pairs: int) -> list[dict]:
         rng = np.random.default_rng([language.config.seed, _SWUGGY, i])
         word = content[rng.integers(len(content))]
         pair = {"word": word, "nonword": _nonword(rng, word, language.lexicon)}
-        lines += _spoken_pair(language, rng, f"{i}_", {k: [[w]] for k, w in pair.items()})
+        lines += _spoken_lines(language, rng, f"{i}_", {k: [[w]] for k, w in pair.items()})
     return lines
 
 
@@ -338,32 +360,57 @@ def _sblimp_lines(language: SyntheticLanguage, num_pairs: int) -> list[dict]:
         sentence = subject + grammar.predicate(rng)
         broken = _break(sentence, len(subject) - 1, phenomenon, grammar.pick(rng, "noun"))
         pair = {"grammatical": [sentence], "ungrammatical": [broken]}
-        pair_lines = _spoken_pair(language, rng, f"{i}+", pair)
+        pair_lines = _spoken_lines(language, rng, f"{i}+", pair)
         lines += [{**line, "phenomenon": phenomenon} for line in pair_lines]
     return lines
 
 
-def _storycloze_lines(language: SyntheticLanguage, num_pairs: int) -> tuple[list, list]:
-    """Held-out stories ending on their protagonist vs on a noun they never mention, as
-    speech (sStoryCloze) and as text (tStoryCloze) with the same names."""
-    grammar, spoken, written = language._grammar, [], []
-    stories = itertools.islice(language._stories(_STORYCLOZE, "validation"), num_pairs)
+def _storycloze_sets(language: SyntheticLanguage, num_pairs: int) -> dict[str, list[dict]]:
+    """The StoryCloze tasks of `write_eval_sets`, all over the same held-out stories."""
+    grammar, seed = language._grammar, language.config.seed
+    stories = list(itertools.islice(language._stories(_STORYCLOZE, "validation"), num_pairs))
+    endings = [sentences[-1] for _, sentences, _ in stories]
+    sets: dict[str, list[dict]] = {task: [] for task in EVAL_TASKS if "storycloze" in task}
     for i, (rng, sentences, hero) in enumerate(stories):
-        ending = sentences[-1]
-        wrong = [grammar.stranger(rng, sentences) if w == hero else w for w in ending]
-        pair = {"correct": sentences, "incorrect": [*sentences[:-1], wrong]}
-        spoken += _spoken_pair(language, rng, f"{i}_", pair)
-        written += [{"file_name": f"{i}_{kind}.txt", "text": _text(s)} for kind, s in pair.items()]
-    return spoken, written
+        *prompt, ending = sentences
+        stranger = [grammar.stranger(rng, sentences) if w == hero else w for w in ending]
+        subtle = {"correct": sentences, "incorrect": [*prompt, stranger]}
+        sets["sstorycloze"] += _spoken_lines(language, rng, f"{i}_", subtle)
+        topic_rng = np.random.default_rng([seed, _TSTORYCLOZE, i])
+        other = _other_ending(topic_rng, endings, i)
+        topic = {"correct": sentences, "incorrect": [*prompt, other]}
+        sets["tstorycloze"] += _spoken_lines(language, topic_rng, f"{i}_", topic)
+        for task, pair in (("sstorycloze_text", subtle), ("tstorycloze_text", topic)):
+            sets[task] += [{"file_name": f"{i}_{k}.txt", "text": _text(s)} for k, s in pair.items()]
+        pieces = {"mutual": prompt, "correct": [ending], "incorrect": [other]}
+        cm_rng = np.random.default_rng([seed, _CM_STORYCLOZE, i])
+        sets["cm_storycloze"] += _spoken_lines(language, cm_rng, f"{i}_", pieces, punctuated=True)
+    return sets
 
 
-def _spoken_pair(
-    language: SyntheticLanguage, rng: np.random.Generator, prefix: str, pair: dict[str, Sentences]
+def _other_ending(rng: np.random.Generator, endings: Sentences, index: int) -> list[str]:
+    """A random one of `endings` that differs from story `index`'s own."""
+    others = [ending for ending in endings if ending != endings[index]]
+    if not others:
+        raise JaxslmError(
+            f"num_pairs={len(endings)}: tStoryCloze takes its wrong endings from other stories; "
+            "use num_pairs of at least 2"
+        )
+    return others[rng.integers(len(others))]
+
+
+def _spoken_lines(
+    language: SyntheticLanguage,
+    rng: np.random.Generator,
+    prefix: str,
+    pieces: dict[str, Sentences],
+    punctuated: bool = False,
 ) -> list[dict]:
-    """Unit lines for (positive, negative), said by one speaker from the same random state."""
+    """Unit lines of `pieces` (a pair, or cm's three), said by one speaker from one random
+    state; `text` is the words, or `_text` when `punctuated`."""
     speaker, seed = language._speaker(rng), int(rng.integers(2**63))
     lines = []
-    for kind, sentences in pair.items():
+    for kind, sentences in pieces.items():
         name = f"{prefix}{kind}.wav"
         utterance = language._speak(name, sentences, speaker, np.random.default_rng(seed))
         lines.append(
@@ -371,7 +418,7 @@ def _spoken_pair(
                 "file_name": name,
                 "units": utterance.units.tolist(),
                 "duration": utterance.durations.tolist(),
-                "text": " ".join(" ".join(sentence) for sentence in sentences),
+                "text": _text(sentences) if punctuated else _words(sentences),
             }
         )
     return lines
@@ -461,6 +508,11 @@ def _vary(
 def _text(sentences: Sentences) -> str:
     """A story as plain text: sentences end with a period."""
     return " ".join(" ".join(sentence) + "." for sentence in sentences)
+
+
+def _words(sentences: Sentences) -> str:
+    """A piece's words separated by spaces, without punctuation."""
+    return " ".join(word for sentence in sentences for word in sentence)
 
 
 def _is_held_out(sentences: Sentences) -> bool:
