@@ -11,6 +11,7 @@ from jax.sharding import Mesh, NamedSharding
 
 from jaxslm.checkpoint import abstract_params, read_metadata, restore_params
 from jaxslm.errors import JaxslmError
+from jaxslm.evals.scorer import Scorer
 from jaxslm.models.config import ModelConfig
 from jaxslm.models.decoder import Decoder, abstract_decoder, param_axes
 from jaxslm.sharding import logical_spec, tree_shardings
@@ -28,6 +29,7 @@ class SpeechLM:
         self.mesh = mesh
         self._graphdef, self._params = nnx.split(model)
         self._forward = jax.jit(_forward, static_argnums=0)
+        self._scorer: Scorer | None = None
 
     @property
     def config(self) -> ModelConfig:
@@ -58,6 +60,21 @@ class SpeechLM:
             with jax.set_mesh(self.mesh):
                 logits = self._forward(self._graphdef, self._params, *placed)
         return np.asarray(logits[..., : self.vocab.size])
+
+    def log_likelihood(self, sequences, normalize: str = "mean", modality: str | None = None):
+        """Log-likelihood of each token-id list (BOS included by the caller), as slamkit scores:
+        every next-token target counts; `normalize` "mean" divides by their number, "sum" does
+        not; `modality` "speech" or "text" renormalises the softmax over that modality's tokens.
+        Returns float64 [N].
+        """
+        if self._scorer is None:
+            self._scorer = self.make_scorer()
+        return self._scorer.log_likelihood(sequences, normalize, modality)
+
+    def make_scorer(self, batch_tokens: int = 8192) -> Scorer:
+        """A log-likelihood scorer over this model that batches about `batch_tokens` tokens."""
+        padded = self.config.padded_vocab_size
+        return Scorer(self._graphdef, self._params, self.vocab, padded, self.mesh, batch_tokens)
 
     def _check_tokens(self, tokens) -> np.ndarray:
         tokens = np.asarray(tokens)

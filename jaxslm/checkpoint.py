@@ -25,9 +25,11 @@ import orbax.checkpoint as ocp
 from flax import nnx
 
 from jaxslm.errors import JaxslmError
+from jaxslm.fsutil import atomic_write_text
 from jaxslm.hostmem import cpu_device, to_cpu_array
 from jaxslm.models.config import ModelConfig
 from jaxslm.models.decoder import abstract_decoder
+from jaxslm.text_tokenizer import TextTokenizer, load_text_tokenizer
 from jaxslm.vocab import SpeechVocab
 
 FORMAT_VERSION = 1
@@ -63,9 +65,7 @@ def write_metadata(
         "vocab": vocab.to_dict(),
         "source": source,
     }
-    staging = directory / f".{METADATA_FILE}.partial"
-    staging.write_text(json.dumps(metadata, indent=2) + "\n")
-    staging.replace(directory / METADATA_FILE)
+    atomic_write_text(directory / METADATA_FILE, json.dumps(metadata, indent=2) + "\n")
 
 
 @contextlib.contextmanager
@@ -115,6 +115,13 @@ def params_path(directory: str | Path) -> Path:
             f"under {RUN_CHECKPOINTS_DIR}/)"
         )
     return steps_dir / str(max(steps)) / PARAMS_DIR
+
+
+def load_tokenizer(directory: str | Path, vocab: SpeechVocab) -> TextTokenizer | None:
+    """The text tokenizer saved with a checkpoint or run (None for speech-only models)."""
+    if vocab.mode == "speech-only":
+        return None
+    return load_text_tokenizer(Path(directory) / TOKENIZER_DIR)
 
 
 def abstract_params(cfg: ModelConfig) -> dict:

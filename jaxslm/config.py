@@ -306,16 +306,27 @@ class LoggingSection:
 
 @dataclass(frozen=True)
 class EvalSection:
-    """Held-out loss over `batches` batches of `split` every `every_steps` (0: never)."""
+    """Held-out loss over `batches` batches of `split` every `every_steps` (0: never); and the
+    likelihood benchmarks `tasks` (see `python -m jaxslm.evaluate --help`), read from
+    `tasks_dir/<task>.jsonl` or `tasks_dir/<task>/` (default: the corpus's eval/ folder), every
+    `tasks_every_steps` steps and at the end of training (0: only at the end)."""
 
     every_steps: int = 100
     batches: int = 4
     split: str = "validation"
+    tasks: tuple[str, ...] = ()
+    tasks_dir: str | None = None
+    tasks_every_steps: int = 0
+    tasks_batch_tokens: int = 8192
 
     def __post_init__(self) -> None:
-        _non_negative(self, "eval", "every_steps")
-        _positive(self, "eval", "batches")
+        _non_negative(self, "eval", "every_steps", "tasks_every_steps")
+        _positive(self, "eval", "batches", "tasks_batch_tokens")
         _require(bool(self.split), "eval.split", self.split, "must name a corpus split")
+        from jaxslm.evals.tasks import TASKS
+
+        for name in self.tasks:
+            _one_of("eval.tasks", name, tuple(TASKS))
 
 
 @dataclass(frozen=True)
@@ -544,11 +555,12 @@ def _split(key: str) -> tuple[str, str]:
 
 
 def _accepts_str(hint: Any) -> bool:
-    return hint is str or str in get_args(hint)
+    union = get_origin(hint) in (Union, types.UnionType)
+    return hint is str or (union and str in get_args(hint))
 
 
 def _coerce(value: Any, hint: Any, key: str, where: str) -> Any:
-    """`value` as the type `hint` (bool, int, float, str, tuple of floats, or `X | None`)."""
+    """`value` as the type `hint` (bool, int, float, str, a tuple of str or float, `X | None`)."""
     base = hint
     if get_origin(hint) in (Union, types.UnionType):
         if value is None:
@@ -569,7 +581,7 @@ def _convert(value: Any, hint: Any) -> Any:
     if get_origin(hint) is tuple:
         if not isinstance(value, (list, tuple)):
             return _INVALID
-        items = [_convert(item, float) for item in value]
+        items = [_convert(item, get_args(hint)[0]) for item in value]
         return _INVALID if _INVALID in items else tuple(items)
     number = _number(value)
     if number is None:
@@ -593,5 +605,5 @@ def _number(value: Any) -> int | float | None:
 
 def _describe(hint: Any) -> str:
     if get_origin(hint) is tuple:
-        return "a list of numbers"
+        return "a list of " + {str: "strings", float: "numbers"}[get_args(hint)[0]]
     return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}[hint]

@@ -41,3 +41,13 @@ def atomic_directory(out_dir: str | Path, overwrite: bool = False) -> Iterator[P
     finally:
         if staging.exists():
             shutil.rmtree(staging)
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write `text` to `path` through a temporary sibling, so readers see old or new, never half."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    staging.write_text(text, encoding="utf-8")
+    staging.replace(path)
+    return path

@@ -10,6 +10,8 @@ from typing import Any
 
 from tqdm import tqdm
 
+from jaxslm.fsutil import atomic_write_text
+
 METRICS_FILE = "metrics.jsonl"
 
 
@@ -95,9 +97,7 @@ def _truncate_after(path: Path, step: int) -> None:
     kept = [
         line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step
     ]
-    staging = path.with_suffix(".jsonl.tmp")
-    staging.write_text("".join(line + "\n" for line in kept))
-    staging.replace(path)
+    atomic_write_text(path, "".join(line + "\n" for line in kept))
 
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from jaxslm.checkpoint import TOKENIZER_DIR, read_metadata
 from jaxslm.config import TrainConfig
-from jaxslm.data.build import build_synthetic
+from jaxslm.data.build import build_synthetic, ensure_eval_sets
 from jaxslm.data.corpus import Corpus, open_corpus
 from jaxslm.data.interleave import InterleaveConfig
 from jaxslm.data.pipeline import PipelineConfig
@@ -100,6 +100,8 @@ def _corpus(cfg: TrainConfig) -> Corpus:
     if not path.exists() and cfg.data.build_synthetic:
         print(f"building the built-in corpus at {path}")
         build_synthetic(path)
+    elif path.is_dir() and cfg.eval.tasks:
+        ensure_eval_sets(path)
     return open_corpus(path)
 
 

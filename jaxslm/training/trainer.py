@@ -20,6 +20,7 @@ from jaxslm.checkpoint import TOKENIZER_DIR, restore_params, write_metadata
 from jaxslm.config import TrainConfig, dump_config, load_config
 from jaxslm.data.pipeline import make_pipeline
 from jaxslm.errors import JaxslmError
+from jaxslm.evals.runner import format_table
 from jaxslm.models.decoder import abstract_decoder
 from jaxslm.scaling.flops import peak_flops_per_device, train_flops
 from jaxslm.sharding import make_mesh
@@ -31,6 +32,7 @@ from jaxslm.training.placement import batch_sharding, param_shardings, state_sha
 from jaxslm.training.run_checkpoints import RunCheckpoints
 from jaxslm.training.setup import pipeline_config, plan_run, save_tokenizer
 from jaxslm.training.step import init_state, make_eval_step, make_train_step, scratch_state
+from jaxslm.training.task_eval import TaskEvaluator
 
 CONFIG_FILE = "config.yaml"
 RESUME_SECTIONS = ("model", "vocab", "data")
@@ -183,6 +185,7 @@ class Trainer:
             donate_argnums=0,
         )
         evaluator = HeldOut(self) if cfg.eval.every_steps else None
+        tasks = TaskEvaluator(cfg, self.plan, self.graphdef, self.mesh) if cfg.eval.tasks else None
         log = MetricsLog(
             self.run_dir,
             step,
@@ -213,11 +216,17 @@ class Trainer:
                 if evaluator is not None and step % cfg.eval.every_steps == 0:
                     self.eval_losses[step] = evaluator.losses(state["params"])
                     eval_loss = self.eval_losses[step]["eval_loss"]
+                if tasks is not None and self._tasks_due(step):
+                    self.eval_losses.setdefault(step, {}).update(
+                        tasks.metrics(state["params"], step)
+                    )
                 if step % cfg.checkpoint.every_steps == 0:
                     self.checkpoints.save(step, state, data.get_state(), eval_loss)
                     saved_step = step
             if pending is not None:
                 self._report(pending, log, throughput, summary)
+            if tasks is not None and tasks.summaries:
+                log.message(f"benchmarks at step {tasks.step}:\n{format_table(tasks.summaries)}")
             if step != saved_step:
                 self.checkpoints.save(step, state, data.get_state())
             log.message(
@@ -233,6 +242,10 @@ class Trainer:
 
             export_hf(self.run_dir, cfg.budget.export_hf, overwrite=True)
         return summary
+
+    def _tasks_due(self, step: int) -> bool:
+        every = self.cfg.eval.tasks_every_steps
+        return step == self.total_steps or (every > 0 and step % every == 0)
 
     def _report(self, pending, log: MetricsLog, throughput: Throughput, summary: dict) -> None:
         """Host-side look at a finished step: the non-finite guard and the logged record."""

@@ -1,0 +1,1 @@
+"""Likelihood scoring and the speech-LM benchmark tasks."""

@@ -1,0 +1,217 @@
+"""Summed log-likelihoods of token sequences: one jitted, sharded forward pass per padded shape.
+
+Sequences are sorted by length and cut into a few bucket shapes (lengths rounded up to a power
+of two, rows chosen so that rows x length stays near a token budget), so a whole benchmark
+compiles a handful of programs. Scores follow slamkit: every next-token target after the
+first token counts, logits are float32, and an optional modality restriction sets the other
+modality's logits to -inf before the softmax.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from jaxslm.errors import JaxslmError
+from jaxslm.sharding import LOGICAL_RULES, logical_spec
+from jaxslm.vocab import SpeechVocab
+
+MODALITIES = ("speech", "text")
+NORMALIZATIONS = ("mean", "sum")
+MIN_BUCKET = 16
+
+
+def allowed_tokens(vocab: SpeechVocab, modality: str | None, padded_size: int) -> np.ndarray:
+    """Boolean [padded_size]: the ids whose logits stay when scoring restricted to `modality`.
+
+    As slamkit's `used_token_modality`: "speech" bans text tokens and both markers (BOS/EOS
+    stay); "text" bans the units. A speech-only vocabulary holds nothing to ban for speech.
+    """
+    allowed = np.zeros(padded_size, bool)
+    allowed[: vocab.size] = True
+    if modality is None:
+        return allowed
+    if modality not in MODALITIES:
+        raise JaxslmError(f"modality {modality!r} is not one of {MODALITIES} (or None)")
+    missing = {"speech": vocab.mode == "text", "text": vocab.mode == "speech-only"}[modality]
+    if missing:
+        raise JaxslmError(f"a {vocab.mode} vocabulary has no {modality} tokens to score")
+    units = slice(vocab.unit_offset, vocab.unit_offset + vocab.num_units)
+    if modality == "text":
+        allowed[units] = False
+    elif vocab.mode == "interleaved":
+        allowed[: vocab.size] = False
+        allowed[units] = True
+        specials = [i for i in (vocab.bos_id, *vocab.eos_ids) if i is not None]
+        allowed[specials] = True
+    return allowed
+
+
+def bucket_length(length: int) -> int:
+    """The padded length a sequence of `length` tokens is scored at."""
+    return max(MIN_BUCKET, 1 << (length - 1).bit_length())
+
+
+class Scorer:
+    """Scores lists of token-id sequences with one model (optionally sharded over `mesh`)."""
+
+    def __init__(
+        self,
+        graphdef: nnx.GraphDef,
+        params: nnx.State,
+        vocab: SpeechVocab,
+        padded_vocab_size: int,
+        mesh: Mesh | None = None,
+        batch_tokens: int = 8192,
+        logits_bytes: int = 1 << 30,
+    ):
+        if batch_tokens < MIN_BUCKET:
+            raise JaxslmError(f"batch_tokens must be at least {MIN_BUCKET}, got {batch_tokens}")
+        self.graphdef, self.params, self.vocab, self.mesh = graphdef, params, vocab, mesh
+        self.padded_vocab_size = padded_vocab_size
+        self.batch_tokens, self.logits_bytes = batch_tokens, logits_bytes
+        self._row_multiple = _batch_shards(mesh)
+        out_shardings = None if mesh is None else NamedSharding(mesh, PartitionSpec())
+        self._score = jax.jit(
+            _score_rows, static_argnums=(0, 5), out_shardings=out_shardings
+        )
+
+    def summed(
+        self,
+        sequences: Sequence[Sequence[int]],
+        modality: str | None = None,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(summed log-likelihood, number of targets) per sequence, float64 and int64 [N].
+
+        `on_batch(n)` is called as each batch of n sequences completes.
+        """
+        arrays = [self._check(i, s) for i, s in enumerate(sequences)]
+        allowed = allowed_tokens(self.vocab, modality, self.padded_vocab_size)
+        lengths = np.asarray([a.size for a in arrays], np.int64)
+        totals = np.zeros(len(arrays), np.float64)
+        pending: tuple[np.ndarray, jax.Array] | None = None
+        for rows in self._batches(lengths):
+            sums = self._run(arrays, rows, allowed)
+            if pending is not None:
+                self._collect(totals, *pending, on_batch)
+            pending = (rows, sums)
+        if pending is not None:
+            self._collect(totals, *pending, on_batch)
+        return totals, np.maximum(lengths - 1, 0)
+
+    def log_likelihood(
+        self,
+        sequences: Sequence[Sequence[int]],
+        normalize: str = "mean",
+        modality: str | None = None,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> np.ndarray:
+        """Log-likelihood per sequence: summed, or divided by its number of targets ("mean")."""
+        if normalize not in NORMALIZATIONS:
+            raise JaxslmError(f"normalize must be one of {NORMALIZATIONS}, got {normalize!r}")
+        totals, counts = self.summed(sequences, modality, on_batch)
+        return totals / counts if normalize == "mean" else totals
+
+    def _check(self, index: int, sequence: Sequence[int]) -> np.ndarray:
+        ids = np.asarray(sequence, np.int64)
+        if ids.ndim != 1 or ids.size < 2:
+            raise JaxslmError(
+                f"sequence {index} has {ids.size} tokens; scoring needs a flat list of at least "
+                "2 ids (the first is context, the rest are scored targets)"
+            )
+        if ids.min() < 0 or ids.max() >= self.vocab.size:
+            raise JaxslmError(
+                f"sequence {index} holds ids {ids.min()}..{ids.max()}, outside the vocabulary "
+                f"[0, {self.vocab.size})"
+            )
+        return ids.astype(np.int32)
+
+    def _batches(self, lengths: np.ndarray) -> list[np.ndarray]:
+        """Indices of each batch: sorted by length, one bucket length per batch."""
+        order = np.argsort(lengths, kind="stable")
+        buckets = np.asarray([bucket_length(int(n)) for n in lengths[order]])
+        batches = []
+        for length in np.unique(buckets):
+            members = order[buckets == length]
+            rows = self._rows(int(length))
+            batches += [members[i : i + rows] for i in range(0, members.size, rows)]
+        return batches
+
+    def _rows(self, length: int) -> int:
+        rows = max(1, self.batch_tokens // length)
+        return math.ceil(rows / self._row_multiple) * self._row_multiple
+
+    def _run(self, arrays: list[np.ndarray], members: np.ndarray, allowed: np.ndarray) -> jax.Array:
+        length = bucket_length(max(arrays[i].size for i in members))
+        rows = self._rows(length)
+        tokens = np.zeros((rows, length), np.int32)
+        lengths = np.zeros(rows, np.int32)
+        for row, index in enumerate(members):
+            tokens[row, : arrays[index].size] = arrays[index]
+            lengths[row] = arrays[index].size
+        chunk = _logit_chunk(rows, length, self.padded_vocab_size, self.logits_bytes)
+        inputs = (tokens, lengths, allowed)
+        if self.mesh is None:
+            return self._score(self.graphdef, self.params, *inputs, chunk)
+        placed = [self._place(a) for a in inputs]
+        with jax.set_mesh(self.mesh):
+            return self._score(self.graphdef, self.params, *placed, chunk)
+
+    def _place(self, array: np.ndarray) -> jax.Array:
+        axes = ("batch", "length")[: array.ndim] if array.dtype != bool else (None,)
+        sharding = NamedSharding(self.mesh, logical_spec(axes, array.shape, self.mesh))
+        return jax.make_array_from_callback(array.shape, sharding, lambda index: array[index])
+
+    @staticmethod
+    def _collect(totals, members, sums, on_batch) -> None:
+        totals[members] = np.asarray(sums, np.float64)[: members.size]
+        if on_batch is not None:
+            on_batch(members.size)
+
+
+def _batch_shards(mesh: Mesh | None) -> int:
+    if mesh is None:
+        return 1
+    return math.prod(mesh.shape[a] for a in LOGICAL_RULES["batch"] if a in mesh.shape)
+
+
+def _logit_chunk(rows: int, length: int, vocab: int, budget: int) -> int:
+    """The longest power-of-two slice of the sequence whose float32 logits fit `budget`."""
+    chunk = length
+    while chunk > 1 and rows * chunk * vocab * 4 > budget:
+        chunk //= 2
+    return chunk
+
+
+def _score_rows(graphdef, params, tokens, lengths, allowed, chunk: int):
+    """Summed log-probability of tokens[1:length] per row; rows past `length` are padding."""
+    model = nnx.merge(graphdef, params)
+    rows, length = tokens.shape
+    index = jnp.arange(length, dtype=jnp.int32)
+    positions = jnp.broadcast_to(index, tokens.shape)
+    segment_ids = (index[None, :] < lengths[:, None]).astype(jnp.int32)
+    hidden = model.hidden_states(tokens, positions, segment_ids)
+    targets = jnp.roll(tokens, -1, axis=1)
+
+    def target_log_probs(hidden_chunk, target_chunk):
+        logits = jnp.where(allowed, model.project(hidden_chunk), -jnp.inf)
+        picked = jnp.take_along_axis(logits, target_chunk[..., None], axis=-1)[..., 0]
+        return picked - jax.nn.logsumexp(logits, axis=-1)
+
+    if chunk == length:
+        log_probs = target_log_probs(hidden, targets)
+    else:
+        pieces = length // chunk
+        split_hidden = hidden.reshape(rows, pieces, chunk, -1).swapaxes(0, 1)
+        split_targets = targets.reshape(rows, pieces, chunk).swapaxes(0, 1)
+        log_probs = jax.lax.map(lambda pair: target_log_probs(*pair), (split_hidden, split_targets))
+        log_probs = log_probs.swapaxes(0, 1).reshape(rows, length)
+    scored = index[None, :] < lengths[:, None] - 1
+    return jnp.where(scored, log_probs, 0.0).sum(axis=-1)

@@ -1,0 +1,193 @@
+"""`python -m jaxslm.evaluate`: score a speech LM on the likelihood benchmarks.
+
+Each task compares the log-likelihood of a positive and a negative input (a real word and a
+non-word, a right and a wrong story ending, ...) and reports pairwise accuracy, with ties
+counted 0.5, exactly as slamkit defines it. One model load serves every task:
+
+  python -m jaxslm.evaluate --checkpoint runs/tiny --data-dir data/toy/eval
+  python -m jaxslm.evaluate --checkpoint ckpt/slam --task sblimp --data sblimp.jsonl \\
+      --task swuggy --data swuggy/ --units swuggy_units.jsonl --out results.json
+
+Data is a pre-tokenized JSONL file (lines {file_name, units?, text?, phenomenon?}) or a folder
+in slamkit's layout: numbered files `<int>_*.wav` (sBLIMP `<int>+*.wav`) taken in pairs,
+positive first, optionally one subfolder per speaker; SALMon `<root>/<part>/*_<index>_*.wav`;
+cross-modal StoryCloze `<base>_{mutual,correct,incorrect}.{wav,txt}`. Audio in folders is read
+through --units, the JSONL that `python -m jaxslm.tokenize_audio` writes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from jaxslm.errors import JaxslmError
+from jaxslm.evals.tasks import CROSS_MODAL_SETTINGS, SALMON_PARTS, TASKS
+
+RESULTS_FORMAT = 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    tasks = "\n".join(f"  {name:18s} {spec.description}" for name, spec in TASKS.items())
+    parser = argparse.ArgumentParser(
+        prog="python -m jaxslm.evaluate",
+        description=__doc__,
+        epilog=f"tasks:\n{tasks}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--checkpoint", required=True, help="jaxslm checkpoint or run directory")
+    parser.add_argument(
+        "--task", action="append", default=[], help="task name (repeat for several tasks)"
+    )
+    parser.add_argument(
+        "--data", action="append", default=[], help="data of the task at the same position"
+    )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        help="folder holding <task>.jsonl or <task>/ per task; without --task, every task found",
+    )
+    parser.add_argument("--units", type=Path, help="units JSONL for audio files in data folders")
+    parser.add_argument(
+        "--normalize",
+        choices=("mean", "sum"),
+        default="mean",
+        help="log-likelihood per target token (mean, slamkit's default) or summed",
+    )
+    parser.add_argument(
+        "--modality",
+        choices=("speech", "text"),
+        help="renormalise the softmax over this modality's tokens (slamkit's used_token_modality)",
+    )
+    parser.add_argument(
+        "--salmon-parts",
+        nargs="+",
+        choices=SALMON_PARTS,
+        metavar="PART",
+        help=f"SALMon parts (default: all found): {', '.join(SALMON_PARTS)}",
+    )
+    parser.add_argument(
+        "--settings",
+        nargs="+",
+        choices=CROSS_MODAL_SETTINGS,
+        default=list(CROSS_MODAL_SETTINGS),
+        help="cross-modal StoryCloze settings (prompt->ending modality)",
+    )
+    parser.add_argument(
+        "--batch-tokens", type=int, default=8192, help="tokens per scored batch (rows x length)"
+    )
+    parser.add_argument(
+        "--dtype", choices=("float32", "bfloat16"), help="compute dtype (default: the model's)"
+    )
+    parser.add_argument(
+        "--mesh",
+        default="-1,1,1",
+        help="data,fsdp,tensor mesh sizes over the devices (-1 fills; default all data-parallel)",
+    )
+    parser.add_argument("--out", type=Path, help="write results JSON here")
+    parser.add_argument("--pairs-out", type=Path, help="write per-pair log-likelihoods (JSONL)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return parser
+
+
+def resolve_requests(args: argparse.Namespace):
+    """The (task, data) list from --task/--data/--data-dir, checked before any model work."""
+    from jaxslm.evals.runner import TaskRequest, find_task_data
+    from jaxslm.evals.tasks import task_spec
+
+    names = list(args.task)
+    if args.data_dir is not None:
+        if args.data:
+            raise JaxslmError("give either --data per task or one --data-dir, not both")
+        if not args.data_dir.is_dir():
+            raise JaxslmError(f"--data-dir {args.data_dir}: no such folder")
+        names = names or [n for n in TASKS if find_task_data(args.data_dir, n) is not None]
+        if not names:
+            raise JaxslmError(f"--data-dir {args.data_dir}: holds no <task>.jsonl or <task>/")
+        paths = [find_task_data(args.data_dir, n) or args.data_dir / f"{n}.jsonl" for n in names]
+    else:
+        if not names:
+            raise JaxslmError("name at least one --task with its --data, or give --data-dir")
+        if len(args.data) != len(names):
+            raise JaxslmError(
+                f"{len(names)} --task but {len(args.data)} --data: give one --data per --task"
+            )
+        paths = [Path(p) for p in args.data]
+    requests = []
+    for name, path in zip(names, paths, strict=True):
+        task_spec(name)
+        if not path.exists():
+            raise JaxslmError(f"--task {name}: data {path} does not exist")
+        parts = tuple(args.salmon_parts) if args.salmon_parts else None
+        requests.append(TaskRequest(name, path, args.units, parts, tuple(args.settings)))
+    if len({r.name for r in requests}) != len(requests):
+        raise JaxslmError("a task is named twice; run it once per call")
+    return requests
+
+
+def _mesh_sizes(text: str) -> tuple[int, int, int]:
+    try:
+        sizes = tuple(int(s) for s in text.split(","))
+    except ValueError:
+        sizes = ()
+    if len(sizes) != 3:
+        raise JaxslmError(f"--mesh {text!r}: give three sizes data,fsdp,tensor such as -1,1,1")
+    return sizes
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        requests = resolve_requests(args)
+        mesh_sizes = _mesh_sizes(args.mesh)
+        results = evaluate(args, requests, mesh_sizes)
+    except JaxslmError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    from jaxslm.evals.runner import format_table
+
+    print(format_table(results["tasks"]))
+    return 0
+
+
+def evaluate(args: argparse.Namespace, requests, mesh_sizes) -> dict:
+    """Load the model once, run every request, write --out / --pairs-out; returns the results."""
+    import jaxslm
+    from jaxslm.checkpoint import load_tokenizer
+    from jaxslm.evals.runner import run_task
+    from jaxslm.evals.tasks import SequenceBuilder
+    from jaxslm.fsutil import atomic_write_text
+    from jaxslm.sharding import make_mesh
+
+    mesh = make_mesh(*mesh_sizes)
+    lm = jaxslm.load(args.checkpoint, mesh=mesh, compute_dtype=args.dtype)
+    scorer = lm.make_scorer(args.batch_tokens)
+    builder = SequenceBuilder(lm.vocab, load_tokenizer(args.checkpoint, lm.vocab))
+    summaries, pair_lines = {}, []
+    for request in requests:
+        progress = not args.no_progress
+        result = run_task(scorer, builder, request, args.normalize, args.modality, progress)
+        summaries[request.name] = result.summary
+        pair_lines += [json.dumps({"task": request.name, **pair}) for pair in result.pairs]
+    results = {
+        "format": RESULTS_FORMAT,
+        "checkpoint": str(Path(args.checkpoint).absolute()),
+        "settings": {
+            "normalize": args.normalize,
+            "modality": args.modality,
+            "dtype": lm.config.dtype,
+            "batch_tokens": args.batch_tokens,
+            "mesh": dict(mesh.shape),
+        },
+        "tasks": summaries,
+    }
+    if args.out is not None:
+        atomic_write_text(args.out, json.dumps(results, indent=2) + "\n")
+    if args.pairs_out is not None:
+        atomic_write_text(args.pairs_out, "".join(line + "\n" for line in pair_lines))
+    return results
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,52 @@
+"""The likelihood benchmarks of `eval.tasks`, scored with the live training parameters."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from jaxslm.errors import JaxslmError
+from jaxslm.evals.runner import TaskRequest, find_task_data, run_task
+from jaxslm.evals.scorer import Scorer
+from jaxslm.evals.tasks import SequenceBuilder
+
+
+class TaskEvaluator:
+    """Runs `eval.tasks` on the current parameters; results are flat metrics `<task>_accuracy`
+    (and `<task>_macro_accuracy` where a task has parts)."""
+
+    def __init__(self, cfg, plan, graphdef, mesh):
+        directory = Path(cfg.eval.tasks_dir) if cfg.eval.tasks_dir else plan.corpus.path("eval_dir")
+        if directory is None or not directory.is_dir():
+            raise JaxslmError(
+                f"eval.tasks={list(cfg.eval.tasks)} but there is no task folder "
+                f"({directory or 'the corpus has no eval/'}); set eval.tasks_dir to a folder "
+                "holding <task>.jsonl files"
+            )
+        self.requests = [TaskRequest(name, _task_data(directory, name)) for name in cfg.eval.tasks]
+        self.builder = SequenceBuilder(plan.vocab, plan.tokenizer)
+        padded = plan.model.padded_vocab_size
+        self.summaries: dict[str, dict] = {}
+        self.step = 0
+        self.scorer = Scorer(graphdef, None, plan.vocab, padded, mesh, cfg.eval.tasks_batch_tokens)
+
+    def metrics(self, params, step: int) -> dict[str, float]:
+        """Accuracy per task (and macro accuracy over parts) with `params` at `step`."""
+        self.step = step
+        self.scorer.params = params
+        metrics = {}
+        for request in self.requests:
+            summary = run_task(self.scorer, self.builder, request, progress=False).summary
+            self.summaries[request.name] = summary
+            metrics[f"{request.name}_accuracy"] = summary["accuracy"]
+            if "macro_accuracy" in summary:
+                metrics[f"{request.name}_macro_accuracy"] = summary["macro_accuracy"]
+        return metrics
+
+
+def _task_data(directory: Path, name: str) -> Path:
+    path = find_task_data(directory, name)
+    if path is None:
+        raise JaxslmError(
+            f"eval.tasks names {name!r} but {directory} holds neither {name}.jsonl nor {name}/"
+        )
+    return path

@@ -1,0 +1,129 @@
+"""The log-likelihood scorer against transformers (PyTorch, CPU) computed the slamkit way."""
+
+import numpy as np
+import pytest
+import torch
+
+from jaxslm.errors import JaxslmError
+from jaxslm.evals.scorer import Scorer, allowed_tokens
+from jaxslm.hf.exporter import export_hf
+
+
+@pytest.fixture(scope="module")
+def qwen_torch(qwen_ckpt, tmp_path_factory):
+    """The speech-extended Qwen checkpoint exported to HF and loaded by transformers."""
+    from transformers import AutoModelForCausalLM
+
+    export = export_hf(qwen_ckpt, tmp_path_factory.mktemp("export") / "qwen")
+    return AutoModelForCausalLM.from_pretrained(export).eval()
+
+
+def _sequences(vocab, seed: int) -> list[list[int]]:
+    """Speech, text and mixed sequences of 2 to 70 tokens (several buckets, ragged)."""
+    rng = np.random.default_rng(seed)
+    sequences = []
+    for length in (2, 5, 17, 17, 33, 70, 9, 40):
+        units = vocab.units_to_ids(rng.integers(0, vocab.num_units, length - 1)).tolist()
+        text = rng.integers(0, vocab.text_size, length - 1).tolist()
+        kind = rng.integers(3)
+        body = units if kind == 0 else text if kind == 1 else [*text[: length // 2], *units]
+        sequences.append([int(rng.integers(vocab.text_size)), *body[: length - 1]])
+    return sequences
+
+
+def _slamkit_log_likelihood(model, vocab, sequences, mean: bool, modality) -> np.ndarray:
+    """slamkit's UnitLM.log_likelihood: right-padded batch, banned logits -inf, masked CE."""
+    length = max(map(len, sequences))
+    tokens = torch.zeros((len(sequences), length), dtype=torch.long)
+    mask = torch.zeros((len(sequences), length - 1))
+    for row, sequence in enumerate(sequences):
+        tokens[row, : len(sequence)] = torch.as_tensor(sequence)
+        mask[row, : len(sequence) - 1] = 1
+    with torch.no_grad():
+        logits = model(input_ids=tokens).logits.float()
+    if modality is not None:
+        banned = ~torch.as_tensor(allowed_tokens(vocab, modality, vocab.size))
+        logits[:, :, banned] = float("-inf")
+    losses = torch.nn.functional.cross_entropy(
+        logits[:, :-1].reshape(-1, logits.size(-1)), tokens[:, 1:].reshape(-1), reduction="none"
+    ).view(mask.shape)
+    losses = torch.where(mask.bool(), losses, torch.zeros(()))
+    total = losses.sum(-1)
+    return -(total / mask.sum(-1) if mean else total).numpy()
+
+
+@pytest.mark.parametrize("normalize", ["mean", "sum"])
+@pytest.mark.parametrize("modality", [None, "speech", "text"])
+def test_log_likelihood_matches_transformers(qwen_lm, qwen_torch, normalize, modality):
+    sequences = _sequences(qwen_lm.vocab, seed=3)
+    ours = qwen_lm.log_likelihood(sequences, normalize=normalize, modality=modality)
+    theirs = np.concatenate(
+        [
+            _slamkit_log_likelihood(qwen_torch, qwen_lm.vocab, [s], normalize == "mean", modality)
+            for s in sequences
+        ]
+    )
+    finite = np.isfinite(theirs)
+    assert finite.sum() >= 3
+    np.testing.assert_array_equal(np.isfinite(ours), finite)
+    np.testing.assert_allclose(ours[finite], theirs[finite], rtol=1e-4)
+
+
+def test_padded_batch_equals_slamkit_batch(qwen_lm, qwen_torch):
+    sequences = _sequences(qwen_lm.vocab, seed=5)
+    batched = _slamkit_log_likelihood(qwen_torch, qwen_lm.vocab, sequences, True, None)
+    np.testing.assert_allclose(qwen_lm.log_likelihood(sequences), batched, rtol=1e-4)
+
+
+def test_batching_and_order_do_not_change_scores(qwen_lm):
+    sequences = _sequences(qwen_lm.vocab, seed=7) * 3
+    lm = qwen_lm
+    reference = np.asarray([lm.log_likelihood([s], "sum")[0] for s in sequences])
+    permutation = np.random.default_rng(0).permutation(len(sequences))
+    small = Scorer(
+        lm._graphdef,
+        lm._params,
+        lm.vocab,
+        lm.config.padded_vocab_size,
+        batch_tokens=32,
+        logits_bytes=4096,
+    )
+    shuffled = small.log_likelihood([sequences[i] for i in permutation], "sum")
+    np.testing.assert_allclose(shuffled, reference[permutation], rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(lm.log_likelihood(sequences, "sum"), reference, rtol=1e-5, atol=1e-4)
+
+
+def test_sharded_scores_equal_single_device(qwen_ckpt, qwen_lm):
+    import jaxslm
+    from jaxslm.sharding import make_mesh
+
+    sharded = jaxslm.load(qwen_ckpt, mesh=make_mesh(data=2, fsdp=2, tensor=2))
+    sequences = _sequences(qwen_lm.vocab, seed=9)
+    np.testing.assert_allclose(
+        sharded.log_likelihood(sequences, modality="speech"),
+        qwen_lm.log_likelihood(sequences, modality="speech"),
+        rtol=1e-5,
+    )
+
+
+def test_speech_restriction_keeps_units_and_specials(qwen_lm, llama_lm):
+    for lm in (qwen_lm, llama_lm):
+        vocab = lm.vocab
+        allowed = allowed_tokens(vocab, "speech", lm.config.padded_vocab_size)
+        specials = {i for i in (vocab.bos_id, *vocab.eos_ids) if i is not None}
+        expected = set(range(vocab.unit_offset, vocab.unit_offset + vocab.num_units)) | specials
+        assert set(np.flatnonzero(allowed)) == expected
+        text = allowed_tokens(vocab, "text", lm.config.padded_vocab_size)
+        assert text[vocab.speech_marker_id] and text[0] and not text[vocab.unit_offset]
+        assert not text[vocab.size :].any()
+
+
+def test_bad_inputs_are_refused(qwen_lm):
+    with pytest.raises(JaxslmError, match="sequence 1 has 1 tokens"):
+        qwen_lm.log_likelihood([[1, 2], [3]])
+    with pytest.raises(JaxslmError, match="outside the vocabulary"):
+        qwen_lm.log_likelihood([[1, qwen_lm.vocab.size]])
+    with pytest.raises(JaxslmError, match="normalize"):
+        qwen_lm.log_likelihood([[1, 2]], normalize="max")
+    with pytest.raises(JaxslmError, match="modality"):
+        qwen_lm.log_likelihood([[1, 2]], modality="audio")
