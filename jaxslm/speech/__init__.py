@@ -1,0 +1,1 @@
+"""Speech: audio, HuBERT features, k-means units."""
