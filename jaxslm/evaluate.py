@@ -11,8 +11,9 @@ counted 0.5, exactly as slamkit defines it. One model load serves every task:
 Data is a pre-tokenized JSONL file (lines {file_name, units?, text?, phenomenon?}) or a folder
 in slamkit's layout: numbered files `<int>_*.wav` (sBLIMP `<int>+*.wav`) taken in pairs,
 positive first, optionally one subfolder per speaker; SALMon `<root>/<part>/*_<index>_*.wav`;
-cross-modal StoryCloze `<base>_{mutual,correct,incorrect}.{wav,txt}`. Audio in folders is read
-through --units, the JSONL that `python -m jaxslm.tokenize_audio` writes.
+cross-modal StoryCloze `<base>_{mutual,correct,incorrect}.{wav,txt}`. Audio in folders is
+tokenized with --hubert/--layer/--codebook (as `python -m jaxslm.tokenize_audio` does), or read
+from --units, the JSONL that command writes.
 """
 
 from __future__ import annotations
@@ -49,6 +50,14 @@ def _parser() -> argparse.ArgumentParser:
         help="folder holding <task>.jsonl or <task>/ per task; without --task, every task found",
     )
     parser.add_argument("--units", type=Path, help="units JSONL for audio files in data folders")
+    parser.add_argument(
+        "--hubert", type=Path, help="HF HubertModel directory: tokenize audio in data folders"
+    )
+    parser.add_argument("--layer", type=int, default=11, help="HuBERT layer (default 11)")
+    parser.add_argument("--codebook", type=Path, help="k-means codebook for --hubert")
+    parser.add_argument(
+        "--trust-pickle", action="store_true", help="allow a pickled (.bin) k-means codebook"
+    )
     parser.add_argument(
         "--normalize",
         choices=("mean", "sum"),
@@ -96,6 +105,8 @@ def resolve_requests(args: argparse.Namespace):
     from jaxslm.evals.runner import TaskRequest, find_task_data
     from jaxslm.evals.tasks import task_spec
 
+    if (args.hubert is None) != (args.codebook is None):
+        raise JaxslmError("--hubert and --codebook go together: the HuBERT model and its k-means")
     names = list(args.task)
     if args.data_dir is not None:
         if args.data:
@@ -164,10 +175,24 @@ def evaluate(args: argparse.Namespace, requests, mesh_sizes) -> dict:
     lm = jaxslm.load(args.checkpoint, mesh=mesh, compute_dtype=args.dtype)
     scorer = lm.make_scorer(args.batch_tokens)
     builder = SequenceBuilder(lm.vocab, load_tokenizer(args.checkpoint, lm.vocab))
+    audio_tokenizer = None
+    if args.hubert is not None:
+        from jaxslm.speech.tokenizer import SpeechTokenizer
+
+        audio_tokenizer = SpeechTokenizer.load(
+            args.hubert, args.layer, args.codebook, args.trust_pickle
+        )
+        if audio_tokenizer.num_units != lm.vocab.num_units:
+            raise JaxslmError(
+                f"--codebook {args.codebook} has {audio_tokenizer.num_units} units but the model "
+                f"was trained on {lm.vocab.num_units}"
+            )
     summaries, pair_lines = {}, []
     for request in requests:
         progress = not args.no_progress
-        result = run_task(scorer, builder, request, args.normalize, args.modality, progress)
+        result = run_task(
+            scorer, builder, request, args.normalize, args.modality, progress, audio_tokenizer
+        )
         summaries[request.name] = result.summary
         pair_lines += [json.dumps({"task": request.name, **pair}) for pair in result.pairs]
     results = {

@@ -211,6 +211,18 @@ def build_parser() -> argparse.ArgumentParser:
         "or jaxslm.tokenize_audio output), optionally with aligned_text",
     )
     parser.add_argument(
+        "--audio",
+        type=Path,
+        help="audio folder or list file: tokenized with --hubert/--layer/--codebook into "
+        "OUT.units.jsonl (resumable, kept beside OUT) and built like --units",
+    )
+    parser.add_argument("--hubert", type=Path, help="HF HubertModel directory, for --audio")
+    parser.add_argument("--layer", type=int, default=11, help="HuBERT layer, for --audio")
+    parser.add_argument("--codebook", type=Path, help="k-means codebook, for --audio")
+    parser.add_argument(
+        "--trust-pickle", action="store_true", help="allow a pickled (.bin) codebook"
+    )
+    parser.add_argument(
         "--alignments",
         nargs="*",
         type=Path,
@@ -253,6 +265,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _tokenize_audio_input(args: argparse.Namespace) -> None:
+    """Tokenize --audio into OUT.units.jsonl and build from it, with the tokenizer's K and
+    frame length (replacing --num-units and --frame-seconds)."""
+    from jaxslm.speech.tokenizer import SpeechTokenizer
+    from jaxslm.tokenize_audio import list_audio, tokenize_files
+
+    if args.hubert is None or args.codebook is None:
+        raise JaxslmError("--audio needs --hubert and --codebook (and --layer, default 11)")
+    entries = list_audio(args.audio)
+    out = Path(args.out)
+    units_path = out.with_name(out.name + ".units.jsonl")
+    tokenizer = SpeechTokenizer.load(args.hubert, args.layer, args.codebook, args.trust_pickle)
+    args.num_units, args.frame_seconds = tokenizer.num_units, tokenizer.frame_seconds
+    if not units_path.exists():
+        tokenize_files(entries, tokenizer, units_path)
+    args.units = [*args.units, units_path]
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the builder; returns the exit code."""
     args = build_parser().parse_args(argv)
@@ -261,6 +291,8 @@ def main(argv: list[str] | None = None) -> int:
             path = build_synthetic(args.out, overwrite=args.overwrite)
             print(f"wrote the built-in corpus to {path}")
             return 0
+        if args.audio is not None:
+            _tokenize_audio_input(args)
         path, report = build_from_files(
             Path(args.out),
             args.units,

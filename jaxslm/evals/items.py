@@ -43,14 +43,20 @@ class Item:
         return PurePosixPath(self.name).name
 
 
-def load_items(path: str | Path, units_file: str | Path | None = None) -> list[Item]:
-    """Items of a benchmark JSONL file or folder, in file order (JSONL) or by name (folder)."""
+def load_items(
+    path: str | Path, units_file: str | Path | None = None, audio_tokenizer=None
+) -> list[Item]:
+    """Items of a benchmark JSONL file or folder, in file order (JSONL) or by name (folder).
+
+    Audio in a folder gets its units from `units_file` or, failing that, from
+    `audio_tokenizer` (a `jaxslm.speech.tokenizer.SpeechTokenizer`).
+    """
     path = Path(path)
     if path.is_file():
         return read_jsonl_items(path)
     if path.is_dir():
         units = read_units_file(units_file) if units_file is not None else None
-        return _folder_items(path, units, units_file)
+        return _folder_items(path, units, units_file, audio_tokenizer)
     raise JaxslmError(f"{path}: no such benchmark file or folder")
 
 
@@ -87,9 +93,10 @@ def read_units_file(path: str | Path) -> dict[str, np.ndarray]:
     }
 
 
-def _folder_items(root: Path, units: dict | None, units_file) -> list[Item]:
+def _folder_items(root: Path, units: dict | None, units_file, audio_tokenizer) -> list[Item]:
     files = sorted(
-        p for p in [*root.glob("*"), *root.glob("*/*")]
+        p
+        for p in [*root.glob("*"), *root.glob("*/*")]
         if p.is_file() and p.suffix.lower() in (*AUDIO_SUFFIXES, TEXT_SUFFIX)
     )
     if not files:
@@ -99,20 +106,40 @@ def _folder_items(root: Path, units: dict | None, units_file) -> list[Item]:
         )
     lookup = _UnitsLookup(units, root) if units is not None else None
     items: dict[str, Item] = {}
+    audio: dict[str, Path] = {}
     for file in files:
         name = file.relative_to(root).with_suffix("").as_posix()
         item = items.get(name, Item(name, str(file)))
         if file.suffix.lower() == TEXT_SUFFIX:
             item = replace(item, text=_read_text(file))
-        elif lookup is None:
-            raise JaxslmError(
-                f"{file}: audio needs speech units; tokenize the folder once with "
-                "`python -m jaxslm.tokenize_audio --out units.jsonl` and pass --units units.jsonl"
-            )
-        else:
+        elif lookup is not None:
             item = replace(item, units=lookup.find(file, units_file), origin=str(file))
+        elif audio_tokenizer is not None:
+            audio[name] = file
+        else:
+            raise JaxslmError(
+                f"{file}: audio needs speech units; pass --hubert and --codebook to tokenize it "
+                "here, or tokenize the folder once with `python -m jaxslm.tokenize_audio --out "
+                "units.jsonl` and pass --units units.jsonl"
+            )
         items[name] = item
+    for name, units_of_file in _tokenize(audio, audio_tokenizer).items():
+        items[name] = replace(items[name], units=units_of_file, origin=str(audio[name]))
     return list(items.values())
+
+
+def _tokenize(files: dict[str, Path], tokenizer) -> dict[str, np.ndarray]:
+    """Deduplicated units of each audio file (decoding errors name the file)."""
+    if not files:
+        return {}
+    from jaxslm.speech.audio import load_audio
+
+    waves = [load_audio(path) for path in files.values()]
+    units = [u for u, _ in tokenizer.units(waves)]
+    for path, ids in zip(files.values(), units, strict=True):
+        if ids.size == 0:
+            raise JaxslmError(f"{path}: too short for one HuBERT frame")
+    return dict(zip(files, units, strict=True))
 
 
 class _UnitsLookup:

@@ -20,7 +20,15 @@ from jaxslm.evals.items import Item
 
 POSITIVE_WORDS = {"correct", "pos", "positive", "word", "grammatical", "real", "true", "good"}
 NEGATIVE_WORDS = {
-    "incorrect", "neg", "negative", "nonword", "ungrammatical", "fake", "false", "bad", "wrong",
+    "incorrect",
+    "neg",
+    "negative",
+    "nonword",
+    "ungrammatical",
+    "fake",
+    "false",
+    "bad",
+    "wrong",
 }
 Pair = tuple[Item, Item]
 

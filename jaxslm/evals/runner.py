@@ -53,11 +53,18 @@ def run_task(
     normalize: str = "mean",
     modality: str | None = None,
     progress: bool = True,
+    audio_tokenizer=None,
 ) -> TaskResult:
-    """Build, score and summarise one task."""
+    """Build, score and summarise one task (audio through `audio_tokenizer` if given)."""
     spec = task_spec(request.name)
     paired = build_pairs(
-        spec, request.data, builder, request.units_file, request.salmon_parts, request.settings
+        spec,
+        request.data,
+        builder,
+        request.units_file,
+        request.salmon_parts,
+        request.settings,
+        audio_tokenizer,
     )
     bar = tqdm(
         total=len(paired.names), unit="pair", desc=request.name, disable=not progress, leave=False

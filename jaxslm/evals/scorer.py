@@ -78,9 +78,7 @@ class Scorer:
         self.batch_tokens, self.logits_bytes = batch_tokens, logits_bytes
         self._row_multiple = _batch_shards(mesh)
         out_shardings = None if mesh is None else NamedSharding(mesh, PartitionSpec())
-        self._score = jax.jit(
-            _score_rows, static_argnums=(0, 5), out_shardings=out_shardings
-        )
+        self._score = jax.jit(_score_rows, static_argnums=(0, 5), out_shardings=out_shardings)
 
     def summed(
         self,

@@ -162,16 +162,17 @@ def build_pairs(
     units_file: Path | None = None,
     salmon_parts: tuple[str, ...] | None = None,
     settings: tuple[str, ...] = CROSS_MODAL_SETTINGS,
+    audio_tokenizer=None,
 ) -> PairedSequences:
     """Every pair of a task's data as token sequences; parts are phenomena, subfolders,
     SALMon parts or cross-modal settings ("" when the task has one part)."""
     paired = PairedSequences([], [], [])
     if spec.family == "salmon":
         for part in _salmon_parts(data, salmon_parts):
-            items = load_items(data / part, units_file)
+            items = load_items(data / part, units_file, audio_tokenizer)
             _add_pairs(paired, salmon_pairs(items), builder.speech, lambda pair, p=part: p)
     elif spec.family == "cross_modal":
-        triples = cross_modal_triples(load_items(data, units_file))
+        triples = cross_modal_triples(load_items(data, units_file, audio_tokenizer))
         for setting in settings:
             if setting not in CROSS_MODAL_SETTINGS:
                 raise JaxslmError(
@@ -185,7 +186,7 @@ def build_pairs(
                 paired.parts.append(setting)
                 paired.names.append((correct.name, incorrect.name))
     else:
-        items = load_items(data, units_file)
+        items = load_items(data, units_file, audio_tokenizer)
         pairs = numbered_pairs(items, spec.separator, from_folder=data.is_dir())
         encode = builder.speech if spec.reads == "units" else builder.text
         _add_pairs(paired, pairs, encode, _pair_part)

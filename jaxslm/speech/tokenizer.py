@@ -1,0 +1,79 @@
+"""Audio to deduplicated units: HuBERT layer features, nearest k-means centroid, run lengths."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from jaxslm.data.records import dedup
+from jaxslm.errors import JaxslmError
+from jaxslm.hf.hubert_import import load_hubert
+from jaxslm.speech.hubert_features import HubertFeatures
+from jaxslm.speech.quantize import Codebook, assign, load_codebook
+
+
+class SpeechTokenizer:
+    """HuBERT layer `layer` + a k-means codebook, as slamkit's unit tokenisers use them.
+
+    `units(waves)` returns (units, durations) per 16 kHz wave: frame ids merged into runs when
+    `deduplicate` (durations count frames), or every frame with duration 1.
+    """
+
+    def __init__(
+        self,
+        features: HubertFeatures,
+        codebook: Codebook,
+        deduplicate: bool = True,
+    ):
+        width = features.config.hidden_size
+        if codebook.dim != width:
+            raise JaxslmError(
+                f"the codebook's centroids have {codebook.dim} dimensions but HuBERT layer "
+                f"{features.layer} gives {width}; use the codebook made for this model"
+            )
+        self.features, self.codebook, self.deduplicate = features, codebook, deduplicate
+
+    @classmethod
+    def load(
+        cls,
+        hubert_dir: str | Path,
+        layer: int,
+        codebook: str | Path,
+        trust_pickle: bool = False,
+        deduplicate: bool = True,
+        batch_seconds: float = 120.0,
+        dtype: str = "float32",
+    ) -> SpeechTokenizer:
+        """From a HF HubertModel directory and a codebook file (.npy, safetensors, or the
+        textless pickle with `trust_pickle`)."""
+        encoder = load_hubert(hubert_dir, dtype=dtype)
+        features = HubertFeatures(encoder, layer, batch_seconds=batch_seconds)
+        return cls(features, load_codebook(codebook, trust_pickle=trust_pickle), deduplicate)
+
+    @property
+    def frame_seconds(self) -> float:
+        """Seconds per HuBERT frame (0.04 for mHuBERT-25Hz, 0.02 for 50 Hz models)."""
+        return self.features.frame_seconds
+
+    @property
+    def num_units(self) -> int:
+        """Codebook size K."""
+        return self.codebook.num_units
+
+    def units(self, waves: Sequence[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(units, durations) int32 per wave, in input order."""
+        frames = self.features.extract(waves)
+        if not frames:
+            return []
+        ids = assign(np.concatenate(frames), self.codebook)
+        bounds = np.cumsum([0, *(f.shape[0] for f in frames)])
+        result = []
+        for start, end in zip(bounds[:-1], bounds[1:], strict=True):
+            frame_ids = ids[start:end]
+            if self.deduplicate:
+                result.append(dedup(frame_ids))
+            else:
+                result.append((frame_ids.astype(np.int32), np.ones(frame_ids.size, np.int32)))
+        return result

@@ -1,0 +1,224 @@
+"""`python -m jaxslm.tokenize_audio` against transformers' HubertModel + a numpy argmin (the way
+slamkit tokenizes one file: 40 zero samples each side, hidden_states[layer], nearest centroid,
+dedup), with broken inputs, resume and the pickle guard."""
+
+import json
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+
+from jaxslm import tokenize_audio
+from jaxslm.data.records import dedup
+
+LAYER = 2
+
+
+@pytest.fixture(scope="module")
+def hubert(tmp_path_factory):
+    """(directory, torch model) of a tiny random HuBERT-base layout (group norm, 50 Hz)."""
+    from transformers import HubertConfig, HubertModel
+
+    config = HubertConfig(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        conv_dim=(16, 16, 16),
+        conv_kernel=(10, 3, 3),
+        conv_stride=(5, 4, 16),
+        num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=4,
+        feat_extract_norm="group",
+        do_stable_layer_norm=False,
+    )
+    torch.manual_seed(0)
+    model = HubertModel(config).eval()
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            noise = torch.randn(param.shape, generator=generator)
+            param.copy_(1 + 0.1 * noise if "norm" in name else 0.3 * noise)
+    directory = tmp_path_factory.mktemp("hubert")
+    model.save_pretrained(directory)
+    return directory, model
+
+
+@pytest.fixture(scope="module")
+def codebook(tmp_path_factory):
+    path = tmp_path_factory.mktemp("codebook") / "km12.npy"
+    np.save(path, np.random.default_rng(1).normal(size=(12, 32)).astype(np.float32))
+    return path
+
+
+def _audio_folder(root, rng):
+    """Five tones-plus-noise files of different lengths (one stereo 8 kHz flac) and three broken
+    ones: random bytes, an empty file, text."""
+    waves = {}
+    for i, seconds in enumerate((0.7, 1.3, 0.4, 2.1)):
+        wave = (
+            0.3 * np.sin(np.arange(int(16000 * seconds)) * (0.03 + 0.01 * i))
+            + 0.05 * rng.normal(size=int(16000 * seconds))
+        ).astype(np.float32)
+        name = f"spk{i % 2}/utt{i}.wav"
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        soundfile.write(root / name, wave, 16000)
+        waves[name] = wave
+    stereo = 0.2 * rng.normal(size=(8000, 2))
+    soundfile.write(root / "stereo.flac", stereo, 8000)
+    (root / "broken.wav").write_bytes(rng.bytes(3000))
+    (root / "empty.wav").write_bytes(b"")
+    (root / "notes.wav").write_text("this is not audio")
+    return waves
+
+
+def _oracle_units(model, centroids, wave):
+    padded = torch.nn.functional.pad(torch.as_tensor(wave)[None], (40, 40))
+    with torch.no_grad():
+        hidden = model(padded, output_hidden_states=True).hidden_states[LAYER][0].numpy()
+    distances = ((hidden[:, None, :] - centroids[None]) ** 2).sum(-1)
+    return dedup(distances.argmin(1))
+
+
+def _argv(audio, hubert_dir, codebook, out, *extra):
+    return [
+        "--audio",
+        str(audio),
+        "--hubert",
+        str(hubert_dir),
+        "--layer",
+        str(LAYER),
+        "--codebook",
+        str(codebook),
+        "--out",
+        str(out),
+        "--no-progress",
+        "--batch-seconds",
+        "2.5",
+        *extra,
+    ]
+
+
+def test_units_match_transformers_and_broken_files_are_reported(hubert, codebook, tmp_path):
+    hubert_dir, model = hubert
+    rng = np.random.default_rng(0)
+    audio = tmp_path / "audio"
+    waves = _audio_folder(audio, rng)
+    out = tmp_path / "units.jsonl"
+    assert tokenize_audio.main(_argv(audio, hubert_dir, codebook, out)) == 0
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    by_name = {r["file_name"]: r for r in records}
+    assert set(by_name) == {*waves, "stereo.flac"}
+    centroids = np.load(codebook)
+    for name, wave in waves.items():
+        units, durations = _oracle_units(model, centroids, wave)
+        assert by_name[name]["units"] == units.tolist(), name
+        assert by_name[name]["duration"] == durations.tolist(), name
+    frames = [sum(r["duration"]) for r in records]
+    assert frames == sorted(frames)  # tokenized and written shortest first, as slamkit
+    errors = {
+        json.loads(line)["file_name"]: json.loads(line)["error"]
+        for line in (tmp_path / "units.errors.jsonl").read_text().splitlines()
+    }
+    assert set(errors) == {"broken.wav", "empty.wav", "notes.wav"}
+    assert all(name in reason for name, reason in errors.items())
+    assert not (tmp_path / "units.jsonl.partial").exists()
+
+
+def test_resume_after_interruption_equals_one_run(hubert, codebook, tmp_path):
+    hubert_dir, _ = hubert
+    audio = tmp_path / "audio"
+    _audio_folder(audio, np.random.default_rng(3))
+    whole = tmp_path / "whole.jsonl"
+    assert tokenize_audio.main(_argv(audio, hubert_dir, codebook, whole)) == 0
+    lines = whole.read_text().splitlines()
+    resumed = tmp_path / "resumed.jsonl"
+    # an interrupted run: two finished lines and half of a third
+    partial = tmp_path / "resumed.jsonl.partial"
+    partial.write_text(lines[0] + "\n" + lines[1] + "\n" + lines[2][: len(lines[2]) // 2])
+    assert tokenize_audio.main(_argv(audio, hubert_dir, codebook, resumed)) == 0
+    assert resumed.read_text() == whole.read_text()
+
+
+def test_pickle_codebook_needs_trust(hubert, tmp_path, capsys):
+    import joblib
+    from sklearn.cluster import MiniBatchKMeans
+
+    hubert_dir, _ = hubert
+    features = np.random.default_rng(2).normal(size=(200, 32))
+    kmeans = MiniBatchKMeans(n_clusters=6, random_state=0, n_init=1).fit(features)
+    pickled = tmp_path / "km6.bin"
+    joblib.dump(kmeans, pickled)
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    soundfile.write(audio / "a.wav", np.zeros(8000, np.float32) + 0.1, 16000)
+    out = tmp_path / "units.jsonl"
+    assert tokenize_audio.main(_argv(audio, hubert_dir, pickled, out)) == 2
+    message = capsys.readouterr().err
+    assert "pickle" in message and "--trust-pickle" in message
+    assert not out.exists() and not (tmp_path / "units.jsonl.partial").exists()
+    assert tokenize_audio.main(_argv(audio, hubert_dir, pickled, out, "--trust-pickle")) == 0
+    assert (tmp_path / "km6.npy").exists()
+
+
+def test_evaluator_tokenizes_audio_folders_like_the_units_file(
+    hubert, codebook, llama_hf, tmp_path
+):
+    from jaxslm import evaluate
+    from jaxslm.hf.importer import import_hf
+
+    hubert_dir, _ = hubert
+    ckpt = import_hf(llama_hf[0], tmp_path / "ckpt", speech_units=12, mode="speech-only")
+    audio = tmp_path / "swuggy"
+    rng = np.random.default_rng(5)
+    for name in ("0_word.wav", "0_nonword.wav", "1_word.wav", "1_nonword.wav"):
+        audio.mkdir(exist_ok=True)
+        soundfile.write(audio / name, (0.3 * rng.normal(size=9000)).astype(np.float32), 16000)
+    units = tmp_path / "units.jsonl"
+    assert tokenize_audio.main(_argv(audio, hubert_dir, codebook, units)) == 0
+    common = ["--checkpoint", str(ckpt), "--task", "swuggy", "--data", str(audio), "--no-progress"]
+    direct, cached = tmp_path / "direct.jsonl", tmp_path / "cached.jsonl"
+    hubert_args = ["--hubert", str(hubert_dir), "--layer", str(LAYER), "--codebook", str(codebook)]
+    assert evaluate.main([*common, *hubert_args, "--pairs-out", str(direct)]) == 0
+    assert evaluate.main([*common, "--units", str(units), "--pairs-out", str(cached)]) == 0
+    pairs = [json.loads(line) for line in direct.read_text().splitlines()]
+    assert [p["positive"] for p in pairs] == ["0_word", "1_word"]
+    assert direct.read_text() == cached.read_text()
+
+
+def test_corpus_builder_tokenizes_audio(hubert, codebook, tmp_path):
+    from jaxslm.data.build import main as build
+    from jaxslm.data.corpus import example_to_utterance, open_corpus
+
+    hubert_dir, _ = hubert
+    audio = tmp_path / "audio"
+    _audio_folder(audio, np.random.default_rng(7))
+    out = tmp_path / "corpus"
+    argv = [
+        "--audio",
+        str(audio),
+        "--hubert",
+        str(hubert_dir),
+        "--layer",
+        str(LAYER),
+        "--codebook",
+        str(codebook),
+        "--validation-fraction",
+        "0",
+        "--out",
+        str(out),
+    ]
+    assert build(argv) == 0
+    corpus = open_corpus(out)
+    assert corpus.num_units == 12 and corpus.frame_seconds == pytest.approx(320 / 16000)
+    cached = {
+        r["file_name"]: r
+        for r in map(json.loads, (tmp_path / "corpus.units.jsonl").read_text().splitlines())
+    }
+    source = corpus.source("speech", "train")
+    utterances = [example_to_utterance(source[i], corpus.frame_seconds) for i in range(len(source))]
+    assert {u.id for u in utterances} == set(cached) and len(cached) == 5
+    for utterance in utterances:
+        assert utterance.units.tolist() == cached[utterance.id]["units"]
+        assert utterance.durations.tolist() == cached[utterance.id]["duration"]
