@@ -30,6 +30,7 @@ class SpeechLM:
         self._graphdef, self._params = nnx.split(model)
         self._forward = jax.jit(_forward, static_argnums=0)
         self._scorer: Scorer | None = None
+        self._generator = None
 
     @property
     def config(self) -> ModelConfig:
@@ -75,6 +76,29 @@ class SpeechLM:
         """A log-likelihood scorer over this model that batches about `batch_tokens` tokens."""
         padded = self.config.padded_vocab_size
         return Scorer(self._graphdef, self._params, self.vocab, padded, self.mesh, batch_tokens)
+
+    def generate(
+        self,
+        prompts,
+        max_new_tokens: int,
+        temperature: float = 0.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        modality: str | None = None,
+        seed: int = 0,
+        repetition_penalty: float = 1.0,
+    ) -> list[list[int]]:
+        """Continue each token-id prompt (BOS and markers included by the caller) with KV-cache
+        decoding; returns the generated ids per prompt, prompt excluded, a final EOS included.
+        Temperature 0 is greedy; `modality` bans the other modality's tokens."""
+        from jaxslm.generation.decode import Generator, Sampling
+
+        if self._generator is None:
+            self._generator = Generator(
+                self._graphdef, self._params, self.vocab, self.config, self.mesh
+            )
+        sampling = Sampling(temperature, top_k, top_p, repetition_penalty)
+        return self._generator.generate(prompts, max_new_tokens, sampling, modality, seed)
 
     def _check_tokens(self, tokens) -> np.ndarray:
         tokens = np.asarray(tokens)

@@ -19,6 +19,7 @@ from jaxslm.errors import JaxslmError
 MODES = ("interleaved", "speech-only", "text")
 TEXT, SPEECH, MARKER = 0, 1, 2
 SPEECH_MARKER, TEXT_MARKER = "<speech>", "<text>"
+MODALITIES = ("speech", "text")
 SPEECH_ONLY_PAD, SPEECH_ONLY_BOUNDARY = "<PAD>", "<S>"
 ROW_INIT_METHODS = ("mean_cov", "mean", "normal")
 
@@ -129,6 +130,32 @@ class SpeechVocab:
     def from_dict(cls, fields: dict[str, Any]) -> SpeechVocab:
         """Inverse of `to_dict`."""
         return cls(**{**fields, "eos_ids": tuple(fields.get("eos_ids", ()))})
+
+
+def allowed_tokens(vocab: SpeechVocab, modality: str | None, padded_size: int) -> np.ndarray:
+    """Boolean [padded_size]: the ids whose logits stay when scoring restricted to `modality`.
+
+    As slamkit's `used_token_modality`: "speech" bans text tokens and both markers (BOS/EOS
+    stay); "text" bans the units. A speech-only vocabulary holds nothing to ban for speech.
+    """
+    allowed = np.zeros(padded_size, bool)
+    allowed[: vocab.size] = True
+    if modality is None:
+        return allowed
+    if modality not in MODALITIES:
+        raise JaxslmError(f"modality {modality!r} is not one of {MODALITIES} (or None)")
+    missing = {"speech": vocab.mode == "text", "text": vocab.mode == "speech-only"}[modality]
+    if missing:
+        raise JaxslmError(f"a {vocab.mode} vocabulary has no {modality} tokens to score")
+    units = slice(vocab.unit_offset, vocab.unit_offset + vocab.num_units)
+    if modality == "text":
+        allowed[units] = False
+    elif vocab.mode == "interleaved":
+        allowed[: vocab.size] = False
+        allowed[units] = True
+        specials = [i for i in (vocab.bos_id, *vocab.eos_ids) if i is not None]
+        allowed[specials] = True
+    return allowed
 
 
 def resize_rows(

@@ -5,8 +5,9 @@ import pytest
 import torch
 
 from jaxslm.errors import JaxslmError
-from jaxslm.evals.scorer import Scorer, allowed_tokens
+from jaxslm.evals.scorer import Scorer
 from jaxslm.hf.exporter import export_hf
+from jaxslm.vocab import allowed_tokens
 
 
 @pytest.fixture(scope="module")

@@ -20,37 +20,10 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxslm.errors import JaxslmError
 from jaxslm.sharding import LOGICAL_RULES, logical_spec
-from jaxslm.vocab import SpeechVocab
+from jaxslm.vocab import SpeechVocab, allowed_tokens
 
-MODALITIES = ("speech", "text")
 NORMALIZATIONS = ("mean", "sum")
 MIN_BUCKET = 16
-
-
-def allowed_tokens(vocab: SpeechVocab, modality: str | None, padded_size: int) -> np.ndarray:
-    """Boolean [padded_size]: the ids whose logits stay when scoring restricted to `modality`.
-
-    As slamkit's `used_token_modality`: "speech" bans text tokens and both markers (BOS/EOS
-    stay); "text" bans the units. A speech-only vocabulary holds nothing to ban for speech.
-    """
-    allowed = np.zeros(padded_size, bool)
-    allowed[: vocab.size] = True
-    if modality is None:
-        return allowed
-    if modality not in MODALITIES:
-        raise JaxslmError(f"modality {modality!r} is not one of {MODALITIES} (or None)")
-    missing = {"speech": vocab.mode == "text", "text": vocab.mode == "speech-only"}[modality]
-    if missing:
-        raise JaxslmError(f"a {vocab.mode} vocabulary has no {modality} tokens to score")
-    units = slice(vocab.unit_offset, vocab.unit_offset + vocab.num_units)
-    if modality == "text":
-        allowed[units] = False
-    elif vocab.mode == "interleaved":
-        allowed[: vocab.size] = False
-        allowed[units] = True
-        specials = [i for i in (vocab.bos_id, *vocab.eos_ids) if i is not None]
-        allowed[specials] = True
-    return allowed
 
 
 def bucket_length(length: int) -> int:

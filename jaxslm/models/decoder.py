@@ -42,10 +42,18 @@ class Attention(nnx.Module):
         self.v = _dense(cfg, rngs, (e,), (kv, d), ("embed", "kv_heads", "head_dim"), cfg.qkv_bias)
         self.o = _dense(cfg, rngs, (h, d), (e,), ("heads", "head_dim", "embed"), cfg.out_bias)
 
-    def __call__(self, x, positions, mask, inv_freq):
+    def __call__(self, x, positions, mask, inv_freq, cache=None, slots=None):
+        """Self-attention; with `cache` (keys, values [B, S, KV, D]) the new keys and values are
+        written at `slots` [B, T] first and the queries attend over the whole cache."""
         query = apply_rope(self.q(x), positions, inv_freq)
         key = apply_rope(self.k(x), positions, inv_freq)
-        return self.o(dot_product_attention(query, key, self.v(x), mask))
+        value = self.v(x)
+        if cache is None:
+            return self.o(dot_product_attention(query, key, value, mask))
+        rows = jnp.arange(x.shape[0])[:, None]
+        keys = cache[0].at[rows, slots].set(key.astype(cache[0].dtype))
+        values = cache[1].at[rows, slots].set(value.astype(cache[1].dtype))
+        return self.o(dot_product_attention(query, keys, values, mask)), (keys, values)
 
 
 class MLP(nnx.Module):
@@ -75,6 +83,13 @@ class Block(nnx.Module):
         x = x + self.attn(self.attn_norm(x), positions, mask, inv_freq)
         x = x + self.mlp(self.mlp_norm(x))
         return constrain(x, ACTIVATION_AXES)
+
+    def cached(self, x, positions, mask, inv_freq, cache, slots):
+        """The layer over new tokens with a KV cache; returns (x, updated cache)."""
+        attended, cache = self.attn(self.attn_norm(x), positions, mask, inv_freq, cache, slots)
+        x = x + attended
+        x = x + self.mlp(self.mlp_norm(x))
+        return constrain(x, ACTIVATION_AXES), cache
 
 
 class Decoder(nnx.Module):
@@ -131,6 +146,28 @@ class Decoder(nnx.Module):
         unroll = 1 if cfg.scan_layers else cfg.num_layers
         x, _ = jax.lax.scan(run_layer, x, layer_state, unroll=unroll)
         return self.final_norm(x)
+
+    def cached_hidden_states(self, tokens, positions, slots, mask, cache):
+        """Final-norm hidden states of new tokens [B, T] with a KV cache.
+
+        `cache` holds keys and values [layers, B, S, KV, D]; the tokens' keys and values are
+        written at `slots` [B, T]; `mask` [B, T, S] says which cache slots each token sees.
+        Returns (hidden [B, T, embed], updated cache).
+        """
+        cfg = self.config
+        inv_freq = inverse_frequencies(cfg.head_dim, cfg.rope_theta, cfg.rope_scaling)
+        graphdef, layer_state = nnx.split(self.layers)
+
+        def run_layer(x, layer):
+            state, keys, values = layer
+            block = nnx.merge(graphdef, state)
+            x, (keys, values) = block.cached(x, positions, mask, inv_freq, (keys, values), slots)
+            return x, (keys, values)
+
+        x = constrain(self.embed(tokens), ACTIVATION_AXES)
+        unroll = 1 if cfg.scan_layers else cfg.num_layers
+        x, cache = jax.lax.scan(run_layer, x, (layer_state, *cache), unroll=unroll)
+        return self.final_norm(x), cache
 
     def project(self, hidden):
         """Float32 logits over the padded vocabulary; padding entries are -inf."""

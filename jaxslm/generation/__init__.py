@@ -1,0 +1,1 @@
+"""Generation: KV-cache decoding, sampling and prompts of speech and text."""

@@ -1,0 +1,232 @@
+"""Incremental decoding with a preallocated KV cache: one prefill over the padded prompts,
+then one token per row per step inside a jitted `while_loop` that stops when every row has
+emitted EOS or its budget. One compilation per (rows, prompt length, cache length, budget,
+sampling settings) bucket; prompts and row counts are padded to powers of two."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from jaxslm.errors import JaxslmError
+from jaxslm.models.config import ModelConfig
+from jaxslm.sharding import constrain, logical_spec
+from jaxslm.vocab import SpeechVocab, allowed_tokens
+
+CACHE_AXES = ("layers", "batch", "length", "kv_heads", "head_dim")
+MIN_PROMPT_BUCKET = 16
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How the next token is chosen. Temperature 0 is greedy. As transformers applies them:
+    repetition penalty, then temperature, top-k, top-p, then a draw from the softmax."""
+
+    temperature: float = 0.0
+    top_k: int | None = None
+    top_p: float | None = None
+    repetition_penalty: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.temperature < 0:
+            raise JaxslmError(f"temperature must be >= 0, got {self.temperature}")
+        if self.top_k is not None and self.top_k < 1:
+            raise JaxslmError(f"top_k must be a positive integer or None, got {self.top_k}")
+        if self.top_p is not None and not 0 < self.top_p <= 1:
+            raise JaxslmError(f"top_p must lie in (0, 1], got {self.top_p}")
+        if self.repetition_penalty <= 0:
+            raise JaxslmError(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
+
+
+class Generator:
+    """Generates continuations of token-id prompts with one model (optionally on a mesh)."""
+
+    def __init__(
+        self,
+        graphdef: nnx.GraphDef,
+        params,
+        vocab: SpeechVocab,
+        config: ModelConfig,
+        mesh: Mesh | None = None,
+    ):
+        self.graphdef, self.params, self.vocab, self.config, self.mesh = (
+            graphdef,
+            params,
+            vocab,
+            config,
+            mesh,
+        )
+        out = None if mesh is None else NamedSharding(mesh, PartitionSpec())
+        self._decode = jax.jit(_decode, static_argnums=(0, 6, 7, 8), out_shardings=out)
+
+    def generate(
+        self,
+        prompts: Sequence[Sequence[int]],
+        max_new_tokens: int,
+        sampling: Sampling = Sampling(),
+        modality: str | None = None,
+        seed: int = 0,
+    ) -> list[list[int]]:
+        """Generated ids per prompt (prompt excluded; a final EOS included, as transformers).
+
+        `modality` "speech" or "text" bans the other modality's tokens (slamkit's rule: speech
+        keeps units and the tokenizer's BOS/EOS; text bans units).
+        """
+        arrays = self._check(prompts, max_new_tokens)
+        rows = _power_of_two(len(arrays))
+        prompt_length = max(MIN_PROMPT_BUCKET, _power_of_two(max(a.size for a in arrays)))
+        cache_length = _round_up(prompt_length + max_new_tokens, 64)
+        tokens = np.zeros((rows, prompt_length), np.int32)
+        lengths = np.ones(rows, np.int32)
+        for row, ids in enumerate(arrays):
+            tokens[row, : ids.size] = ids
+            lengths[row] = ids.size
+        padded = self.config.padded_vocab_size
+        allowed = allowed_tokens(self.vocab, modality, padded)
+        eos = np.zeros(padded, bool)
+        eos[list(self.vocab.eos_ids)] = True
+        key = jax.random.key(seed)
+        inputs = [tokens, lengths, allowed, eos]
+        if self.mesh is not None:
+            inputs = [self._place(a) for a in inputs]
+        static = (max_new_tokens, cache_length, sampling)
+        if self.mesh is None:
+            out, counts = self._decode(self.graphdef, self.params, *inputs, *static, key)
+        else:
+            with jax.set_mesh(self.mesh):
+                out, counts = self._decode(self.graphdef, self.params, *inputs, *static, key)
+        out, counts = np.asarray(out), np.asarray(counts)
+        return [out[row, : counts[row]].tolist() for row in range(len(arrays))]
+
+    def _check(self, prompts, max_new_tokens: int) -> list[np.ndarray]:
+        if max_new_tokens < 1:
+            raise JaxslmError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+        if not prompts:
+            raise JaxslmError("no prompts given")
+        arrays = []
+        context = self.config.max_position_embeddings
+        for index, prompt in enumerate(prompts):
+            ids = np.asarray(prompt, np.int64)
+            if ids.ndim != 1 or ids.size == 0:
+                raise JaxslmError(f"prompt {index} is empty; give at least one token id")
+            if ids.min() < 0 or ids.max() >= self.vocab.size:
+                raise JaxslmError(
+                    f"prompt {index} holds ids {ids.min()}..{ids.max()}, outside the vocabulary "
+                    f"[0, {self.vocab.size})"
+                )
+            if ids.size + max_new_tokens > context:
+                raise JaxslmError(
+                    f"prompt {index} has {ids.size} tokens; with {max_new_tokens} new tokens it "
+                    f"passes the model's context of {context}; shorten the prompt or ask for "
+                    "fewer tokens"
+                )
+            arrays.append(ids.astype(np.int32))
+        return arrays
+
+    def _place(self, array: np.ndarray) -> jax.Array:
+        axes = (None,) if array.dtype == bool else ("batch", "length")[: array.ndim]
+        sharding = NamedSharding(self.mesh, logical_spec(axes, array.shape, self.mesh))
+        return jax.make_array_from_callback(array.shape, sharding, lambda index: array[index])
+
+
+def _power_of_two(n: int) -> int:
+    return 1 << (max(n, 1) - 1).bit_length()
+
+
+def _round_up(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple
+
+
+def _choose(logits, seen, allowed, sampling: Sampling, key):
+    """The next token per row from float32 logits [B, V]."""
+    logits = jnp.where(allowed, logits, -jnp.inf)
+    if sampling.repetition_penalty != 1.0:
+        penalized = jnp.where(
+            logits < 0, logits * sampling.repetition_penalty, logits / sampling.repetition_penalty
+        )
+        logits = jnp.where(seen, penalized, logits)
+    if sampling.temperature == 0.0:
+        return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+    logits = logits / sampling.temperature
+    if sampling.top_k is not None:
+        kth = jax.lax.top_k(logits, sampling.top_k)[0][:, -1:]
+        logits = jnp.where(logits < kth, -jnp.inf, logits)
+    if sampling.top_p is not None and sampling.top_p < 1.0:
+        order = jnp.argsort(-logits, axis=-1)
+        sorted_logits = jnp.take_along_axis(logits, order, axis=-1)
+        probs = jax.nn.softmax(sorted_logits, axis=-1)
+        mass_before = jnp.cumsum(probs, axis=-1) - probs
+        drop_sorted = mass_before >= sampling.top_p
+        drop = (
+            jnp.zeros_like(drop_sorted)
+            .at[jnp.arange(logits.shape[0])[:, None], order]
+            .set(drop_sorted)
+        )
+        logits = jnp.where(drop, -jnp.inf, logits)
+    return jax.random.categorical(key, logits, axis=-1).astype(jnp.int32)
+
+
+def _decode(graphdef, params, tokens, lengths, allowed, eos, max_new, cache_length, sampling, key):
+    """(generated [B, max_new] int32, count per row) for right-padded prompts."""
+    model = nnx.merge(graphdef, params)
+    cfg = model.config
+    rows, prompt_length = tokens.shape
+    shape = (cfg.num_layers, rows, cache_length, cfg.num_kv_heads, cfg.head_dim)
+    dtype = jnp.dtype(cfg.dtype)
+    cache = tuple(constrain(jnp.zeros(shape, dtype), CACHE_AXES) for _ in range(2))
+    slots = jnp.arange(cache_length, dtype=jnp.int32)
+    prompt_index = jnp.arange(prompt_length, dtype=jnp.int32)
+    positions = jnp.broadcast_to(prompt_index, tokens.shape)
+    prefill_mask = (slots[None, None, :] <= prompt_index[None, :, None]) & (
+        slots[None, None, :] < lengths[:, None, None]
+    )
+    hidden, cache = model.cached_hidden_states(tokens, positions, positions, prefill_mask, cache)
+    last = jnp.take_along_axis(hidden, (lengths - 1)[:, None, None], axis=1)
+    logits = model.project(last)[:, 0]
+    vocab = logits.shape[-1]
+    in_prompt = (prompt_index[None, :] < lengths[:, None]).astype(jnp.int32)
+    seen = jnp.zeros((rows, vocab), jnp.int32).at[jnp.arange(rows)[:, None], tokens].max(in_prompt)
+    seen = seen > 0
+    state = {
+        "step": jnp.int32(0),
+        "logits": logits,
+        "cache": cache,
+        "seen": seen,
+        "done": jnp.zeros(rows, bool),
+        "counts": jnp.zeros(rows, jnp.int32),
+        "out": jnp.zeros((rows, max_new), jnp.int32),
+    }
+
+    def running(state):
+        return (state["step"] < max_new) & ~jnp.all(state["done"])
+
+    def step(state):
+        t = state["step"]
+        token = _choose(
+            state["logits"], state["seen"], allowed, sampling, jax.random.fold_in(key, t)
+        )
+        token = jnp.where(state["done"], 0, token)
+        counts = state["counts"] + (~state["done"]).astype(jnp.int32)
+        done = state["done"] | eos[token]
+        seen = state["seen"].at[jnp.arange(rows), token].set(True)
+        slot = (lengths + t)[:, None]
+        mask = slots[None, None, :] <= slot[:, :, None]
+        hidden, cache = model.cached_hidden_states(token[:, None], slot, slot, mask, state["cache"])
+        return {
+            "step": t + 1,
+            "logits": model.project(hidden)[:, 0],
+            "cache": cache,
+            "seen": seen,
+            "done": done,
+            "counts": counts,
+            "out": state["out"].at[:, t].set(token),
+        }
+
+    state = jax.lax.while_loop(running, step, state)
+    return state["out"], state["counts"]

@@ -1,0 +1,108 @@
+"""KV-cache generation against transformers' `generate` (exported model, PyTorch CPU, greedy),
+against full recomputation, and the sampling rules."""
+
+import numpy as np
+import pytest
+import torch
+
+from jaxslm.errors import JaxslmError
+from jaxslm.hf.exporter import export_hf
+from jaxslm.vocab import allowed_tokens
+
+NEW = 12
+
+
+@pytest.fixture(scope="module")
+def llama_torch(llama_ckpt, tmp_path_factory):
+    from transformers import AutoModelForCausalLM
+
+    export = export_hf(llama_ckpt, tmp_path_factory.mktemp("export") / "llama")
+    return AutoModelForCausalLM.from_pretrained(export).eval()
+
+
+def _prompts(vocab, seed: int, lengths=(5, 9, 3)) -> list[list[int]]:
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, vocab.size, n).tolist() for n in lengths]
+
+
+def _hf_greedy(model, vocab, prompt, modality, penalty) -> list[int]:
+    banned = np.flatnonzero(~allowed_tokens(vocab, modality, vocab.size))
+    out = model.generate(
+        torch.tensor([prompt]),
+        max_new_tokens=NEW,
+        do_sample=False,
+        repetition_penalty=penalty,
+        bad_words_ids=[[int(i)] for i in banned] or None,
+        eos_token_id=list(vocab.eos_ids),
+        pad_token_id=0,
+    )
+    return out[0, len(prompt) :].tolist()
+
+
+@pytest.mark.parametrize(
+    "modality, penalty", [(None, 1.0), ("text", 1.0), ("speech", 1.0), ("speech", 1.3)]
+)
+def test_greedy_equals_transformers(llama_lm, llama_torch, modality, penalty):
+    prompts = _prompts(llama_lm.vocab, seed=1)
+    ours = llama_lm.generate(prompts, NEW, modality=modality, repetition_penalty=penalty)
+    for prompt, generated in zip(prompts, ours, strict=True):
+        assert generated == _hf_greedy(llama_torch, llama_lm.vocab, prompt, modality, penalty)
+    if modality is not None:
+        allowed = allowed_tokens(llama_lm.vocab, modality, llama_lm.vocab.size)
+        assert allowed[[i for row in ours for i in row]].all()
+
+
+def test_cached_decoding_equals_full_recomputation(qwen_lm):
+    prompts = _prompts(qwen_lm.vocab, seed=2, lengths=(7, 2))
+    ours = qwen_lm.generate(prompts, NEW, repetition_penalty=1.2)
+    for prompt, generated in zip(prompts, ours, strict=True):
+        sequence = list(prompt)
+        for _ in range(NEW):
+            logits = qwen_lm.logits(np.asarray([sequence]))[0, -1].astype(np.float64)
+            seen = np.zeros(logits.size, bool)
+            seen[sequence] = True
+            logits = np.where(seen, np.where(logits < 0, logits * 1.2, logits / 1.2), logits)
+            sequence.append(int(np.argmax(logits)))
+            if sequence[-1] in qwen_lm.vocab.eos_ids:
+                break
+        assert generated == sequence[len(prompt) :]
+
+
+def test_sampling_is_reproducible_and_respects_bans(llama_lm):
+    prompts = _prompts(llama_lm.vocab, seed=3, lengths=(4,) * 8)
+    first = llama_lm.generate(prompts, 30, temperature=1.5, modality="speech", seed=7)
+    assert first == llama_lm.generate(prompts, 30, temperature=1.5, modality="speech", seed=7)
+    assert first != llama_lm.generate(prompts, 30, temperature=1.5, modality="speech", seed=8)
+    allowed = allowed_tokens(llama_lm.vocab, "speech", llama_lm.vocab.size)
+    tokens = [i for row in first for i in row]
+    assert len(set(tokens)) > 10 and allowed[tokens].all()
+
+
+def test_top_k_one_and_tiny_top_p_are_greedy(llama_lm):
+    prompts = _prompts(llama_lm.vocab, seed=4)
+    greedy = llama_lm.generate(prompts, NEW)
+    assert llama_lm.generate(prompts, NEW, temperature=0.8, top_k=1, seed=3) == greedy
+    assert llama_lm.generate(prompts, NEW, temperature=0.8, top_p=1e-6, seed=3) == greedy
+
+
+def test_sharded_generation_equals_single_device(llama_ckpt, llama_lm):
+    import jaxslm
+    from jaxslm.sharding import make_mesh
+
+    sharded = jaxslm.load(llama_ckpt, mesh=make_mesh(data=2, fsdp=2, tensor=2))
+    prompts = _prompts(llama_lm.vocab, seed=5, lengths=(6, 1, 11, 4, 2))
+    assert sharded.generate(prompts, NEW) == llama_lm.generate(prompts, NEW)
+
+
+def test_bad_inputs_are_refused(llama_lm):
+    context = llama_lm.config.max_position_embeddings
+    with pytest.raises(JaxslmError, match="prompt 1 is empty"):
+        llama_lm.generate([[1], []], 4)
+    with pytest.raises(JaxslmError, match="passes the model's context"):
+        llama_lm.generate([[1] * (context - 2)], 4)
+    with pytest.raises(JaxslmError, match="modality 'audio'"):
+        llama_lm.generate([[1, 2]], 4, modality="audio")
+    with pytest.raises(JaxslmError, match="no prompts"):
+        llama_lm.generate([], 4)
+    with pytest.raises(JaxslmError, match="top_p"):
+        llama_lm.generate([[1]], 4, temperature=1.0, top_p=1.5)
