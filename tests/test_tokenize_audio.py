@@ -222,3 +222,44 @@ def test_corpus_builder_tokenizes_audio(hubert, codebook, tmp_path):
     for utterance in utterances:
         assert utterance.units.tolist() == cached[utterance.id]["units"]
         assert utterance.durations.tolist() == cached[utterance.id]["duration"]
+
+
+def test_generate_from_audio_prompts(hubert, codebook, llama_hf, tmp_path):
+    from jaxslm import generate
+    from jaxslm.hf.importer import import_hf
+
+    hubert_dir, _ = hubert
+    ckpt = import_hf(llama_hf[0], tmp_path / "ckpt", speech_units=12, mode="speech-only")
+    audio = tmp_path / "prompts"
+    audio.mkdir()
+    rng = np.random.default_rng(9)
+    for name in ("a.wav", "b.wav"):
+        soundfile.write(audio / name, (0.3 * rng.normal(size=12000)).astype(np.float32), 16000)
+    units = tmp_path / "units.jsonl"
+    assert tokenize_audio.main(_argv(audio, hubert_dir, codebook, units)) == 0
+    expected = {r["file_name"]: r["units"] for r in map(json.loads, units.read_text().splitlines())}
+    out = tmp_path / "out.jsonl"
+    argv = [
+        "--checkpoint",
+        str(ckpt),
+        "--prompt-audio",
+        str(audio),
+        "--hubert",
+        str(hubert_dir),
+        "--layer",
+        str(LAYER),
+        "--codebook",
+        str(codebook),
+        "--modality",
+        "speech",
+        "--max-new-tokens",
+        "5",
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
+    assert generate.main(argv) == 0
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    for record in records:
+        assert record["prompt_ids"] == [1, *(u + 2 for u in expected[record["prompt"]])]
+        assert all(0 <= u < 12 for u in record["units"])

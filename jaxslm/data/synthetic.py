@@ -17,7 +17,7 @@ import itertools
 import json
 import os
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -116,6 +116,28 @@ class SyntheticLanguage:
             raise JaxslmError(f"speaker={speaker!r}: use one of {', '.join(self.speakers)}")
         return self._voices.pronunciation(word, self.speakers.index(speaker))
 
+    def lexical_coverage(self, units: Sequence[int]) -> float:
+        """Share of the non-silence units of `units` (deduplicated or not) that a parse into
+        pronunciations of lexicon words (any speaker) covers: about 1 - unit noise for real
+        speech of the language, low for random units."""
+        silence = {int(u) for u in self._voices.silence}
+        words: dict[int, set[tuple[int, ...]]] = {}
+        for word in self.lexicon:
+            for speaker in range(self.config.num_speakers):
+                spoken = tuple(dedup(self._voices.pronunciation(word, speaker))[0].tolist())
+                words.setdefault(spoken[0], set()).add(spoken)
+        runs = dedup(np.asarray(units))[0].tolist()
+        covered = total = 0
+        segment: list[int] = []
+        for unit in [*runs, next(iter(silence))]:
+            if unit not in silence:
+                segment.append(unit)
+                continue
+            covered += _longest_cover(segment, words)
+            total += len(segment)
+            segment = []
+        return covered / total if total else 0.0
+
     def utterances(self, n: int | None = None, split: str = "train") -> Iterator[Utterance]:
         """The first `n` spoken stories of `split` (default: the config's count for it)."""
         n = self._count(n, split, self.config.num_utterances)
@@ -177,6 +199,18 @@ class SyntheticLanguage:
             transcript="".join(word.text for word in words),
             speaker=self.speakers[speaker],
         )
+
+
+def _longest_cover(segment: list[int], words: dict[int, set[tuple[int, ...]]]) -> int:
+    """Most units of `segment` covered by non-overlapping word pronunciations (dynamic program)."""
+    best = [0] * (len(segment) + 1)
+    for start in range(len(segment)):
+        best[start + 1] = max(best[start + 1], best[start])
+        for spoken in words.get(segment[start], ()):
+            end = start + len(spoken)
+            if tuple(segment[start:end]) == spoken:
+                best[end] = max(best[end], best[start] + len(spoken))
+    return best[-1]
 
 
 class _Grammar:

@@ -1,0 +1,189 @@
+"""`python -m jaxslm.generate`: continue spoken or written prompts in speech or text.
+
+  python -m jaxslm.generate --checkpoint runs/tiny --prompt-units prompts.jsonl \\
+      --modality speech --out continuations.jsonl
+  python -m jaxslm.generate --checkpoint ckpt/sims --prompt-text "Once upon a time" \\
+      --modality speech --n 4 --out spoken.jsonl
+  python -m jaxslm.generate --checkpoint ckpt/sims --prompt-audio wavs/ --hubert mhubert \\
+      --codebook km500.npy --modality text --out answers.jsonl
+
+Defaults are slamkit's: temperature 0.8, top-k 25, 150 new tokens, prompts cut to their first
+3 s, the other modality's tokens banned, and the output modality's marker appended for
+interleaved models. Each output line holds the prompt, the settings and the continuation:
+`units` (and `units_str`, space-separated, the code format textless/fairseq vocoders read)
+for speech, `text` for text.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from jaxslm.errors import JaxslmError
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m jaxslm.generate",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--checkpoint", required=True, help="jaxslm checkpoint or run directory")
+    prompt = parser.add_mutually_exclusive_group(required=True)
+    prompt.add_argument("--prompt-audio", type=Path, help="audio file, folder or list file")
+    prompt.add_argument(
+        "--prompt-units", type=Path, help="JSONL of {file_name, units, duration} (tokenize_audio)"
+    )
+    prompt.add_argument("--prompt-text", nargs="+", help="one or more text prompts")
+    parser.add_argument(
+        "--modality", required=True, choices=("speech", "text"), help="what to generate"
+    )
+    parser.add_argument("--out", required=True, type=Path, help="output JSONL")
+    parser.add_argument("--n", type=int, default=1, help="continuations per prompt")
+    parser.add_argument("--max-new-tokens", type=int, default=150, help="tokens per continuation")
+    parser.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
+    parser.add_argument("--top-k", type=int, default=25, help="0 = off")
+    parser.add_argument("--top-p", type=float, help="nucleus sampling mass (default off)")
+    parser.add_argument("--repetition-penalty", type=float, default=1.0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--prompt-seconds",
+        type=float,
+        default=3.0,
+        help="cut speech prompts to their first seconds (0 = whole prompt)",
+    )
+    parser.add_argument(
+        "--frame-seconds", type=float, default=0.04, help="frame length of --prompt-units"
+    )
+    parser.add_argument("--batch-size", type=int, default=16, help="prompts decoded together")
+    parser.add_argument("--hubert", type=Path, help="HF HubertModel directory (--prompt-audio)")
+    parser.add_argument("--layer", type=int, default=11, help="HuBERT layer")
+    parser.add_argument("--codebook", type=Path, help="k-means codebook (--prompt-audio)")
+    parser.add_argument("--trust-pickle", action="store_true", help="allow a pickled codebook")
+    parser.add_argument("--dtype", choices=("float32", "bfloat16"), help="compute dtype")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def _prompts(args: argparse.Namespace) -> list[tuple[str, list]]:
+    """(name, pieces) per prompt."""
+    from jaxslm.evals.items import read_jsonl_items
+    from jaxslm.generation.prompts import Piece, cut_units
+
+    seconds = args.prompt_seconds or None
+    if args.prompt_text is not None:
+        return [(text, [Piece("text", text=text)]) for text in args.prompt_text]
+    if args.prompt_units is not None:
+        if not args.prompt_units.is_file():
+            raise JaxslmError(f"--prompt-units {args.prompt_units}: no such file")
+        records = [json.loads(line) for line in args.prompt_units.read_text().splitlines() if line]
+        items = read_jsonl_items(args.prompt_units)
+        prompts = []
+        for record, item in zip(records, items, strict=True):
+            if item.units is None:
+                raise JaxslmError(f"{item.origin}: no 'units' to prompt with")
+            durations = record.get("duration") or [1] * item.units.size
+            units = cut_units(item.units.tolist(), durations, args.frame_seconds, seconds)
+            prompts.append((record["file_name"], [Piece("speech", units=tuple(units))]))
+        return prompts
+    return _audio_prompts(args, seconds)
+
+
+def _audio_prompts(args: argparse.Namespace, seconds: float | None) -> list[tuple[str, list]]:
+    from jaxslm.generation.prompts import Piece
+    from jaxslm.speech.audio import SAMPLE_RATE, load_audio
+    from jaxslm.speech.tokenizer import SpeechTokenizer
+    from jaxslm.tokenize_audio import list_audio
+
+    if args.hubert is None or args.codebook is None:
+        raise JaxslmError("--prompt-audio needs --hubert and --codebook to tokenize the audio")
+    source = args.prompt_audio
+    entries = [(source.name, source)] if source.is_file() and source.suffix != ".txt" else None
+    entries = entries or list_audio(source)
+    tokenizer = SpeechTokenizer.load(args.hubert, args.layer, args.codebook, args.trust_pickle)
+    waves = [load_audio(path) for _, path in entries]
+    if seconds is not None:
+        waves = [wave[: int(seconds * SAMPLE_RATE)] for wave in waves]
+    units = tokenizer.units(waves)
+    for (name, _), (ids, _) in zip(entries, units, strict=True):
+        if ids.size == 0:
+            raise JaxslmError(f"{name}: too short for one HuBERT frame")
+    return [
+        (name, [Piece("speech", units=tuple(ids.tolist()))])
+        for (name, _), (ids, _) in zip(entries, units, strict=True)
+    ]
+
+
+def generate(args: argparse.Namespace) -> list[dict]:
+    """Every continuation as an output record."""
+    from tqdm import tqdm
+
+    import jaxslm
+    from jaxslm.checkpoint import load_tokenizer
+    from jaxslm.generation.prompts import PromptBuilder
+
+    if args.n < 1 or args.batch_size < 1:
+        raise JaxslmError("--n and --batch-size must be positive")
+    prompts = _prompts(args)
+    lm = jaxslm.load(args.checkpoint, compute_dtype=args.dtype)
+    builder = PromptBuilder(lm.vocab, load_tokenizer(args.checkpoint, lm.vocab))
+    jobs = [
+        (name, sample, builder.ids(pieces, args.modality))
+        for name, pieces in prompts
+        for sample in range(args.n)
+    ]
+    settings = {
+        "temperature": args.temperature,
+        "top_k": args.top_k or None,
+        "top_p": args.top_p,
+        "repetition_penalty": args.repetition_penalty,
+        "max_new_tokens": args.max_new_tokens,
+        "prompt_seconds": args.prompt_seconds or None,
+        "seed": args.seed,
+    }
+    records = []
+    bar = tqdm(total=len(jobs), unit="prompt", disable=args.no_progress)
+    with bar:
+        for start in range(0, len(jobs), args.batch_size):
+            batch = jobs[start : start + args.batch_size]
+            outputs = lm.generate(
+                [ids for _, _, ids in batch],
+                args.max_new_tokens,
+                temperature=args.temperature,
+                top_k=args.top_k or None,
+                top_p=args.top_p,
+                modality=args.modality,
+                seed=args.seed + start,
+                repetition_penalty=args.repetition_penalty,
+            )
+            for (name, sample, ids), generated in zip(batch, outputs, strict=True):
+                record = {"prompt": name, "sample": sample, "prompt_ids": ids}
+                record.update(modality=args.modality, settings=settings)
+                if args.modality == "speech":
+                    units = builder.units_of(generated)
+                    record.update(units=units, units_str=" ".join(map(str, units)))
+                else:
+                    record["text"] = builder.text_of(generated)
+                records.append(record)
+            bar.update(len(batch))
+    return records
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        records = generate(args)
+    except JaxslmError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    from jaxslm.fsutil import atomic_write_text
+
+    atomic_write_text(args.out, "".join(json.dumps(r) + "\n" for r in records))
+    print(f"{len(records)} continuation(s) written to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
