@@ -1,0 +1,296 @@
+"""Scaling sweeps: the grid of training runs one sweep config describes, run one after another
+(finished runs skipped) or written out for a cluster scheduler, and the table of their results.
+
+A sweep config is YAML:
+
+  base: configs/tiny.yaml          # the training config every run starts from
+  out: runs/sweeps/tiny            # runs/<name>/, configs/<name>.yaml, commands.sh, runs.csv
+  params: [2.0e+5, 5.0e+5, 1.0e+6] # target non-embedding parameter counts N
+  tokens_per_param: [5, 10, 20]    # token budgets D = r N ...
+  flops: []                        # ... and/or IsoFLOP budgets C: D = C / (6 N) for every N
+  aspect: 32                       # the shape rule: hidden_size / num_layers
+  head_dim: 32
+  kv_ratio: 2                      # query heads per KV head
+  overrides: [optimizer.lr=3e-3]   # applied to every run
+
+The shape rule (a Llama family as Cuervo & Marxer's 20M-823M ladder): with SwiGLU width 8/3 d
+a layer holds about 12 d^2 weights, so N = 12 L d^2 with d = aspect x L gives
+d = (aspect N / 12)^(1/3), rounded to a multiple of head_dim, and L = N / (12 d^2). Each run's
+schedule spans its own token budget (budget.max_steps), and its held-out loss is measured at
+its last step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import math
+import subprocess
+import sys
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from jaxslm.config import TrainConfig, dump_config, load_config
+from jaxslm.errors import JaxslmError
+from jaxslm.fsutil import atomic_write_text
+
+RUNS_FILE = "runs.csv"
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """A sweep: base config, parameter targets, token budgets and the shape rule."""
+
+    base: str
+    out: str
+    params: tuple[float, ...]
+    tokens_per_param: tuple[float, ...] = ()
+    flops: tuple[float, ...] = ()
+    aspect: float = 32.0
+    head_dim: int = 32
+    kv_ratio: int = 1
+    overrides: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.params or min(self.params) <= 0:
+            raise JaxslmError("sweep: params must list positive parameter counts")
+        if not self.tokens_per_param and not self.flops:
+            raise JaxslmError("sweep: give tokens_per_param and/or flops budgets")
+        if min((*self.tokens_per_param, *self.flops)) <= 0:
+            raise JaxslmError("sweep: tokens_per_param and flops must be positive")
+        if self.aspect <= 0 or self.head_dim <= 0 or self.kv_ratio <= 0:
+            raise JaxslmError("sweep: aspect, head_dim and kv_ratio must be positive")
+
+
+def load_sweep(path: str | Path) -> SweepConfig:
+    """Read and check a sweep YAML (unknown keys are errors that list the known ones)."""
+    path = Path(path)
+    if not path.is_file():
+        raise JaxslmError(f"{path}: no such sweep config")
+    values = yaml.safe_load(path.read_text()) or {}
+    known = {f.name for f in fields(SweepConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise JaxslmError(f"{path}: unknown key(s) {', '.join(unknown)}; known: {sorted(known)}")
+    missing = [k for k in ("base", "out", "params") if k not in values]
+    if missing:
+        raise JaxslmError(f"{path}: missing key(s) {', '.join(missing)}")
+    for key in ("params", "tokens_per_param", "flops", "overrides"):
+        if key in values:
+            values[key] = tuple(values[key])
+    try:
+        values["params"] = tuple(float(p) for p in values["params"])
+        return SweepConfig(**values)
+    except (TypeError, ValueError) as err:
+        raise JaxslmError(f"{path}: {err}") from None
+    except JaxslmError as err:
+        raise JaxslmError(f"{path}: {err}") from None
+
+
+def shape_for(params: float, aspect: float, head_dim: int, kv_ratio: int) -> dict[str, int]:
+    """Model keys of a Llama shape with about `params` non-embedding weights."""
+    width = max(
+        head_dim * kv_ratio,
+        round((aspect * params / 12) ** (1 / 3) / (head_dim * kv_ratio)) * head_dim * kv_ratio,
+    )
+    layers = max(1, round(params / (12 * width**2)))
+    heads = width // head_dim
+    return {
+        "hidden_size": width,
+        "num_layers": layers,
+        "num_heads": heads,
+        "num_kv_heads": heads // kv_ratio,
+        "head_dim": head_dim,
+        "intermediate_size": _round_up(8 * width // 3, 32),
+    }
+
+
+@dataclass(frozen=True)
+class Run:
+    """One training run of the sweep."""
+
+    name: str
+    overrides: tuple[str, ...] = field(default=())
+    steps: int = 0
+
+
+def plan_runs(sweep: SweepConfig) -> list[Run]:
+    """Every run of the grid, smallest compute first; names say N and D."""
+    per_step = load_config(sweep.base, [*sweep.overrides, "budget.max_steps=1"]).tokens_per_step
+    runs = {}
+    for target in sweep.params:
+        shape = shape_for(target, sweep.aspect, sweep.head_dim, sweep.kv_ratio)
+        budgets = [ratio * target for ratio in sweep.tokens_per_param]
+        budgets += [flops / (6 * target) for flops in sweep.flops]
+        for tokens in budgets:
+            steps = max(1, round(tokens / per_step))
+            name = f"N{_short(target)}_D{_short(steps * per_step)}"
+            runs[name] = Run(name, _run_overrides(sweep, shape, steps, name), steps)
+    return sorted(runs.values(), key=lambda run: (_cost(run), run.name))
+
+
+def _run_overrides(sweep: SweepConfig, shape: dict, steps: int, name: str) -> tuple[str, ...]:
+    keys = [f"model.{key}={value}" for key, value in shape.items()]
+    keys += [
+        f"budget.max_steps={steps}",
+        f"eval.every_steps={steps}",
+        f"checkpoint.every_steps={steps}",
+        "logging.progress_bar=false",
+        f"name={name}",
+        f"run_dir={Path(sweep.out) / 'runs' / name}",
+    ]
+    return (*sweep.overrides, *keys)
+
+
+def _cost(run: Run) -> float:
+    overrides = dict(item.split("=", 1) for item in run.overrides)
+    width, layers = int(overrides["model.hidden_size"]), int(overrides["model.num_layers"])
+    return run.steps * layers * width**2
+
+
+def write_commands(sweep: SweepConfig, runs: list[Run]) -> Path:
+    """One resolved config per run under OUT/configs and OUT/commands.sh with one line each."""
+    out = Path(sweep.out)
+    lines = ["#!/bin/sh", "# one training run per line; each resumes by itself when re-run"]
+    for run in runs:
+        config_path = out / "configs" / f"{run.name}.yaml"
+        dump_config(load_config(sweep.base, list(run.overrides)), config_path)
+        lines.append(f"{sys.executable} -m jaxslm.train --config {config_path}")
+    commands = out / "commands.sh"
+    commands.write_text("\n".join(lines) + "\n")
+    commands.chmod(0o755)
+    return commands
+
+
+def finished(cfg: TrainConfig) -> bool:
+    """Whether the run reached its last step with a held-out loss logged."""
+    metrics = Path(cfg.run_dir) / "metrics.jsonl"
+    if not metrics.is_file():
+        return False
+    lines = metrics.read_text().splitlines()
+    last = json.loads(lines[-1]) if lines else {}
+    return last.get("step") == cfg.budget.max_steps and "eval_loss" in last
+
+
+def run_local(sweep: SweepConfig, runs: list[Run], log=print) -> None:
+    """Train every unfinished run in order, each in its own process (a crash stops the sweep
+    with the run named; re-running resumes it)."""
+    for index, run in enumerate(runs, start=1):
+        cfg = load_config(sweep.base, list(run.overrides))
+        if finished(cfg):
+            log(f"[{index}/{len(runs)}] {run.name}: finished, skipped")
+            continue
+        log(f"[{index}/{len(runs)}] {run.name}: {run.steps} steps")
+        command = [sys.executable, "-m", "jaxslm.train", "--config", sweep.base, *run.overrides]
+        result = subprocess.run(command, capture_output=True, text=True)
+        if result.returncode:
+            raise JaxslmError(
+                f"run {run.name} failed (exit {result.returncode}); re-run the sweep to resume "
+                f"it. Its output ends:\n{result.stderr[-2000:]}"
+            )
+
+
+def collect(sweep: SweepConfig, runs: list[Run]) -> Path:
+    """OUT/runs.csv: per finished run its parameters, tokens, FLOPs, held-out losses and
+    benchmark accuracies. `params` counts non-embedding weights and `flops` is 6 x params x
+    tokens (the convention of the fits); `total_params` counts all weights and `model_flops`
+    is jaxslm's exact training count (LM head and attention included)."""
+    from jaxslm.checkpoint import read_metadata
+    from jaxslm.scaling.flops import param_count, train_flops
+
+    rows = []
+    for run in runs:
+        cfg = load_config(sweep.base, list(run.overrides))
+        if not finished(cfg):
+            continue
+        model, _, _ = read_metadata(cfg.run_dir)
+        record = json.loads((Path(cfg.run_dir) / "metrics.jsonl").read_text().splitlines()[-1])
+        params, tokens = (
+            param_count(model, include_embedding=False),
+            run.steps * cfg.tokens_per_step,
+        )
+        row: dict[str, Any] = {
+            "name": run.name,
+            "params": params,
+            "tokens": tokens,
+            "flops": 6 * params * tokens,
+            "loss": record["eval_loss"],
+            "total_params": param_count(model),
+            "model_flops": train_flops(model, cfg.data.batch_size, cfg.data.seq_len) * run.steps,
+            "steps": run.steps,
+        }
+        row.update({k[len("eval_") :]: v for k, v in record.items() if k.startswith("eval_loss_")})
+        row.update({k: v for k, v in record.items() if k.endswith("accuracy")})
+        rows.append(row)
+    if not rows:
+        raise JaxslmError(f"{sweep.out}: no finished runs to collect yet")
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    table = io.StringIO()
+    writer = csv.DictWriter(table, columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({k: _cell(v) for k, v in row.items()} for row in rows)
+    return atomic_write_text(Path(sweep.out) / RUNS_FILE, table.getvalue())
+
+
+def _cell(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return ""
+    return value
+
+
+def _round_up(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple
+
+
+def _short(count: float) -> str:
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if count >= scale:
+            return f"{count / scale:.3g}{unit}"
+    return f"{count:.3g}"
+
+
+def add_parser(subparsers) -> None:
+    """Register `python -m jaxslm.scaling sweep SWEEP.yaml [...]`."""
+    parser = subparsers.add_parser(
+        "sweep",
+        help="run or write out a grid of training runs and collect their results",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("config", type=Path, help="sweep YAML (see configs/scaling/)")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--write-only",
+        action="store_true",
+        help="write OUT/configs/<run>.yaml and OUT/commands.sh for a scheduler; train nothing",
+    )
+    mode.add_argument(
+        "--collect-only", action="store_true", help="only gather finished runs into OUT/runs.csv"
+    )
+    parser.add_argument(
+        "--fit", action="store_true", help="then fit the scaling laws into OUT/report/"
+    )
+    parser.set_defaults(handler=run_command)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """The `sweep` sub-command."""
+    sweep = load_sweep(args.config)
+    runs = plan_runs(sweep)
+    if args.write_only:
+        print(f"{len(runs)} runs; commands in {write_commands(sweep, runs)}")
+        return 0
+    if not args.collect_only:
+        run_local(sweep, runs)
+    table = collect(sweep, runs)
+    print(f"results of the finished runs in {table}")
+    if args.fit:
+        from jaxslm.scaling.__main__ import main as scaling_main
+
+        return scaling_main(["fit", str(table), "--out", str(Path(sweep.out) / "report")])
+    return 0
