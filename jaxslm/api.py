@@ -72,8 +72,9 @@ class SpeechLM:
             self._scorer = self.make_scorer()
         return self._scorer.log_likelihood(sequences, normalize, modality)
 
-    def make_scorer(self, batch_tokens: int = 8192) -> Scorer:
-        """A log-likelihood scorer over this model that batches about `batch_tokens` tokens."""
+    def make_scorer(self, batch_tokens: int | None = None) -> Scorer:
+        """A log-likelihood scorer over this model that batches about `batch_tokens` tokens
+        (None: 2048 on CPU, 16384 on accelerators)."""
         padded = self.config.padded_vocab_size
         return Scorer(self._graphdef, self._params, self.vocab, padded, self.mesh, batch_tokens)
 

@@ -128,3 +128,9 @@ def test_bad_inputs_are_refused(qwen_lm):
         qwen_lm.log_likelihood([[1, 2]], normalize="max")
     with pytest.raises(JaxslmError, match="modality"):
         qwen_lm.log_likelihood([[1, 2]], modality="audio")
+
+
+def test_short_sequences_fill_longer_rows(qwen_lm):
+    scorer = qwen_lm.make_scorer(batch_tokens=128)
+    batches = scorer._batches(np.asarray([40, 20, 4, 3, 70]))
+    assert batches == [(32, [[1, 2, 3]]), (128, [[4, 0]])]  # best fit, longest first

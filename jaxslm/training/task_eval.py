@@ -27,7 +27,9 @@ class TaskEvaluator:
         padded = plan.model.padded_vocab_size
         self.summaries: dict[str, dict] = {}
         self.step = 0
-        self.scorer = Scorer(graphdef, None, plan.vocab, padded, mesh, cfg.eval.tasks_batch_tokens)
+        self.scorer = Scorer(
+            graphdef, None, plan.vocab, padded, mesh, cfg.eval.tasks_batch_tokens or None
+        )
 
     def metrics(self, params, step: int) -> dict[str, float]:
         """Accuracy per task (and macro accuracy over parts) with `params` at `step`."""
