@@ -1,0 +1,224 @@
+"""`python -m jaxslm.scaling COMMAND`: scaling-law fits, compute-optimal plans and sweeps.
+
+Sub-commands register themselves through an `add_parser(subparsers)` function that sets a
+`handler(args) -> exit code` default: `fit` and `plan` here, `sweep` in jaxslm.scaling.sweep.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from jaxslm.errors import JaxslmError
+
+DESCRIPTION = """Scaling analysis: `fit` scaling laws to a table of training runs, `plan` the
+compute-optimal model and data for a budget, `sweep` a grid of training runs. Each sub-command
+explains itself with --help.
+"""
+
+FIT_HELP = """Fit scaling laws to a table of training runs and write a report.
+
+RUNS.csv: one row per run with columns params (N), tokens (D) and loss; optionally flops (C,
+else 6 N D), unique_tokens or epochs (repeated data: effective tokens D' with R* fitted or
+--r-star), and metric columns (downstream: Q ~ C^gamma and Q vs loss).
+
+Writes DIR/fit.json (E, A, B, alpha, beta, a, b, e, bootstrap intervals, compute-optimal
+exponents, IsoFLOP and downstream fits, settings), DIR/summary.md and PNG plots. DIR appears
+complete or not at all; an existing report there (a DIR with fit.json) is replaced.
+"""
+
+PLAN_HELP = """Compute-optimal model size N and tokens D for a FLOP budget under a fitted law.
+
+The budget is --flops C, or --gpu TYPE --count K --hours H [--mfu 0.4] at the GPU's dense bf16
+peak. The law is a report's fit.json (--fit) or a published fit (--law). Prints N_opt, D_opt,
+the loss predicted and a model shape near N_opt (non-embedding parameters; Llama family rule
+of Cuervo & Marxer's ladder) with a config snippet for python -m jaxslm.train.
+"""
+
+
+def add_fit_parser(subparsers) -> None:
+    """Register `fit RUNS.csv --out DIR`."""
+    parser = subparsers.add_parser(
+        "fit",
+        help="fit L(N, D), IsoFLOP and downstream laws",
+        description=FIT_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("runs", type=Path, help="RUNS.csv")
+    parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="report folder")
+    parser.add_argument(
+        "--delta", type=float, default=1e-3, help="Huber delta on log-loss residuals (default 1e-3)"
+    )
+    parser.add_argument(
+        "--bootstrap",
+        type=int,
+        default=100,
+        metavar="R",
+        help="bootstrap resamples for intervals; 0: none (default 100)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    parser.add_argument(
+        "--drop-highest-loss",
+        type=int,
+        default=0,
+        metavar="K",
+        help="leave out the K highest-loss runs (Epoch AI drop 5 on Chinchilla)",
+    )
+    parser.add_argument(
+        "--r-star",
+        type=float,
+        default=None,
+        help="multi-epoch R*, fixed (default: fitted when the table has unique_tokens or epochs)",
+    )
+    parser.add_argument(
+        "--isoflop-rtol",
+        type=float,
+        default=0.05,
+        help="runs within this relative FLOP gap share a budget (default 0.05)",
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace DIR even when it is not a previous report"
+    )
+    parser.set_defaults(handler=run_fit)
+
+
+def run_fit(args: argparse.Namespace) -> int:
+    """The `fit` sub-command."""
+    from jaxslm.fsutil import refuse_existing
+    from jaxslm.scaling.report import analyse, read_runs, write_report
+
+    overwrite = args.overwrite or (args.out / "fit.json").is_file()
+    refuse_existing(args.out, overwrite)  # before the fit, not after it
+    if not args.delta > 0 or args.bootstrap < 0 or not args.isoflop_rtol >= 0:
+        raise JaxslmError("--delta must be positive, --bootstrap and --isoflop-rtol >= 0")
+    if args.r_star is not None and not args.r_star > 0:
+        raise JaxslmError("--r-star must be positive")
+    report = analyse(
+        read_runs(args.runs),
+        delta=args.delta,
+        bootstrap=args.bootstrap,
+        seed=args.seed,
+        drop_highest_loss=args.drop_highest_loss,
+        r_star=args.r_star,
+        isoflop_rtol=args.isoflop_rtol,
+    )
+    out = write_report(report, args.out, overwrite)
+    law = report.law.law
+    print(
+        f"L(N, D) = {law.E:.4g} + {law.A:.4g} / N^{law.alpha:.4f} + {law.B:.4g} / "
+        f"D^{law.beta:.4f} over {report.law.n_runs} runs"
+    )
+    print(f"report in {out}: fit.json, summary.md and plots")
+    return 0
+
+
+def add_plan_parser(subparsers) -> None:
+    """Register `plan (--flops C | --gpu ...) (--fit FIT | --law NAME)`."""
+    from jaxslm.scaling.fit import PUBLISHED
+    from jaxslm.scaling.optimal import GPUS
+
+    parser = subparsers.add_parser(
+        "plan",
+        help="compute-optimal N, D and model for a budget",
+        description=PLAN_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    budget = parser.add_mutually_exclusive_group(required=True)
+    budget.add_argument("--flops", type=float, help="training budget C in FLOPs")
+    budget.add_argument("--gpu", choices=GPUS, help="GPU type (with --count and --hours)")
+    parser.add_argument("--count", type=int, help="number of GPUs")
+    parser.add_argument("--hours", type=float, help="wall-clock hours")
+    parser.add_argument("--mfu", type=float, default=0.4, help="model FLOPs utilisation (0.4)")
+    law = parser.add_mutually_exclusive_group(required=True)
+    law.add_argument(
+        "--fit", type=Path, metavar="FIT_JSON", help="fit.json of a report (or its folder)"
+    )
+    law.add_argument(
+        "--law",
+        choices=sorted(PUBLISHED),
+        help="published fit: speech/text (Cuervo & Marxer), chinchilla (Hoffmann "
+        "et al.), epoch (Epoch AI's refit of Chinchilla)",
+    )
+    parser.add_argument(
+        "--aspect", type=float, default=85, help="shape rule: hidden size / layers (default 85)"
+    )
+    parser.add_argument("--head-dim", type=int, default=64, help="head size (default 64)")
+    parser.add_argument(
+        "--kv-ratio", type=int, default=1, help="query heads per KV head (default 1)"
+    )
+    parser.set_defaults(handler=run_plan)
+
+
+def run_plan(args: argparse.Namespace) -> int:
+    """The `plan` sub-command."""
+    from jaxslm.scaling.fit import PUBLISHED
+    from jaxslm.scaling.optimal import budget_flops, exponents, plan
+    from jaxslm.scaling.report import read_law
+
+    law = PUBLISHED[args.law] if args.law else read_law(args.fit)
+    source = f"--law {args.law}" if args.law else str(args.fit)
+    if args.gpu:
+        if args.count is None or args.hours is None:
+            raise JaxslmError("--gpu needs --count and --hours")
+        flops = budget_flops(args.gpu, args.count, args.hours, args.mfu)
+        budget = (
+            f"{args.count} x {args.gpu.upper()} for {args.hours:g} h at "
+            f"{args.mfu:.0%} MFU (dense bf16 peak)"
+        )
+    else:
+        flops, budget = args.flops, "given"
+    result = plan(law, flops, args.aspect, args.head_dim, args.kv_ratio)
+    a, b = exponents(law)
+    shape = result.shape
+    print(
+        f"law ({source}): L = {law.E:.4g} + {law.A:.4g} / N^{law.alpha:.4g} + "
+        f"{law.B:.4g} / D^{law.beta:.4g}"
+    )
+    print(f"budget: C = {flops:.3e} FLOPs ({budget})")
+    print(f"N_opt = {result.n_opt:.4g} parameters (~ C^{a:.3f})")
+    print(
+        f"D_opt = {result.d_opt:.4g} tokens (~ C^{b:.3f}), "
+        f"{result.d_opt / result.n_opt:.1f} tokens per parameter"
+    )
+    print(f"predicted loss: {result.loss:.4f}")
+    print(
+        f"shape: {shape['num_layers']} layers, hidden {shape['hidden_size']}, "
+        f"{shape['num_heads']} heads ({shape['num_kv_heads']} KV) of {shape['head_dim']}, "
+        f"MLP {shape['intermediate_size']}: {result.shape_params:.4g} non-embedding params"
+    )
+    print("config:")
+    print(result.config_yaml(), end="")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser with every sub-command registered."""
+    from jaxslm.scaling import sweep
+
+    parser = argparse.ArgumentParser(
+        prog="python -m jaxslm.scaling",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for register in (add_fit_parser, add_plan_parser, sweep.add_parser):
+        register(commands)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one sub-command; bad input prints one error line and returns 2."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except JaxslmError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    from jaxslm.compile_cache import enable_compilation_cache
+
+    enable_compilation_cache()
+    sys.exit(main())
