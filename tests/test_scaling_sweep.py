@@ -2,22 +2,24 @@
 for a scheduler load back, and a two-run sweep trains, skips finished runs and collects."""
 
 import csv
+import json
 import sys
 
 import pytest
+import yaml
 
 from jaxslm.config import load_config
 from jaxslm.data.build import build_synthetic
 from jaxslm.data.synthetic import SyntheticConfig
 from jaxslm.errors import JaxslmError
 from jaxslm.models.config import ModelConfig
+from jaxslm.scaling.__main__ import main
 from jaxslm.scaling.flops import param_count
+from jaxslm.scaling.report import PLOTS
 from jaxslm.scaling.sweep import (
     SweepConfig,
-    collect,
     load_sweep,
     plan_runs,
-    run_local,
     shape_for,
     write_commands,
 )
@@ -66,32 +68,51 @@ def test_grid_budgets_and_written_configs(corpus, tmp_path):
     sweep = _sweep(corpus, tmp_path / "sweep", tokens_per_param=(1,))
     runs = plan_runs(sweep)
     assert len(runs) == 4
+    budgets = []
     for run in runs:
         cfg = load_config(sweep.base, list(run.overrides))
         assert cfg.budget.max_steps == run.steps == cfg.eval.every_steps
         assert cfg.run_dir == str(tmp_path / "sweep" / "runs" / run.name)
-    by_name = {run.name: run.steps for run in runs}
-    assert by_name["N20k_D25.1k"] == round(3e9 / (6 * 2e4) / 512)
+        shape = {k: getattr(cfg.model, k) for k in shape_for(2e4, 16, 16, 2)}
+        model = ModelConfig(family="llama", vocab_size=502, tie_word_embeddings=True, **shape)
+        params, tokens = param_count(model, include_embedding=False), run.steps * 512
+        # D is the budget over the shape's real N, to the nearest whole step of 512 tokens.
+        budget = 6 * params * tokens
+        if abs(budget - 3e9) <= 6 * params * 256:
+            budgets.append("flops")
+        elif abs(tokens - params) <= 256:
+            budgets.append("tokens_per_param")
+    assert sorted(budgets) == ["flops", "flops", "tokens_per_param", "tokens_per_param"]
     commands = write_commands(sweep, runs).read_text().splitlines()[2:]
     assert len(commands) == 4 and all(line.startswith(sys.executable) for line in commands)
     written = load_config(tmp_path / "sweep" / "configs" / f"{runs[0].name}.yaml")
     assert written == load_config(sweep.base, list(runs[0].overrides))
 
 
-def test_two_run_sweep_trains_skips_and_collects(corpus, tmp_path):
-    sweep = _sweep(corpus, tmp_path / "sweep", flops=(1e9,))
+def test_sweep_trains_skips_collects_and_fits(corpus, tmp_path, capsys):
+    """The sweep command end to end: 3 sizes x 2 IsoFLOP budgets trained, a second call skips
+    them all, and --fit writes the report with every plot."""
+    sweep = _sweep(corpus, tmp_path / "sweep", params=(2e4, 5e4, 1e5), flops=(1e9, 2e9))
+    config = tmp_path / "sweep.yaml"
+    fields = {k: list(v) if isinstance(v, tuple) else v for k, v in vars(sweep).items()}
+    config.write_text(yaml.safe_dump(fields))
     runs = plan_runs(sweep)
-    messages = []
-    run_local(sweep, runs, log=messages.append)
-    run_local(sweep, runs, log=messages.append)
-    assert sum("skipped" in m for m in messages) == 2
-    with open(collect(sweep, runs), newline="") as handle:
+    assert main(["sweep", str(config)]) == 0
+    assert main(["sweep", str(config), "--fit"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("finished, skipped") == len(runs) == 6
+    with open(tmp_path / "sweep" / "runs.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert [row["name"] for row in rows] == [run.name for run in runs]
     for row, run in zip(rows, runs, strict=True):
         assert int(row["tokens"]) == run.steps * 512
         assert float(row["flops"]) == 6 * int(row["params"]) * int(row["tokens"])
         assert float(row["loss"]) > 0 and float(row["loss_speech"]) > 0
+        assert (tmp_path / "sweep" / "logs" / f"{run.name}.log").stat().st_size > 0
+    report = tmp_path / "sweep" / "report"
+    assert json.loads((report / "fit.json").read_text())["n_runs"] == 6
+    for name in (*PLOTS, "summary.md"):
+        assert (report / name).stat().st_size > 0, name
 
 
 def test_bad_sweep_configs(tmp_path):

@@ -184,11 +184,13 @@ class MaskedGroupNorm(nnx.Module):
     def __call__(self, x: jax.Array, mask: jax.Array) -> jax.Array:
         """x [B, T, C], mask [B, T] of valid frames."""
         x32 = x.astype(jnp.float32)
-        weight = mask[..., None].astype(jnp.float32)
-        count = jnp.maximum(jnp.sum(weight, axis=1, keepdims=True), 1.0)
-        mean = jnp.sum(x32 * weight, axis=1, keepdims=True) / count
+        valid = mask[..., None]
+        count = jnp.maximum(jnp.sum(valid, axis=1, keepdims=True, dtype=jnp.float32), 1.0)
+        # where(), not a multiply by a float mask: the same sums, many times faster on XLA:CPU.
+        mean = jnp.sum(jnp.where(valid, x32, 0.0), axis=1, keepdims=True) / count
         centered = x32 - mean
-        variance = jnp.sum(centered * centered * weight, axis=1, keepdims=True) / count
+        variance = jnp.sum(jnp.where(valid, centered * centered, 0.0), axis=1, keepdims=True)
+        variance = variance / count
         normed = centered * jax.lax.rsqrt(variance + TORCH_NORM_EPS)
         return (normed * self.scale[...] + self.bias[...]).astype(x.dtype)
 

@@ -527,10 +527,12 @@ def _resample_weights(n: int, resamples: int, seed: int) -> np.ndarray:
 def _derived(samples: np.ndarray) -> dict[str, np.ndarray]:
     """Per-sample law parameters and compute-optimal exponents from thetas [R, P]."""
     a, b, e, alpha, beta = samples[:, :5].T
+    with np.errstate(over="ignore"):  # a resample far from the data may reach e^b = inf
+        big_e, big_a, big_b = np.exp(e), np.exp(a), np.exp(b)
     out = {
-        "E": np.exp(e),
-        "A": np.exp(a),
-        "B": np.exp(b),
+        "E": big_e,
+        "A": big_a,
+        "B": big_b,
         "alpha": alpha,
         "beta": beta,
         "a": a,

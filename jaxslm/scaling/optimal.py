@@ -75,20 +75,17 @@ class Plan:
 
 def plan(law: Law, flops: float, aspect: float = 85, head_dim: int = 64, kv_ratio: int = 1) -> Plan:
     """N_opt, D_opt and the loss predicted for `flops`, with the family shape nearest N_opt."""
-    from jaxslm.models.config import ModelConfig
-    from jaxslm.scaling.flops import param_count
-    from jaxslm.scaling.sweep import shape_for
+    from jaxslm.scaling.sweep import shape_for, shape_params
 
     if not flops > 0:
         raise JaxslmError(f"--flops must be positive, got {flops}")
     n_opt, d_opt = (float(v) for v in compute_optimal(law, flops))
     shape = shape_for(n_opt, aspect, head_dim, kv_ratio)
-    model = ModelConfig(family="llama", vocab_size=1, tie_word_embeddings=True, **shape)
     return Plan(
         flops=flops,
         n_opt=n_opt,
         d_opt=d_opt,
         loss=float(law.loss(n_opt, d_opt)),
         shape=shape,
-        shape_params=param_count(model, include_embedding=False),
+        shape_params=shape_params(shape),
     )

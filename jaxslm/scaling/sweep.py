@@ -29,6 +29,7 @@ import json
 import math
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -119,14 +120,27 @@ class Run:
     steps: int = 0
 
 
+def shape_params(shape: dict[str, int], family: str = "llama") -> int:
+    """Non-embedding parameters of a `shape_for` shape (the `params` of runs.csv)."""
+    from jaxslm.models.config import ModelConfig
+    from jaxslm.scaling.flops import param_count
+
+    model = ModelConfig(family=family, vocab_size=1, tie_word_embeddings=True, **shape)
+    return param_count(model, include_embedding=False)
+
+
 def plan_runs(sweep: SweepConfig) -> list[Run]:
-    """Every run of the grid, smallest compute first; names say N and D."""
-    per_step = load_config(sweep.base, [*sweep.overrides, "budget.max_steps=1"]).tokens_per_step
+    """Every run of the grid, smallest compute first; names say the target N and D. Budgets
+    use the non-embedding parameters N of each run's actual shape, so that 6 N D of the runs of
+    one IsoFLOP budget equals that budget up to rounding to whole steps."""
+    base = load_config(sweep.base, [*sweep.overrides, "budget.max_steps=1"])
+    per_step = base.tokens_per_step
     runs = {}
     for target in sweep.params:
         shape = shape_for(target, sweep.aspect, sweep.head_dim, sweep.kv_ratio)
-        budgets = [ratio * target for ratio in sweep.tokens_per_param]
-        budgets += [flops / (6 * target) for flops in sweep.flops]
+        params = shape_params(shape, base.model.family)
+        budgets = [ratio * params for ratio in sweep.tokens_per_param]
+        budgets += [flops / (6 * params) for flops in sweep.flops]
         for tokens in budgets:
             steps = max(1, round(tokens / per_step))
             name = f"N{_short(target)}_D{_short(steps * per_step)}"
@@ -178,21 +192,28 @@ def finished(cfg: TrainConfig) -> bool:
 
 
 def run_local(sweep: SweepConfig, runs: list[Run], log=print) -> None:
-    """Train every unfinished run in order, each in its own process (a crash stops the sweep
-    with the run named; re-running resumes it)."""
+    """Train every unfinished run in order, each in its own process with its output in
+    OUT/logs/<run>.log (a crash stops the sweep with the run named; re-running resumes it)."""
+    logs = Path(sweep.out) / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
     for index, run in enumerate(runs, start=1):
         cfg = load_config(sweep.base, list(run.overrides))
+        prefix = f"[{index}/{len(runs)}] {run.name}"
         if finished(cfg):
-            log(f"[{index}/{len(runs)}] {run.name}: finished, skipped")
+            log(f"{prefix}: finished, skipped")
             continue
-        log(f"[{index}/{len(runs)}] {run.name}: {run.steps} steps")
         command = [sys.executable, "-m", "jaxslm.train", "--config", sweep.base, *run.overrides]
-        result = subprocess.run(command, capture_output=True, text=True)
-        if result.returncode:
+        started = time.monotonic()
+        log_path = logs / f"{run.name}.log"
+        with open(log_path, "w") as output:
+            code = subprocess.run(command, stdout=output, stderr=subprocess.STDOUT).returncode
+        if code:
+            tail = log_path.read_text(errors="replace")[-2000:]
             raise JaxslmError(
-                f"run {run.name} failed (exit {result.returncode}); re-run the sweep to resume "
-                f"it. Its output ends:\n{result.stderr[-2000:]}"
+                f"run {run.name} failed (exit {code}); re-run the sweep to resume it. Its "
+                f"log {log_path} ends:\n{tail}"
             )
+        log(f"{prefix}: {run.steps} steps in {time.monotonic() - started:.0f} s")
 
 
 def collect(sweep: SweepConfig, runs: list[Run]) -> Path:

@@ -212,6 +212,7 @@ class Trainer:
                     self._report(pending, log, throughput, summary)
                 pending = (step, metrics)
                 log.advance()
+                paused = time.perf_counter()
                 eval_loss = None
                 if evaluator is not None and step % cfg.eval.every_steps == 0:
                     self.eval_losses[step] = evaluator.losses(state["params"])
@@ -223,6 +224,7 @@ class Trainer:
                 if step % cfg.checkpoint.every_steps == 0:
                     self.checkpoints.save(step, state, data.get_state(), eval_loss)
                     saved_step = step
+                throughput.exclude(time.perf_counter() - paused)
             if pending is not None:
                 self._report(pending, log, throughput, summary)
             if tasks is not None and tasks.summaries:
@@ -298,7 +300,8 @@ class HeldOut:
 
 
 class Throughput:
-    """Tokens per second and MFU over the steps since the last measurement."""
+    """Tokens per second and MFU over the steps since the last measurement, leaving out the
+    time spent in evaluations and checkpoint saves."""
 
     def __init__(self, trainer: Trainer, step: int):
         cfg = trainer.cfg
@@ -310,12 +313,18 @@ class Throughput:
         )
         self.peak_total = None if peak is None else peak * jax.device_count()
         self.last = (time.perf_counter(), step)
+        self.excluded = 0.0
+
+    def exclude(self, seconds: float) -> None:
+        """Leave `seconds` (not spent training) out of the current measurement."""
+        self.excluded += seconds
 
     def measure(self, step: int) -> dict[str, float | None]:
         now = time.perf_counter()
         then, last_step = self.last
         self.last = (now, step)
-        seconds, steps = now - then, step - last_step
+        seconds, steps = now - then - self.excluded, step - last_step
+        self.excluded = 0.0
         if steps <= 0 or seconds <= 0:
             return {}
         flops_per_second = self.flops_per_step * steps / seconds

@@ -1,0 +1,267 @@
+"""Decoded tokens per second of jaxslm's `SpeechLM.generate` beside transformers' `generate`.
+
+Both sides continue the same prompts with the same weights:
+
+  model    a random HF Llama with Cuervo & Marxer's speech-only vocabulary (502 ids: `<PAD>`,
+           `<S>`, 500 units), saved to a temporary folder. transformers loads it with
+           `from_pretrained`; jaxslm imports it with `import_hf(..., mode="speech-only")`
+           (502 rows kept as they are) and loads the checkpoint with `jaxslm.load`.
+  prompts  `<S>` + --prompt-units random units (75 = 3 s at 25 Hz), the same length in every
+           row, so transformers needs no padding and jaxslm no ragged prompts.
+  jaxslm   `SpeechLM.generate`: one jitted prefill over the prompts padded to a power of two
+           (>= 16), then a jitted `while_loop` of single-token steps over a preallocated KV
+           cache of round_up(prompt bucket + max_new_tokens, 64) slots. Compiled once per
+           bucket (rows, prompt bucket, cache length, budget, sampling settings); the warm-up
+           call's tracing + lowering + XLA compile time (jax.monitoring's compile events) is
+           reported as "compile".
+  HF       `model.generate(use_cache=True)` (DynamicCache), eval mode, `torch.inference_mode`,
+           float32, SDPA attention, on CUDA when torch sees a GPU, else CPU.
+
+Modes: greedy, and sampling at temperature 0.8 with top-k 25 (slamkit's defaults; no top-p).
+
+Counting tokens fairly: neither side is given an EOS id. The benchmark's jaxslm `SpeechLM`
+carries the imported vocabulary with `eos_ids=()` (same weights, same ids), and transformers'
+generation config gets `eos_token_id=None`. `<S>` stays an ordinary token that either side
+may emit (nothing is banned, so both sample from the same distribution), and no row stops
+early: every row decodes exactly --max-new-tokens tokens on both sides (checked).
+tokens/s = rows x max_new_tokens / wall time of one `generate` call, prefill included (the
+prompt tokens are not counted). Each figure is the median of --repeat calls after one
+untimed warm-up call per side and setting; the two sides alternate call by call.
+
+Greedy outputs are compared token for token before timing: "agreement" is the fraction of
+rows whose max_new_tokens ids are identical on both sides (float32 on both; a near-tie that
+flips one argmax changes the rest of that row). Sampled outputs cannot agree (different
+random generators) and show "-".
+
+What still differs: jaxslm pads the vocabulary to 512 (LM head computes 10 padding columns,
+masked to -inf), pads the prompt to the bucket and attends over the whole preallocated
+cache with a mask at every step; transformers grows its cache one slot per step and runs a
+Python loop with its logits processors around each forward.
+
+    python benchmarks/generate.py [--shape tiny|20m|85m] [--batch 1 16] [--modes greedy sample]
+        [--max-new-tokens 150] [--prompt-units 75] [--repeat 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import torch
+from transformers import AutoModelForCausalLM, LlamaConfig
+
+import jaxslm
+from jaxslm.api import SpeechLM
+from jaxslm.hf.importer import import_hf
+
+UNITS = 500  # speech-only vocabulary: <PAD> = 0, <S> = 1 (BOS and EOS), units 2..501
+BOS = 1
+SHAPES: dict[str, dict] = {
+    "tiny": dict(hidden_size=64, intermediate_size=192, num_layers=2, num_heads=4, head_dim=16),
+    # Cuervo & Marxer's speech-only Llamas; MLP widths as in benchmarks/train_step.py.
+    "20m": dict(hidden_size=512, intermediate_size=1536, num_layers=6, num_heads=8, head_dim=64),
+    "85m": dict(hidden_size=768, intermediate_size=2048, num_layers=12, num_heads=12, head_dim=64),
+}
+MODES = {
+    "greedy": dict(temperature=0.0, top_k=None),
+    "sample": dict(temperature=0.8, top_k=25),
+}
+
+
+def save_hf_model(shape: str, directory: Path, seed: int) -> None:
+    """A randomly initialised HF Llama of `shape` (vocabulary 502, float32) in `directory`."""
+    s = SHAPES[shape]
+    config = LlamaConfig(
+        vocab_size=UNITS + 2,
+        hidden_size=s["hidden_size"],
+        intermediate_size=s["intermediate_size"],
+        num_hidden_layers=s["num_layers"],
+        num_attention_heads=s["num_heads"],
+        num_key_value_heads=s["num_heads"],
+        head_dim=s["head_dim"],
+        tie_word_embeddings=False,
+        rms_norm_eps=1e-5,
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
+        max_position_embeddings=2048,
+        # 0.05 rather than HF's 0.02: at 0.02 the random 20m model's greedy continuations
+        # collapse onto one or two repeated units (logit std 0.45), which would make the greedy
+        # agreement check trivial; at 0.05 (logit std 1.1) rows hold about 50 distinct units
+        # in 60 tokens.
+        initializer_range=0.05,
+        pad_token_id=0,
+        bos_token_id=BOS,
+        eos_token_id=BOS,
+    )
+    torch.manual_seed(seed)
+    AutoModelForCausalLM.from_config(config, dtype=torch.float32).save_pretrained(directory)
+
+
+def load_sides(hf_dir: Path, ckpt_dir: Path, device: str) -> tuple[SpeechLM, torch.nn.Module]:
+    """(jaxslm model without EOS ids, transformers model without EOS id) of the same weights."""
+    import_hf(hf_dir, ckpt_dir, speech_units=UNITS, mode="speech-only")
+    loaded = jaxslm.load(ckpt_dir)
+    ours = SpeechLM(loaded.model, dataclasses.replace(loaded.vocab, eos_ids=()), loaded.mesh)
+    theirs = AutoModelForCausalLM.from_pretrained(
+        hf_dir, attn_implementation="sdpa", dtype=torch.float32
+    )
+    theirs = theirs.to(device).eval()
+    theirs.generation_config.eos_token_id = None
+    theirs.generation_config.pad_token_id = 0
+    return ours, theirs
+
+
+def make_prompts(batch: int, units: int, seed: int) -> np.ndarray:
+    """[batch, 1 + units] prompts: `<S>` then random units."""
+    ids = np.random.default_rng(seed).integers(2, UNITS + 2, (batch, units))
+    return np.concatenate([np.full((batch, 1), BOS), ids], axis=1)
+
+
+COMPILE_SECONDS = [0.0]  # jax's tracing, lowering and XLA compilation time, summed
+
+
+def _count_compile(event: str, seconds: float, **_) -> None:
+    if event.startswith("/jax/core/compile/"):
+        COMPILE_SECONDS[0] += seconds
+
+
+def jaxslm_generate(lm: SpeechLM, prompts: np.ndarray, new: int, mode: str, seed: int):
+    """(seconds, generated ids [rows, new]) of one `SpeechLM.generate` call."""
+    start = time.perf_counter()
+    out = lm.generate(prompts.tolist(), new, seed=seed, **MODES[mode])
+    seconds = time.perf_counter() - start
+    return seconds, np.asarray(out)
+
+
+def hf_generate(model, prompts: np.ndarray, new: int, mode: str, seed: int, device: str):
+    """(seconds, generated ids [rows, new]) of one transformers `generate` call."""
+    settings = MODES[mode]
+    sampling = (
+        dict(do_sample=True, temperature=settings["temperature"], top_k=settings["top_k"])
+        if settings["temperature"] > 0
+        else dict(do_sample=False)
+    )
+    torch.manual_seed(seed)
+    if device == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    with torch.inference_mode():
+        tokens = torch.from_numpy(prompts).to(device)
+        out = model.generate(
+            tokens,
+            attention_mask=torch.ones_like(tokens),
+            max_new_tokens=new,
+            use_cache=True,
+            eos_token_id=None,
+            pad_token_id=0,
+            **sampling,
+        )
+        out = out[:, prompts.shape[1] :].cpu()
+    seconds = time.perf_counter() - start
+    return seconds, out.numpy()
+
+
+def check_lengths(side: str, out: np.ndarray, rows: int, new: int) -> None:
+    if out.shape != (rows, new):
+        raise SystemExit(f"{side} decoded {out.shape} tokens, expected ({rows}, {new})")
+
+
+def measure(lm, model, prompts, new: int, mode: str, repeat: int, device: str) -> dict:
+    """Rates, compile time and greedy agreement of both sides for one (batch, mode)."""
+    rows = prompts.shape[0]
+    COMPILE_SECONDS[0] = 0.0
+    _, ours = jaxslm_generate(lm, prompts, new, mode, seed=0)
+    compile_seconds = COMPILE_SECONDS[0]
+    _, theirs = hf_generate(model, prompts, new, mode, seed=0, device=device)
+    check_lengths("jaxslm", ours, rows, new)
+    check_lengths("transformers", theirs, rows, new)
+    agreement = None
+    if MODES[mode]["temperature"] == 0:
+        agreement = float(np.mean(np.all(ours == theirs, axis=1)))
+    times: dict[str, list[float]] = {"jaxslm": [], "hf": []}
+    for r in range(repeat):
+        times["jaxslm"].append(jaxslm_generate(lm, prompts, new, mode, seed=r + 1)[0])
+        times["hf"].append(hf_generate(model, prompts, new, mode, r + 1, device)[0])
+    median = {side: statistics.median(t) for side, t in times.items()}
+    return {
+        "jaxslm": rows * new / median["jaxslm"],
+        "hf": rows * new / median["hf"],
+        "jaxslm_s": median["jaxslm"],
+        "hf_s": median["hf"],
+        "compile": compile_seconds,
+        "agreement": agreement,
+    }
+
+
+def device_names(device: str) -> str:
+    """Where each side ran, in words ("CPU", or the GPU names)."""
+    ours = jax.devices()[0]
+    ours_name = "CPU" if ours.platform == "cpu" else f"GPU ({ours.device_kind})"
+    theirs = "CPU" if device == "cpu" else f"GPU ({torch.cuda.get_device_name()})"
+    return ours_name if ours_name == theirs else f"jaxslm {ours_name}, HF {theirs}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--shape", choices=SHAPES, default="20m", help="model shape")
+    parser.add_argument(
+        "--batch", type=int, nargs="+", default=[1, 16], help="rows per generate call (list)"
+    )
+    parser.add_argument(
+        "--modes", choices=MODES, nargs="+", default=list(MODES), help="decoding modes"
+    )
+    parser.add_argument("--max-new-tokens", type=int, default=150, help="tokens per row")
+    parser.add_argument("--prompt-units", type=int, default=75, help="units after <S> per prompt")
+    parser.add_argument("--repeat", type=int, default=3, help="timed calls per figure (median)")
+    parser.add_argument("--seed", type=int, default=0, help="weights and prompts")
+    args = parser.parse_args()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    jax.monitoring.register_event_duration_secs_listener(_count_compile)
+    where = device_names(device)
+
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        hf_dir, ckpt_dir = Path(tmp) / "hf", Path(tmp) / "ckpt"
+        save_hf_model(args.shape, hf_dir, args.seed)
+        lm, model = load_sides(hf_dir, ckpt_dir, device)
+        params = sum(p.numel() for p in model.parameters())
+        for batch in args.batch:
+            prompts = make_prompts(batch, args.prompt_units, args.seed + batch)
+            for mode in args.modes:
+                print(f"measuring batch {batch} {mode} ...", flush=True)
+                result = measure(lm, model, prompts, args.max_new_tokens, mode, args.repeat, device)
+                results.append((batch, mode, result))
+
+    print(
+        f"\nshape {args.shape} ({params / 1e6:.1f}M params, llama, vocab {UNITS + 2}), prompt "
+        f"1 + {args.prompt_units} tokens, {args.max_new_tokens} new tokens per row, float32, "
+        f"median of {args.repeat} calls; tok/s = rows x new tokens / wall time (prefill included); "
+        f"torch threads {torch.get_num_threads()}, jax {jax.__version__} on {jax.default_backend()}"
+    )
+    header = (
+        f"{'shape':6s} {'batch':>5s} {'mode':7s} {'jaxslm tok/s':>13s} {'HF tok/s':>10s} "
+        f"{'ratio':>6s} {'agreement':>9s} {'jaxslm s':>9s} {'HF s':>7s} {'compile s':>9s}  device"
+    )
+    print(header)
+    for batch, mode, r in results:
+        agreement = "-" if r["agreement"] is None else f"{r['agreement']:.0%}"
+        print(
+            f"{args.shape:6s} {batch:5d} {mode:7s} {r['jaxslm']:13,.0f} {r['hf']:10,.0f} "
+            f"{r['jaxslm'] / r['hf']:5.2f}x {agreement:>9s} {r['jaxslm_s']:9.3f} "
+            f"{r['hf_s']:7.3f} {r['compile']:9.2f}  {where}"
+        )
+    print(
+        "ratio = jaxslm tok/s / HF tok/s; compile = jaxslm's tracing + lowering + XLA compile "
+        "in its warm-up call (jax.monitoring), excluded from the timed calls"
+    )
+
+
+if __name__ == "__main__":
+    main()
