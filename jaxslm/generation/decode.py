@@ -19,7 +19,7 @@ from jaxslm.models.config import ModelConfig
 from jaxslm.sharding import constrain, logical_spec
 from jaxslm.vocab import SpeechVocab, allowed_tokens
 
-CACHE_AXES = ("layers", "batch", "length", "kv_heads", "head_dim")
+CACHE_AXES = ("layers", "batch", "kv_heads", "length", "head_dim")
 MIN_PROMPT_BUCKET = 16
 
 
@@ -177,7 +177,7 @@ def _decode(graphdef, params, tokens, lengths, allowed, eos, max_new, cache_leng
     model = nnx.merge(graphdef, params)
     cfg = model.config
     rows, prompt_length = tokens.shape
-    shape = (cfg.num_layers, rows, cache_length, cfg.num_kv_heads, cfg.head_dim)
+    shape = (cfg.num_layers, rows, cfg.num_kv_heads, cache_length, cfg.head_dim)
     dtype = jnp.dtype(cfg.dtype)
     cache = tuple(constrain(jnp.zeros(shape, dtype), CACHE_AXES) for _ in range(2))
     slots = jnp.arange(cache_length, dtype=jnp.int32)

@@ -43,17 +43,20 @@ class Attention(nnx.Module):
         self.o = _dense(cfg, rngs, (h, d), (e,), ("heads", "head_dim", "embed"), cfg.out_bias)
 
     def __call__(self, x, positions, mask, inv_freq, cache=None, slots=None):
-        """Self-attention; with `cache` (keys, values [B, S, KV, D]) the new keys and values are
-        written at `slots` [B, T] first and the queries attend over the whole cache."""
+        """Self-attention. With `cache` = (keys, values [layers, B, KV, S, D], this layer's
+        index), the new keys and values are written at `slots` [B, T] of this layer (in place:
+        only B x T entries change), and the queries attend over the layer's whole cache."""
         query = apply_rope(self.q(x), positions, inv_freq)
         key = apply_rope(self.k(x), positions, inv_freq)
         value = self.v(x)
         if cache is None:
             return self.o(dot_product_attention(query, key, value, mask))
+        keys, values, layer = cache
         rows = jnp.arange(x.shape[0])[:, None]
-        keys = cache[0].at[rows, slots].set(key.astype(cache[0].dtype))
-        values = cache[1].at[rows, slots].set(value.astype(cache[1].dtype))
-        return self.o(dot_product_attention(query, keys, values, mask)), (keys, values)
+        keys = keys.at[layer, rows, :, slots].set(key.astype(keys.dtype))
+        values = values.at[layer, rows, :, slots].set(value.astype(values.dtype))
+        attended = dot_product_attention(query, keys[layer], values[layer], mask, "bksd")
+        return self.o(attended), (keys, values, layer)
 
 
 class MLP(nnx.Module):
@@ -85,7 +88,7 @@ class Block(nnx.Module):
         return constrain(x, ACTIVATION_AXES)
 
     def cached(self, x, positions, mask, inv_freq, cache, slots):
-        """The layer over new tokens with a KV cache; returns (x, updated cache)."""
+        """The layer over new tokens with a KV cache (see `Attention`); returns (x, cache)."""
         attended, cache = self.attn(self.attn_norm(x), positions, mask, inv_freq, cache, slots)
         x = x + attended
         x = x + self.mlp(self.mlp_norm(x))
@@ -150,7 +153,7 @@ class Decoder(nnx.Module):
     def cached_hidden_states(self, tokens, positions, slots, mask, cache):
         """Final-norm hidden states of new tokens [B, T] with a KV cache.
 
-        `cache` holds keys and values [layers, B, S, KV, D]; the tokens' keys and values are
+        `cache` holds keys and values [layers, B, KV, S, D]; the tokens' keys and values are
         written at `slots` [B, T]; `mask` [B, T, S] says which cache slots each token sees.
         Returns (hidden [B, T, embed], updated cache).
         """
@@ -158,16 +161,19 @@ class Decoder(nnx.Module):
         inv_freq = inverse_frequencies(cfg.head_dim, cfg.rope_theta, cfg.rope_scaling)
         graphdef, layer_state = nnx.split(self.layers)
 
-        def run_layer(x, layer):
-            state, keys, values = layer
-            block = nnx.merge(graphdef, state)
-            x, (keys, values) = block.cached(x, positions, mask, inv_freq, (keys, values), slots)
-            return x, (keys, values)
+        # The whole cache rides in the scan's carry, so each layer updates its new entries in
+        # place; as scanned inputs and outputs, every step would copy the whole cache.
+        def run_layer(carry, state):
+            x, cache = carry
+            x, cache = nnx.merge(graphdef, state).cached(x, positions, mask, inv_freq, cache, slots)
+            keys, values, layer = cache
+            return (x, (keys, values, layer + 1)), None
 
         x = constrain(self.embed(tokens), ACTIVATION_AXES)
         unroll = 1 if cfg.scan_layers else cfg.num_layers
-        x, cache = jax.lax.scan(run_layer, x, (layer_state, *cache), unroll=unroll)
-        return self.final_norm(x), cache
+        carry = (x, (*cache, jnp.int32(0)))
+        (x, (keys, values, _)), _ = jax.lax.scan(run_layer, carry, layer_state, unroll=unroll)
+        return self.final_norm(x), (keys, values)
 
     def project(self, hidden):
         """Float32 logits over the padded vocabulary; padding entries are -inf."""
