@@ -34,8 +34,14 @@ def default_batch_tokens() -> int:
 
 
 def bucket_length(length: int) -> int:
-    """The padded length a sequence of `length` tokens is scored at."""
-    return max(MIN_BUCKET, 1 << (length - 1).bit_length())
+    """The padded length a sequence of `length` tokens is scored at: a power of two up to 128,
+    then four steps per doubling (160, 192, 224, 256, 320, ...), so that long sequences, which
+    rarely share a row, carry at most 25% padding (12% on average)."""
+    power = max(MIN_BUCKET, 1 << (length - 1).bit_length())
+    if power <= 128:
+        return power
+    step = power // 8
+    return -(-length // step) * step
 
 
 class Scorer:
