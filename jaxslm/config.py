@@ -310,7 +310,7 @@ class EvalSection:
     likelihood benchmarks `tasks` (see `python -m jaxslm.evaluate --help`), read from
     `tasks_dir/<task>.jsonl` or `tasks_dir/<task>/` (default: the corpus's eval/ folder), every
     `tasks_every_steps` steps and at the end of training (0: only at the end), scoring about
-    `tasks_batch_tokens` tokens per batch (0: 2048 on CPU, 16384 on accelerators)."""
+    `tasks_batch_tokens` tokens per batch (0: 1024 on CPU, 16384 on accelerators)."""
 
     every_steps: int = 100
     batches: int = 4

@@ -86,7 +86,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--batch-tokens",
         type=int,
-        help="tokens per scored batch, rows x length (default 2048 on CPU, 16384 on GPU/TPU)",
+        help="tokens per scored batch, rows x length (default 1024 on CPU, 16384 on GPU/TPU)",
     )
     parser.add_argument(
         "--dtype", choices=("float32", "bfloat16"), help="compute dtype (default: the model's)"
