@@ -20,7 +20,7 @@ from jaxslm.scaling.__main__ import build_parser, main, run_fit
 from jaxslm.scaling.fit import Law, effective_tokens, epoch_grid, fit_law, value_and_grad
 from jaxslm.scaling.isoflop import group_budgets, isoflop_fit
 from jaxslm.scaling.optimal import budget_flops, compute_optimal, exponents, plan
-from jaxslm.scaling.report import PLOTS, analyse, read_law, read_runs
+from jaxslm.scaling.report import PLOTS, analyse, read_fit, read_runs
 
 ROOT = Path(__file__).resolve().parents[1]
 CHINCHILLA = ROOT.parent / "shared" / "data" / "chinchilla" / "svg_extracted_data.csv"
@@ -214,7 +214,14 @@ def test_fit_command_writes_the_report(tmp_path, capsys):
     assert fitted["n_runs"] == 64 and fitted["settings"]["bootstrap"] == 50
     assert list(fitted["downstream"]) == ["accuracy"]  # text and bookkeeping columns skipped
     assert fitted["downstream"]["accuracy"]["slope"] == pytest.approx(-0.2)
-    assert read_law(out) == Law(**{k: fitted[k] for k in NAMES})
+    law, flops_range = read_fit(out)
+    assert law == Law(**{k: fitted[k] for k in NAMES})
+    assert flops_range == pytest.approx(((6 * n * d).min(), (6 * n * d).max()))
+    budget = 1000 * flops_range[1]
+    assert main(["plan", "--flops", str(budget), "--fit", str(out)]) == 0
+    assert "extrapolates the law far beyond them" in capsys.readouterr().out
+    assert main(["plan", "--flops", str(flops_range[1]), "--fit", str(out)]) == 0
+    assert "warning" not in capsys.readouterr().out
     for name in (*PLOTS, "metrics.png", "summary.md"):
         assert (out / name).stat().st_size > 0, name
     assert "| alpha |" in (out / "summary.md").read_text()

@@ -154,9 +154,9 @@ def run_plan(args: argparse.Namespace) -> int:
     """The `plan` sub-command."""
     from jaxslm.scaling.fit import PUBLISHED
     from jaxslm.scaling.optimal import budget_flops, exponents, plan
-    from jaxslm.scaling.report import read_law
+    from jaxslm.scaling.report import read_fit
 
-    law = PUBLISHED[args.law] if args.law else read_law(args.fit)
+    law, fitted_flops = (PUBLISHED[args.law], None) if args.law else read_fit(args.fit)
     source = f"--law {args.law}" if args.law else str(args.fit)
     if args.gpu:
         if args.count is None or args.hours is None:
@@ -176,6 +176,12 @@ def run_plan(args: argparse.Namespace) -> int:
         f"{law.B:.4g} / D^{law.beta:.4g}"
     )
     print(f"budget: C = {flops:.3e} FLOPs ({budget})")
+    if fitted_flops is not None and not fitted_flops[0] / 10 <= flops <= 100 * fitted_flops[1]:
+        print(
+            f"warning: the fit's runs used {fitted_flops[0]:.3g} to {fitted_flops[1]:.3g} "
+            "FLOPs; this budget extrapolates the law far beyond them (more than 100x above "
+            "or 10x below)"
+        )
     print(f"N_opt = {result.n_opt:.4g} parameters (~ C^{a:.3f})")
     print(
         f"D_opt = {result.d_opt:.4g} tokens (~ C^{b:.3f}), "

@@ -205,6 +205,7 @@ class Report:
         return {
             **self.law.to_dict(),
             "runs_file": self.table.path,
+            "runs_flops": [float(self.table.flops.min()), float(self.table.flops.max())],
             "n_dropped": self.dropped,
             "compute_optimal": {
                 "n_opt_exponent": a,
@@ -277,8 +278,9 @@ def write_report(report: Report, out_dir: str | Path, overwrite: bool = False) -
     return Path(out_dir)
 
 
-def read_law(path: str | Path) -> Law:
-    """The law E, A, B, alpha, beta of a report's fit.json (or of the folder holding it)."""
+def read_fit(path: str | Path) -> tuple[Law, tuple[float, float] | None]:
+    """The law E, A, B, alpha, beta of a report's fit.json (or of the folder holding it), and
+    the smallest and largest compute of the runs it was fitted on (None if not recorded)."""
     path = Path(path)
     path = path / "fit.json" if path.is_dir() else path
     if not path.is_file():
@@ -291,7 +293,8 @@ def read_law(path: str | Path) -> Law:
     missing = [k for k in names if not isinstance(values.get(k), (int, float))]
     if missing:
         raise JaxslmError(f"{path}: no number for {', '.join(missing)}; is it a fit.json?")
-    return Law(**{k: float(values[k]) for k in names})
+    flops = values.get("runs_flops")
+    return Law(**{k: float(values[k]) for k in names}), None if flops is None else tuple(flops)
 
 
 def summary(report: Report, plots: list[str]) -> str:
