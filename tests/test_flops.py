@@ -111,6 +111,12 @@ def test_published_sizes():
     attention = 16 * 2 * 2048**2 * 32 * 64
     assert forward_flops(llama_1b, 1, 2048) == 2 * 2048 * (layers_matmul + head) + attention
     assert train_flops(llama_1b, 4, 2048) == 3 * forward_flops(llama_1b, 4, 2048)
+    # Against 6ND: per token, attention adds 6 L T d_attn (causal) to 6 N, so the exact count
+    # exceeds 6ND by L T d_attn / N (Kaplan et al.), 5.4% here; norms make up the 1e-4 slack.
+    six_nd = 6 * param_count(llama_1b) * 4 * 2048
+    expected = 1 + 16 * 2048 * 32 * 64 / param_count(llama_1b)
+    assert train_flops(llama_1b, 4, 2048) / six_nd == pytest.approx(expected, rel=1e-4)
+    assert 1.05 < expected < 1.06
 
 
 def xla_forward_flops(cfg: ModelConfig, batch: int, seq_len: int) -> float:
