@@ -5,7 +5,7 @@ weights, in one invocation, and must agree before anything is timed.
 
   jaxslm  `jaxslm.load(ckpt).make_scorer(batch_tokens)`; every positive and negative of the
           task goes to one `Scorer.log_likelihood(..., normalize="mean")` call (sequences
-          packed best-fit, longest first, into power-of-two rows with segment ids; rows x
+          packed best-fit, longest first, into rows of bucketed lengths with segment ids; rows x
           length near `batch_tokens`; one jitted forward per batch), then pos > neg is
           counted on the host. Several --batch-tokens are timed; the table reports the
           fastest.
