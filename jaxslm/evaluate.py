@@ -217,4 +217,7 @@ def evaluate(args: argparse.Namespace, requests, mesh_sizes) -> dict:
 
 
 if __name__ == "__main__":
+    from jaxslm.compile_cache import enable_compilation_cache
+
+    enable_compilation_cache()
     sys.exit(main())
