@@ -4,7 +4,7 @@
 A sweep config is YAML:
 
   base: configs/tiny.yaml          # the training config every run starts from
-  out: runs/sweeps/tiny            # runs/<name>/, configs/<name>.yaml, commands.sh, runs.csv
+  out: runs/sweeps/tiny            # runs/, logs/, configs/, commands.sh, runs.csv, report/
   params: [2.0e+5, 5.0e+5, 1.0e+6] # target non-embedding parameter counts N
   tokens_per_param: [5, 10, 20]    # token budgets D = r N ...
   flops: []                        # ... and/or IsoFLOP budgets C: D = C / (6 N) for every N
