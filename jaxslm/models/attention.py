@@ -14,6 +14,35 @@ def segment_causal_mask(segment_ids: jnp.ndarray) -> jnp.ndarray:
     return causal[None] & same_segment
 
 
+CAUSAL_CHUNK = 128
+
+
+def causal_attention(
+    query: jnp.ndarray, key: jnp.ndarray, value: jnp.ndarray, mask: jnp.ndarray
+) -> jnp.ndarray:
+    """`dot_product_attention` for a causal `mask` (no query sees a later key), in query
+    chunks of CAUSAL_CHUNK that each read only the keys up to their last query.
+
+    The masked-out upper triangle is never computed, and each chunk's float32 scores stay
+    small enough for the CPU's caches. Measured once on the 2-core CPU VM (2026-11-22), the
+    forward pass of a 20M model ran 1.6x as fast on rows of 1024 tokens (5.0k against 3.1k
+    tokens/s) and 2.2x on rows of 2048 (3.2k against 1.5k), and 4-17% faster on rows of 384
+    and 448. The result is the same up to float rounding.
+    """
+    length = query.shape[1]
+    if length <= CAUSAL_CHUNK:
+        return dot_product_attention(query, key, value, mask)
+    chunks = []
+    for start in range(0, length, CAUSAL_CHUNK):
+        end = min(start + CAUSAL_CHUNK, length)
+        chunks.append(
+            dot_product_attention(
+                query[:, start:end], key[:, :end], value[:, :end], mask[:, start:end, :end]
+            )
+        )
+    return jnp.concatenate(chunks, axis=1)
+
+
 def dot_product_attention(
     query: jnp.ndarray,
     key: jnp.ndarray,

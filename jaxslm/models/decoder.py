@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxslm.models.attention import dot_product_attention, segment_causal_mask
+from jaxslm.models.attention import causal_attention, dot_product_attention, segment_causal_mask
 from jaxslm.models.config import ModelConfig
 from jaxslm.models.layers import Dense, Embed, RMSNorm
 from jaxslm.models.rope import apply_rope, inverse_frequencies
@@ -50,7 +50,7 @@ class Attention(nnx.Module):
         key = apply_rope(self.k(x), positions, inv_freq)
         value = self.v(x)
         if cache is None:
-            return self.o(dot_product_attention(query, key, value, mask))
+            return self.o(causal_attention(query, key, value, mask))
         keys, values, layer = cache
         rows = jnp.arange(x.shape[0])[:, None]
         keys = keys.at[layer, rows, :, slots].set(key.astype(keys.dtype))
