@@ -269,6 +269,26 @@ def test_bad_tables_fail_clearly(tmp_path, capsys, change, fragments):
     assert not out.exists() and [p.name for p in tmp_path.iterdir()] == ["runs.csv"]
 
 
+def test_undetermined_terms_are_warned(tmp_path, capsys):
+    """Two model sizes leave A and alpha undetermined; a law without E drives E to zero."""
+    n = np.repeat([1e8, 4e8], 4)
+    d = np.tile([1e9, 3e9, 1e10, 3e10], 2)
+    table = write_table(tmp_path / "runs.csv", {"params": n, "tokens": d, "loss": TRUE.loss(n, d)})
+    assert main(["fit", str(table), "--out", str(tmp_path / "r"), "--bootstrap", "0"]) == 0
+    warned = capsys.readouterr().err
+    assert "only 2 distinct params value(s): A, alpha are poorly determined" in warned
+    fitted = json.loads((tmp_path / "r" / "fit.json").read_text())
+    assert fitted["warnings"] == [w[len("warning: ") :] for w in warned.splitlines()]
+    assert "## Warnings" in (tmp_path / "r" / "summary.md").read_text()
+    no_floor = Law(E=1e-9, A=400.0, B=1800.0, alpha=0.34, beta=0.36)
+    n, d = synthetic_runs()[:2]
+    table = write_table(
+        tmp_path / "runs2.csv", {"params": n, "tokens": d, "loss": no_floor.loss(n, d)}
+    )
+    assert main(["fit", str(table), "--out", str(tmp_path / "r2"), "--bootstrap", "0"]) == 0
+    assert "is near zero" in capsys.readouterr().err
+
+
 def test_missing_table_and_too_many_dropped(tmp_path, capsys):
     assert main(["fit", str(tmp_path / "none.csv"), "--out", str(tmp_path / "r")]) == 2
     assert "no such runs table" in capsys.readouterr().err

@@ -109,6 +109,8 @@ def run_fit(args: argparse.Namespace) -> int:
         f"L(N, D) = {law.E:.4g} + {law.A:.4g} / N^{law.alpha:.4f} + {law.B:.4g} / "
         f"D^{law.beta:.4f} over {report.law.n_runs} runs"
     )
+    for warning in report.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     print(f"report in {out}: fit.json, summary.md and plots")
     return 0
 

@@ -198,6 +198,7 @@ class Report:
     isoflop: IsoFlopFit
     downstream: dict[str, Downstream]
     settings: dict[str, Any]
+    warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """The content of fit.json."""
@@ -216,6 +217,7 @@ class Report:
             "isoflop": self.isoflop.to_dict(),
             "downstream": {name: fit.to_dict() for name, fit in self.downstream.items()},
             "settings": self.settings,
+            "warnings": self.warnings,
         }
 
 
@@ -266,7 +268,29 @@ def analyse(
         "isoflop_rtol": isoflop_rtol,
         "r_star": r_star,
     }
-    return Report(runs, drop_highest_loss, law, iso, downstream, settings)
+    return Report(runs, drop_highest_loss, law, iso, downstream, settings, fit_warnings(runs, law))
+
+
+def fit_warnings(runs: RunTable, fit: LawFit) -> list[str]:
+    """What the runs leave undetermined: too few distinct N or D for a term, or an irreducible
+    loss E driven to zero (the runs never flatten out)."""
+    out = []
+    for column, values, term in (
+        ("params", runs.params, "A, alpha"),
+        ("tokens", runs.tokens, "B, beta"),
+    ):
+        distinct = len(np.unique(values))
+        if distinct < 3:
+            out.append(
+                f"only {distinct} distinct {column} value(s): {term} are poorly determined; "
+                f"add runs at other {column}"
+            )
+    if fit.law.E / runs.loss.min() < 1e-3:
+        out.append(
+            f"E = {fit.law.E:.3g} is near zero: the runs do not determine the irreducible loss "
+            "(add larger models or longer runs); predictions beyond the runs are unreliable"
+        )
+    return out
 
 
 def write_report(report: Report, out_dir: str | Path, overwrite: bool = False) -> Path:
@@ -380,6 +404,8 @@ def summary(report: Report, plots: list[str]) -> str:
                 f"| {name} | {down.runs} | {gamma} | {down.slope:.4g} | "
                 f"{down.intercept:.4g} | {down.correlation:.3f} |"
             )
+    if report.warnings:
+        lines += ["", "## Warnings", ""] + [f"- {warning}" for warning in report.warnings]
     lines += ["", "## Plots", ""] + [f"- [{name}]({name})" for name in plots]
     return "\n".join(lines) + "\n"
 
