@@ -79,10 +79,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import jax
-import jax.monitoring
 import jax.numpy as jnp
 import numpy as np
 import torch
+from compile_clock import CompileClock
 from flax import nnx
 from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import DataLoader, Dataset
@@ -376,28 +376,6 @@ def pair_results(ll: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
     return pos, neg, accuracy
 
 
-class CompileClock:
-    """Seconds JAX spent tracing, lowering and compiling since the last `take()`."""
-
-    EVENTS = (
-        "/jax/core/compile/jaxpr_trace_duration",
-        "/jax/core/compile/jaxpr_to_mlir_module_duration",
-        "/jax/core/compile/backend_compile_duration",
-    )
-
-    def __init__(self):
-        self.seconds = 0.0
-        jax.monitoring.register_event_duration_secs_listener(self._listen)
-
-    def _listen(self, event: str, duration: float, **_) -> None:
-        if event in self.EVENTS:
-            self.seconds += duration
-
-    def take(self) -> float:
-        seconds, self.seconds = self.seconds, 0.0
-        return seconds
-
-
 # ----------------------------------------------------------------------------- prototype
 
 
@@ -595,7 +573,7 @@ def run_task(task: str, args, model: Model, lm, loop: SlamkitLoop, clock: Compil
             jax.clear_caches()
         clock.take()
         first[name], outputs[name] = timed(run, pairs)
-        compile_s[name] = clock.take()
+        compile_s[name] = clock.take()[0]
         if name != "torch":
             programs[name] = run.jit._cache_size()
     reference = np.concatenate(outputs["torch"][:2])

@@ -54,6 +54,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import torch
+from compile_clock import CompileClock
 from transformers import AutoModelForCausalLM, LlamaConfig
 
 import jaxslm
@@ -122,14 +123,6 @@ def make_prompts(batch: int, units: int, seed: int) -> np.ndarray:
     return np.concatenate([np.full((batch, 1), BOS), ids], axis=1)
 
 
-COMPILE_SECONDS = [0.0]  # jax's tracing, lowering and XLA compilation time, summed
-
-
-def _count_compile(event: str, seconds: float, **_) -> None:
-    if event.startswith("/jax/core/compile/"):
-        COMPILE_SECONDS[0] += seconds
-
-
 def jaxslm_generate(lm: SpeechLM, prompts: np.ndarray, new: int, mode: str, seed: int):
     """(seconds, generated ids [rows, new]) of one `SpeechLM.generate` call."""
     start = time.perf_counter()
@@ -171,12 +164,14 @@ def check_lengths(side: str, out: np.ndarray, rows: int, new: int) -> None:
         raise SystemExit(f"{side} decoded {out.shape} tokens, expected ({rows}, {new})")
 
 
-def measure(lm, model, prompts, new: int, mode: str, repeat: int, device: str) -> dict:
+def measure(
+    lm, model, prompts, new: int, mode: str, repeat: int, device: str, clock: CompileClock
+) -> dict:
     """Rates, compile time and greedy agreement of both sides for one (batch, mode)."""
     rows = prompts.shape[0]
-    COMPILE_SECONDS[0] = 0.0
+    clock.take()
     _, ours = jaxslm_generate(lm, prompts, new, mode, seed=0)
-    compile_seconds = COMPILE_SECONDS[0]
+    compile_seconds = clock.take()[0]
     _, theirs = hf_generate(model, prompts, new, mode, seed=0, device=device)
     check_lengths("jaxslm", ours, rows, new)
     check_lengths("transformers", theirs, rows, new)
@@ -223,7 +218,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="weights and prompts")
     args = parser.parse_args()
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    jax.monitoring.register_event_duration_secs_listener(_count_compile)
+    clock = CompileClock()
     where = device_names(device)
 
     results = []
@@ -236,7 +231,9 @@ def main() -> None:
             prompts = make_prompts(batch, args.prompt_units, args.seed + batch)
             for mode in args.modes:
                 print(f"measuring batch {batch} {mode} ...", flush=True)
-                result = measure(lm, model, prompts, args.max_new_tokens, mode, args.repeat, device)
+                result = measure(
+                    lm, model, prompts, args.max_new_tokens, mode, args.repeat, device, clock
+                )
                 results.append((batch, mode, result))
 
     print(

@@ -74,11 +74,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import jax
-import jax.monitoring
 import jax.numpy as jnp
 import numpy as np
 import torch
 import torch.nn.functional as F
+from compile_clock import CompileClock
 from flax import nnx
 from transformers import HubertConfig, HubertModel
 
@@ -176,30 +176,6 @@ def agreement(got: Units, want: Units) -> float:
         same += int(np.sum(a[:n] == b[:n]))
         total += max(a.size, b.size)
     return same / max(total, 1)
-
-
-class CompileClock:
-    """Seconds JAX spent tracing, lowering and compiling, and backend compiles, since `take()`."""
-
-    EVENTS = (
-        "/jax/core/compile/jaxpr_trace_duration",
-        "/jax/core/compile/jaxpr_to_mlir_module_duration",
-        "/jax/core/compile/backend_compile_duration",
-    )
-
-    def __init__(self):
-        self.seconds, self.compiles = 0.0, 0
-        jax.monitoring.register_event_duration_secs_listener(self._listen)
-
-    def _listen(self, event: str, duration: float, **_) -> None:
-        if event in self.EVENTS:
-            self.seconds += duration
-            self.compiles += event == self.EVENTS[-1]
-
-    def take(self) -> tuple[float, int]:
-        taken = self.seconds, self.compiles
-        self.seconds, self.compiles = 0.0, 0
-        return taken
 
 
 # ----------------------------------------------------------------------------- torch (slamkit)
