@@ -203,8 +203,9 @@ def run_local(sweep: SweepConfig, runs: list[Run], log=print) -> None:
             log(f"{prefix}: finished, skipped")
             continue
         command = [sys.executable, "-m", "jaxslm.train", "--config", sweep.base, *run.overrides]
-        started = time.monotonic()
         log_path = logs / f"{run.name}.log"
+        log(f"{prefix}: {run.steps} steps, output in {log_path}")
+        started = time.monotonic()
         with open(log_path, "w") as output:
             code = subprocess.run(command, stdout=output, stderr=subprocess.STDOUT).returncode
         if code:
@@ -213,7 +214,7 @@ def run_local(sweep: SweepConfig, runs: list[Run], log=print) -> None:
                 f"run {run.name} failed (exit {code}); re-run the sweep to resume it. Its "
                 f"log {log_path} ends:\n{tail}"
             )
-        log(f"{prefix}: {run.steps} steps in {time.monotonic() - started:.0f} s")
+        log(f"{prefix}: done in {time.monotonic() - started:.0f} s")
 
 
 def collect(sweep: SweepConfig, runs: list[Run]) -> Path:
