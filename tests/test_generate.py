@@ -1,11 +1,13 @@
 """KV-cache generation against transformers' `generate` (exported model, PyTorch CPU, greedy),
 against full recomputation, and the sampling rules."""
 
+import jax
 import numpy as np
 import pytest
 import torch
 
 from jaxslm.errors import JaxslmError
+from jaxslm.generation import decode
 from jaxslm.hf.exporter import export_hf
 from jaxslm.vocab import allowed_tokens
 
@@ -66,6 +68,22 @@ def test_cached_decoding_equals_full_recomputation(qwen_lm):
             if sequence[-1] in qwen_lm.vocab.eos_ids:
                 break
         assert generated == sequence[len(prompt) :]
+
+
+def test_growing_attention_windows_change_nothing(llama_lm, monkeypatch):
+    """Decoding in phases of 64 then 128 attended slots gives what attending over the whole
+    cache at every step gives."""
+    assert decode.attention_windows(16, 128) == [64, 128]
+    assert decode.attention_windows(128, 320) == [256, 320]
+    prompts = _prompts(llama_lm.vocab, seed=5, lengths=(9, 3))
+    jax.clear_caches()
+    windowed = llama_lm.generate(prompts, 100, repetition_penalty=1.1)
+    monkeypatch.setattr(decode, "attention_windows", lambda prompt, cache: [cache])
+    jax.clear_caches()
+    whole = llama_lm.generate(prompts, 100, repetition_penalty=1.1)
+    jax.clear_caches()
+    assert windowed == whole
+    assert max(map(len, windowed)) + 9 > 64, "no row reached the second window"
 
 
 def test_sampling_is_reproducible_and_respects_bans(llama_lm):

@@ -5,6 +5,7 @@ sampling settings) bucket; prompts and row counts are padded to powers of two.""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -183,8 +184,9 @@ def _decode(graphdef, params, tokens, lengths, allowed, eos, max_new, cache_leng
     slots = jnp.arange(cache_length, dtype=jnp.int32)
     prompt_index = jnp.arange(prompt_length, dtype=jnp.int32)
     positions = jnp.broadcast_to(prompt_index, tokens.shape)
-    prefill_mask = (slots[None, None, :] <= prompt_index[None, :, None]) & (
-        slots[None, None, :] < lengths[:, None, None]
+    # A mask narrower than the cache limits attention to its first slots (see Attention).
+    prefill_mask = (prompt_index[None, None, :] <= prompt_index[None, :, None]) & (
+        prompt_index[None, None, :] < lengths[:, None, None]
     )
     hidden, cache = model.cached_hidden_states(tokens, positions, positions, prefill_mask, cache)
     last = jnp.take_along_axis(hidden, (lengths - 1)[:, None, None], axis=1)
@@ -206,7 +208,7 @@ def _decode(graphdef, params, tokens, lengths, allowed, eos, max_new, cache_leng
     def running(state):
         return (state["step"] < max_new) & ~jnp.all(state["done"])
 
-    def step(state):
+    def step(state, window: int):
         t = state["step"]
         token = _choose(
             state["logits"], state["seen"], allowed, sampling, jax.random.fold_in(key, t)
@@ -216,7 +218,7 @@ def _decode(graphdef, params, tokens, lengths, allowed, eos, max_new, cache_leng
         done = state["done"] | eos[token]
         seen = state["seen"].at[jnp.arange(rows), token].set(True)
         slot = (lengths + t)[:, None]
-        mask = slots[None, None, :] <= slot[:, :, None]
+        mask = slots[None, None, :window] <= slot[:, :, None]
         hidden, cache = model.cached_hidden_states(token[:, None], slot, slot, mask, state["cache"])
         return {
             "step": t + 1,
@@ -228,5 +230,24 @@ def _decode(graphdef, params, tokens, lengths, allowed, eos, max_new, cache_leng
             "out": state["out"].at[:, t].set(token),
         }
 
-    state = jax.lax.while_loop(running, step, state)
+    # Phases of growing attention windows: each step attends over the first `window` cache
+    # slots only, as long as every row's new slot lies inside them.
+    longest = jnp.max(lengths)
+    for window in attention_windows(prompt_length, cache_length):
+        state = jax.lax.while_loop(
+            lambda state, window=window: running(state) & (longest + state["step"] < window),
+            functools.partial(step, window=window),
+            state,
+        )
     return state["out"], state["counts"]
+
+
+def attention_windows(prompt_length: int, cache_length: int) -> list[int]:
+    """Cache slots attended in each decoding phase: 64 x powers of two above the prompt
+    bucket, then the whole cache."""
+    windows, window = [], 64
+    while window < cache_length:
+        if window > prompt_length:
+            windows.append(window)
+        window *= 2
+    return [*windows, cache_length]

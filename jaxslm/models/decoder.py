@@ -45,7 +45,8 @@ class Attention(nnx.Module):
     def __call__(self, x, positions, mask, inv_freq, cache=None, slots=None):
         """Self-attention. With `cache` = (keys, values [layers, B, KV, S, D], this layer's
         index), the new keys and values are written at `slots` [B, T] of this layer (in place:
-        only B x T entries change), and the queries attend over the layer's whole cache."""
+        only B x T entries change), and the queries attend over the layer's first S' cache
+        slots, S' being the width of `mask` [B, T, S']."""
         query = apply_rope(self.q(x), positions, inv_freq)
         key = apply_rope(self.k(x), positions, inv_freq)
         value = self.v(x)
@@ -55,7 +56,9 @@ class Attention(nnx.Module):
         rows = jnp.arange(x.shape[0])[:, None]
         keys = keys.at[layer, rows, :, slots].set(key.astype(keys.dtype))
         values = values.at[layer, rows, :, slots].set(value.astype(values.dtype))
-        attended = dot_product_attention(query, keys[layer], values[layer], mask, "bksd")
+        window = mask.shape[-1]  # a narrower mask attends over the first slots only
+        keys_seen, values_seen = keys[layer][:, :, :window], values[layer][:, :, :window]
+        attended = dot_product_attention(query, keys_seen, values_seen, mask, "bksd")
         return self.o(attended), (keys, values, layer)
 
 
