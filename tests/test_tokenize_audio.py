@@ -81,7 +81,8 @@ def _oracle_units(model, centroids, wave):
     return dedup(distances.argmin(1))
 
 
-def _argv(audio, hubert_dir, codebook, out, *extra):
+def _speech_args(audio, hubert_dir, codebook) -> list[str]:
+    """The audio, HuBERT and codebook options that tokenize_audio and the corpus builder share."""
     return [
         "--audio",
         str(audio),
@@ -91,6 +92,12 @@ def _argv(audio, hubert_dir, codebook, out, *extra):
         str(LAYER),
         "--codebook",
         str(codebook),
+    ]
+
+
+def _argv(audio, hubert_dir, codebook, out, *extra):
+    return [
+        *_speech_args(audio, hubert_dir, codebook),
         "--out",
         str(out),
         "--no-progress",
@@ -196,14 +203,7 @@ def test_corpus_builder_tokenizes_audio(hubert, codebook, tmp_path):
     _audio_folder(audio, np.random.default_rng(7))
     out = tmp_path / "corpus"
     argv = [
-        "--audio",
-        str(audio),
-        "--hubert",
-        str(hubert_dir),
-        "--layer",
-        str(LAYER),
-        "--codebook",
-        str(codebook),
+        *_speech_args(audio, hubert_dir, codebook),
         "--validation-fraction",
         "0",
         "--out",
