@@ -74,7 +74,7 @@ class SpeechLM:
 
     def make_scorer(self, batch_tokens: int | None = None) -> Scorer:
         """A log-likelihood scorer over this model that batches about `batch_tokens` tokens
-        (None: 2048 on CPU, 16384 on accelerators)."""
+        (None: `default_batch_tokens()`, 1024 on CPU and 16384 elsewhere)."""
         padded = self.config.padded_vocab_size
         return Scorer(self._graphdef, self._params, self.vocab, padded, self.mesh, batch_tokens)
 

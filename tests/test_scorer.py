@@ -134,3 +134,68 @@ def test_short_sequences_fill_longer_rows(qwen_lm):
     scorer = qwen_lm.make_scorer(batch_tokens=128)
     batches = scorer._batches(np.asarray([40, 20, 4, 3, 70]))
     assert batches == [(32, [[1, 2, 3]]), (128, [[4, 0]])]  # best fit, longest first
+
+
+def _story_sequences(vocab, seed: int) -> list[list[int]]:
+    """Sequences sharing contexts the way StoryCloze pairs do, plus duplicates and near misses:
+    a 40-token context with endings of 1-25 tokens (one sequence is the context alone), a copy,
+    a sequence sharing only 10 tokens with the context, and an unrelated one."""
+    rng = np.random.default_rng(seed)
+
+    def units(n: int) -> list[int]:
+        return vocab.units_to_ids(rng.integers(0, vocab.num_units, n)).tolist()
+
+    context = [vocab.bos_id or 0, *units(39)]
+    endings = [units(n) for n in (1, 7, 25)]
+    stories = [context + ending for ending in endings] + [context]
+    return [*stories, stories[1], context[:10] + units(30), [vocab.bos_id or 0, *units(20)]]
+
+
+def test_plan_items_share_prefixes_and_merge_duplicates(qwen_lm):
+    from jaxslm.evals.sharing import plan_items
+
+    sequences = _story_sequences(qwen_lm.vocab, seed=11)
+    arrays = [np.asarray(s, np.int32) for s in sequences]
+    items, copy_of = plan_items(arrays)
+    assert copy_of[4] == copy_of[1] and len(set(copy_of.tolist())) == 6
+    shared = [item for item in items if item.branches]
+    assert len(shared) == 1 and len(items) == 3  # the story item, the near miss, the other
+    (story,) = shared
+    assert sorted(story.owners) == sorted(copy_of[:4].tolist())
+    np.testing.assert_array_equal(story.trunk, arrays[3][:39])
+    for owner, branch in story.branches:
+        (original,) = [i for i in range(4) if copy_of[i] == owner]
+        np.testing.assert_array_equal(np.concatenate([story.trunk, branch]), arrays[original])
+    assert len(plan_items(arrays, max_branches=2)[0]) == 4
+    assert not any(item.branches for item in plan_items(arrays, min_shared=41)[0])
+
+
+@pytest.mark.parametrize("modality", [None, "speech"])
+def test_shared_prefixes_score_as_alone(qwen_lm, qwen_torch, modality):
+    sequences = _story_sequences(qwen_lm.vocab, seed=13)
+    alone = np.asarray([qwen_lm.log_likelihood([s], "sum", modality)[0] for s in sequences])
+    finished = []
+    scorer = qwen_lm.make_scorer()
+    together = scorer.log_likelihood(sequences, "sum", modality, on_batch=finished.append)
+    assert sum(finished) == len(sequences)
+    np.testing.assert_allclose(together, alone, rtol=1e-5)
+    theirs = [
+        _slamkit_log_likelihood(qwen_torch, qwen_lm.vocab, [s], False, modality)[0]
+        for s in sequences
+    ]
+    np.testing.assert_allclose(together, theirs, rtol=1e-4)
+
+
+def test_restricted_head_equals_masked_full_head(qwen_lm, llama_lm, monkeypatch):
+    import jaxslm.evals.scorer as scorer_module
+
+    for lm in (qwen_lm, llama_lm):  # untied and tied output projections
+        sequences = _sequences(lm.vocab, seed=15) + _story_sequences(lm.vocab, seed=15)
+        restricted = lm.make_scorer().log_likelihood(sequences, modality="speech")
+        with monkeypatch.context() as patch:
+            patch.setattr(scorer_module, "restricted_head", lambda allowed: None)
+            full = lm.make_scorer().log_likelihood(sequences, modality="speech")
+        assert np.isfinite(restricted).sum() >= 3
+        np.testing.assert_array_equal(np.isfinite(restricted), np.isfinite(full))
+        finite = np.isfinite(full)
+        np.testing.assert_allclose(restricted[finite], full[finite], rtol=1e-5)

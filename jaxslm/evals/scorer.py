@@ -1,11 +1,14 @@
 """Summed log-likelihoods of token sequences: one jitted, sharded forward pass per padded shape.
 
-Sequences are packed into rows whose lengths are powers of two (longest first, best fit, with
-segment ids and restarted positions so packed sequences never see each other), and rows of
-one length are batched so that rows x length stays near a token budget: a whole benchmark
-compiles a handful of programs and computes little padding. Scores follow slamkit: every
-next-token target after the first token counts, logits are float32, and an optional modality
-restriction sets the other modality's logits to -inf before the softmax.
+Identical sequences are scored once, and sequences sharing a long prefix are scored as one
+trunk with branches (`jaxslm.evals.sharing`). The resulting items are packed into rows of a
+few bucketed lengths (longest first, best fit, with segment ids and restarted positions so
+packed items never see each other), and rows of one length are batched so that rows x length
+stays near a token budget: a whole benchmark compiles a handful of programs and computes
+little padding. Scores follow slamkit: every next-token target after the first token counts,
+logits are float32, and an optional modality restriction sets the other modality's logits to
+-inf before the softmax; when that leaves at most half of the vocabulary, only the allowed
+rows of the output projection are computed.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import bisect
 import math
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -21,11 +25,36 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxslm.errors import JaxslmError
+from jaxslm.evals.sharing import Item, plan_items
 from jaxslm.sharding import LOGICAL_RULES, logical_spec
 from jaxslm.vocab import SpeechVocab, allowed_tokens
 
 NORMALIZATIONS = ("mean", "sum")
 MIN_BUCKET = 16
+
+
+class RestrictedHead(NamedTuple):
+    """The output rows a modality restriction keeps: `ids` [K] (K a multiple of 128, padded
+    with repeats that `valid` [K] marks False) and `index` [padded vocab] mapping each id to
+    its column in `ids`, or -1 for banned ids."""
+
+    ids: np.ndarray
+    valid: np.ndarray
+    index: np.ndarray
+
+
+def restricted_head(allowed: np.ndarray) -> RestrictedHead | None:
+    """The rows to compute for the boolean mask `allowed`, or None when it keeps more than
+    half of the vocabulary (then the full projection, masked, is cheaper than a gather)."""
+    kept = np.flatnonzero(allowed).astype(np.int32)
+    if 2 * kept.size > allowed.size:
+        return None
+    width = max(128, -(-kept.size // 128) * 128)
+    ids = np.full(width, kept[0], np.int32)
+    ids[: kept.size] = kept
+    index = np.full(allowed.size, -1, np.int32)
+    index[kept] = np.arange(kept.size, dtype=np.int32)
+    return RestrictedHead(ids, np.arange(width) < kept.size, index)
 
 
 def default_batch_tokens() -> int:
@@ -68,7 +97,7 @@ class Scorer:
         self.batch_tokens, self.logits_bytes = batch_tokens, logits_bytes
         self._row_multiple = _batch_shards(mesh)
         out_shardings = None if mesh is None else NamedSharding(mesh, PartitionSpec())
-        self._score = jax.jit(_score_rows, static_argnums=(0, 6), out_shardings=out_shardings)
+        self._score = jax.jit(_score_rows, static_argnums=(0, 8), out_shardings=out_shardings)
 
     def summed(
         self,
@@ -78,21 +107,26 @@ class Scorer:
     ) -> tuple[np.ndarray, np.ndarray]:
         """(summed log-likelihood, number of targets) per sequence, float64 and int64 [N].
 
-        `on_batch(n)` is called as each batch of n sequences completes.
+        `on_batch(n)` is called as each batch of n sequences completes (duplicates complete
+        with their first copy).
         """
         arrays = [self._check(i, s) for i, s in enumerate(sequences)]
         allowed = allowed_tokens(self.vocab, modality, self.padded_vocab_size)
-        lengths = np.asarray([a.size for a in arrays], np.int64)
-        totals = np.zeros(len(arrays), np.float64)
-        pending: tuple[list[list[int]], jax.Array] | None = None
-        for length, rows in self._batches(lengths):
-            log_probs = self._run(arrays, length, rows, allowed)
+        head = restricted_head(allowed)
+        items, copy_of = plan_items(arrays)
+        copies = np.bincount(copy_of, minlength=copy_of.max(initial=-1) + 1)
+        totals = np.zeros(copies.size, np.float64)
+        pending: tuple[list[list[Item]], jax.Array] | None = None
+        for length, rows in self._batches(np.asarray([item.size for item in items])):
+            row_items = [[items[i] for i in row] for row in rows]
+            log_probs = self._run(row_items, length, allowed, head)
             if pending is not None:
-                self._collect(totals, arrays, *pending, on_batch)
-            pending = (rows, log_probs)
+                self._collect(totals, copies, *pending, on_batch)
+            pending = (row_items, log_probs)
         if pending is not None:
-            self._collect(totals, arrays, *pending, on_batch)
-        return totals, np.maximum(lengths - 1, 0)
+            self._collect(totals, copies, *pending, on_batch)
+        lengths = np.asarray([a.size for a in arrays], np.int64)
+        return totals[copy_of], lengths - 1
 
     def log_likelihood(
         self,
@@ -121,13 +155,13 @@ class Scorer:
             )
         return ids.astype(np.int32)
 
-    def _batches(self, lengths: np.ndarray) -> list[tuple[int, list[list[int]]]]:
-        """Batches of rows of sequence indices: sequences packed best-fit, longest first, into
-        rows of their bucket length, so short ones fill the ends of longer rows; each batch
-        holds rows of one length."""
+    def _batches(self, sizes: np.ndarray) -> list[tuple[int, list[list[int]]]]:
+        """Batches of rows of item indices: items of `sizes` tokens packed best-fit, longest
+        first, into rows of their bucket length, so short ones fill the ends of longer rows;
+        each batch holds rows of one length."""
         capacity, members, free = [], [], []  # per row; `free` sorted as (space, row)
-        for index in np.argsort(-lengths, kind="stable"):
-            size = int(lengths[index])
+        for index in np.argsort(-sizes, kind="stable"):
+            size = int(sizes[index])
             slot = bisect.bisect_left(free, (size, -1))
             if slot < len(free):
                 space, row = free.pop(slot)
@@ -149,44 +183,53 @@ class Scorer:
         rows = max(1, self.batch_tokens // length)
         return math.ceil(rows / self._row_multiple) * self._row_multiple
 
-    def _run(self, arrays, length: int, rows: list[list[int]], allowed) -> jax.Array:
+    def _run(self, rows: list[list[Item]], length: int, allowed, head) -> jax.Array:
         count = min(self._rows(length), _round_up_pow2(len(rows), self._row_multiple))
-        tokens = np.zeros((count, length), np.int32)
-        segments = np.zeros((count, length), np.int32)
-        positions = np.zeros((count, length), np.int32)
-        for row, indices in enumerate(rows):
+        tokens, segments, branches, positions = np.zeros((4, count, length), np.int32)
+        for row, items in enumerate(rows):
             start = 0
-            for segment, index in enumerate(indices, start=1):
-                end = start + arrays[index].size
-                tokens[row, start:end] = arrays[index]
-                segments[row, start:end] = segment
-                positions[row, start:end] = np.arange(end - start)
-                start = end
-        chunk = _logit_chunk(count, length, self.padded_vocab_size, self.logits_bytes)
-        inputs = (tokens, segments, positions, allowed)
+            for segment, item in enumerate(items, start=1):
+                pieces = [(0, item.trunk, 0)]
+                pieces += [(b, t, item.trunk.size) for b, (_, t) in enumerate(item.branches, 1)]
+                for branch, piece, first_position in pieces:
+                    end = start + piece.size
+                    tokens[row, start:end] = piece
+                    segments[row, start:end] = segment
+                    branches[row, start:end] = branch
+                    positions[row, start:end] = np.arange(
+                        first_position, first_position + piece.size
+                    )
+                    start = end
+        columns = self.padded_vocab_size if head is None else head.ids.size
+        chunk = _logit_chunk(count, length, columns, self.logits_bytes)
+        inputs = (tokens, segments, branches, positions, allowed, head)
         if self.mesh is None:
             return self._score(self.graphdef, self.params, *inputs, chunk)
-        placed = [self._place(a) for a in inputs]
+        placed = jax.tree.map(self._place, inputs)
         with jax.set_mesh(self.mesh):
             return self._score(self.graphdef, self.params, *placed, chunk)
 
     def _place(self, array: np.ndarray) -> jax.Array:
-        axes = ("batch", "length")[: array.ndim] if array.dtype != bool else (None,)
+        axes = ("batch", "length") if array.ndim == 2 else (None,) * array.ndim
         sharding = NamedSharding(self.mesh, logical_spec(axes, array.shape, self.mesh))
         return jax.make_array_from_callback(array.shape, sharding, lambda index: array[index])
 
     @staticmethod
-    def _collect(totals, arrays, rows, log_probs, on_batch) -> None:
-        """Add each packed sequence's target log-probabilities to its total."""
+    def _collect(totals, copies, rows: list[list[Item]], log_probs, on_batch) -> None:
+        """Add each item's target log-probabilities to its sequences' totals: the trunk's to
+        every owner, each branch's to its own sequence (unscored positions hold 0)."""
         log_probs = np.asarray(log_probs, np.float64)
         done = 0
-        for row, indices in enumerate(rows):
+        for row, items in enumerate(rows):
             start = 0
-            for index in indices:
-                end = start + arrays[index].size
-                totals[index] = log_probs[row, start : end - 1].sum()
+            for item in items:
+                end = start + item.trunk.size
+                totals[list(item.owners)] += log_probs[row, start:end].sum()
+                for owner, branch in item.branches:
+                    start, end = end, end + branch.size
+                    totals[owner] += log_probs[row, start:end].sum()
                 start = end
-            done += len(indices)
+                done += int(copies[list(item.owners)].sum())
         if on_batch is not None:
             on_batch(done)
 
@@ -211,17 +254,23 @@ def _round_up_pow2(n: int, multiple: int) -> int:
     return math.ceil(rows / multiple) * multiple
 
 
-def _score_rows(graphdef, params, tokens, segment_ids, positions, allowed, chunk: int):
-    """Log-probability of each next token of the same segment, per position [R, T] (0 where
-    the next token starts another segment or is padding)."""
+def _score_rows(graphdef, params, tokens, segment_ids, branch_ids, positions, allowed, head, chunk):
+    """Log-probability of each next token of the same segment and branch (or of a trunk's last
+    token's next, the first token of branch 1), per position [R, T]; 0 where unscored."""
     model = nnx.merge(graphdef, params)
     rows, length = tokens.shape
-    hidden = model.hidden_states(tokens, positions, segment_ids)
+    hidden = model.hidden_states(tokens, positions, segment_ids, branch_ids)
     targets = jnp.roll(tokens, -1, axis=1)
 
     def target_log_probs(hidden_chunk, target_chunk):
-        logits = jnp.where(allowed, model.project(hidden_chunk), -jnp.inf)
-        picked = jnp.take_along_axis(logits, target_chunk[..., None], axis=-1)[..., 0]
+        if head is None:
+            logits = jnp.where(allowed, model.project(hidden_chunk), -jnp.inf)
+            picked = jnp.take_along_axis(logits, target_chunk[..., None], axis=-1)[..., 0]
+        else:
+            logits = jnp.where(head.valid, model.project_rows(hidden_chunk, head.ids), -jnp.inf)
+            column = head.index[target_chunk]
+            picked = jnp.take_along_axis(logits, jnp.maximum(column, 0)[..., None], axis=-1)
+            picked = jnp.where(column >= 0, picked[..., 0], -jnp.inf)
         return picked - jax.nn.logsumexp(logits, axis=-1)
 
     if chunk == length:
@@ -233,5 +282,7 @@ def _score_rows(graphdef, params, tokens, segment_ids, positions, allowed, chunk
         log_probs = jax.lax.map(lambda pair: target_log_probs(*pair), (split_hidden, split_targets))
         log_probs = log_probs.swapaxes(0, 1).reshape(rows, length)
     next_segment = jnp.roll(segment_ids, -1, axis=1).at[:, -1].set(0)
-    scored = (segment_ids > 0) & (next_segment == segment_ids)
+    next_branch = jnp.roll(branch_ids, -1, axis=1)
+    same_branch = (next_branch == branch_ids) | ((branch_ids == 0) & (next_branch == 1))
+    scored = (segment_ids > 0) & (next_segment == segment_ids) & same_branch
     return jnp.where(scored, log_probs, 0.0)

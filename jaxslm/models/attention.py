@@ -6,12 +6,19 @@ import jax
 import jax.numpy as jnp
 
 
-def segment_causal_mask(segment_ids: jnp.ndarray) -> jnp.ndarray:
-    """[B, T, T] bool: query i may see key j iff j <= i and both lie in the same segment."""
+def segment_causal_mask(
+    segment_ids: jnp.ndarray, branch_ids: jnp.ndarray | None = None
+) -> jnp.ndarray:
+    """[B, T, T] bool: query i may see key j iff j <= i and both lie in the same segment; with
+    `branch_ids` [B, T], also only if j lies in the segment's trunk (branch 0) or in i's own
+    branch (see jaxslm.evals.sharing)."""
     length = segment_ids.shape[-1]
     causal = jnp.tril(jnp.ones((length, length), dtype=bool))
-    same_segment = segment_ids[:, :, None] == segment_ids[:, None, :]
-    return causal[None] & same_segment
+    mask = causal[None] & (segment_ids[:, :, None] == segment_ids[:, None, :])
+    if branch_ids is None:
+        return mask
+    key_branch = branch_ids[:, None, :]
+    return mask & ((key_branch == 0) | (key_branch == branch_ids[:, :, None]))
 
 
 CAUSAL_CHUNK = 128

@@ -136,11 +136,12 @@ class Decoder(nnx.Module):
             )
         )
 
-    def hidden_states(self, tokens, positions, segment_ids):
-        """Final-norm hidden states [B, T, embed] in the compute dtype."""
+    def hidden_states(self, tokens, positions, segment_ids, branch_ids=None):
+        """Final-norm hidden states [B, T, embed] in the compute dtype; `branch_ids` limits
+        attention within a segment to its trunk and the query's own branch."""
         cfg = self.config
         inv_freq = inverse_frequencies(cfg.head_dim, cfg.rope_theta, cfg.rope_scaling)
-        mask = segment_causal_mask(segment_ids)
+        mask = segment_causal_mask(segment_ids, branch_ids)
         graphdef, layer_state = nnx.split(self.layers)
 
         def run_layer(x, state):
@@ -186,6 +187,16 @@ class Decoder(nnx.Module):
             logits = self.lm_head(hidden, preferred_element_type=jnp.float32)
         real = jnp.arange(self.config.padded_vocab_size) < self.config.vocab_size
         return jnp.where(real, logits, -jnp.inf)
+
+    def project_rows(self, hidden, ids):
+        """Float32 logits of the vocabulary entries `ids` [K] only: [..., K]."""
+        if self.lm_head is None:
+            table = jnp.take(self.embed.embedding[...], ids, axis=0).astype(self.embed.dtype)
+        else:
+            table = jnp.take(self.lm_head.kernel[...], ids, axis=1).T.astype(self.lm_head.dtype)
+        return jnp.einsum(
+            "...e,ke->...k", hidden.astype(table.dtype), table, preferred_element_type=jnp.float32
+        )
 
     def __call__(self, tokens, positions, segment_ids):
         return self.project(self.hidden_states(tokens, positions, segment_ids))
