@@ -4,11 +4,13 @@ Both sides score the same synthetic positive/negative pairs of token ids with th
 weights, in one invocation, and must agree before anything is timed.
 
   jaxslm  `jaxslm.load(ckpt).make_scorer(batch_tokens)`; every positive and negative of the
-          task goes to one `Scorer.log_likelihood(..., normalize="mean")` call (sequences
-          packed best-fit, longest first, into rows of bucketed lengths with segment ids; rows x
-          length near `batch_tokens`; one jitted forward per batch), then pos > neg is
-          counted on the host. Several --batch-tokens are timed; the table reports the
-          fastest.
+          task goes to one `Scorer.log_likelihood(..., normalize="mean")` call (identical
+          sequences scored once; sequences sharing 16 or more leading tokens scored as one
+          trunk with branches; all of it packed best-fit, longest first, into rows of bucketed
+          lengths with segment ids; rows x length near `batch_tokens`; one jitted forward per
+          batch; under --modality, only the allowed output rows computed when that is at most
+          half the vocabulary), then pos > neg is counted on the host. Several --batch-tokens
+          are timed; the table reports the fastest.
   torch   a re-implementation of slamkit's loop (slamkit/metric/modelling_metric.py,
           slamkit/model/unit_lm.py) over pre-tokenized pairs: a DataLoader of --batch-size
           pairs; per batch the positives are right-padded with the pad id into one tensor and
@@ -27,17 +29,19 @@ the two sides' log-likelihoods and how many pair decisions agree.
 
 Data: random unit sequences shaped like the tasks (speech-only: `<S> units <S>`, as slamkit's
 unit tokeniser; interleaved: BOS + units):
-  swuggy      pos 10-40 units, neg within 3 units of it
-  sblimp      pos 30-80 units, neg within 5 units of it
-  storycloze  a shared 200-330 unit prefix + two 40-110 unit endings (sStoryCloze at 25 Hz,
-              deduplicated: 240-440 units per sequence)
+  swuggy       pos 10-40 units, neg within 3 units of it
+  sblimp       pos 30-80 units, neg within 5 units of it
+  sstorycloze  a 200-330 unit context + a 40-110 unit ending, the context drawn anew for each
+               sequence (sStoryCloze at 25 Hz, deduplicated: 240-440 units per sequence; each
+               spoken file is encoded whole, so the pair's contexts need not share units)
+  xstorycloze  the same lengths, the context shared by both sequences of a pair (text
+               StoryCloze and the cross-modal settings, whose context is tokenized on its own)
 Default pair counts keep a CPU run to minutes, far below the real sets (sStoryCloze has
 1,871 pairs): with few pairs, the Scorer's partly filled last batch of each bucket weighs more.
 
     python benchmarks/evaluate.py [--shape 20m|85m|qwen0.5b|tiny] [--task all|swuggy|...]
         [--pairs N] [--batch-size 8] [--batch-tokens 1024,2048,8192] [--repeat 3]
         [--dtype float32|bfloat16] [--modality speech|text] [--workdir DIR]
-        [--prototype [--pack-length L,...] [--pack-tokens 2048]]
 
 Timing: one untimed pass per side first (for jaxslm it compiles every bucket shape, after
 jax.clear_caches() so that each batch_tokens pays its own compilation; the compile seconds
@@ -61,9 +65,6 @@ What still differs:
 - slamkit computes cross-entropy on logits of the model's dtype; here they are float32 on
   both sides (the same on CPU).
 
---prototype also times PackedPairScorer, defined below: pairs packed into rows with a
-group-causal mask, optionally scoring a pair's common prefix once (see its docstring). It is a
-measurement of what the Scorer could gain, printed per task and never in the table.
 """
 
 from __future__ import annotations
@@ -79,20 +80,18 @@ from collections.abc import Callable
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import torch
 from compile_clock import CompileClock
-from flax import nnx
 from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import DataLoader, Dataset
 
 import jaxslm
 from jaxslm.checkpoint import read_metadata
 from jaxslm.evals.scorer import Scorer, _round_up_pow2, allowed_tokens, default_batch_tokens
+from jaxslm.evals.sharing import plan_items
 from jaxslm.hf.exporter import export_hf
 from jaxslm.hf.importer import import_hf
-from jaxslm.models.rope import inverse_frequencies
 from jaxslm.vocab import SpeechVocab
 
 UNITS = 500
@@ -154,12 +153,13 @@ SHAPES: dict[str, dict] = {
     ),
 }
 TASKS = {
-    # (min units, max units, max |neg - pos| length difference); storycloze is built apart
+    # (min units, max units, max |neg - pos| length difference); the cloze tasks are built apart
     "swuggy": (10, 40, 3),
     "sblimp": (30, 80, 5),
-    "storycloze": None,
+    "sstorycloze": None,
+    "xstorycloze": None,
 }
-DEFAULT_PAIRS = {"swuggy": 256, "sblimp": 192, "storycloze": 48}
+DEFAULT_PAIRS = {"swuggy": 256, "sblimp": 192, "sstorycloze": 48, "xstorycloze": 48}
 PAIRS_DIVISOR = {"tiny": 1, "20m": 1, "85m": 4, "qwen0.5b": 16}  # keep CPU runs to minutes
 STORY_PREFIX, STORY_ENDING = (200, 330), (40, 110)
 
@@ -259,10 +259,15 @@ def make_pairs(task: str, count: int, vocab: SpeechVocab, seed: int = 0) -> list
         first, last = [vocab.bos_id if vocab.bos_id is not None else vocab.eos_ids[0]], []
     pairs = []
     for _ in range(count):
-        if task == "storycloze":
-            prefix = units(int(rng.integers(*STORY_PREFIX, endpoint=True)))
-            ends = [units(int(rng.integers(*STORY_ENDING, endpoint=True))) for _ in range(2)]
-            pairs.append(tuple(first + prefix + end + last for end in ends))
+        if task.endswith("storycloze"):
+            size = int(rng.integers(*STORY_PREFIX, endpoint=True))
+            shared = units(size)
+            pair = []
+            for _ in range(2):
+                context = shared if task == "xstorycloze" else units(size)
+                ending = units(int(rng.integers(*STORY_ENDING, endpoint=True)))
+                pair.append(first + context + ending + last)
+            pairs.append(tuple(pair))
             continue
         low, high, spread = TASKS[task]
         n = int(rng.integers(low, high, endpoint=True))
@@ -360,8 +365,8 @@ class JaxslmPass:
     def stats(self, pairs: list[tuple]) -> tuple[int, int]:
         """(calls, tokens the padded calls hold) of one pass, as Scorer._run sizes them."""
         scorer = self.scorer
-        lengths = np.asarray([len(s) for pair in pairs for s in pair])
-        batches = scorer._batches(lengths)
+        items, _ = plan_items([np.asarray(s, np.int32) for pair in pairs for s in pair])
+        batches = scorer._batches(np.asarray([item.size for item in items]))
         held = 0
         for length, rows in batches:
             count = min(scorer._rows(length), _round_up_pow2(len(rows), scorer._row_multiple))
@@ -374,154 +379,6 @@ def pair_results(ll: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
     pos, neg = ll[0::2], ll[1::2]
     accuracy = float(np.mean(np.where(pos > neg, 1.0, np.where(pos == neg, 0.5, 0.0))))
     return pos, neg, accuracy
-
-
-# ----------------------------------------------------------------------------- prototype
-
-
-class PackedPairScorer:
-    """Prototype of a faster layout (measured with --prototype; not jaxslm's Scorer).
-
-    Each pair becomes one group: the pair's longest common prefix once, then the positive's
-    rest and the negative's rest as two branches that both attend to the prefix but not to
-    each other (`share_prefix`; without it each sequence is its own group). Groups are packed
-    first-fit-decreasing into rows of `row_length` tokens with a group-causal mask; rows per
-    call are batch_tokens // row_length, the last call rounded up to a power of two. One jitted
-    program per row count; float32 log-softmax of each target as the Scorer does.
-    """
-
-    def __init__(self, lm, row_length: int, batch_tokens: int, share_prefix: bool):
-        self.graphdef, self.params = nnx.split(lm.model)
-        self.allowed = allowed_tokens(lm.vocab, None, lm.config.padded_vocab_size)
-        self.row_length, self.share_prefix = row_length, share_prefix
-        self.rows = max(1, batch_tokens // row_length)
-        self.jit = jax.jit(_group_log_probs, static_argnums=0)
-
-    def groups(self, pairs: list[tuple]) -> list[tuple]:
-        """(tokens, positions, branches, slot sources, slot targets, slot owners) per group."""
-        out = []
-        for i, (pos, neg) in enumerate(pairs):
-            pos, neg = np.asarray(pos, np.int32), np.asarray(neg, np.int32)
-            if not self.share_prefix:
-                out += [_tree(s, [], [2 * i + k]) for k, s in enumerate((pos, neg))]
-                continue
-            limit = min(pos.size, neg.size)
-            differ = np.flatnonzero(pos[:limit] != neg[:limit])
-            shared = int(differ[0]) if differ.size else limit
-            shared = max(shared, 1)
-            out.append(_tree(pos[:shared], [pos[shared:], neg[shared:]], [2 * i, 2 * i + 1]))
-        return out
-
-    def pack(self, groups: list[tuple]) -> list[list[list[int]]]:
-        """Calls, each a list of rows, each the indices of the groups it holds."""
-        length = self.row_length
-        order = sorted(range(len(groups)), key=lambda g: -groups[g][0].size)
-        free: list[int] = []
-        placed: list[list[int]] = []
-        for g in order:
-            size = groups[g][0].size
-            if size > length:
-                raise ValueError(f"a group of {size} tokens exceeds --pack-length {length}")
-            row = next((r for r, room in enumerate(free) if room >= size), None)
-            if row is None:
-                free.append(length)
-                placed.append([])
-                row = len(free) - 1
-            free[row] -= size
-            placed[row].append(g)
-        return [placed[start : start + self.rows] for start in range(0, len(placed), self.rows)]
-
-    def call_rows(self, chunk: list) -> int:
-        return min(self.rows, 1 << (len(chunk) - 1).bit_length())
-
-    def stats(self, pairs: list[tuple]) -> tuple[int, int]:
-        calls = self.pack(self.groups(pairs))
-        return len(calls), sum(self.call_rows(c) for c in calls) * self.row_length
-
-    def __call__(self, pairs: list[tuple]) -> tuple[np.ndarray, np.ndarray, float]:
-        groups = self.groups(pairs)
-        length = self.row_length
-        totals = np.zeros(2 * len(pairs))
-        pending = []
-        for chunk in self.pack(groups):
-            rows = self.call_rows(chunk)
-            arrays = [np.zeros((rows, length), np.int32) for _ in range(6)]
-            tokens, positions, group_ids, branches, sources, targets = arrays
-            owner_rows, owner_slots, owner_seqs = [], [], []
-            for r, members in enumerate(chunk):
-                offset = 0
-                for n, g in enumerate(members, start=1):
-                    ids, pos, branch, src, tgt, owners = groups[g]
-                    span = slice(offset, offset + ids.size)
-                    tokens[r, span], positions[r, span], branches[r, span] = ids, pos, branch
-                    group_ids[r, span] = n
-                    slots = slice(offset, offset + src.size)
-                    sources[r, slots], targets[r, slots] = src + offset, tgt
-                    for slot, seq in owners:
-                        owner_rows.append(r)
-                        owner_slots.append(offset + slot)
-                        owner_seqs.append(seq)
-                    offset += ids.size
-            log_probs = self.jit(self.graphdef, self.params, *arrays, self.allowed)
-            pending.append((log_probs, owner_rows, owner_slots, owner_seqs))
-        for log_probs, owner_rows, owner_slots, owner_seqs in pending:
-            values = np.asarray(log_probs, np.float64)[owner_rows, owner_slots]
-            np.add.at(totals, owner_seqs, values)
-        counts = np.asarray([len(s) - 1 for pair in pairs for s in pair])
-        return pair_results(totals / counts)
-
-
-def _tree(prefix: np.ndarray, rests: list[np.ndarray], seqs: list[int]) -> tuple:
-    """One group: `prefix` then each rest; slots list (source index, target) and owners."""
-    shared = prefix.size
-    ids = np.concatenate([prefix, *rests]) if rests else prefix
-    positions = np.concatenate([np.arange(shared)] + [shared + np.arange(r.size) for r in rests])
-    branches = np.concatenate(
-        [np.zeros(shared)] + [np.full(r.size, b + 1) for b, r in enumerate(rests)]
-    )
-    sources, targets = list(range(shared - 1)), list(prefix[1:])
-    owners = [(k, seq) for k in range(shared - 1) for seq in seqs]
-    offset = shared
-    for rest, seq in zip(rests, seqs, strict=False):  # no rests: one sequence
-        if rest.size:
-            owners.append((len(sources), seq))
-            sources.append(shared - 1)
-            targets.append(rest[0])
-        for k in range(rest.size - 1):
-            owners.append((len(sources), seq))
-            sources.append(offset + k)
-            targets.append(rest[k + 1])
-        offset += rest.size
-    return (
-        ids,
-        positions.astype(np.int32),
-        branches.astype(np.int32),
-        np.asarray(sources, np.int32),
-        np.asarray(targets, np.int32),
-        owners,
-    )
-
-
-def _group_log_probs(
-    graphdef, params, tokens, positions, groups, branches, sources, targets, allowed
-):
-    """[rows, length] log-probability of each slot's target given its source position."""
-    model = nnx.merge(graphdef, params)
-    cfg = model.config
-    index = jnp.arange(tokens.shape[1])
-    visible = (branches[:, None, :] == 0) | (branches[:, :, None] == branches[:, None, :])
-    mask = (index[:, None] >= index[None, :]) & (groups[:, :, None] == groups[:, None, :]) & visible
-    inv_freq = inverse_frequencies(cfg.head_dim, cfg.rope_theta, cfg.rope_scaling)
-    layers, layer_state = nnx.split(model.layers)
-
-    def run_layer(x, state):
-        return nnx.merge(layers, state)(x, positions, mask, inv_freq), None
-
-    hidden, _ = jax.lax.scan(run_layer, model.embed(tokens), layer_state)
-    hidden = jnp.take_along_axis(model.final_norm(hidden), sources[..., None], axis=1)
-    logits = jnp.where(allowed, model.project(hidden), -jnp.inf)
-    picked = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
-    return picked - jax.nn.logsumexp(logits, axis=-1)
 
 
 # ----------------------------------------------------------------------------- timing
@@ -543,6 +400,11 @@ def torch_padding(pairs: list[tuple], batch_size: int) -> int:
     return held
 
 
+def rate_text(pairs_per_second: float) -> str:
+    """A rate with one decimal, or three significant digits below 10."""
+    return f"{pairs_per_second:,.1f}" if pairs_per_second >= 10 else f"{pairs_per_second:.3g}"
+
+
 def relative_difference(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.max(np.abs(a - b) / np.maximum(np.abs(b), 1e-12)))
 
@@ -559,13 +421,6 @@ def run_task(task: str, args, model: Model, lm, loop: SlamkitLoop, clock: Compil
     runs: dict[str, Callable] = {"torch": loop}
     for tokens in args.batch_tokens:
         runs[f"jaxslm bt={tokens}"] = JaxslmPass(lm.make_scorer(tokens), args.modality)
-    if args.prototype:
-        for share in (False, True):
-            groups = PackedPairScorer(lm, 1, 1, share).groups(pairs)
-            longest = max(g[0].size for g in groups)
-            for length in args.pack_length or [max(64, -(-longest // 64) * 64)]:
-                name = f"proto {'shared' if share else 'packed'} L={length}"
-                runs[name] = PackedPairScorer(lm, length, args.pack_tokens, share)
 
     first, compile_s, programs, outputs = {}, {}, {}, {}
     for name, run in runs.items():
@@ -599,7 +454,7 @@ def run_task(task: str, args, model: Model, lm, loop: SlamkitLoop, clock: Compil
             seconds[name].append(timed(run, pairs)[0])
     rates = {name: len(pairs) / statistics.median(s) for name, s in seconds.items()}
     for name in runs:
-        per_run = ", ".join(f"{len(pairs) / s:,.1f}" for s in seconds[name])
+        per_run = ", ".join(rate_text(len(pairs) / s) for s in seconds[name])
         line = f"  {name:30s} first pass {first[name]:6.2f} s"
         if name != "torch":
             batches, held = runs[name].stats(pairs)
@@ -670,24 +525,6 @@ def main() -> None:
         "used_token_modality; default none, as slamkit's metric configs)",
     )
     parser.add_argument(
-        "--prototype",
-        action="store_true",
-        help="also time PackedPairScorer, this file's prototype of a packed, prefix-sharing "
-        "layout (printed per task, never in the table)",
-    )
-    parser.add_argument(
-        "--pack-length",
-        default=None,
-        help="prototype row lengths to try, comma-separated (default: the longest group "
-        "rounded up to a multiple of 64)",
-    )
-    parser.add_argument(
-        "--pack-tokens",
-        type=int,
-        default=2048,
-        help="prototype rows per call x row length (default 2048)",
-    )
-    parser.add_argument(
         "--workdir",
         default=None,
         help="where the random HF model and jaxslm checkpoint go; reused when present "
@@ -699,8 +536,6 @@ def main() -> None:
         args.batch_tokens = [default // 2, default, 4 * default]
     else:
         args.batch_tokens = [int(t) for t in args.batch_tokens.split(",")]
-    if args.pack_length:
-        args.pack_length = [int(t) for t in args.pack_length.split(",")]
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = args.dtype or ("bfloat16" if device == "cuda" else "float32")
     work = Path(args.workdir or tempfile.mkdtemp(prefix="jaxslm-bench-eval-")) / args.shape
@@ -738,8 +573,9 @@ def main() -> None:
     print(header)
     for r in rows:
         print(
-            f"{r['task']:11s} {args.shape:8s} {r['pairs']:5d} {r['jaxslm']:9.1f} {r['best']:>5s} "
-            f"{r['torch']:9.1f} {r['jaxslm'] / r['torch']:5.2f}x {r['paired']:5.2f}x "
+            f"{r['task']:11s} {args.shape:8s} {r['pairs']:5d} {rate_text(r['jaxslm']):>9s} "
+            f"{r['best']:>5s} {rate_text(r['torch']):>9s} {r['jaxslm'] / r['torch']:5.2f}x "
+            f"{r['paired']:5.2f}x "
             f"{r['compile']:7.1f}s "
             f"{r['agreement'][0]:12.1e} {100 * r['agreement'][1]:5.1f}%"
         )
@@ -749,7 +585,7 @@ def main() -> None:
         "pass's JAX compile seconds)"
     )
     for r in rows:
-        others = ", ".join(f"{n}: {v:,.1f}" for n, v in r["rates"].items() if n != "torch")
+        others = ", ".join(f"{n}: {rate_text(v)}" for n, v in r["rates"].items() if n != "torch")
         print(f"  {r['task']}: {others}")
 
 
