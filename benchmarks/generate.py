@@ -19,6 +19,13 @@ Both sides continue the same prompts with the same weights:
 
 Modes: greedy, and sampling at temperature 0.8 with top-k 25 (slamkit's defaults; no top-p).
 
+--shape qwen0.5b is the interleaved Qwen2.5-0.5B shape of benchmarks/evaluate.py (a random
+HF Qwen2 with a 151,665-entry word tokenizer, imported with 500 new unit rows, which
+transformers reads from jaxslm's export); its prompts are the tokenizer's BOS + units.
+--modality speech bans the text tokens and markers on both sides, as slamkit generates speech:
+jaxslm's `generate(modality="speech")` (which then computes only the ~500 kept rows of the
+output projection), transformers' `suppress_tokens` (their logits set to -inf).
+
 Counting tokens fairly: neither side is given an EOS id. The benchmark's jaxslm `SpeechLM`
 carries the imported vocabulary with `eos_ids=()` (same weights, same ids), and transformers'
 generation config gets `eos_token_id=None`. `<S>` stays an ordinary token that either side
@@ -38,8 +45,9 @@ masked to -inf), pads the prompt to the bucket and attends over the whole preall
 cache with a mask at every step; transformers grows its cache one slot per step and runs a
 Python loop with its logits processors around each forward.
 
-    python benchmarks/generate.py [--shape tiny|20m|85m] [--batch 1 16] [--modes greedy sample]
-        [--max-new-tokens 150] [--prompt-units 75] [--repeat 3]
+    python benchmarks/generate.py [--shape tiny|20m|85m|qwen0.5b] [--batch 1 16]
+        [--modes greedy sample] [--max-new-tokens 150] [--prompt-units 75] [--repeat 3]
+        [--modality speech]
 """
 
 from __future__ import annotations
@@ -55,11 +63,13 @@ import jax
 import numpy as np
 import torch
 from compile_clock import CompileClock
+from evaluate import build_model
 from transformers import AutoModelForCausalLM, LlamaConfig
 
 import jaxslm
 from jaxslm.api import SpeechLM
 from jaxslm.hf.importer import import_hf
+from jaxslm.vocab import SpeechVocab, allowed_tokens
 
 UNITS = 500  # speech-only vocabulary: <PAD> = 0, <S> = 1 (BOS and EOS), units 2..501
 BOS = 1
@@ -103,10 +113,18 @@ def save_hf_model(shape: str, directory: Path, seed: int) -> None:
     AutoModelForCausalLM.from_config(config, dtype=torch.float32).save_pretrained(directory)
 
 
-def load_sides(hf_dir: Path, ckpt_dir: Path, device: str) -> tuple[SpeechLM, torch.nn.Module]:
-    """(jaxslm model without EOS ids, transformers model without EOS id) of the same weights."""
-    import_hf(hf_dir, ckpt_dir, speech_units=UNITS, mode="speech-only")
+def load_sides(shape: str, work: Path, seed: int, device: str) -> tuple[SpeechLM, object, int]:
+    """(jaxslm model without EOS ids, transformers model without EOS id, BOS id) of the same
+    weights; the BOS is the vocabulary's, or its first EOS where it has none (Qwen)."""
+    if shape in SHAPES:
+        hf_dir, ckpt_dir = work / "hf", work / "ckpt"
+        save_hf_model(shape, hf_dir, seed)
+        import_hf(hf_dir, ckpt_dir, speech_units=UNITS, mode="speech-only")
+    else:
+        built = build_model(shape, work)
+        hf_dir, ckpt_dir = built.torch_dir, built.ckpt
     loaded = jaxslm.load(ckpt_dir)
+    bos = loaded.vocab.bos_id if loaded.vocab.bos_id is not None else loaded.vocab.eos_ids[0]
     ours = SpeechLM(loaded.model, dataclasses.replace(loaded.vocab, eos_ids=()), loaded.mesh)
     theirs = AutoModelForCausalLM.from_pretrained(
         hf_dir, attn_implementation="sdpa", dtype=torch.float32
@@ -114,24 +132,24 @@ def load_sides(hf_dir: Path, ckpt_dir: Path, device: str) -> tuple[SpeechLM, tor
     theirs = theirs.to(device).eval()
     theirs.generation_config.eos_token_id = None
     theirs.generation_config.pad_token_id = 0
-    return ours, theirs
+    return ours, theirs, bos
 
 
-def make_prompts(batch: int, units: int, seed: int) -> np.ndarray:
-    """[batch, 1 + units] prompts: `<S>` then random units."""
-    ids = np.random.default_rng(seed).integers(2, UNITS + 2, (batch, units))
-    return np.concatenate([np.full((batch, 1), BOS), ids], axis=1)
+def make_prompts(vocab: SpeechVocab, bos: int, batch: int, units: int, seed: int) -> np.ndarray:
+    """[batch, 1 + units] prompts: `bos` then random units."""
+    ids = vocab.units_to_ids(np.random.default_rng(seed).integers(0, UNITS, (batch, units)))
+    return np.concatenate([np.full((batch, 1), bos), ids], axis=1)
 
 
-def jaxslm_generate(lm: SpeechLM, prompts: np.ndarray, new: int, mode: str, seed: int):
+def jaxslm_generate(lm: SpeechLM, prompts: np.ndarray, new: int, mode: str, seed: int, modality):
     """(seconds, generated ids [rows, new]) of one `SpeechLM.generate` call."""
     start = time.perf_counter()
-    out = lm.generate(prompts.tolist(), new, seed=seed, **MODES[mode])
+    out = lm.generate(prompts.tolist(), new, seed=seed, modality=modality, **MODES[mode])
     seconds = time.perf_counter() - start
     return seconds, np.asarray(out)
 
 
-def hf_generate(model, prompts: np.ndarray, new: int, mode: str, seed: int, device: str):
+def hf_generate(model, prompts: np.ndarray, new: int, mode: str, seed: int, device: str, banned):
     """(seconds, generated ids [rows, new]) of one transformers `generate` call."""
     settings = MODES[mode]
     sampling = (
@@ -152,6 +170,7 @@ def hf_generate(model, prompts: np.ndarray, new: int, mode: str, seed: int, devi
             use_cache=True,
             eos_token_id=None,
             pad_token_id=0,
+            suppress_tokens=banned,
             **sampling,
         )
         out = out[:, prompts.shape[1] :].cpu()
@@ -165,14 +184,17 @@ def check_lengths(side: str, out: np.ndarray, rows: int, new: int) -> None:
 
 
 def measure(
-    lm, model, prompts, new: int, mode: str, repeat: int, device: str, clock: CompileClock
+    lm, model, prompts, new: int, mode: str, args, device: str, clock: CompileClock
 ) -> dict:
     """Rates, compile time and greedy agreement of both sides for one (batch, mode)."""
-    rows = prompts.shape[0]
+    rows, repeat, modality = prompts.shape[0], args.repeat, args.modality
+    banned = None
+    if modality is not None:
+        banned = np.flatnonzero(~allowed_tokens(lm.vocab, modality, lm.vocab.size)).tolist()
     clock.take()
-    _, ours = jaxslm_generate(lm, prompts, new, mode, seed=0)
+    _, ours = jaxslm_generate(lm, prompts, new, mode, 0, modality)
     compile_seconds = clock.take()[0]
-    _, theirs = hf_generate(model, prompts, new, mode, seed=0, device=device)
+    _, theirs = hf_generate(model, prompts, new, mode, 0, device, banned)
     check_lengths("jaxslm", ours, rows, new)
     check_lengths("transformers", theirs, rows, new)
     agreement = None
@@ -180,8 +202,8 @@ def measure(
         agreement = float(np.mean(np.all(ours == theirs, axis=1)))
     times: dict[str, list[float]] = {"jaxslm": [], "hf": []}
     for r in range(repeat):
-        times["jaxslm"].append(jaxslm_generate(lm, prompts, new, mode, seed=r + 1)[0])
-        times["hf"].append(hf_generate(model, prompts, new, mode, r + 1, device)[0])
+        times["jaxslm"].append(jaxslm_generate(lm, prompts, new, mode, r + 1, modality)[0])
+        times["hf"].append(hf_generate(model, prompts, new, mode, r + 1, device, banned)[0])
     median = {side: statistics.median(t) for side, t in times.items()}
     return {
         "jaxslm": rows * new / median["jaxslm"],
@@ -205,7 +227,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--shape", choices=SHAPES, default="20m", help="model shape")
+    parser.add_argument(
+        "--shape", choices=[*SHAPES, "qwen0.5b"], default="20m", help="model shape (default 20m)"
+    )
     parser.add_argument(
         "--batch", type=int, nargs="+", default=[1, 16], help="rows per generate call (list)"
     )
@@ -216,6 +240,12 @@ def main() -> None:
     parser.add_argument("--prompt-units", type=int, default=75, help="units after <S> per prompt")
     parser.add_argument("--repeat", type=int, default=3, help="timed calls per figure (median)")
     parser.add_argument("--seed", type=int, default=0, help="weights and prompts")
+    parser.add_argument(
+        "--modality",
+        choices=["speech"],
+        default=None,
+        help="ban the other modality's tokens on both sides (default: nothing banned)",
+    )
     args = parser.parse_args()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     clock = CompileClock()
@@ -223,21 +253,18 @@ def main() -> None:
 
     results = []
     with tempfile.TemporaryDirectory() as tmp:
-        hf_dir, ckpt_dir = Path(tmp) / "hf", Path(tmp) / "ckpt"
-        save_hf_model(args.shape, hf_dir, args.seed)
-        lm, model = load_sides(hf_dir, ckpt_dir, device)
+        lm, model, bos = load_sides(args.shape, Path(tmp), args.seed, device)
         params = sum(p.numel() for p in model.parameters())
         for batch in args.batch:
-            prompts = make_prompts(batch, args.prompt_units, args.seed + batch)
+            prompts = make_prompts(lm.vocab, bos, batch, args.prompt_units, args.seed + batch)
             for mode in args.modes:
                 print(f"measuring batch {batch} {mode} ...", flush=True)
-                result = measure(
-                    lm, model, prompts, args.max_new_tokens, mode, args.repeat, device, clock
-                )
+                result = measure(lm, model, prompts, args.max_new_tokens, mode, args, device, clock)
                 results.append((batch, mode, result))
 
     print(
-        f"\nshape {args.shape} ({params / 1e6:.1f}M params, llama, vocab {UNITS + 2}), prompt "
+        f"\nshape {args.shape} ({params / 1e6:.1f}M params, {lm.vocab.mode} vocab "
+        f"{lm.vocab.size}, banned: {args.modality and 'all but ' + args.modality}), prompt "
         f"1 + {args.prompt_units} tokens, {args.max_new_tokens} new tokens per row, float32, "
         f"median of {args.repeat} calls; tok/s = rows x new tokens / wall time (prefill included); "
         f"torch threads {torch.get_num_threads()}, jax {jax.__version__} on {jax.default_backend()}"

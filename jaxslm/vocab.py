@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -156,6 +156,30 @@ def allowed_tokens(vocab: SpeechVocab, modality: str | None, padded_size: int) -
         specials = [i for i in (vocab.bos_id, *vocab.eos_ids) if i is not None]
         allowed[specials] = True
     return allowed
+
+
+class RestrictedHead(NamedTuple):
+    """The output rows a modality restriction keeps: `ids` [K] (K a multiple of 128, padded
+    with repeats that `valid` [K] marks False) and `index` [padded vocab] mapping each id to
+    its column in `ids`, or -1 for banned ids."""
+
+    ids: np.ndarray
+    valid: np.ndarray
+    index: np.ndarray
+
+
+def restricted_head(allowed: np.ndarray) -> RestrictedHead | None:
+    """The rows to compute for the boolean mask `allowed`, or None when it keeps more than
+    half of the vocabulary (then the full projection, masked, is cheaper than a gather)."""
+    kept = np.flatnonzero(allowed).astype(np.int32)
+    if 2 * kept.size > allowed.size:
+        return None
+    width = max(128, -(-kept.size // 128) * 128)
+    ids = np.full(width, kept[0], np.int32)
+    ids[: kept.size] = kept
+    index = np.full(allowed.size, -1, np.int32)
+    index[kept] = np.arange(kept.size, dtype=np.int32)
+    return RestrictedHead(ids, np.arange(width) < kept.size, index)
 
 
 def resize_rows(

@@ -86,6 +86,23 @@ def test_growing_attention_windows_change_nothing(llama_lm, monkeypatch):
     assert max(map(len, windowed)) + 9 > 64, "no row reached the second window"
 
 
+def test_speech_sampling_follows_the_restricted_softmax(llama_lm):
+    """With the speech restriction, tokens are drawn among the kept output rows only; over 256
+    draws from one prompt their frequencies match the top-5 softmax of the full, masked logits
+    within 4 standard errors."""
+    prompt = _prompts(llama_lm.vocab, seed=6, lengths=(4,))[0]
+    logits = np.asarray(llama_lm.logits(np.asarray([prompt]))[0, -1], np.float64)
+    logits = np.where(allowed_tokens(llama_lm.vocab, "speech", logits.size), logits, -np.inf)
+    top = np.argsort(-logits)[:5]
+    probs = np.exp(logits[top] - logits[top].max())
+    probs /= probs.sum()
+    draws = llama_lm.generate([prompt] * 256, 1, temperature=1.0, top_k=5, modality="speech")
+    drawn = np.asarray([row[0] for row in draws])
+    assert set(drawn.tolist()) <= set(top.tolist())
+    frequencies = np.asarray([np.mean(drawn == token) for token in top])
+    assert np.all(np.abs(frequencies - probs) < 4 * np.sqrt(probs * (1 - probs) / 256) + 0.01)
+
+
 def test_sampling_is_reproducible_and_respects_bans(llama_lm):
     prompts = _prompts(llama_lm.vocab, seed=3, lengths=(4,) * 8)
     first = llama_lm.generate(prompts, 30, temperature=1.5, modality="speech", seed=7)
@@ -110,6 +127,8 @@ def test_sharded_generation_equals_single_device(llama_ckpt, llama_lm):
     sharded = jaxslm.load(llama_ckpt, mesh=make_mesh(data=2, fsdp=2, tensor=2))
     prompts = _prompts(llama_lm.vocab, seed=5, lengths=(6, 1, 11, 4, 2))
     assert sharded.generate(prompts, NEW) == llama_lm.generate(prompts, NEW)
+    speech = dict(modality="speech", repetition_penalty=1.2)  # the kept output rows only
+    assert sharded.generate(prompts, NEW, **speech) == llama_lm.generate(prompts, NEW, **speech)
 
 
 def test_bad_inputs_are_refused(llama_lm):

@@ -16,7 +16,6 @@ from __future__ import annotations
 import bisect
 import math
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -27,34 +26,10 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jaxslm.errors import JaxslmError
 from jaxslm.evals.sharing import Item, plan_items
 from jaxslm.sharding import LOGICAL_RULES, logical_spec
-from jaxslm.vocab import SpeechVocab, allowed_tokens
+from jaxslm.vocab import SpeechVocab, allowed_tokens, restricted_head
 
 NORMALIZATIONS = ("mean", "sum")
 MIN_BUCKET = 16
-
-
-class RestrictedHead(NamedTuple):
-    """The output rows a modality restriction keeps: `ids` [K] (K a multiple of 128, padded
-    with repeats that `valid` [K] marks False) and `index` [padded vocab] mapping each id to
-    its column in `ids`, or -1 for banned ids."""
-
-    ids: np.ndarray
-    valid: np.ndarray
-    index: np.ndarray
-
-
-def restricted_head(allowed: np.ndarray) -> RestrictedHead | None:
-    """The rows to compute for the boolean mask `allowed`, or None when it keeps more than
-    half of the vocabulary (then the full projection, masked, is cheaper than a gather)."""
-    kept = np.flatnonzero(allowed).astype(np.int32)
-    if 2 * kept.size > allowed.size:
-        return None
-    width = max(128, -(-kept.size // 128) * 128)
-    ids = np.full(width, kept[0], np.int32)
-    ids[: kept.size] = kept
-    index = np.full(allowed.size, -1, np.int32)
-    index[kept] = np.arange(kept.size, dtype=np.int32)
-    return RestrictedHead(ids, np.arange(width) < kept.size, index)
 
 
 def default_batch_tokens() -> int:

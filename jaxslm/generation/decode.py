@@ -18,7 +18,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jaxslm.errors import JaxslmError
 from jaxslm.models.config import ModelConfig
 from jaxslm.sharding import constrain, logical_spec
-from jaxslm.vocab import SpeechVocab, allowed_tokens
+from jaxslm.vocab import SpeechVocab, allowed_tokens, restricted_head
 
 CACHE_AXES = ("layers", "batch", "kv_heads", "length", "head_dim")
 MIN_PROMPT_BUCKET = 16
@@ -64,7 +64,7 @@ class Generator:
             mesh,
         )
         out = None if mesh is None else NamedSharding(mesh, PartitionSpec())
-        self._decode = jax.jit(_decode, static_argnums=(0, 6, 7, 8), out_shardings=out)
+        self._decode = jax.jit(_decode, static_argnums=(0, 8, 9, 10), out_shardings=out)
 
     def generate(
         self,
@@ -77,7 +77,9 @@ class Generator:
         """Generated ids per prompt (prompt excluded; a final EOS included, as transformers).
 
         `modality` "speech" or "text" bans the other modality's tokens (slamkit's rule: speech
-        keeps units and the tokenizer's BOS/EOS; text bans units).
+        keeps units and the tokenizer's BOS/EOS; text bans units). When that keeps at most half
+        of the vocabulary, only the kept rows of the output projection are computed, and tokens
+        are chosen among them.
         """
         arrays = self._check(prompts, max_new_tokens)
         rows = _power_of_two(len(arrays))
@@ -90,12 +92,20 @@ class Generator:
             lengths[row] = ids.size
         padded = self.config.padded_vocab_size
         allowed = allowed_tokens(self.vocab, modality, padded)
+        head = restricted_head(allowed)
+        if head is None:
+            columns, valid, index = np.arange(padded, dtype=np.int32), allowed, None
+        else:
+            columns, valid, index = head.ids, head.valid, head.index
         eos = np.zeros(padded, bool)
         eos[list(self.vocab.eos_ids)] = True
         key = jax.random.key(seed)
-        inputs = [tokens, lengths, allowed, eos]
+        inputs = [tokens, lengths, columns, valid, eos[columns] & valid, index]
         if self.mesh is not None:
-            inputs = [self._place(a) for a in inputs]
+            axes = [("batch", "length"), ("batch",)] + [(None,)] * 4
+            inputs = [
+                a if a is None else self._place(a, x) for a, x in zip(inputs, axes, strict=True)
+            ]
         static = (max_new_tokens, cache_length, sampling)
         if self.mesh is None:
             out, counts = self._decode(self.graphdef, self.params, *inputs, *static, key)
@@ -130,8 +140,7 @@ class Generator:
             arrays.append(ids.astype(np.int32))
         return arrays
 
-    def _place(self, array: np.ndarray) -> jax.Array:
-        axes = (None,) if array.dtype == bool else ("batch", "length")[: array.ndim]
+    def _place(self, array: np.ndarray, axes: tuple) -> jax.Array:
         sharding = NamedSharding(self.mesh, logical_spec(axes, array.shape, self.mesh))
         return jax.make_array_from_callback(array.shape, sharding, lambda index: array[index])
 
@@ -144,9 +153,9 @@ def _round_up(n: int, multiple: int) -> int:
     return -(-n // multiple) * multiple
 
 
-def _choose(logits, seen, allowed, sampling: Sampling, key):
-    """The next token per row from float32 logits [B, V]."""
-    logits = jnp.where(allowed, logits, -jnp.inf)
+def _choose(logits, seen, valid, sampling: Sampling, key):
+    """The next column per row from float32 logits [B, K] over the K candidate columns."""
+    logits = jnp.where(valid, logits, -jnp.inf)
     if sampling.repetition_penalty != 1.0:
         penalized = jnp.where(
             logits < 0, logits * sampling.repetition_penalty, logits / sampling.repetition_penalty
@@ -173,9 +182,32 @@ def _choose(logits, seen, allowed, sampling: Sampling, key):
     return jax.random.categorical(key, logits, axis=-1).astype(jnp.int32)
 
 
-def _decode(graphdef, params, tokens, lengths, allowed, eos, max_new, cache_length, sampling, key):
-    """(generated [B, max_new] int32, count per row) for right-padded prompts."""
+def _decode(
+    graphdef,
+    params,
+    tokens,
+    lengths,
+    columns,
+    valid,
+    eos,
+    index,
+    max_new,
+    cache_length,
+    sampling,
+    key,
+):
+    """(generated [B, max_new] int32, count per row) for right-padded prompts.
+
+    Tokens are chosen among the vocabulary entries `columns` [K] (those `valid` may be
+    chosen; `eos` marks the EOS columns). `index` [V] maps each id to its column (-1: none)
+    when only those rows of the output projection are computed; None computes them all,
+    `columns` then being every id in order.
+    """
     model = nnx.merge(graphdef, params)
+
+    def project(hidden):
+        return model.project(hidden) if index is None else model.project_rows(hidden, columns)
+
     cfg = model.config
     rows, prompt_length = tokens.shape
     shape = (cfg.num_layers, rows, cfg.num_kv_heads, cache_length, cfg.head_dim)
@@ -190,11 +222,12 @@ def _decode(graphdef, params, tokens, lengths, allowed, eos, max_new, cache_leng
     )
     hidden, cache = model.cached_hidden_states(tokens, positions, positions, prefill_mask, cache)
     last = jnp.take_along_axis(hidden, (lengths - 1)[:, None, None], axis=1)
-    logits = model.project(last)[:, 0]
-    vocab = logits.shape[-1]
+    logits = project(last)[:, 0]
+    width = columns.shape[0]
     in_prompt = (prompt_index[None, :] < lengths[:, None]).astype(jnp.int32)
-    seen = jnp.zeros((rows, vocab), jnp.int32).at[jnp.arange(rows)[:, None], tokens].max(in_prompt)
-    seen = seen > 0
+    prompt_columns = tokens if index is None else jnp.where(index[tokens] < 0, width, index[tokens])
+    seen = jnp.zeros((rows, width), jnp.int32)
+    seen = seen.at[jnp.arange(rows)[:, None], prompt_columns].max(in_prompt, mode="drop") > 0
     state = {
         "step": jnp.int32(0),
         "logits": logits,
@@ -210,19 +243,19 @@ def _decode(graphdef, params, tokens, lengths, allowed, eos, max_new, cache_leng
 
     def step(state, window: int):
         t = state["step"]
-        token = _choose(
-            state["logits"], state["seen"], allowed, sampling, jax.random.fold_in(key, t)
+        column = _choose(
+            state["logits"], state["seen"], valid, sampling, jax.random.fold_in(key, t)
         )
-        token = jnp.where(state["done"], 0, token)
+        token = jnp.where(state["done"], 0, columns[column])
         counts = state["counts"] + (~state["done"]).astype(jnp.int32)
-        done = state["done"] | eos[token]
-        seen = state["seen"].at[jnp.arange(rows), token].set(True)
+        done = state["done"] | eos[column]
+        seen = state["seen"].at[jnp.arange(rows), column].set(True)
         slot = (lengths + t)[:, None]
         mask = slots[None, None, :window] <= slot[:, :, None]
         hidden, cache = model.cached_hidden_states(token[:, None], slot, slot, mask, state["cache"])
         return {
             "step": t + 1,
-            "logits": model.project(hidden)[:, 0],
+            "logits": project(hidden)[:, 0],
             "cache": cache,
             "seen": seen,
             "done": done,
