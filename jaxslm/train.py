@@ -51,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     from jaxslm.compile_cache import enable_compilation_cache
+    from jaxslm.gpu_flags import add_gpu_flags
 
+    add_gpu_flags()
     enable_compilation_cache()
     sys.exit(main())

@@ -52,13 +52,61 @@ def _with_config(lm, **changes):
 def test_unrolled_and_rematerialised_layers_agree(llama_lm):
     tokens = _random_tokens(llama_lm.vocab.size, (2, 20), seed=8)
     reference = llama_lm.logits(tokens)
-    for changes in ({"scan_layers": False}, {"remat": "full"}, {"remat": "save_dots"}):
+    for changes in (
+        {"scan_layers": False},
+        {"remat": "full"},
+        {"remat": "save_dots"},
+        {"remat": "save_projections"},
+    ):
         np.testing.assert_allclose(
             _with_config(llama_lm, **changes).logits(tokens),
             reference,
             atol=1e-5,
             err_msg=str(changes),
         )
+
+
+def _loss_and_saved(lm, tokens):
+    """(gradient of the summed logits, the residuals the backward pass keeps, as printed by
+    `jax.ad_checkpoint.print_saved_residuals`)."""
+    import contextlib
+    import io
+
+    import jax
+    from flax import nnx
+
+    graphdef, params = nnx.split(lm.model)
+    positions = np.broadcast_to(np.arange(tokens.shape[1]), tokens.shape)
+    segments = np.ones_like(tokens)
+
+    def loss(params):
+        return nnx.merge(graphdef, params)(tokens, positions, segments).mean()
+
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        jax.ad_checkpoint.print_saved_residuals(loss, params)
+    return jax.grad(loss)(params), printed.getvalue()
+
+
+def test_remat_policies_keep_gradients_and_save_what_they_name(llama_lm):
+    import jax
+
+    tokens = _random_tokens(llama_lm.vocab.size, (2, 20), seed=10)
+    cfg = llama_lm.config
+    reference, _ = _loss_and_saved(llama_lm, tokens)
+    saved = {}
+    for remat in ("full", "save_dots", "save_projections"):
+        grads, saved[remat] = _loss_and_saved(_with_config(llama_lm, remat=remat), tokens)
+        for ours, theirs in zip(jax.tree.leaves(grads), jax.tree.leaves(reference), strict=True):
+            np.testing.assert_allclose(ours, theirs, atol=1e-6, err_msg=remat)
+    stacked = f"f32[{cfg.num_layers},2,20,"  # per-layer activations the layer scan keeps
+    mlp = f"{stacked}{cfg.intermediate_size}]"
+    queries = f"{stacked}{cfg.num_heads},{cfg.head_dim}]"
+    keys = f"{stacked}{cfg.num_kv_heads},{cfg.head_dim}]"
+    assert saved["full"].count(stacked) == 1  # only the layers' inputs
+    assert saved["save_projections"].count(mlp) == 2  # gate and up
+    assert saved["save_projections"].count(queries) == 2  # queries and attention outputs
+    assert saved["save_projections"].count(keys) == 2  # keys and values
 
 
 def test_bfloat16_compute_stays_close(llama_ckpt, llama_lm):

@@ -10,7 +10,7 @@ from jaxslm.errors import JaxslmError
 
 VOCAB_MULTIPLE = 128
 FAMILIES = ("llama", "qwen2")
-REMAT_POLICIES = ("none", "full", "save_dots")
+REMAT_POLICIES = ("none", "full", "save_dots", "save_projections")
 DTYPES = ("float32", "bfloat16")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 from flax import nnx
+from jax.ad_checkpoint import checkpoint_name
 
 from jaxslm.models.attention import causal_attention, dot_product_attention, segment_causal_mask
 from jaxslm.models.config import ModelConfig
@@ -13,9 +14,14 @@ from jaxslm.models.rope import apply_rope, inverse_frequencies
 from jaxslm.sharding import constrain
 
 ACTIVATION_AXES = ("batch", "length", "embed")
+# Named layer activations that `remat: save_projections` keeps for the backward pass: the
+# projections' outputs and the attention's result, so the backward pass recomputes only norms,
+# RoPE, the attention's softmax and the SwiGLU product.
+SAVED_PROJECTIONS = ("query", "key", "value", "attention", "attention_out", "mlp_gate", "mlp_up")
 REMAT = {
     "full": jax.checkpoint_policies.nothing_saveable,
     "save_dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+    "save_projections": jax.checkpoint_policies.save_only_these_names(*SAVED_PROJECTIONS),
 }
 
 
@@ -47,11 +53,12 @@ class Attention(nnx.Module):
         index), the new keys and values are written at `slots` [B, T] of this layer (in place:
         only B x T entries change), and the queries attend over the layer's first S' cache
         slots, S' being the width of `mask` [B, T, S']."""
-        query = apply_rope(self.q(x), positions, inv_freq)
-        key = apply_rope(self.k(x), positions, inv_freq)
-        value = self.v(x)
+        query = checkpoint_name(apply_rope(self.q(x), positions, inv_freq), "query")
+        key = checkpoint_name(apply_rope(self.k(x), positions, inv_freq), "key")
+        value = checkpoint_name(self.v(x), "value")
         if cache is None:
-            return self.o(causal_attention(query, key, value, mask))
+            attended = checkpoint_name(causal_attention(query, key, value, mask), "attention")
+            return checkpoint_name(self.o(attended), "attention_out")
         keys, values, layer = cache
         rows = jnp.arange(x.shape[0])[:, None]
         keys = keys.at[layer, rows, :, slots].set(key.astype(keys.dtype))
@@ -72,7 +79,8 @@ class MLP(nnx.Module):
         self.down = _dense(cfg, rngs, (m,), (e,), ("mlp", "embed"), cfg.mlp_bias)
 
     def __call__(self, x):
-        return self.down(jax.nn.silu(self.gate(x)) * self.up(x))
+        gate = checkpoint_name(self.gate(x), "mlp_gate")
+        return self.down(jax.nn.silu(gate) * checkpoint_name(self.up(x), "mlp_up"))
 
 
 class Block(nnx.Module):
