@@ -6,10 +6,23 @@ float32 master parameters, float32 cross-entropy over every position, one device
 
   jaxslm  the jitted, donated train step of jaxslm.training
   torch   transformers Llama/Qwen2ForCausalLM, SDPA attention, torch.optim.AdamW (fused on
-          CUDA); float32, or bfloat16 autocast when --dtype bfloat16
+          CUDA), torch.compile on CUDA (eager when it fails); float32, or bfloat16 autocast
+          when --dtype bfloat16
 
-    python benchmarks/train_step.py [--shape small] [--batch 8] [--seq-len 256] [--steps 10]
-        [--warmup 3] [--repeat 3] [--dtype float32|bfloat16] [--side both|jaxslm|torch]
+    python benchmarks/train_step.py [--shape small|20m|85m|qwen0.5b|llama1b] [--batch 8]
+        [--seq-len 256] [--steps 10] [--warmup 3] [--repeat 3] [--dtype float32|bfloat16]
+        [--side both|jaxslm|torch] [--remat none|full|save_dots|save_projections]
+        [--documents 1] [--torch-compile auto|on|off]
+
+Issue 9's GPU measurement, for example:
+
+    python benchmarks/train_step.py --shape llama1b --seq-len 2048 --batch 4 --documents 4 \
+        --remat save_projections
+
+qwen0.5b and llama1b carry the interleaved vocabulary of slamkit's SIMS models (the text
+tokenizer's ids + 500 units + 2 markers). Peak memory is the device's peak on CUDA (jax
+`memory_stats`, torch `max_memory_allocated`) and, on the CPU, what XLA's plan of the
+compiled step holds: its buffers and temporaries (none for torch there).
 
 Each figure is the median over --repeat timed loops of --steps steps, after compilation and
 --warmup untimed steps. The torch side runs first and frees its memory before
@@ -19,8 +32,10 @@ lookup excluded) + causal-halved attention (MaxText's convention; see jaxslm.sca
 Tokens count as batch x seq_len per step on both sides.
 
 Both sides train on the same batch: seq_len + 1 random ids cut into tokens and next-token
-targets, so each loss averages batch x seq_len targets. jaxslm's batch is one segment per row
-(segment_ids and loss_mask ones, positions 0..seq_len-1, modality speech). What still differs:
+targets, so each loss averages batch x seq_len targets. jaxslm's rows hold --documents
+packed documents of random lengths (segment ids, restarted positions; loss_mask ones,
+modality speech); torch's rows stay one causal sequence, since SDPA has no segment ids. What
+still differs:
 
 - jaxslm pads the vocabulary to a multiple of 128 (502 -> 512 for 20m and 85m): the LM head
   computes the padding columns, masked to -inf before the loss.
@@ -33,6 +48,7 @@ targets, so each loss averages batch x seq_len targets. jaxslm's batch is one se
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import statistics
 import time
@@ -44,7 +60,7 @@ import torch
 from flax import nnx
 from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config
 
-from jaxslm.models.config import ModelConfig
+from jaxslm.models.config import REMAT_POLICIES, ModelConfig
 from jaxslm.models.decoder import abstract_decoder
 from jaxslm.scaling.flops import mfu, param_count, peak_flops_per_device
 from jaxslm.sharding import make_mesh
@@ -100,9 +116,11 @@ SHAPES: dict[str, dict] = {
         head_dim=64,
         tie_word_embeddings=False,
     ),
+    # Issue 9's shapes, with the interleaved vocabulary of slamkit's SIMS models: the text
+    # tokenizer's ids (not the checkpoint's padded rows) + 500 units + 2 modality markers.
     "qwen0.5b": dict(  # Qwen2.5-0.5B
         family="qwen2",
-        vocab_size=151936,
+        vocab_size=151665 + 502,
         hidden_size=896,
         intermediate_size=4864,
         num_layers=24,
@@ -114,19 +132,57 @@ SHAPES: dict[str, dict] = {
         rope_theta=1e6,
         rms_norm_eps=1e-6,
     ),
+    "llama1b": dict(  # Llama-3.2-1B (RoPE without its llama3 scaling: same cost)
+        family="llama",
+        vocab_size=128256 + 502,
+        hidden_size=2048,
+        intermediate_size=8192,
+        num_layers=16,
+        num_heads=32,
+        num_kv_heads=8,
+        head_dim=64,
+        tie_word_embeddings=True,
+        rope_theta=5e5,
+        rms_norm_eps=1e-5,
+    ),
 }
 LEARNING_RATE, BETAS, EPS, WEIGHT_DECAY, CLIP_NORM = 1e-4, (0.9, 0.95), 1e-8, 0.1, 1.0
 
 
-def model_config(shape: str, seq_len: int, dtype: str) -> ModelConfig:
-    """The preset `shape` with float32 parameters and `dtype` compute."""
-    return ModelConfig(**SHAPES[shape], max_position_embeddings=max(seq_len, 8192), dtype=dtype)
+@dataclasses.dataclass(frozen=True)
+class Measured:
+    """One side's result: median tokens/s and peak memory in bytes (None: not measured)."""
+
+    tokens_per_second: float
+    peak_bytes: int | None
+    note: str = ""
+
+
+def model_config(shape: str, seq_len: int, dtype: str, remat: str) -> ModelConfig:
+    """The preset `shape` with float32 parameters, `dtype` compute and `remat`."""
+    return ModelConfig(
+        **SHAPES[shape], max_position_embeddings=max(seq_len, 8192), dtype=dtype, remat=remat
+    )
 
 
 def token_batch(cfg: ModelConfig, batch: int, seq_len: int) -> tuple[np.ndarray, np.ndarray]:
     """The shared random batch: input tokens and next-token targets, both [batch, seq_len]."""
     sequences = np.random.default_rng(0).integers(0, cfg.vocab_size, (batch, seq_len + 1))
     return sequences[:, :-1], sequences[:, 1:]
+
+
+def packed_layout(batch: int, seq_len: int, documents: int) -> tuple[np.ndarray, np.ndarray]:
+    """(segment ids, positions) [batch, seq_len] of rows packed with `documents` documents of
+    random lengths each (1: one document filling the row)."""
+    rng = np.random.default_rng(1)
+    segments = np.empty((batch, seq_len), np.int32)
+    positions = np.empty((batch, seq_len), np.int32)
+    for row in range(batch):
+        cuts = np.sort(rng.choice(np.arange(1, seq_len), documents - 1, replace=False))
+        starts = np.concatenate([[0], cuts])
+        segments[row] = np.searchsorted(cuts, np.arange(seq_len), side="right") + 1
+        positions[row] = np.arange(seq_len) - starts[segments[row] - 1]
+    return segments, positions
 
 
 def torch_model(cfg: ModelConfig) -> torch.nn.Module:
@@ -164,12 +220,17 @@ def torch_tokens_per_second(
     repeat: int,
     dtype: str,
     device: str,
-) -> float:
+    compile_model: bool,
+) -> Measured:
     """Median tokens/s of transformers + PyTorch training steps on `device` ("cpu" | "cuda").
 
     One step: forward, float32 cross-entropy, backward, clip_grad_norm_(1.0), AdamW step.
+    `cfg.remat` "full" turns on transformers' gradient checkpointing; `compile_model` runs the
+    model under torch.compile, falling back to eager mode when its first step fails.
     """
     model = torch_model(cfg).to(device).train()
+    if cfg.remat == "full":
+        model.gradient_checkpointing_enable()
     matrices = [p for p in model.parameters() if p.ndim >= 2]
     vectors = [p for p in model.parameters() if p.ndim < 2]
     optimizer = torch.optim.AdamW(
@@ -185,9 +246,12 @@ def torch_tokens_per_second(
     tokens, targets = (torch.from_numpy(a).to(device) for a in token_batch(cfg, batch, seq_len))
     autocast = torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=dtype == "bfloat16")
 
+    forward = torch.compile(model) if compile_model else model
+    note = "torch.compile" if compile_model else "eager"
+
     def step() -> None:
         with autocast:
-            logits = model(input_ids=tokens).logits
+            logits = forward(input_ids=tokens).logits
         loss = torch.nn.functional.cross_entropy(
             logits.float().reshape(-1, cfg.vocab_size), targets.reshape(-1)
         )
@@ -200,6 +264,14 @@ def torch_tokens_per_second(
         if device == "cuda":
             torch.cuda.synchronize()
 
+    try:
+        step()
+    except Exception as error:  # torch.compile's failures have no common type
+        if not compile_model:
+            raise
+        print(f"torch.compile failed ({type(error).__name__}: {error}); running eager")
+        optimizer.zero_grad(set_to_none=True)
+        forward, note = model, "eager (torch.compile failed)"
     for _ in range(warmup):
         step()
     rates = []
@@ -210,7 +282,8 @@ def torch_tokens_per_second(
             step()
         synchronize()
         rates.append(steps * batch * seq_len / (time.perf_counter() - start))
-    return statistics.median(rates)
+    peak = torch.cuda.max_memory_allocated() if device == "cuda" else None
+    return Measured(statistics.median(rates), peak, note)
 
 
 def jaxslm_tokens_per_second(
@@ -222,12 +295,16 @@ def jaxslm_tokens_per_second(
     repeat: int,
     dtype: str,
     device: str,
-) -> float:
+    documents: int,
+) -> Measured:
     """Median tokens/s of jaxslm's jitted train step on one device, same recipe as the torch side.
 
     The step is jitted as jaxslm.training.trainer does it: state and batch shardings from
     jaxslm.training.placement on a one-device mesh, donated state, `jax.set_mesh`. `dtype` is
     the compute dtype (already in `cfg.dtype`); JAX picks `device` as its default backend.
+    Rows hold `documents` packed documents each. Peak memory is the device's peak on CUDA,
+    else what XLA's plan of the compiled step holds: its arguments and outputs (less those
+    aliased by donation) and its temporary buffer.
     """
     mesh = make_mesh(data=1, devices=jax.devices()[:1])
     schedule = optax.constant_schedule(LEARNING_RATE)
@@ -244,13 +321,13 @@ def jaxslm_tokens_per_second(
     graphdef = nnx.split(abstract_decoder(cfg))[0]
 
     tokens, targets = token_batch(cfg, batch, seq_len)
-    ones = np.ones((batch, seq_len), np.int32)
+    segments, positions = packed_layout(batch, seq_len, documents)
     host_batch = {
         "tokens": tokens.astype(np.int32),
         "targets": targets.astype(np.int32),
-        "loss_mask": ones.astype(np.float32),
-        "segment_ids": ones,
-        "positions": np.broadcast_to(np.arange(seq_len, dtype=np.int32), (batch, seq_len)),
+        "loss_mask": np.ones((batch, seq_len), np.float32),
+        "segment_ids": segments,
+        "positions": positions,
         "modality": np.full((batch, seq_len), SPEECH, np.int8),
     }
     with jax.set_mesh(mesh):
@@ -276,7 +353,17 @@ def jaxslm_tokens_per_second(
                 state, metrics = step(state, data)
             jax.block_until_ready((state, metrics))
             rates.append(steps * batch * seq_len / (time.perf_counter() - start))
-    return statistics.median(rates)
+    stats = jax.devices()[0].memory_stats() if device == "cuda" else None
+    if stats and "peak_bytes_in_use" in stats:
+        return Measured(statistics.median(rates), stats["peak_bytes_in_use"], "device peak")
+    plan = step.memory_analysis()  # on the CPU its peak_memory_in_bytes counts arguments only
+    planned = (
+        plan.argument_size_in_bytes
+        + plan.output_size_in_bytes
+        - plan.alias_size_in_bytes
+        + plan.temp_size_in_bytes
+    )
+    return Measured(statistics.median(rates), planned, "XLA's plan: buffers + temporaries")
 
 
 def device_kind(side: str, device: str) -> str:
@@ -315,37 +402,62 @@ def main() -> None:
         help="compute dtype (default: bfloat16 on CUDA, float32 on CPU)",
     )
     parser.add_argument("--side", choices=["both", "jaxslm", "torch"], default="both")
+    parser.add_argument(
+        "--remat",
+        choices=REMAT_POLICIES,
+        default="none",
+        help="jaxslm's model.remat; `full` also turns on torch's gradient checkpointing",
+    )
+    parser.add_argument(
+        "--documents",
+        type=int,
+        default=1,
+        help="documents packed per jaxslm row, of random lengths (torch rows stay one sequence)",
+    )
+    parser.add_argument(
+        "--torch-compile",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="run the torch model under torch.compile (auto: on CUDA only)",
+    )
     args = parser.parse_args()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = args.dtype or ("bfloat16" if device == "cuda" else "float32")
-    cfg = model_config(args.shape, args.seq_len, dtype)
-    measure = {"torch": torch_tokens_per_second, "jaxslm": jaxslm_tokens_per_second}
+    cfg = model_config(args.shape, args.seq_len, dtype, args.remat)
+    compile_torch = {"on": True, "off": False, "auto": device == "cuda"}[args.torch_compile]
+    common = (cfg, args.batch, args.seq_len, args.steps, args.warmup, args.repeat, dtype, device)
+    measure = {
+        "torch": lambda: torch_tokens_per_second(*common, compile_torch),
+        "jaxslm": lambda: jaxslm_tokens_per_second(*common, args.documents),
+    }
     sides = ["torch", "jaxslm"] if args.side == "both" else [args.side]
 
-    rates, rows = {}, []
+    results: dict[str, Measured] = {}
+    rows = []
     for side in sides:
         print(f"measuring {side} ...", flush=True)
-        rates[side] = measure[side](
-            cfg, args.batch, args.seq_len, args.steps, args.warmup, args.repeat, dtype, device
-        )
+        results[side] = result = measure[side]()
         if side == "torch" and device == "cuda":  # hand the memory back before JAX allocates
             gc.collect()
             torch.cuda.empty_cache()
         kind = device_kind(side, device)
-        rows.append(
-            (side, kind, rates[side], mfu_text(rates[side], cfg, args.seq_len, kind, dtype))
-        )
+        rate = result.tokens_per_second
+        peak = "n/a" if result.peak_bytes is None else f"{result.peak_bytes / 2**30:.2f}"
+        rows.append((side, kind, rate, mfu_text(rate, cfg, args.seq_len, kind, dtype), peak))
 
     print(
-        f"\nshape {args.shape} ({param_count(cfg) / 1e6:.1f}M params, {cfg.family}), batch "
-        f"{args.batch} x seq {args.seq_len}, {dtype}, median of {args.repeat} x {args.steps} steps"
+        f"\nshape {args.shape} ({param_count(cfg) / 1e6:.1f}M params, {cfg.family}, vocab "
+        f"{cfg.vocab_size}), batch {args.batch} x seq {args.seq_len}, {dtype}, remat "
+        f"{args.remat}, {args.documents} document(s) per jaxslm row, median of {args.repeat} x "
+        f"{args.steps} steps"
     )
     print("MFU: model FLOPs (train = 3 x forward, causal attention halved, real vocab) / peak")
-    print(f"{'side':8s} {'device':24s} {'tokens/s':>12s} {'MFU':>14s}")
-    for side, kind, rate, mfu_str in rows:
-        print(f"{side:8s} {kind:24s} {rate:12,.0f} {mfu_str:>14s}")
-    if len(rates) == 2:
-        print(f"ratio jaxslm/torch: {rates['jaxslm'] / rates['torch']:.2f}x")
+    print(f"{'side':8s} {'device':24s} {'tokens/s':>12s} {'MFU':>14s} {'peak GiB':>9s}  notes")
+    for (side, kind, rate, mfu_str, peak), result in zip(rows, results.values(), strict=True):
+        print(f"{side:8s} {kind:24s} {rate:12,.0f} {mfu_str:>14s} {peak:>9s}  {result.note}")
+    if len(results) == 2:
+        ratio = results["jaxslm"].tokens_per_second / results["torch"].tokens_per_second
+        print(f"ratio jaxslm/torch: {ratio:.2f}x")
 
 
 if __name__ == "__main__":
