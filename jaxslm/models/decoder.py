@@ -9,7 +9,7 @@ from jax.ad_checkpoint import checkpoint_name
 
 from jaxslm.models.attention import causal_attention, dot_product_attention, segment_causal_mask
 from jaxslm.models.config import ModelConfig
-from jaxslm.models.layers import Dense, Embed, RMSNorm
+from jaxslm.models.layers import Dense, Embed, RMSNorm, logits_against
 from jaxslm.models.rope import apply_rope, inverse_frequencies
 from jaxslm.sharding import constrain
 
@@ -202,9 +202,7 @@ class Decoder(nnx.Module):
             table = jnp.take(self.embed.embedding[...], ids, axis=0).astype(self.embed.dtype)
         else:
             table = jnp.take(self.lm_head.kernel[...], ids, axis=1).T.astype(self.lm_head.dtype)
-        return jnp.einsum(
-            "...e,ke->...k", hidden.astype(table.dtype), table, preferred_element_type=jnp.float32
-        )
+        return logits_against(hidden, table)
 
     def __call__(self, tokens, positions, segment_ids):
         return self.project(self.hidden_states(tokens, positions, segment_ids))

@@ -5,6 +5,7 @@ Every parameter carries its logical axis names as `axes` metadata (see jaxslm.sh
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import jax
@@ -45,17 +46,25 @@ class Dense(nnx.Module):
 
     def __call__(self, x: jax.Array, preferred_element_type: jnp.dtype | None = None) -> jax.Array:
         kernel = self.kernel[...].astype(self.dtype)
-        contract_x = tuple(range(x.ndim - self.in_ndim, x.ndim))
-        contract_k = tuple(range(self.in_ndim))
-        y = jax.lax.dot_general(
-            x.astype(self.dtype),
-            kernel,
-            ((contract_x, contract_k), ((), ())),
+        in_shape, out_shape = kernel.shape[: self.in_ndim], kernel.shape[self.in_ndim :]
+        lead = x.shape[: x.ndim - self.in_ndim]
+        # One 2-D matmul: its gradients are plain GEMMs too, where contracting the batch and
+        # length dims at once ran about 1.6x slower on XLA:CPU (SwiGLU block, 4 x 512 rows).
+        y = jnp.dot(
+            x.astype(self.dtype).reshape(-1, math.prod(in_shape)),
+            kernel.reshape(math.prod(in_shape), math.prod(out_shape)),
             preferred_element_type=preferred_element_type,
-        )
+        ).reshape(*lead, *out_shape)
         if self.bias is not None:
             y = y + self.bias[...].astype(y.dtype)
         return y
+
+
+def logits_against(x: jax.Array, table: jax.Array) -> jax.Array:
+    """Float32 x [..., E] . table [V, E]^T -> [..., V], as one 2-D matmul (see `Dense`)."""
+    rows = x.astype(table.dtype).reshape(-1, x.shape[-1])
+    logits = jnp.einsum("ne,ve->nv", rows, table, preferred_element_type=jnp.float32)
+    return logits.reshape(*x.shape[:-1], table.shape[0])
 
 
 class Embed(nnx.Module):
@@ -81,8 +90,7 @@ class Embed(nnx.Module):
 
     def attend(self, x: jax.Array) -> jax.Array:
         """Tied output projection: float32 logits x . embedding^T."""
-        table = self.embedding[...].astype(self.dtype)
-        return jnp.einsum("...e,ve->...v", x, table, preferred_element_type=jnp.float32)
+        return logits_against(x, self.embedding[...].astype(self.dtype))
 
 
 class RMSNorm(nnx.Module):
