@@ -87,8 +87,9 @@ from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import DataLoader, Dataset
 
 import jaxslm
+from jaxslm.backend import scorer_batch_tokens
 from jaxslm.checkpoint import read_metadata
-from jaxslm.evals.scorer import Scorer, _round_up_pow2, allowed_tokens, default_batch_tokens
+from jaxslm.evals.scorer import Scorer, _round_up_pow2, allowed_tokens
 from jaxslm.evals.sharing import plan_items
 from jaxslm.hf.exporter import export_hf
 from jaxslm.hf.importer import import_hf
@@ -532,7 +533,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     if args.batch_tokens is None:
-        default = default_batch_tokens()
+        default = scorer_batch_tokens()
         args.batch_tokens = [default // 2, default, 4 * default]
     else:
         args.batch_tokens = [int(t) for t in args.batch_tokens.split(",")]

@@ -461,7 +461,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    from jaxslm.gpu_flags import add_gpu_flags
+    from jaxslm.backend import add_gpu_flags
 
     add_gpu_flags()  # as `python -m jaxslm.train` does, before JAX starts its backend
     main()

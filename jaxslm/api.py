@@ -74,7 +74,7 @@ class SpeechLM:
 
     def make_scorer(self, batch_tokens: int | None = None) -> Scorer:
         """A log-likelihood scorer over this model that batches about `batch_tokens` tokens
-        (None: `default_batch_tokens()`, 1024 on CPU and 16384 elsewhere)."""
+        (None: `jaxslm.backend.scorer_batch_tokens()`, 1024 on CPU and 16384 elsewhere)."""
         padded = self.config.padded_vocab_size
         return Scorer(self._graphdef, self._params, self.vocab, padded, self.mesh, batch_tokens)
 
@@ -118,10 +118,16 @@ def _forward(graphdef, params, tokens, positions, segment_ids):
 
 
 def load(
-    ckpt_dir: str | Path, mesh: Mesh | None = None, compute_dtype: str | None = None
+    ckpt_dir: str | Path,
+    mesh: Mesh | None = None,
+    compute_dtype: str | None = None,
+    attention: str = "auto",
 ) -> SpeechLM:
-    """Load a jaxslm checkpoint; with `mesh`, parameters are sharded by the logical rules."""
+    """Load a jaxslm checkpoint; with `mesh`, parameters are sharded by the logical rules.
+    `attention` picks the kernel on this machine, whatever the run that saved it used
+    (see jaxslm.backend)."""
     cfg, vocab, _ = read_metadata(ckpt_dir)
+    cfg = cfg.replace(attention=attention)
     if compute_dtype is not None:
         cfg = cfg.replace(dtype=compute_dtype)
     abstract = abstract_decoder(cfg)

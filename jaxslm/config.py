@@ -18,6 +18,7 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
+from jaxslm.backend import ATTENTION_KERNELS
 from jaxslm.data.interleave import METHODS
 from jaxslm.errors import JaxslmError
 from jaxslm.models.config import DTYPES, FAMILIES, REMAT_POLICIES
@@ -61,7 +62,8 @@ def _each(
 class ModelSection:
     """The decoder. With `init` (a checkpoint dir from `jaxslm-convert import-hf`) the shapes,
     family, tying and max_position_embeddings come from the checkpoint; `rope_theta` (when set),
-    the dtypes, `remat` and `scan_layers` still apply."""
+    the dtypes, `remat`, `scan_layers` and `attention` (the kernel: auto, xla, cudnn, pallas or
+    splash; see jaxslm.backend) still apply."""
 
     init: str | None = None
     family: str = "llama"
@@ -78,9 +80,11 @@ class ModelSection:
     dtype: str = "float32"
     remat: str = "none"
     scan_layers: bool = True
+    attention: str = "auto"
 
     def __post_init__(self) -> None:
         _one_of("model.family", self.family, FAMILIES)
+        _one_of("model.attention", self.attention, ATTENTION_KERNELS)
         _one_of("model.param_dtype", self.param_dtype, DTYPES)
         _one_of("model.dtype", self.dtype, DTYPES)
         _one_of("model.remat", self.remat, REMAT_POLICIES)

@@ -217,7 +217,7 @@ def evaluate(args: argparse.Namespace, requests, mesh_sizes) -> dict:
 
 
 if __name__ == "__main__":
-    from jaxslm.compile_cache import enable_compilation_cache
+    from jaxslm.backend import prepare_process
 
-    enable_compilation_cache()
+    prepare_process()
     sys.exit(main())

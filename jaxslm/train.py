@@ -50,9 +50,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from jaxslm.compile_cache import enable_compilation_cache
-    from jaxslm.gpu_flags import add_gpu_flags
+    from jaxslm.backend import prepare_process
 
-    add_gpu_flags()
-    enable_compilation_cache()
+    prepare_process()
     sys.exit(main())

@@ -171,3 +171,15 @@ def torch_logits(model, tokens) -> np.ndarray:
     """Float32 logits of a HF model on int tokens [B, T]."""
     with torch.no_grad():
         return model(torch.as_tensor(np.asarray(tokens), dtype=torch.long)).logits.numpy()
+
+
+def with_config(lm, **changes):
+    """A SpeechLM with `lm`'s parameters under a changed ModelConfig (layer execution, dtypes,
+    attention kernel)."""
+    from flax import nnx
+
+    from jaxslm.api import SpeechLM
+    from jaxslm.models.decoder import abstract_decoder
+
+    graphdef = nnx.graphdef(abstract_decoder(lm.config.replace(**changes)))
+    return SpeechLM(nnx.merge(graphdef, nnx.state(lm.model)), lm.vocab, lm.mesh)

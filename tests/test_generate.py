@@ -143,3 +143,13 @@ def test_bad_inputs_are_refused(llama_lm):
         llama_lm.generate([], 4)
     with pytest.raises(JaxslmError, match="top_p"):
         llama_lm.generate([[1]], 4, temperature=1.0, top_p=1.5)
+
+
+def test_prefill_with_the_pallas_kernel_changes_nothing(llama_lm):
+    """Generation whose prefill runs the Pallas kernel (interpret mode on the CPU) gives the
+    XLA kernel's greedy tokens."""
+    from conftest import with_config
+
+    prompts = _prompts(llama_lm.vocab, seed=7, lengths=(20, 4, 11))
+    want = llama_lm.generate(prompts, NEW)
+    assert with_config(llama_lm, attention="pallas").generate(prompts, NEW) == want

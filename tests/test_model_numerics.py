@@ -1,7 +1,7 @@
 """Imported models against transformers (PyTorch, CPU) on the same tokens."""
 
 import numpy as np
-from conftest import torch_logits
+from conftest import torch_logits, with_config
 
 
 def _random_tokens(high: int, shape, seed: int) -> np.ndarray:
@@ -39,14 +39,8 @@ def test_packed_row_equals_documents_alone(llama_lm):
 
 
 def _with_config(lm, **changes):
-    """The same parameters under a changed ModelConfig (layer execution, dtypes)."""
-    from flax import nnx
-
-    from jaxslm.api import SpeechLM
-    from jaxslm.models.decoder import abstract_decoder
-
-    graphdef = nnx.graphdef(abstract_decoder(lm.config.replace(**changes)))
-    return SpeechLM(nnx.merge(graphdef, nnx.state(lm.model)), lm.vocab)
+    """The same parameters under a changed ModelConfig (layer execution, dtypes, kernel)."""
+    return with_config(lm, **changes)
 
 
 def test_unrolled_and_rematerialised_layers_agree(llama_lm):
@@ -118,3 +112,35 @@ def test_bfloat16_compute_stays_close(llama_ckpt, llama_lm):
     reference = llama_lm.logits(tokens)
     assert np.abs(bf16 - reference).max() < 0.05 * np.abs(reference).max()
     assert not np.array_equal(bf16, reference)
+
+
+def test_fused_kernels_give_the_xla_logits_and_gradients(llama_lm):
+    """The decoder with the Pallas kernels (interpret mode on the CPU) on packed rows: the
+    logits and parameter gradients of the XLA kernel."""
+    import jax
+    from flax import nnx
+
+    tokens = _random_tokens(llama_lm.vocab.size, (2, 128), seed=11)
+    segments = np.repeat(np.array([[1] * 50 + [2] * 60 + [0] * 18]), 2, axis=0)
+    positions = np.array([list(range(50)) + list(range(60)) + list(range(18))] * 2)
+
+    def logits_and_grads(lm):
+        graphdef, params = nnx.split(lm.model)
+
+        def loss(params):
+            logits = nnx.merge(graphdef, params)(tokens, positions, segments)
+            return jnp_mean_finite(logits), logits
+
+        return jax.grad(loss, has_aux=True)(params)
+
+    def jnp_mean_finite(logits):
+        import jax.numpy as jnp
+
+        return jnp.where(jnp.isfinite(logits), logits, 0.0).mean()
+
+    want_grads, want = logits_and_grads(llama_lm)
+    for kernel in ("pallas", "splash"):
+        grads, logits = logits_and_grads(_with_config(llama_lm, attention=kernel))
+        np.testing.assert_allclose(logits, want, atol=1e-5, err_msg=kernel)
+        for ours, theirs in zip(jax.tree.leaves(grads), jax.tree.leaves(want_grads), strict=True):
+            np.testing.assert_allclose(ours, theirs, atol=1e-6, err_msg=kernel)

@@ -199,3 +199,18 @@ def test_restricted_head_equals_masked_full_head(qwen_lm, llama_lm, monkeypatch)
         np.testing.assert_array_equal(np.isfinite(restricted), np.isfinite(full))
         finite = np.isfinite(full)
         np.testing.assert_allclose(restricted[finite], full[finite], rtol=1e-5)
+
+
+def test_scores_equal_with_the_pallas_kernel(qwen_lm):
+    """Scoring with `attention: pallas` (interpret mode on the CPU): packed rows run the Pallas
+    kernel; rows with shared prefixes (branch ids) fall back to the XLA kernel with a warning.
+    Both give the XLA kernel's scores."""
+    from conftest import with_config
+
+    sequences = _sequences(qwen_lm.vocab, seed=16) + _story_sequences(qwen_lm.vocab, seed=16)
+    want = qwen_lm.make_scorer().log_likelihood(sequences, "sum")
+    with pytest.warns(UserWarning, match="trunk/branch"):
+        got = (
+            with_config(qwen_lm, attention="pallas").make_scorer().log_likelihood(sequences, "sum")
+        )
+    np.testing.assert_allclose(got, want, rtol=1e-5)

@@ -23,6 +23,7 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from jaxslm import backend
 from jaxslm.errors import JaxslmError
 from jaxslm.evals.sharing import Item, plan_items
 from jaxslm.sharding import LOGICAL_RULES, logical_spec
@@ -30,12 +31,6 @@ from jaxslm.vocab import SpeechVocab, allowed_tokens, restricted_head
 
 NORMALIZATIONS = ("mean", "sum")
 MIN_BUCKET = 16
-
-
-def default_batch_tokens() -> int:
-    """Tokens per scored batch: 1024 on CPUs (fastest of 1024, 2048 and 8192 in
-    benchmarks/evaluate.py on every task), 16384 elsewhere."""
-    return 1024 if jax.default_backend() == "cpu" else 16384
 
 
 def bucket_length(length: int) -> int:
@@ -51,7 +46,7 @@ def bucket_length(length: int) -> int:
 
 class Scorer:
     """Scores lists of token-id sequences with one model (optionally sharded over `mesh`);
-    `batch_tokens` None picks `default_batch_tokens()`."""
+    `batch_tokens` None picks `backend.scorer_batch_tokens()`."""
 
     def __init__(
         self,
@@ -64,7 +59,7 @@ class Scorer:
         logits_bytes: int = 1 << 30,
     ):
         if batch_tokens is None:
-            batch_tokens = default_batch_tokens()
+            batch_tokens = backend.scorer_batch_tokens()
         if batch_tokens < MIN_BUCKET:
             raise JaxslmError(f"batch_tokens must be at least {MIN_BUCKET}, got {batch_tokens}")
         self.graphdef, self.params, self.vocab, self.mesh = graphdef, params, vocab, mesh

@@ -216,15 +216,11 @@ def _decode(
     slots = jnp.arange(cache_length, dtype=jnp.int32)
     prompt_index = jnp.arange(prompt_length, dtype=jnp.int32)
     positions = jnp.broadcast_to(prompt_index, tokens.shape)
-    # A mask narrower than the cache limits attention to its first slots (see Attention).
-    prefill_mask = (prompt_index[None, None, :] <= prompt_index[None, :, None]) & (
-        prompt_index[None, None, :] < lengths[:, None, None]
-    )
-    hidden, cache = model.cached_hidden_states(tokens, positions, positions, prefill_mask, cache)
+    in_prompt = (prompt_index[None, :] < lengths[:, None]).astype(jnp.int32)
+    hidden, cache = model.prefill(tokens, positions, in_prompt, cache)
     last = jnp.take_along_axis(hidden, (lengths - 1)[:, None, None], axis=1)
     logits = project(last)[:, 0]
     width = columns.shape[0]
-    in_prompt = (prompt_index[None, :] < lengths[:, None]).astype(jnp.int32)
     prompt_columns = tokens if index is None else jnp.where(index[tokens] < 0, width, index[tokens])
     seen = jnp.zeros((rows, width), jnp.int32)
     seen = seen.at[jnp.arange(rows)[:, None], prompt_columns].max(in_prompt, mode="drop") > 0
@@ -252,7 +248,7 @@ def _decode(
         seen = state["seen"].at[jnp.arange(rows), column].set(True)
         slot = (lengths + t)[:, None]
         mask = slots[None, None, :window] <= slot[:, :, None]
-        hidden, cache = model.cached_hidden_states(token[:, None], slot, slot, mask, state["cache"])
+        hidden, cache = model.extend(token[:, None], slot, slot, mask, state["cache"])
         return {
             "step": t + 1,
             "logits": project(hidden)[:, 0],

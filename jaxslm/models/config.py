@@ -1,4 +1,5 @@
-"""Typed description of a decoder: shapes, attention, RoPE, dtypes and how layers run."""
+"""Typed description of a decoder: shapes, attention, RoPE, dtypes and how layers run
+(`remat`, `scan_layers`, and `attention`: the kernel, see jaxslm.backend)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from jaxslm.backend import ATTENTION_KERNELS
 from jaxslm.errors import JaxslmError
 
 VOCAB_MULTIPLE = 128
@@ -52,6 +54,7 @@ class ModelConfig:
     dtype: str = "float32"
     scan_layers: bool = True
     remat: str = "none"
+    attention: str = "auto"
 
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:
@@ -71,6 +74,8 @@ class ModelConfig:
             raise JaxslmError("qwen2: q/k/v projections have biases and o does not")
         if self.remat not in REMAT_POLICIES:
             raise JaxslmError(f"remat={self.remat!r} is not one of {REMAT_POLICIES}")
+        if self.attention not in ATTENTION_KERNELS:
+            raise JaxslmError(f"attention={self.attention!r} is not one of {ATTENTION_KERNELS}")
 
     @property
     def padded_vocab_size(self) -> int:

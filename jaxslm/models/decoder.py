@@ -7,7 +7,8 @@ import jax.numpy as jnp
 from flax import nnx
 from jax.ad_checkpoint import checkpoint_name
 
-from jaxslm.models.attention import causal_attention, dot_product_attention, segment_causal_mask
+from jaxslm.models.attention import Segments, attention
+from jaxslm.models.attention_xla import dot_product_attention
 from jaxslm.models.config import ModelConfig
 from jaxslm.models.layers import Dense, Embed, RMSNorm, logits_against
 from jaxslm.models.rope import apply_rope, inverse_frequencies
@@ -43,22 +44,39 @@ class Attention(nnx.Module):
 
     def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
         e, h, kv, d = cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+        self.kernel = cfg.attention
         self.q = _dense(cfg, rngs, (e,), (h, d), ("embed", "heads", "head_dim"), cfg.qkv_bias)
         self.k = _dense(cfg, rngs, (e,), (kv, d), ("embed", "kv_heads", "head_dim"), cfg.qkv_bias)
         self.v = _dense(cfg, rngs, (e,), (kv, d), ("embed", "kv_heads", "head_dim"), cfg.qkv_bias)
         self.o = _dense(cfg, rngs, (h, d), (e,), ("heads", "head_dim", "embed"), cfg.out_bias)
 
-    def __call__(self, x, positions, mask, inv_freq, cache=None, slots=None):
-        """Self-attention. With `cache` = (keys, values [layers, B, KV, S, D], this layer's
-        index), the new keys and values are written at `slots` [B, T] of this layer (in place:
-        only B x T entries change), and the queries attend over the layer's first S' cache
-        slots, S' being the width of `mask` [B, T, S']."""
+    def _project(self, x, positions, inv_freq):
         query = checkpoint_name(apply_rope(self.q(x), positions, inv_freq), "query")
         key = checkpoint_name(apply_rope(self.k(x), positions, inv_freq), "key")
-        value = checkpoint_name(self.v(x), "value")
-        if cache is None:
-            attended = checkpoint_name(causal_attention(query, key, value, mask), "attention")
-            return checkpoint_name(self.o(attended), "attention_out")
+        return query, key, checkpoint_name(self.v(x), "value")
+
+    def __call__(self, x, positions, segments: Segments, inv_freq):
+        """Causal self-attention within `segments` (packed rows), through the kernel seam."""
+        query, key, value = self._project(x, positions, inv_freq)
+        attended = attention(query, key, value, segments, kernel=self.kernel)
+        return checkpoint_name(self.o(checkpoint_name(attended, "attention")), "attention_out")
+
+    def prefill(self, x, positions, segments: Segments, inv_freq, cache):
+        """`__call__` over a prompt whose keys and values are also written into this layer's
+        slots 0..T-1 of `cache` = (keys, values [layers, B, KV, S, D], layer index)."""
+        query, key, value = self._project(x, positions, inv_freq)
+        attended = attention(query, key, value, segments, kernel=self.kernel)
+        keys, values, layer = cache
+        length = x.shape[1]
+        keys = keys.at[layer, :, :, :length].set(key.swapaxes(1, 2).astype(keys.dtype))
+        values = values.at[layer, :, :, :length].set(value.swapaxes(1, 2).astype(values.dtype))
+        return self.o(attended), (keys, values, layer)
+
+    def extend(self, x, positions, slots, mask, inv_freq, cache):
+        """New tokens [B, T] whose keys and values are written at `slots` [B, T] of this
+        layer's cache (in place: only B x T entries change); the queries attend over the
+        layer's first S' slots, S' being the width of `mask` [B, T, S']."""
+        query, key, value = self._project(x, positions, inv_freq)
         keys, values, layer = cache
         rows = jnp.arange(x.shape[0])[:, None]
         keys = keys.at[layer, rows, :, slots].set(key.astype(keys.dtype))
@@ -93,17 +111,25 @@ class Block(nnx.Module):
         self.mlp_norm = RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps, param_dtype=param_dtype)
         self.mlp = MLP(cfg, rngs)
 
-    def __call__(self, x, positions, mask, inv_freq):
-        x = x + self.attn(self.attn_norm(x), positions, mask, inv_freq)
+    def __call__(self, x, positions, segments: Segments, inv_freq):
+        x = x + self.attn(self.attn_norm(x), positions, segments, inv_freq)
+        return self._mlp(x)
+
+    def prefill(self, x, positions, segments: Segments, inv_freq, cache):
+        """The layer over a prompt, filling the KV cache (see `Attention.prefill`)."""
+        attended, cache = self.attn.prefill(self.attn_norm(x), positions, segments, inv_freq, cache)
+        return self._mlp(x + attended), cache
+
+    def extend(self, x, positions, slots, mask, inv_freq, cache):
+        """The layer over new tokens with a KV cache (see `Attention.extend`)."""
+        attended, cache = self.attn.extend(
+            self.attn_norm(x), positions, slots, mask, inv_freq, cache
+        )
+        return self._mlp(x + attended), cache
+
+    def _mlp(self, x):
         x = x + self.mlp(self.mlp_norm(x))
         return constrain(x, ACTIVATION_AXES)
-
-    def cached(self, x, positions, mask, inv_freq, cache, slots):
-        """The layer over new tokens with a KV cache (see `Attention`); returns (x, cache)."""
-        attended, cache = self.attn(self.attn_norm(x), positions, mask, inv_freq, cache, slots)
-        x = x + attended
-        x = x + self.mlp(self.mlp_norm(x))
-        return constrain(x, ACTIVATION_AXES), cache
 
 
 class Decoder(nnx.Module):
@@ -147,45 +173,65 @@ class Decoder(nnx.Module):
     def hidden_states(self, tokens, positions, segment_ids, branch_ids=None):
         """Final-norm hidden states [B, T, embed] in the compute dtype; `branch_ids` limits
         attention within a segment to its trunk and the query's own branch."""
-        cfg = self.config
-        inv_freq = inverse_frequencies(cfg.head_dim, cfg.rope_theta, cfg.rope_scaling)
-        mask = segment_causal_mask(segment_ids, branch_ids)
+        segments = Segments(segment_ids, branch_ids)
+        inv_freq = self._inv_freq()
         graphdef, layer_state = nnx.split(self.layers)
 
         def run_layer(x, state):
-            return nnx.merge(graphdef, state)(x, positions, mask, inv_freq), None
+            return nnx.merge(graphdef, state)(x, positions, segments, inv_freq), None
 
-        if cfg.remat != "none":
-            run_layer = jax.checkpoint(run_layer, policy=REMAT[cfg.remat])
-        x = constrain(self.embed(tokens), ACTIVATION_AXES)
-        unroll = 1 if cfg.scan_layers else cfg.num_layers
-        x, _ = jax.lax.scan(run_layer, x, layer_state, unroll=unroll)
+        if self.config.remat != "none":
+            run_layer = jax.checkpoint(run_layer, policy=REMAT[self.config.remat])
+        x, _ = self._scan(run_layer, self._embed(tokens), layer_state)
         return self.final_norm(x)
 
-    def cached_hidden_states(self, tokens, positions, slots, mask, cache):
-        """Final-norm hidden states of new tokens [B, T] with a KV cache.
+    def prefill(self, tokens, positions, segment_ids, cache):
+        """Final-norm hidden states of prompts [B, T] (right-padded: `segment_ids` 1 on prompt
+        tokens, 0 on padding) and the KV cache (keys, values [layers, B, KV, S, D]) with the
+        prompts' keys and values in slots 0..T-1."""
+        segments = Segments(segment_ids)
+        inv_freq = self._inv_freq()
 
-        `cache` holds keys and values [layers, B, KV, S, D]; the tokens' keys and values are
-        written at `slots` [B, T]; `mask` [B, T, S] says which cache slots each token sees.
-        Returns (hidden [B, T, embed], updated cache).
-        """
-        cfg = self.config
-        inv_freq = inverse_frequencies(cfg.head_dim, cfg.rope_theta, cfg.rope_scaling)
+        def run_layer(graphdef, x, positions, inv_freq, cache, state):
+            return nnx.merge(graphdef, state).prefill(x, positions, segments, inv_freq, cache)
+
+        return self._cached(run_layer, tokens, positions, inv_freq, cache)
+
+    def extend(self, tokens, positions, slots, mask, cache):
+        """Final-norm hidden states of new tokens [B, T] with a KV cache: their keys and
+        values are written at `slots` [B, T]; `mask` [B, T, S] says which cache slots each
+        token sees. Returns (hidden [B, T, embed], updated cache)."""
+        inv_freq = self._inv_freq()
+
+        def run_layer(graphdef, x, positions, inv_freq, cache, state):
+            return nnx.merge(graphdef, state).extend(x, positions, slots, mask, inv_freq, cache)
+
+        return self._cached(run_layer, tokens, positions, inv_freq, cache)
+
+    def _cached(self, run_layer, tokens, positions, inv_freq, cache):
         graphdef, layer_state = nnx.split(self.layers)
 
         # The whole cache rides in the scan's carry, so each layer updates its new entries in
         # place; as scanned inputs and outputs, every step would copy the whole cache.
-        def run_layer(carry, state):
+        def step(carry, state):
             x, cache = carry
-            x, cache = nnx.merge(graphdef, state).cached(x, positions, mask, inv_freq, cache, slots)
-            keys, values, layer = cache
+            x, (keys, values, layer) = run_layer(graphdef, x, positions, inv_freq, cache, state)
             return (x, (keys, values, layer + 1)), None
 
-        x = constrain(self.embed(tokens), ACTIVATION_AXES)
-        unroll = 1 if cfg.scan_layers else cfg.num_layers
-        carry = (x, (*cache, jnp.int32(0)))
-        (x, (keys, values, _)), _ = jax.lax.scan(run_layer, carry, layer_state, unroll=unroll)
+        carry = (self._embed(tokens), (*cache, jnp.int32(0)))
+        (x, (keys, values, _)), _ = self._scan(step, carry, layer_state)
         return self.final_norm(x), (keys, values)
+
+    def _inv_freq(self):
+        cfg = self.config
+        return inverse_frequencies(cfg.head_dim, cfg.rope_theta, cfg.rope_scaling)
+
+    def _embed(self, tokens):
+        return constrain(self.embed(tokens), ACTIVATION_AXES)
+
+    def _scan(self, body, carry, layer_state):
+        unroll = 1 if self.config.scan_layers else self.config.num_layers
+        return jax.lax.scan(body, carry, layer_state, unroll=unroll)
 
     def project(self, hidden):
         """Float32 logits over the padded vocabulary; padding entries are -inf."""

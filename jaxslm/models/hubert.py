@@ -25,7 +25,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxslm.errors import JaxslmError
-from jaxslm.models.attention import dot_product_attention
+from jaxslm.models.attention_xla import dot_product_attention
 from jaxslm.models.layers import Dense
 
 SAMPLE_RATE = 16_000

@@ -226,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from jaxslm.compile_cache import enable_compilation_cache
+    from jaxslm.backend import prepare_process
 
-    enable_compilation_cache()
+    prepare_process()
     sys.exit(main())

@@ -146,4 +146,10 @@ def _scratch_model(cfg: TrainConfig, vocab: SpeechVocab) -> ModelConfig:
 
 def _numerics(cfg: TrainConfig) -> dict:
     m = cfg.model
-    return dict(param_dtype=m.param_dtype, dtype=m.dtype, remat=m.remat, scan_layers=m.scan_layers)
+    return dict(
+        param_dtype=m.param_dtype,
+        dtype=m.dtype,
+        remat=m.remat,
+        scan_layers=m.scan_layers,
+        attention=m.attention,
+    )

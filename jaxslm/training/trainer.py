@@ -36,6 +36,9 @@ from jaxslm.training.task_eval import TaskEvaluator
 
 CONFIG_FILE = "config.yaml"
 RESUME_SECTIONS = ("model", "vocab", "data")
+# Keys of RESUME_SECTIONS that change how a run computes, not what it trains: a resumed run may
+# change them (another kernel or remat policy on another machine).
+RUNTIME_KEYS = ("model.attention", "model.remat", "model.scan_layers")
 
 
 class Trainer:
@@ -143,7 +146,8 @@ class Trainer:
             save_tokenizer(self.plan, tokenizer_dir)
 
     def _check_resumable(self) -> None:
-        """A resumed run must train the same model on the same data (budgets may change)."""
+        """A resumed run must train the same model on the same data (budgets may change, and
+        so may how the model runs: RUNTIME_KEYS)."""
         saved_path = self.run_dir / CONFIG_FILE
         if not saved_path.is_file():
             return
@@ -153,6 +157,7 @@ class Trainer:
             for section in RESUME_SECTIONS
             for key, value in vars(getattr(self.cfg, section)).items()
             if vars(getattr(saved, section))[key] != value
+            and f"{section}.{key}" not in RUNTIME_KEYS
         ]
         if changed:
             raise JaxslmError(

@@ -7,7 +7,8 @@ import sys
 
 import pytest
 
-from jaxslm.gpu_flags import GPU_FLAGS, add_gpu_flags
+from jaxslm.backend import GPU_XLA_FLAGS as GPU_FLAGS
+from jaxslm.backend import add_gpu_flags
 
 
 def test_installed_jaxlib_accepts_every_flag():
@@ -16,7 +17,7 @@ def test_installed_jaxlib_accepts_every_flag():
     env = {key: value for key, value in os.environ.items() if not key.startswith(("JAX", "XLA"))}
     program = (
         "import os\n"
-        "from jaxslm.gpu_flags import add_gpu_flags\n"
+        "from jaxslm.backend import add_gpu_flags\n"
         "add_gpu_flags(cuda=True)\n"
         "print(os.environ['XLA_FLAGS'])\n"
         "import jax\n"

@@ -1,0 +1,161 @@
+"""Every choice that depends on the accelerator, made in one place.
+
+- Which attention kernel runs (`attention_kernel`): `model.attention` is `auto`, `xla`,
+  `cudnn`, `pallas` or `splash`; `auto` takes the first kernel of AUTO_KERNELS[platform] that
+  can serve the call. A kernel that cannot serve a call (the scorer's trunk/branch rule, a
+  length its tiles do not divide, float32 for cuDNN) is not chosen for it: `auto` moves on,
+  and an explicit choice falls back to `xla` for that call with a warning. A kernel asked for
+  on a platform that cannot run it at all is an error. On the CPU, `pallas` and `splash` run
+  in Pallas's interpret mode: exact and slow, for tests.
+- How many tokens one scored batch holds, and how large a slice of float32 logits may grow.
+- The XLA flags for NVIDIA GPUs (`prepare_process`), added to XLA_FLAGS before JAX starts its
+  backend, by every command-line entry point.
+
+CPU choices (query chunks of 128 in the XLA attention, 1024-token scoring batches) were tuned
+on a 2-core CPU VM; nothing here lets them decide what a GPU or TPU runs.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import re
+import warnings
+from collections.abc import MutableMapping
+
+import jax
+import jax.numpy as jnp
+
+from jaxslm.errors import JaxslmError
+
+ATTENTION_KERNELS = ("auto", "xla", "cudnn", "pallas", "splash")
+# Where each fused kernel runs natively; on the CPU, Pallas kernels run interpreted.
+KERNEL_PLATFORMS = {"cudnn": ("gpu",), "pallas": ("gpu", "cpu"), "splash": ("tpu", "cpu")}
+AUTO_KERNELS = {"gpu": ("cudnn", "xla"), "tpu": ("splash", "xla"), "cpu": ("xla",)}
+# The XLA flags for NVIDIA GPUs. XLA aborts the process on a flag it does not know, so the
+# list holds only flags that jaxlib's parser accepts (tested against the installed jaxlib).
+# - latency hiding scheduler: collectives (the gradient all-reduce, FSDP's all-gathers)
+#   overlap with compute; NVIDIA's JAX containers set it too.
+GPU_XLA_FLAGS = {"xla_gpu_enable_latency_hiding_scheduler": "true"}
+_CUDA_PJRT = re.compile(r"jax[-_.]cuda\d+[-_.]pjrt", re.IGNORECASE)
+
+
+def platform() -> str:
+    """`cpu`, `gpu` or `tpu`: the platform jitted code runs on."""
+    name = jax.default_backend()
+    return "gpu" if name in ("cuda", "rocm") else name
+
+
+def attention_kernel(
+    requested: str,
+    *,
+    dtype: jnp.dtype,
+    head_dim: int,
+    length: int,
+    branches: bool,
+    on: str | None = None,
+) -> str:
+    """The kernel that runs one attention call of `length` query and key positions.
+
+    `branches`: the call carries the scorer's branch ids (trunk/branch visibility), which
+    only the XLA and cuDNN kernels (through a dense mask) can honour. `on` overrides the
+    platform (for tests).
+    """
+    on = on or platform()
+    if requested not in ATTENTION_KERNELS:
+        raise JaxslmError(
+            f"model.attention={requested!r} is not one of {ATTENTION_KERNELS}; use auto to let "
+            "jaxslm choose per device"
+        )
+    if requested != "auto" and requested != "xla" and on not in KERNEL_PLATFORMS[requested]:
+        raise JaxslmError(
+            f"model.attention={requested} cannot run on {on} (it runs on "
+            f"{' or '.join(KERNEL_PLATFORMS[requested])}); set model.attention=auto or xla"
+        )
+    candidates = AUTO_KERNELS.get(on, ("xla",)) if requested == "auto" else (requested, "xla")
+    for kernel in candidates:
+        reason = _cannot_serve(kernel, jnp.dtype(dtype), head_dim, length, branches)
+        if reason is None:
+            return kernel
+        if kernel == requested:
+            warnings.warn(
+                f"model.attention={requested} {reason}: this call runs the xla kernel",
+                stacklevel=2,
+            )
+    return "xla"
+
+
+def _cannot_serve(kernel: str, dtype, head_dim: int, length: int, branches: bool) -> str | None:
+    """Why `kernel` cannot run a call, or None."""
+    if kernel == "cudnn":
+        if dtype not in (jnp.bfloat16, jnp.float16):
+            return f"needs bfloat16 or float16 compute, not {dtype}"
+        if head_dim % 8 or head_dim > 128:
+            return f"needs a head_dim that is a multiple of 8 up to 128, not {head_dim}"
+        if length % 2:
+            return f"needs an even length, not {length}"
+    elif kernel in ("pallas", "splash"):
+        if branches:
+            return "cannot honour the scorer's trunk/branch visibility"
+        tile = 16 if kernel == "pallas" else 128
+        if length % tile:
+            return f"needs a length that is a multiple of {tile}, not {length}"
+    return None
+
+
+def pallas_interpret() -> bool:
+    """Whether Pallas kernels run in interpret mode (on the CPU)."""
+    return platform() == "cpu"
+
+
+def scorer_batch_tokens() -> int:
+    """Tokens per scored batch: 1024 on CPUs (fastest of 1024, 2048 and 8192 in
+    benchmarks/evaluate.py on every task, 2-core CPU VM), 16384 elsewhere."""
+    return 1024 if platform() == "cpu" else 16384
+
+
+def logits_bytes() -> int:
+    """The most bytes of float32 logits computed at once, by the trainer's loss and the
+    scorer (the rest of the sequence waits its turn in the chunked head)."""
+    return 1 << 30
+
+
+def cuda_plugin_installed() -> bool:
+    """Whether a JAX CUDA PJRT plugin (`jax-cudaNN-pjrt`) is installed."""
+    return any(
+        _CUDA_PJRT.fullmatch(dist.metadata["Name"] or "")
+        for dist in importlib.metadata.distributions()
+    )
+
+
+def add_gpu_flags(
+    environ: MutableMapping[str, str] = os.environ, cuda: bool | None = None
+) -> list[str]:
+    """Append GPU_XLA_FLAGS missing from `environ["XLA_FLAGS"]` when JAX will run on a CUDA
+    GPU (`cuda`: None detects the plugin) and JAX_PLATFORMS allows it; returns the flags added.
+    A flag already in XLA_FLAGS keeps the user's value; `JAXSLM_GPU_FLAGS=0` adds none."""
+    if environ.get("JAXSLM_GPU_FLAGS", "1") == "0":
+        return []
+    platforms = environ.get("JAX_PLATFORMS", "")
+    if platforms and not {"cuda", "gpu"} & set(platforms.split(",")):
+        return []
+    if not (cuda_plugin_installed() if cuda is None else cuda):
+        return []
+    present = environ.get("XLA_FLAGS", "")
+    added = [
+        f"--{name}={value}"
+        for name, value in GPU_XLA_FLAGS.items()
+        if not re.search(rf"--{name}(=|\s|$)", present)
+    ]
+    if added:
+        environ["XLA_FLAGS"] = " ".join([present, *added]).strip()
+    return added
+
+
+def prepare_process() -> None:
+    """What every command-line entry point does before JAX touches a device: the GPU XLA
+    flags, and the persistent compilation cache (jaxslm.compile_cache)."""
+    from jaxslm.compile_cache import enable_compilation_cache
+
+    add_gpu_flags()
+    enable_compilation_cache()
