@@ -92,6 +92,15 @@ def tree_shardings(mesh: Mesh, axes_tree, shapes_tree):
     )
 
 
+def batch_shards(mesh: Mesh | jax.sharding.AbstractMesh | None = None) -> int:
+    """Into how many parts the logical `batch` axis splits on `mesh` (default: the active
+    mesh; 1 without one)."""
+    mesh = jax.sharding.get_abstract_mesh() if mesh is None else mesh
+    if mesh.empty:
+        return 1
+    return math.prod(mesh.shape[a] for a in LOGICAL_RULES["batch"] if a in mesh.shape)
+
+
 def constrain(x: jax.Array, axes: LogicalAxes) -> jax.Array:
     """Sharding constraint by logical axes; a no-op when no mesh is active."""
     mesh = jax.sharding.get_abstract_mesh()

@@ -13,7 +13,8 @@ from flax import nnx
 
 from jaxslm.models.config import ModelConfig
 from jaxslm.models.decoder import Decoder
-from jaxslm.training.loss import loss_sums, mean_losses, token_nll
+from jaxslm.models.head import nll_sum
+from jaxslm.training.loss import loss_sums, mean_losses
 from jaxslm.training.optimizer import learning_rate_schedule, make_optimizer
 from jaxslm.training.step import init_state, make_train_step
 
@@ -50,11 +51,16 @@ def random_batch(rows: int, length: int, seed: int) -> dict[str, np.ndarray]:
     }
 
 
-@pytest.fixture(scope="module")
-def model_parts():
+def build_model_parts():
+    """(graphdef, params, optimizer) of the test decoder."""
     graphdef, params = nnx.split(Decoder(CFG, nnx.Rngs(0)))
     optimizer = make_optimizer(SCHEDULE, b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.1, clip_norm=1.0)
     return graphdef, nnx.to_pure_dict(params), optimizer
+
+
+@pytest.fixture(scope="module")
+def model_parts():
+    return build_model_parts()
 
 
 def run_step(model_parts, batch, micro_batches=1, params=None):
@@ -90,11 +96,14 @@ def test_non_finite_step_is_skipped(model_parts):
 
 def test_loss_matches_torch_cross_entropy():
     rng = np.random.default_rng(3)
-    logits = rng.normal(size=(2, 5, 11)).astype(np.float32)
+    hidden = rng.normal(size=(2, 5, 4)).astype(np.float32)
+    table = rng.normal(size=(11, 4)).astype(np.float32)
     targets = rng.integers(0, 11, (2, 5)).astype(np.int32)
     modality = rng.integers(0, 3, (2, 5)).astype(np.int8)
     mask = (rng.random((2, 5)) > 0.3).astype(np.float32)
-    sums = loss_sums(token_nll(logits, targets), {"loss_mask": mask, "modality": modality})
+    total, nll_ours = nll_sum(hidden, table, targets, mask, np.ones(11, bool), 2)
+    sums = loss_sums(nll_ours, {"loss_mask": mask, "modality": modality}, total)
+    logits = hidden @ table.T
     nll = (
         torch.nn.functional.cross_entropy(
             torch.tensor(logits).reshape(-1, 11),

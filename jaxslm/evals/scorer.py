@@ -26,7 +26,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jaxslm import backend
 from jaxslm.errors import JaxslmError
 from jaxslm.evals.sharing import Item, plan_items
-from jaxslm.sharding import LOGICAL_RULES, logical_spec
+from jaxslm.models.head import chunk_length, target_log_probs
+from jaxslm.sharding import batch_shards, logical_spec
 from jaxslm.vocab import SpeechVocab, allowed_tokens, restricted_head
 
 NORMALIZATIONS = ("mean", "sum")
@@ -56,7 +57,7 @@ class Scorer:
         padded_vocab_size: int,
         mesh: Mesh | None = None,
         batch_tokens: int | None = None,
-        logits_bytes: int = 1 << 30,
+        logits_bytes: int | None = None,
     ):
         if batch_tokens is None:
             batch_tokens = backend.scorer_batch_tokens()
@@ -64,8 +65,9 @@ class Scorer:
             raise JaxslmError(f"batch_tokens must be at least {MIN_BUCKET}, got {batch_tokens}")
         self.graphdef, self.params, self.vocab, self.mesh = graphdef, params, vocab, mesh
         self.padded_vocab_size = padded_vocab_size
-        self.batch_tokens, self.logits_bytes = batch_tokens, logits_bytes
-        self._row_multiple = _batch_shards(mesh)
+        self.batch_tokens = batch_tokens
+        self.logits_bytes = backend.logits_bytes() if logits_bytes is None else logits_bytes
+        self._row_multiple = 1 if mesh is None else batch_shards(mesh)
         out_shardings = None if mesh is None else NamedSharding(mesh, PartitionSpec())
         self._score = jax.jit(_score_rows, static_argnums=(0, 8), out_shardings=out_shardings)
 
@@ -171,7 +173,8 @@ class Scorer:
                     )
                     start = end
         columns = self.padded_vocab_size if head is None else head.ids.size
-        chunk = _logit_chunk(count, length, columns, self.logits_bytes)
+        rows = count // self._row_multiple
+        chunk = chunk_length(rows, length, columns, self.logits_bytes)
         inputs = (tokens, segments, branches, positions, allowed, head)
         if self.mesh is None:
             return self._score(self.graphdef, self.params, *inputs, chunk)
@@ -204,20 +207,6 @@ class Scorer:
             on_batch(done)
 
 
-def _batch_shards(mesh: Mesh | None) -> int:
-    if mesh is None:
-        return 1
-    return math.prod(mesh.shape[a] for a in LOGICAL_RULES["batch"] if a in mesh.shape)
-
-
-def _logit_chunk(rows: int, length: int, vocab: int, budget: int) -> int:
-    """The longest power-of-two slice of the sequence whose float32 logits fit `budget`."""
-    chunk = length
-    while chunk > 1 and rows * chunk * vocab * 4 > budget:
-        chunk //= 2
-    return chunk
-
-
 def _round_up_pow2(n: int, multiple: int) -> int:
     """The smallest power of two >= n that is a multiple of `multiple` (or `multiple`)."""
     rows = 1 << (max(n, 1) - 1).bit_length()
@@ -228,29 +217,13 @@ def _score_rows(graphdef, params, tokens, segment_ids, branch_ids, positions, al
     """Log-probability of each next token of the same segment and branch (or of a trunk's last
     token's next, the first token of branch 1), per position [R, T]; 0 where unscored."""
     model = nnx.merge(graphdef, params)
-    rows, length = tokens.shape
     hidden = model.hidden_states(tokens, positions, segment_ids, branch_ids)
     targets = jnp.roll(tokens, -1, axis=1)
-
-    def target_log_probs(hidden_chunk, target_chunk):
-        if head is None:
-            logits = jnp.where(allowed, model.project(hidden_chunk), -jnp.inf)
-            picked = jnp.take_along_axis(logits, target_chunk[..., None], axis=-1)[..., 0]
-        else:
-            logits = jnp.where(head.valid, model.project_rows(hidden_chunk, head.ids), -jnp.inf)
-            column = head.index[target_chunk]
-            picked = jnp.take_along_axis(logits, jnp.maximum(column, 0)[..., None], axis=-1)
-            picked = jnp.where(column >= 0, picked[..., 0], -jnp.inf)
-        return picked - jax.nn.logsumexp(logits, axis=-1)
-
-    if chunk == length:
-        log_probs = target_log_probs(hidden, targets)
+    if head is None:
+        table, valid, columns = model.output_table(), allowed, targets
     else:
-        pieces = length // chunk
-        split_hidden = hidden.reshape(rows, pieces, chunk, -1).swapaxes(0, 1)
-        split_targets = targets.reshape(rows, pieces, chunk).swapaxes(0, 1)
-        log_probs = jax.lax.map(lambda pair: target_log_probs(*pair), (split_hidden, split_targets))
-        log_probs = log_probs.swapaxes(0, 1).reshape(rows, length)
+        table, valid, columns = model.output_table(head.ids), head.valid, head.index[targets]
+    log_probs = target_log_probs(hidden, table, columns, valid, chunk)
     next_segment = jnp.roll(segment_ids, -1, axis=1).at[:, -1].set(0)
     next_branch = jnp.roll(branch_ids, -1, axis=1)
     same_branch = (next_branch == branch_ids) | ((branch_ids == 0) & (next_branch == 1))

@@ -233,22 +233,25 @@ class Decoder(nnx.Module):
         unroll = 1 if self.config.scan_layers else self.config.num_layers
         return jax.lax.scan(body, carry, layer_state, unroll=unroll)
 
+    def output_table(self, ids=None):
+        """The output projection as a [columns, embed] table in the parameter dtype: every
+        row of the padded vocabulary, or the rows `ids` [K] (the tied embedding, or the LM
+        head's kernel transposed, which XLA folds into the products that read it)."""
+        table = self.embed.embedding[...] if self.lm_head is None else self.lm_head.kernel[...].T
+        return table if ids is None else jnp.take(table, ids, axis=0)
+
+    def real_columns(self):
+        """[padded vocab] bool: the real vocabulary's columns (the padding ones are -inf)."""
+        return jnp.arange(self.config.padded_vocab_size) < self.config.vocab_size
+
     def project(self, hidden):
         """Float32 logits over the padded vocabulary; padding entries are -inf."""
-        if self.lm_head is None:
-            logits = self.embed.attend(hidden)
-        else:
-            logits = self.lm_head(hidden, preferred_element_type=jnp.float32)
-        real = jnp.arange(self.config.padded_vocab_size) < self.config.vocab_size
-        return jnp.where(real, logits, -jnp.inf)
+        logits = logits_against(hidden, self.output_table().astype(self.config.dtype))
+        return jnp.where(self.real_columns(), logits, -jnp.inf)
 
     def project_rows(self, hidden, ids):
         """Float32 logits of the vocabulary entries `ids` [K] only: [..., K]."""
-        if self.lm_head is None:
-            table = jnp.take(self.embed.embedding[...], ids, axis=0).astype(self.embed.dtype)
-        else:
-            table = jnp.take(self.lm_head.kernel[...], ids, axis=1).T.astype(self.lm_head.dtype)
-        return logits_against(hidden, table)
+        return logits_against(hidden, self.output_table(ids).astype(self.config.dtype))
 
     def __call__(self, tokens, positions, segment_ids):
         return self.project(self.hidden_states(tokens, positions, segment_ids))

@@ -88,10 +88,6 @@ class Embed(nnx.Module):
     def __call__(self, tokens: jax.Array) -> jax.Array:
         return jnp.take(self.embedding[...], tokens, axis=0).astype(self.dtype)
 
-    def attend(self, x: jax.Array) -> jax.Array:
-        """Tied output projection: float32 logits x . embedding^T."""
-        return logits_against(x, self.embedding[...].astype(self.dtype))
-
 
 class RMSNorm(nnx.Module):
     """Root-mean-square norm, statistics in float32, as Llama and Qwen2 compute it."""

@@ -11,22 +11,18 @@ from jaxslm.vocab import MARKER, SPEECH, TEXT
 MODALITY_NAMES = {TEXT: "text", SPEECH: "speech", MARKER: "marker"}
 
 
-def token_nll(logits: jax.Array, targets: jax.Array) -> jax.Array:
-    """Float32 negative log-likelihood of each target [B, T] under logits [B, T, V]."""
-    logits = logits.astype(jnp.float32)
-    target_logits = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
-    return jax.nn.logsumexp(logits, axis=-1) - target_logits
-
-
-def loss_sums(nll: jax.Array, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
+def loss_sums(
+    nll: jax.Array, batch: dict[str, jax.Array], total: jax.Array | None = None
+) -> dict[str, jax.Array]:
     """Summed NLL and target counts over `loss_mask`, overall and per target modality.
 
     Keys: `nll`, `count`, and `nll_<m>`, `count_<m>` for m in text, speech, marker. Sums (not
-    means) so that micro-batches and devices add up exactly to the whole batch.
+    means) so that micro-batches and devices add up exactly to the whole batch. `total`, when
+    given, is the overall sum (the differentiable one of jaxslm.models.head.nll_sum).
     """
     mask = batch["loss_mask"].astype(jnp.float32)
-    weighted = nll * mask
-    sums = {"nll": weighted.sum(), "count": mask.sum()}
+    weighted = jnp.where(mask > 0, nll, 0.0) * mask
+    sums = {"nll": weighted.sum() if total is None else total, "count": mask.sum()}
     for code, name in MODALITY_NAMES.items():
         selected = batch["modality"] == code
         sums[f"nll_{name}"] = jnp.where(selected, weighted, 0.0).sum()

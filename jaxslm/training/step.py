@@ -18,9 +18,12 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from jaxslm import backend
 from jaxslm.models.config import ModelConfig
 from jaxslm.models.decoder import Decoder
-from jaxslm.training.loss import loss_sums, token_nll
+from jaxslm.models.head import chunk_length, nll_sum
+from jaxslm.sharding import batch_shards
+from jaxslm.training.loss import loss_sums
 
 Batch = dict[str, jax.Array]
 TrainState = dict
@@ -47,10 +50,19 @@ def scratch_state(
 
 
 def batch_loss_sums(graphdef: nnx.GraphDef, params: dict, batch: Batch) -> dict[str, jax.Array]:
-    """Per-modality NLL sums and counts of one batch (see jaxslm.training.loss)."""
+    """Per-modality NLL sums and counts of one batch (see jaxslm.training.loss). The output
+    head runs in slices of the sequence whose float32 logits stay under
+    `backend.logits_bytes()` per device (jaxslm.models.head)."""
     model = nnx.merge(graphdef, params)
-    logits = model(batch["tokens"], batch["positions"], batch["segment_ids"])
-    return loss_sums(token_nll(logits, batch["targets"]), batch)
+    hidden = model.hidden_states(batch["tokens"], batch["positions"], batch["segment_ids"])
+    rows, length = batch["tokens"].shape
+    columns = model.config.padded_vocab_size
+    chunk = chunk_length(rows // batch_shards(), length, columns, backend.logits_bytes())
+    weights = batch["loss_mask"].astype(jnp.float32)
+    total, nll = nll_sum(
+        hidden, model.output_table(), batch["targets"], weights, model.real_columns(), chunk
+    )
+    return loss_sums(nll, batch, total)
 
 
 def make_train_step(
