@@ -16,6 +16,7 @@ import jax
 import numpy as np
 from flax import nnx
 
+from jaxslm import backend
 from jaxslm.checkpoint import TOKENIZER_DIR, restore_params, write_metadata
 from jaxslm.config import TrainConfig, dump_config, load_config
 from jaxslm.data.pipeline import make_pipeline
@@ -52,6 +53,7 @@ class Trainer:
         self.mesh = make_mesh(cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.tensor)
         self._check_batch()
         self.plan = plan_run(cfg)
+        self._report_attention()
         self.total_steps = cfg.total_steps
         opt, sched = cfg.optimizer, cfg.schedule
         horizon = self.total_steps or 1
@@ -79,6 +81,20 @@ class Trainer:
             async_save=cfg.checkpoint.async_save,
             per_process_data=not self.rows_mode,
         )
+
+    def _report_attention(self) -> None:
+        """Say which attention kernel the training step runs (and stop now if the one asked
+        for cannot run here)."""
+        model = self.plan.model
+        kernel = backend.attention_kernel(
+            model.attention,
+            dtype=model.dtype,
+            head_dim=model.head_dim,
+            length=self.cfg.data.seq_len,
+            branches=False,
+        )
+        if self.primary:
+            print(f"attention kernel: {kernel} (model.attention={model.attention})", flush=True)
 
     def _check_batch(self) -> None:
         data = self.cfg.data
