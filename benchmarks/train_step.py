@@ -13,6 +13,7 @@ float32 master parameters, float32 cross-entropy over every position, one device
         [--seq-len 256] [--steps 10] [--warmup 3] [--repeat 3] [--dtype float32|bfloat16]
         [--side both|jaxslm|torch] [--remat none|full|save_dots|save_projections]
         [--documents 1] [--torch-compile auto|on|off]
+        [--attention auto|xla|cudnn|pallas|splash] [--json PATH]
 
 Issue 9's GPU measurement, for example:
 
@@ -23,6 +24,11 @@ qwen0.5b and llama1b carry the interleaved vocabulary of slamkit's SIMS models (
 tokenizer's ids + 500 units + 2 markers). Peak memory is the device's peak on CUDA (jax
 `memory_stats`, torch `max_memory_allocated`) and, on the CPU, what XLA's plan of the
 compiled step holds: its buffers and temporaries (none for torch there).
+
+`--attention` picks jaxslm's attention kernel (model.attention; `auto`: jaxslm.backend chooses
+per device). `--json PATH` also writes the results as JSON: the config, then per side its
+device, tokens/s, MFU (a fraction, null where the device's peak is unknown), peak bytes and
+note (benchmarks/gpu_check.py reads it).
 
 Each figure is the median over --repeat timed loops of --steps steps, after compilation and
 --warmup untimed steps. The torch side runs first and frees its memory before
@@ -50,6 +56,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import gc
+import json
 import statistics
 import time
 
@@ -60,6 +67,7 @@ import torch
 from flax import nnx
 from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config
 
+from jaxslm.backend import ATTENTION_KERNELS
 from jaxslm.models.config import REMAT_POLICIES, ModelConfig
 from jaxslm.models.decoder import abstract_decoder
 from jaxslm.scaling.flops import mfu, param_count, peak_flops_per_device
@@ -158,10 +166,17 @@ class Measured:
     note: str = ""
 
 
-def model_config(shape: str, seq_len: int, dtype: str, remat: str) -> ModelConfig:
-    """The preset `shape` with float32 parameters, `dtype` compute and `remat`."""
+def model_config(
+    shape: str, seq_len: int, dtype: str, remat: str, attention: str = "auto"
+) -> ModelConfig:
+    """The preset `shape` with float32 parameters, `dtype` compute, `remat` and the attention
+    kernel `attention`."""
     return ModelConfig(
-        **SHAPES[shape], max_position_embeddings=max(seq_len, 8192), dtype=dtype, remat=remat
+        **SHAPES[shape],
+        max_position_embeddings=max(seq_len, 8192),
+        dtype=dtype,
+        remat=remat,
+        attention=attention,
     )
 
 
@@ -373,11 +388,17 @@ def device_kind(side: str, device: str) -> str:
     return jax.devices()[0].device_kind
 
 
+def mfu_value(rate: float, cfg: ModelConfig, seq_len: int, kind: str, dtype: str) -> float | None:
+    """MFU of one device as a fraction, or None where the device's peak is unknown."""
+    peak = peak_flops_per_device(kind, dtype)
+    return None if peak is None else mfu(rate, cfg, seq_len, peak)
+
+
 def mfu_text(rate: float, cfg: ModelConfig, seq_len: int, kind: str, dtype: str) -> str:
     """MFU of one device as a percentage, or why there is none."""
-    peak = peak_flops_per_device(kind, dtype)
-    if peak is not None:
-        return f"{100 * mfu(rate, cfg, seq_len, peak):.1f}%"
+    value = mfu_value(rate, cfg, seq_len, kind, dtype)
+    if value is not None:
+        return f"{100 * value:.1f}%"
     if kind.lower() == "cpu":
         return "n/a (CPU)"
     if dtype == "float32":
@@ -420,10 +441,17 @@ def main() -> None:
         default="auto",
         help="run the torch model under torch.compile (auto: on CUDA only)",
     )
+    parser.add_argument(
+        "--attention",
+        choices=ATTENTION_KERNELS,
+        default="auto",
+        help="jaxslm's attention kernel, model.attention (auto: chosen per device)",
+    )
+    parser.add_argument("--json", default=None, metavar="PATH", help="also write the results here")
     args = parser.parse_args()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = args.dtype or ("bfloat16" if device == "cuda" else "float32")
-    cfg = model_config(args.shape, args.seq_len, dtype, args.remat)
+    cfg = model_config(args.shape, args.seq_len, dtype, args.remat, args.attention)
     compile_torch = {"on": True, "off": False, "auto": device == "cuda"}[args.torch_compile]
     common = (cfg, args.batch, args.seq_len, args.steps, args.warmup, args.repeat, dtype, device)
     measure = {
@@ -448,16 +476,38 @@ def main() -> None:
     print(
         f"\nshape {args.shape} ({param_count(cfg) / 1e6:.1f}M params, {cfg.family}, vocab "
         f"{cfg.vocab_size}), batch {args.batch} x seq {args.seq_len}, {dtype}, remat "
-        f"{args.remat}, {args.documents} document(s) per jaxslm row, median of {args.repeat} x "
-        f"{args.steps} steps"
+        f"{args.remat}, attention {args.attention}, {args.documents} document(s) per jaxslm row, "
+        f"median of {args.repeat} x {args.steps} steps"
     )
     print("MFU: model FLOPs (train = 3 x forward, causal attention halved, real vocab) / peak")
     print(f"{'side':8s} {'device':24s} {'tokens/s':>12s} {'MFU':>14s} {'peak GiB':>9s}  notes")
     for (side, kind, rate, mfu_str, peak), result in zip(rows, results.values(), strict=True):
         print(f"{side:8s} {kind:24s} {rate:12,.0f} {mfu_str:>14s} {peak:>9s}  {result.note}")
+    ratio = None
     if len(results) == 2:
         ratio = results["jaxslm"].tokens_per_second / results["torch"].tokens_per_second
         print(f"ratio jaxslm/torch: {ratio:.2f}x")
+    if args.json:
+        write_json(args, cfg, dtype, device, rows, results, ratio)
+
+
+def write_json(args, cfg, dtype, device, rows, results, ratio) -> None:
+    """The measured results and their config as JSON at `args.json`."""
+    config = {k: v for k, v in vars(args).items() if k != "json"}
+    config.update(dtype=dtype, device=device, params=param_count(cfg), vocab_size=cfg.vocab_size)
+    sides = [
+        {
+            "side": side,
+            "device_kind": kind,
+            "tokens_per_second": rate,
+            "mfu": mfu_value(rate, cfg, args.seq_len, kind, dtype),
+            "peak_bytes": result.peak_bytes,
+            "note": result.note,
+        }
+        for (side, kind, rate, _, _), result in zip(rows, results.values(), strict=True)
+    ]
+    with open(args.json, "w") as file:
+        json.dump({"config": config, "results": sides, "ratio": ratio}, file, indent=1)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,995 @@
+"""Every GPU measurement of jaxslm in one command, each stage in its own capped process.
+
+    python benchmarks/gpu_check.py [--out DIR] [--work DIR] [--stages a,b,c] [--small]
+        [--cap-scale F] [--budget SECONDS] [--remats none,save_projections]
+        [--trainer-steps 30] [--trainer-remat auto] [--checkpoint-grace 30]
+
+Stages, in the order they run (each a subprocess of `sys.executable` in the repo root, under
+its own wall-clock cap, its whole process group killed at the cap, its output in
+OUT/<stage>.log; a stage that fails, hangs or crashes never loses the others):
+
+  env                versions (python, jax, jaxlib, CUDA plugin, flax, optax, orbax, torch,
+                     transformers), jax.devices(), device kind, CUDA/cuDNN versions, nvidia-smi,
+                     and which Python packages the project needs are missing
+  attention          benchmarks/attention.py --json: each attention kernel's errors against
+                     the float32 reference and its speed (Llama-3.2-1B heads, 8 x 2048, bf16)
+  train_step_jaxslm  benchmarks/train_step.py --side jaxslm, llama1b (vocabulary 128256 + 502),
+                     8 x 2048, bf16, 4 packed documents per row, attention auto; once per
+                     --remats policy (none first: the trainer's default)
+  trainer            the real CLI, python -m jaxslm.train, on the same shape from random init:
+                     a generated 128256-entry HF tokenizer + 500 units, the built-in synthetic
+                     corpus (built with 500 units), --trainer-steps steps logged every step, no
+                     evaluation, no checkpoint before the last step; median MFU and tokens/s of
+                     metrics.jsonl after the first 5 steps (compilation). Its remat is the
+                     fastest benchmark policy (--trainer-remat auto) or the one named
+  train_step_torch   benchmarks/train_step.py --side torch: transformers + torch.compile on the
+                     same shape and batch (its compile time is the least predictable, so it
+                     runs last, where it cannot squeeze the others)
+
+Targets (the summary table's pass/fail):
+
+  train step   jaxslm tokens/s >= 1.2 x torch.compile's, and jaxslm MFU >= 45%
+  trainer      MFU (same as tokens/s, same shape) within 10% of the benchmark's, same remat
+  attention    each variant: max abs error of out, dq, dk and dv < 0.1 (bf16); its fwd+bwd
+               TFLOP/s is reported beside torch's flex_attention
+
+Default caps (seconds): env 30, attention 75, train_step_jaxslm 130 (two policies), trainer
+120, train_step_torch 135, and --budget 360 for the whole run: a stage gets the smaller of its
+cap and what is left of the budget, and one with nothing left is skipped, so the check ends
+within 6 minutes. Expected on one H200 (estimates, mostly compilation: XLA ~30 s per train
+step, torch.compile ~60 s): env ~10, attention ~45, train_step_jaxslm ~90, trainer ~70, torch
+~90; about 5 minutes. --cap-scale F scales every cap, the budget and the grace; a stage cut
+by the budget can be rerun alone (--stages NAME). The trainer's final checkpoint (about 15 GB
+of float32 parameters and AdamW moments) is timed and cut after --checkpoint-grace seconds:
+the figures come from metrics.jsonl, written before it.
+
+A stage whose packages are missing is skipped ("skipped: missing X"). The benchmark stages
+need jax, flax, optax, orbax, torch and transformers (on the GPU image); the trainer also needs
+grain, tensorflow-datasets, array-record and their dependencies (not on it); tensorboardX is
+optional (without it the trainer runs with logging.tensorboard=false).
+
+On the GPU machine (Python 3.12, jax with the CUDA plugin, torch and transformers installed;
+no grain, tensorflow-datasets, array-record, tensorboardX, promise, librosa, soundfile, soxr):
+first run `bash benchmarks/gpu_wheels.sh` here, which downloads their Python 3.12 wheels into
+.whl/, then one device run, carrying .whl, with the command
+
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \\
+        --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PYTHONPATH || exit; \\
+        python3 benchmarks/gpu_check.py
+
+and a timeout_s of about 420 (the install takes seconds). OUT defaults to $OUT when set (the
+device machine's folder that comes back), else gpu_check_out/. OUT receives at most 7 files,
+within the 8 files the device machine returns: the five stage logs, summary.md (the table to
+paste into benchmarks/RESULTS.md) and summary.json (everything measured, the attention rows
+and trainer metrics included). Bulky outputs (corpus, tokenizer, the trainer's run directory,
+each stage's JSON) go to --work (default /tmp/jaxslm_gpu_check); the trainer's checkpoints are
+deleted after its stage.
+
+--small runs everything with tiny shapes (train_step --shape small, 2 x 256, float32; a 4-layer
+trainer model with a 522-entry tokenizer, 12 steps; attention 2 x 256): the whole check runs
+on a CPU in a few minutes, to test this script before spending GPU time. On the CPU,
+torch.compile is off (train_step.py's auto) and MFU is n/a.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import importlib.metadata
+import importlib.util
+import json
+import os
+import platform
+import re
+import shlex
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+THIS = Path(__file__).resolve()
+STAGES = ("env", "attention", "train_step_jaxslm", "trainer", "train_step_torch")
+CAPS = {
+    "env": 30,
+    "attention": 75,
+    "train_step_jaxslm": 130,
+    "trainer": 120,
+    "train_step_torch": 135,
+}
+BUDGET = 360
+BENCH_NEEDS = ("jax", "numpy", "flax", "optax", "orbax", "torch", "transformers")
+STAGE_NEEDS = {
+    "env": (),
+    "attention": ("jax", "numpy"),
+    "train_step_jaxslm": BENCH_NEEDS,
+    "train_step_torch": BENCH_NEEDS,
+    "trainer": (
+        "jax",
+        "numpy",
+        "flax",
+        "optax",
+        "orbax",
+        "transformers",
+        "tokenizers",
+        "sentencepiece",
+        "yaml",
+        "tqdm",
+        "filelock",
+        "grain",
+        "array_record",
+        "portpicker",
+        "cloudpickle",
+        "tensorflow_datasets",
+        "tensorflow_metadata",
+        "etils",
+        "importlib_resources",
+        "tree",
+        "immutabledict",
+        "promise",
+        "termcolor",
+        "toml",
+    ),
+}
+OPTIONAL = {"trainer": {"tensorboardX": "logging.tensorboard=false"}}
+# Everything the env stage reports on: import name -> what needs it.
+CHECKED_MODULES = {
+    name: ", ".join(stage for stage, needs in STAGE_NEEDS.items() if name in needs)
+    for name in dict.fromkeys(name for needs in STAGE_NEEDS.values() for name in needs)
+}
+CHECKED_MODULES.update(
+    tensorboardX="trainer (optional: TensorBoard files)",
+    safetensors="HF import/export",
+    matplotlib="scaling report plots",
+    librosa="audio tokenization (no stage here)",
+    soundfile="audio tokenization (no stage here)",
+    soxr="audio tokenization (no stage here)",
+    simple_parsing="tensorflow-datasets' command line only",
+)
+DISTRIBUTIONS = (
+    "jax",
+    "jaxlib",
+    "jax-cuda13-plugin",
+    "jax-cuda13-pjrt",
+    "jax-cuda12-plugin",
+    "jax-cuda12-pjrt",
+    "flax",
+    "optax",
+    "orbax-checkpoint",
+    "numpy",
+    "ml_dtypes",
+    "torch",
+    "triton",
+    "transformers",
+    "tokenizers",
+    "grain",
+    "tensorflow-datasets",
+    "array-record",
+    "tensorboardX",
+    "protobuf",
+)
+ERROR_LIMIT = 0.1  # max abs error of an attention variant's out/dq/dk/dv (bf16)
+SPEEDUP_TARGET = 1.2  # jaxslm tokens/s over torch.compile's
+MFU_TARGET = 0.45
+TRAINER_TOLERANCE = 0.10  # trainer MFU within 10% of the benchmark's
+FLEX = "torch flex_attention"
+
+
+@dataclass(frozen=True)
+class Mode:
+    """The shapes of a run: full (the GPU measurement) or small (a CPU test of this script)."""
+
+    small: bool
+    shape: str
+    seq_len: int
+    batch: int
+    dtype: str
+    steps: tuple[str, ...]  # train_step.py's --steps/--warmup/--repeat
+    trainer_model: dict
+    tokenizer_size: int
+    num_units: int
+    skip_steps: int
+
+    @classmethod
+    def make(cls, small: bool) -> Mode:
+        if small:
+            model = dict(
+                hidden_size=256,
+                intermediate_size=768,
+                num_layers=4,
+                num_heads=4,
+                num_kv_heads=2,
+                head_dim=64,
+                tie_word_embeddings=False,
+                rope_theta=10000.0,
+                dtype="float32",
+            )
+            steps = ("--steps", "3", "--warmup", "1", "--repeat", "3")
+            # train_step.py's `small`: vocabulary 1024 = 522 text entries + 500 units + 2 markers
+            return cls(True, "small", 256, 2, "float32", steps, model, 522, 500, 3)
+        model = dict(
+            hidden_size=2048,
+            intermediate_size=8192,
+            num_layers=16,
+            num_heads=32,
+            num_kv_heads=8,
+            head_dim=64,
+            tie_word_embeddings=True,
+            rope_theta=500000.0,
+            dtype="bfloat16",
+        )
+        steps = ("--steps", "5", "--warmup", "2", "--repeat", "3")
+        # train_step.py's `llama1b`: vocabulary 128256 + 500 units + 2 markers
+        return cls(False, "llama1b", 2048, 8, "bfloat16", steps, model, 128256, 500, 5)
+
+
+@dataclass
+class StageResult:
+    """One stage: its status (ok, failed: ..., timeout ..., skipped: ...), time and results."""
+
+    name: str
+    status: str = "not run"
+    seconds: float = 0.0
+    cap: float = 0.0
+    data: dict = field(default_factory=dict)
+
+
+def log(message: str) -> None:
+    print(f"[gpu_check {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def missing_modules(names) -> list[str]:
+    """The import names among `names` that cannot be found (without importing them)."""
+    missing = []
+    for name in names:
+        try:
+            found = importlib.util.find_spec(name) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            missing.append(name)
+    return missing
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """The environment of a stage: unbuffered output, the repo importable (jaxslm is not
+    installed on the GPU machine), plus `extra`."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1", **extra)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
+    return env
+
+
+def kill_group(process: subprocess.Popen) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+def run_command(
+    command: list[str],
+    log_path: Path,
+    deadline: float,
+    env: dict[str, str],
+    watch: Callable[[float], str | None] | None = None,
+) -> tuple[str, float]:
+    """Run `command` in the repo root, appending its output to `log_path`, until it exits or
+    `deadline` (time.monotonic()) passes; then its process group is killed. `watch(elapsed)`
+    is polled while it runs: a string it returns ends the command early with that status.
+    Returns (status, seconds): ok, failed (exit N), timeout after S s, or watch's status."""
+    start = time.monotonic()
+    with log_path.open("a") as out:
+        out.write(f"\n$ {shlex.join(command)}\n")
+        out.flush()
+        process = subprocess.Popen(
+            command,
+            cwd=REPO,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        try:
+            while process.poll() is None:
+                now = time.monotonic()
+                if now >= deadline:
+                    kill_group(process)
+                    out.write(f"\n[gpu_check] killed at the cap after {now - start:.0f} s\n")
+                    return f"timeout after {now - start:.0f} s", now - start
+                stop = watch(now - start) if watch else None
+                if stop is not None:
+                    kill_group(process)
+                    out.write(f"\n[gpu_check] stopped: {stop}\n")
+                    return stop, time.monotonic() - start
+                time.sleep(0.25)
+        except BaseException:
+            kill_group(process)
+            raise
+    seconds = time.monotonic() - start
+    with contextlib.suppress(ProcessLookupError):  # helpers it left behind (compile workers)
+        os.killpg(process.pid, signal.SIGKILL)
+    return ("ok" if process.returncode == 0 else f"failed (exit {process.returncode})"), seconds
+
+
+def read_json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def tail(path: Path, lines: int = 15) -> str:
+    try:
+        text = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    return "\n".join("    " + line[-200:] for line in text[-lines:])
+
+
+def remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+class Check:
+    """The run: the stages selected, their caps, the work and output folders, the results."""
+
+    def __init__(self, args: argparse.Namespace):
+        self.args = args
+        self.mode = Mode.make(args.small)
+        self.out = Path(args.out).resolve()
+        self.work = Path(args.work).resolve()
+        self.stages = args.stages
+        self.scale = args.cap_scale
+        self.deadline = time.monotonic() + args.budget * self.scale
+        self.results = {name: StageResult(name) for name in self.stages}
+        self.py = sys.executable
+
+    # ---- running -----------------------------------------------------------------------
+
+    def run(self) -> None:
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.work.mkdir(parents=True, exist_ok=True)
+        for name in self.stages:
+            for path in self.outputs(name):
+                remove(path)
+        log(f"out {self.out}, work {self.work}, stages {', '.join(self.stages)}")
+        try:
+            for name in self.stages:
+                self.run_stage(name)
+        finally:  # also on Ctrl-C: what was measured is written
+            self.summarize()
+
+    def outputs(self, name: str) -> list[Path]:
+        """What a stage writes (removed before it runs, so nothing stale is read)."""
+        files = {
+            "env": ["env.json"],
+            "attention": ["attention.json"],
+            "train_step_jaxslm": [f"train_step_jaxslm_{r}.json" for r in self.args.remats],
+            "train_step_torch": ["train_step_torch.json"],
+            "trainer": ["trainer.yaml", "trainer_run", "tokenizer", "corpus"],
+        }[name]
+        return [self.out / f"{name}.log", *(self.work / f for f in files)]
+
+    def run_stage(self, name: str) -> None:
+        result = self.results[name]
+        result.cap = CAPS[name] * self.scale
+        left = self.deadline - time.monotonic()
+        missing = missing_modules(STAGE_NEEDS[name])
+        if missing:
+            result.status = f"skipped: missing {', '.join(missing)}"
+        elif left < 5:
+            result.status = "skipped: the --budget is spent"
+        if result.status != "not run":
+            log(f"{name}: {result.status}")
+            (self.out / f"{name}.log").write_text(result.status + "\n")
+            return
+        cap = min(result.cap, left)
+        log(f"start {name} (cap {cap:.0f} s)")
+        log_path = self.out / f"{name}.log"
+        start = time.monotonic()
+        try:
+            result.status = getattr(self, f"stage_{name}")(result, log_path, start + cap)
+        except Exception as error:  # a bug in one stage's handling must not lose the others
+            result.status = f"failed: {type(error).__name__}: {error}"
+        result.seconds = time.monotonic() - start
+        log(f"end {name}: {result.status} in {result.seconds:.1f} s")
+        if not result.status.startswith(("ok", "skipped")):
+            print(tail(log_path), flush=True)
+
+    def stage_env(self, result: StageResult, log_path: Path, deadline: float) -> str:
+        path = self.work / "env.json"
+        command = [self.py, str(THIS), "--internal", "env", "--json", str(path)]
+        # no preallocation: this process only looks at the device
+        env = child_env(XLA_PYTHON_CLIENT_PREALLOCATE="false")
+        status, _ = run_command(command, log_path, deadline, env)
+        result.data = read_json(path) or {}
+        if status == "ok" and not result.data:
+            return "failed: no env.json written"
+        return status
+
+    def stage_attention(self, result: StageResult, log_path: Path, deadline: float) -> str:
+        script = REPO / "benchmarks" / "attention.py"
+        if not script.is_file():
+            return "skipped: benchmarks/attention.py does not exist yet"
+        path = self.work / "attention.json"
+        command = [self.py, str(script), "--json", str(path)]
+        if self.mode.small:
+            command += ["--shape", "2,256,4,2,16", "--repeat", "2"]
+        status, _ = run_command(command, log_path, deadline, child_env())
+        rows = read_json(path)
+        result.data = {"rows": rows if isinstance(rows, list) else []}
+        if status == "ok" and rows is None:
+            return "failed: no JSON written"
+        return status
+
+    def train_step_command(self, side: str, json_path: Path) -> list[str]:
+        m = self.mode
+        command = [self.py, str(REPO / "benchmarks" / "train_step.py"), "--side", side]
+        command += ["--shape", m.shape, "--seq-len", str(m.seq_len), "--batch", str(m.batch)]
+        command += ["--dtype", m.dtype, *m.steps, "--json", str(json_path)]
+        return command
+
+    def stage_train_step_jaxslm(self, result: StageResult, log_path: Path, deadline: float) -> str:
+        statuses = []
+        result.data = {"variants": {}}
+        for remat in self.args.remats:
+            if time.monotonic() > deadline - 1:
+                result.data["variants"][remat] = {"status": "skipped: the stage's cap is spent"}
+                statuses.append(f"remat {remat} skipped (cap spent)")
+                continue
+            path = self.work / f"train_step_jaxslm_{remat}.json"
+            command = self.train_step_command("jaxslm", path)
+            command += ["--documents", "4", "--remat", remat, "--attention", "auto"]
+            status, seconds = run_command(command, log_path, deadline, child_env())
+            measured = read_json(path)
+            if status == "ok" and measured is None:
+                status = "failed: no JSON written"
+            log(f"  train_step_jaxslm remat {remat}: {status} in {seconds:.1f} s")
+            entry = {"status": status, "seconds": seconds}
+            if measured:
+                entry.update(measured["results"][0], config=measured["config"])
+            result.data["variants"][remat] = entry
+            statuses.append(status if status == "ok" else f"remat {remat} {status}")
+        failed = [s for s in statuses if s != "ok"]
+        return "; ".join(failed) if failed else "ok"
+
+    def stage_train_step_torch(self, result: StageResult, log_path: Path, deadline: float) -> str:
+        path = self.work / "train_step_torch.json"
+        # JAX is imported but unused there: keep it from preallocating the GPU's memory
+        env = child_env(XLA_PYTHON_CLIENT_PREALLOCATE="false")
+        status, _ = run_command(self.train_step_command("torch", path), log_path, deadline, env)
+        measured = read_json(path)
+        if measured:
+            result.data = dict(measured["results"][0], config=measured["config"])
+        elif status == "ok":
+            return "failed: no JSON written"
+        return status
+
+    def trainer_remat(self) -> str:
+        """--trainer-remat, or (auto) the fastest policy the benchmark measured, else none."""
+        if self.args.trainer_remat != "auto":
+            return self.args.trainer_remat
+        variants = self.results.get("train_step_jaxslm", StageResult("")).data.get("variants", {})
+        rates = {r: v["tokens_per_second"] for r, v in variants.items() if v.get("status") == "ok"}
+        return max(rates, key=rates.get) if rates else "none"
+
+    def trainer_config(self, remat: str, tensorboard: bool) -> str:
+        """The trainer's YAML: the benchmark's shape and optimizer, no evaluation, no
+        checkpoint before the end, metrics every step."""
+        m = self.mode
+        sections = {
+            "model": dict(
+                init=None,
+                family="llama",
+                **{k: v for k, v in m.trainer_model.items() if k != "dtype"},
+                max_position_embeddings=max(m.seq_len, 8192),
+                param_dtype="float32",
+                dtype=m.trainer_model["dtype"],
+                remat=remat,
+                attention="auto",
+            ),
+            "vocab": dict(
+                mode="interleaved",
+                num_units=m.num_units,
+                tokenizer=str(self.work / "tokenizer"),
+            ),
+            "data": dict(
+                corpus=str(self.work / "corpus"),
+                build_synthetic=True,
+                seq_len=m.seq_len,
+                batch_size=m.batch,
+            ),
+            # train_step.py's recipe: AdamW 1e-4 (constant), b2 0.95, decay 0.1, clip 1.0
+            "optimizer": dict(lr=1e-4, min_lr=1e-4, weight_decay=0.1, clip_norm=1.0),
+            "schedule": dict(warmup_steps=0, warmup_fraction=0.0, decay="constant"),
+            "mesh": dict(data=-1),
+            "checkpoint": dict(every_steps=10**9, keep=1),
+            "logging": dict(every_steps=1, tensorboard=tensorboard, progress_bar=False),
+            "eval": dict(every_steps=0, tasks=[]),
+            "budget": dict(max_steps=self.args.trainer_steps),
+        }
+        lines = ["# written by benchmarks/gpu_check.py", "name: gpu_check_trainer"]
+        for section, values in sections.items():
+            lines.append(f"{section}:")
+            lines += [f"  {key}: {json.dumps(value)}" for key, value in values.items()]
+        return "\n".join(lines) + "\n"
+
+    def stage_trainer(self, result: StageResult, log_path: Path, deadline: float) -> str:
+        m = self.mode
+        prepare = [self.py, str(THIS), "--internal", "prepare-trainer", "--work", str(self.work)]
+        prepare += ["--tokenizer-size", str(m.tokenizer_size), "--num-units", str(m.num_units)]
+        status, seconds = run_command(prepare, log_path, deadline, child_env())
+        result.data = {"prepare_seconds": seconds}
+        if status != "ok":
+            return f"prepare {status}"
+        remat = self.trainer_remat()
+        tensorboard = not missing_modules(OPTIONAL["trainer"])
+        config = self.work / "trainer.yaml"
+        config.write_text(self.trainer_config(remat, tensorboard))
+        run_dir = self.work / "trainer_run"
+        metrics_path = run_dir / "metrics.jsonl"
+        steps = self.args.trainer_steps
+        grace = self.args.checkpoint_grace * self.scale
+        seen: dict[str, float] = {}
+
+        def watch(elapsed: float) -> str | None:
+            """Note when the first and last steps are logged; cut the final checkpoint save
+            after the grace."""
+            if "last" not in seen and metrics_path.is_file():
+                records = read_metrics(metrics_path)
+                if records:
+                    seen.setdefault("first", elapsed)
+                if any(r.get("step") == steps for r in records):
+                    seen["last"] = elapsed
+            if "last" in seen and elapsed - seen["last"] > grace:
+                return f"ok (final checkpoint save cut after {grace:.0f} s)"
+            return None
+
+        command = [self.py, "-m", "jaxslm.train", "--config", str(config)]
+        command.append(f"run_dir={run_dir}")
+        status, seconds = run_command(command, log_path, deadline, child_env(), watch)
+        records = read_metrics(metrics_path) if metrics_path.is_file() else []
+        if "last" not in seen and any(r.get("step") == steps for r in records):
+            seen["last"] = seconds  # logged between the last poll and the exit
+        remove(run_dir / "checkpoints")  # about 15 GB on the GPU shape
+        kept = [r for r in records if r.get("step", 0) > m.skip_steps]
+        kernel = re.search(r"attention kernel: (\S+)", log_path.read_text(errors="replace"))
+        result.data.update(
+            remat=remat,
+            attention_kernel=kernel.group(1) if kernel else None,
+            tensorboard=tensorboard,
+            run_seconds=seconds,
+            first_step_logged_s=seen.get("first"),
+            last_step_logged_s=seen.get("last"),
+            steps_logged=len(records),
+            steps_used=len(kept),
+            metrics=records,
+        )
+        if "last" in seen and status == "ok":
+            result.data["final_save_s"] = seconds - seen["last"]
+        for key in ("tokens_per_second", "mfu"):
+            values = [r[key] for r in kept if isinstance(r.get(key), int | float)]
+            result.data[key] = statistics.median(values) if values else None
+        if status.startswith("timeout") and "last" in seen:
+            return f"ok (final checkpoint save cut by the cap after {seconds - seen['last']:.0f} s)"
+        if status.startswith("ok") and not kept:
+            return f"failed: no steps after step {m.skip_steps} in metrics.jsonl"
+        return status
+
+    # ---- the summary -------------------------------------------------------------------
+
+    def summarize(self) -> None:
+        env = self.results.get("env", StageResult("env")).data
+        lines = self.header(env) + ["", *self.stage_table(), "", *self.result_table()]
+        text = "\n".join(lines) + "\n"
+        (self.out / "summary.md").write_text(text)
+        summary = {
+            "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+            "command": self.command(),
+            "mode": "small" if self.mode.small else "full",
+            "device_kind": env.get("device_kind"),
+            "env": env,
+            "stages": {
+                name: {
+                    "status": r.status,
+                    "seconds": r.seconds,
+                    "cap": r.cap,
+                    "log": str(self.out / f"{name}.log"),
+                    **r.data,
+                }
+                for name, r in self.results.items()
+            },
+            "table": self.rows,
+        }
+        (self.out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
+        print("\n" + text, flush=True)
+        log(f"wrote {self.out / 'summary.md'} and {self.out / 'summary.json'}")
+
+    def command(self) -> str:
+        return shlex.join(["python3", "benchmarks/gpu_check.py", *sys.argv[1:]])
+
+    def header(self, env: dict) -> list[str]:
+        versions = env.get("versions", {})
+        names = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "torch", "transformers")
+        plugin = [f"{k} {v}" for k, v in versions.items() if k.startswith("jax-cuda")][:1]
+        software = [f"Python {env.get('python', platform.python_version())}"]
+        software += [f"{n} {versions[n]}" for n in names if n in versions] + plugin
+        cuda = env.get("cuda_versions") or {}
+        shown = [k for k in cuda if any(w in k for w in ("runtime", "driver", "cudnn"))]
+        software += [f"{k} {cuda[k]}" for k in shown]
+        if env.get("torch_cudnn"):
+            software.append(f"torch cuDNN {env['torch_cudnn']}")
+        mode = "small (CPU test shapes)" if self.mode.small else "full"
+        return [
+            f"## GPU check: {datetime.date.today().isoformat()}, "
+            f"{env.get('device_kind', 'device unknown (env stage not run)')}",
+            "",
+            f"- **Date**: {datetime.datetime.now().astimezone().isoformat(timespec='minutes')}",
+            f"- **Device**: {env.get('device_kind', 'n/a')} ({env.get('gpu_name') or 'no GPU'}), "
+            f"{env.get('device_count', '?')} device(s), jax backend {env.get('backend', '?')}",
+            f"- **Software**: {', '.join(software)}",
+            f"- **Command**: `{self.command()}` ({mode})",
+        ]
+
+    def stage_table(self) -> list[str]:
+        lines = ["| stage | status | seconds | cap s |", "|---|---|---|---|"]
+        for r in self.results.values():
+            lines.append(f"| {r.name} | {r.status} | {r.seconds:.1f} | {r.cap:.0f} |")
+        return lines
+
+    def result_table(self) -> list[str]:
+        self.rows = self.train_step_rows() + self.trainer_rows() + self.attention_rows()
+        lines = [
+            "| check | jaxslm | PyTorch | ratio | target | result |",
+            "|---|---|---|---|---|---|",
+        ]
+        for row in self.rows:
+            cells = (row[k] for k in ("check", "jaxslm", "torch", "ratio", "target", "result"))
+            lines.append("| " + " | ".join(cells) + " |")
+        return lines
+
+    def jaxslm_variants(self) -> dict:
+        return self.results.get("train_step_jaxslm", StageResult("")).data.get("variants", {})
+
+    def train_step_rows(self) -> list[dict]:
+        torch_data = self.results.get("train_step_torch", StageResult("")).data
+        torch_rate = torch_data.get("tokens_per_second")
+        torch_text = figure(torch_data) if torch_rate else "n/a"
+        if torch_data.get("note"):
+            torch_text += f" ({torch_data['note']})"
+        rows = []
+        for remat, v in self.jaxslm_variants().items():
+            rate = v.get("tokens_per_second")
+            ratio = rate / torch_rate if rate and torch_rate else None
+            verdicts = [
+                verdict("speed", ratio, ratio is not None and ratio >= SPEEDUP_TARGET),
+                verdict("MFU", v.get("mfu"), (v.get("mfu") or 0) >= MFU_TARGET),
+            ]
+            rows.append(
+                dict(
+                    check=f"train step {self.mode.shape} {self.mode.batch}x{self.mode.seq_len}, "
+                    f"remat {remat}",
+                    jaxslm=figure(v) if rate else v.get("status", "n/a"),
+                    torch=torch_text,
+                    ratio=f"{ratio:.2f}x" if ratio else "n/a",
+                    target=f">= {SPEEDUP_TARGET}x torch, MFU >= {MFU_TARGET:.0%}",
+                    result="; ".join(verdicts),
+                )
+            )
+        return rows
+
+    def trainer_rows(self) -> list[dict]:
+        if "trainer" not in self.results:
+            return []
+        data = self.results["trainer"].data
+        remat = data.get("remat") or self.trainer_remat()
+        bench = self.jaxslm_variants().get(remat, {})
+        rate, bench_rate = data.get("tokens_per_second"), bench.get("tokens_per_second")
+        # Same model and sequence length: the MFU ratio is the tokens/s ratio.
+        ratio = rate / bench_rate if rate and bench_rate else None
+        ok = ratio is not None and ratio >= 1 - TRAINER_TOLERANCE
+        trainer_text = figure(data) if rate else self.results["trainer"].status
+        if data.get("steps_used"):
+            trainer_text += f", median of steps {self.mode.skip_steps + 1}-{data['steps_logged']}"
+        if data.get("first_step_logged_s") is not None:
+            started = data["first_step_logged_s"]
+            trainer_text += f"; step 1 logged after {started:.0f} s (start-up, compile)"
+        if data.get("final_save_s") is not None:
+            trainer_text += f"; final checkpoint {data['final_save_s']:.0f} s"
+        bench_text = f"benchmark: {figure(bench)}" if bench_rate else "no benchmark figure"
+        check = f"trainer CLI, remat {remat}"
+        if data.get("attention_kernel"):
+            check += f", attention {data['attention_kernel']}"
+        return [
+            dict(
+                check=check,
+                jaxslm=trainer_text,
+                torch=bench_text,
+                ratio=f"{ratio:.2f}x of benchmark" if ratio else "n/a",
+                target=f"MFU within {TRAINER_TOLERANCE:.0%} of the benchmark's",
+                result=verdict("", ratio, ok).strip(": "),
+            )
+        ]
+
+    def attention_rows(self) -> list[dict]:
+        if "attention" not in self.results:
+            return []
+        rows = self.results["attention"].data.get("rows", [])
+        flex = next((r for r in rows if r.get("variant") == FLEX and r.get("status") == "ok"), {})
+        out = []
+        for r in rows:
+            name = str(r.get("variant", "?"))
+            if r.get("status") != "ok":
+                out.append(
+                    dict(
+                        check=f"attention: {name}",
+                        jaxslm="",
+                        torch="",
+                        ratio="",
+                        target=f"max abs err < {ERROR_LIMIT}",
+                        result=f"fail ({str(r.get('status'))[:120]})",
+                    )
+                )
+                continue
+            errs = [r.get(k) for k in ("out_err", "dq_err", "dk_err", "dv_err")]
+            worst = max(e if isinstance(e, int | float) else float("inf") for e in errs)
+            speed = f"fwd+bwd {r['fwd_bwd_tflops']:.3g} TFLOP/s ({r['fwd_bwd_ms']:.2f} ms)"
+            speed += f", fwd {r['fwd_tflops']:.3g}; max err {worst:.3g}"
+            torch_side = name.startswith("torch")
+            ratio = ""
+            if not torch_side and flex.get("fwd_bwd_tflops"):
+                ratio = f"{r['fwd_bwd_tflops'] / flex['fwd_bwd_tflops']:.2f}x flex"
+            out.append(
+                dict(
+                    check=f"attention: {name}",
+                    jaxslm="" if torch_side else speed,
+                    torch=speed if torch_side else "",
+                    ratio=ratio,
+                    target=f"max abs err < {ERROR_LIMIT}",
+                    result="pass" if worst < ERROR_LIMIT else "fail",
+                )
+            )
+        return out
+
+
+def figure(measured: dict) -> str:
+    """tokens/s, MFU and peak memory of one measurement, as a table cell."""
+    text = f"{measured['tokens_per_second']:,.0f} tok/s"
+    mfu = measured.get("mfu")
+    text += f", MFU {mfu:.1%}" if isinstance(mfu, int | float) else ", MFU n/a"
+    if measured.get("peak_bytes"):
+        text += f", {measured['peak_bytes'] / 2**30:.1f} GiB"
+    return text
+
+
+def verdict(name: str, value, ok: bool) -> str:
+    """`name: pass|fail`, or `name: n/a` when the value could not be measured."""
+    return f"{name}: {'n/a' if value is None else 'pass' if ok else 'fail'}"
+
+
+def read_metrics(path: Path) -> list[dict]:
+    """The complete JSON lines of a metrics.jsonl that may still be being written."""
+    records = []
+    for line in path.read_text(errors="replace").splitlines():
+        with contextlib.suppress(ValueError):
+            records.append(json.loads(line))
+    return records
+
+
+# ---- the stages' own processes ---------------------------------------------------------
+
+
+def internal_env(json_path: Path) -> None:
+    """Print and write the versions, devices and missing packages."""
+    info: dict = {
+        "python": platform.python_version(),
+        "executable": sys.executable,
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+    }
+    versions = {}
+    for name in DISTRIBUTIONS:
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            versions[name] = importlib.metadata.version(name)
+    info["versions"] = versions
+    protobuf = tuple(int(p) for p in versions.get("protobuf", "").split(".")[:3] if p.isdigit())
+    if protobuf and protobuf < (6, 31, 1):
+        info["warning"] = (
+            f"protobuf {versions['protobuf']} < 6.31.1: tensorflow-metadata's generated code "
+            "(imported by tensorflow-datasets) refuses it, so the trainer stage will fail; "
+            "carry a newer protobuf wheel (benchmarks/gpu_wheels.sh)"
+        )
+    missing = missing_modules(CHECKED_MODULES)
+    info["missing"] = {name: CHECKED_MODULES[name] for name in missing}
+    info["blocked_stages"] = {
+        stage: blocked
+        for stage, needs in STAGE_NEEDS.items()
+        if (blocked := [name for name in needs if name in missing])
+    }
+    try:
+        import jax
+
+        devices = jax.devices()
+        info.update(
+            backend=jax.default_backend(),
+            devices=[str(d) for d in devices],
+            device_count=len(devices),
+            device_kind=devices[0].device_kind,
+        )
+        info["cuda_versions"] = jax_cuda_versions()
+        from jaxslm.scaling.flops import peak_flops_per_device
+
+        info["bf16_peak_flops"] = peak_flops_per_device(devices[0].device_kind, "bfloat16")
+    except Exception as error:  # report, and go on to torch and nvidia-smi
+        info["jax_error"] = f"{type(error).__name__}: {error}"
+    try:
+        import torch
+
+        info["torch_cuda"] = torch.cuda.is_available()
+        info["torch_cuda_version"] = torch.version.cuda
+        info["torch_cudnn"] = torch.backends.cudnn.version() if torch.cuda.is_available() else None
+        info["gpu_name"] = torch.cuda.get_device_name() if torch.cuda.is_available() else None
+    except Exception as error:
+        info["torch_error"] = f"{type(error).__name__}: {error}"
+    if shutil.which("nvidia-smi"):
+        try:
+            smi = subprocess.run(["nvidia-smi"], capture_output=True, text=True, timeout=15)
+            info["nvidia_smi"] = smi.stdout + smi.stderr
+        except (OSError, subprocess.TimeoutExpired) as error:
+            info["nvidia_smi"] = f"failed: {error}"
+    for key, value in info.items():
+        if key not in ("nvidia_smi", "versions", "missing", "blocked_stages"):
+            print(f"{key}: {value}")
+    for name, version in versions.items():
+        print(f"version {name}: {version}")
+    for name, needed_by in info["missing"].items():
+        print(f"missing {name}: needed by {needed_by}")
+    for stage, blocked in info["blocked_stages"].items():
+        print(f"stage {stage} is blocked: missing {', '.join(blocked)}")
+    if not info["missing"]:
+        print("no needed package is missing")
+    print(info.get("nvidia_smi", "nvidia-smi: not found"))
+    json_path.write_text(json.dumps(info, indent=1, default=str))
+
+
+def jax_cuda_versions() -> dict[str, int]:
+    """CUDA runtime, driver, cuDNN, ... versions as JAX's CUDA plugin reports them ({} on
+    a CPU or where this JAX keeps them elsewhere)."""
+    try:
+        from jax._src.lib import cuda_versions
+    except ImportError:
+        return {}
+    if cuda_versions is None:
+        return {}
+    found = {}
+    for name in sorted(dir(cuda_versions)):
+        if name.endswith("_get_version"):
+            try:
+                found[name.removesuffix("_get_version")] = getattr(cuda_versions, name)()
+            except Exception as error:  # one unreadable version must not hide the others
+                found[name.removesuffix("_get_version")] = f"error: {error}"
+    return found
+
+
+def internal_prepare_trainer(work: Path, tokenizer_size: int, num_units: int) -> None:
+    """The trainer's inputs: a byte-level HF tokenizer of exactly `tokenizer_size` entries
+    (BOS and EOS, the 256 byte symbols, then filler entries, as Llama 3's size) and the
+    built-in synthetic corpus with `num_units` speech units."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    from jaxslm.data.build import build_synthetic
+    from jaxslm.data.synthetic import SyntheticConfig
+    from jaxslm.text_tokenizer import load_text_tokenizer
+
+    start = time.perf_counter()
+    bos, eos = "<|begin_of_text|>", "<|end_of_text|>"
+    vocab = {bos: 0, eos: 1}
+    for symbol in sorted(pre_tokenizers.ByteLevel.alphabet()):
+        vocab[symbol] = len(vocab)
+    vocab.update({f"<|filler_{i}|>": i for i in range(len(vocab), tokenizer_size)})
+    tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    tokenizer.add_special_tokens([bos, eos])
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single=f"{bos} $A", special_tokens=[(bos, 0)]
+    )
+    directory = work / "tokenizer"
+    remove(directory)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token=bos, eos_token=eos)
+    fast.save_pretrained(str(directory))
+    loaded = load_text_tokenizer(directory)
+    if len(loaded) != tokenizer_size or loaded.bos_id != 0 or loaded.eos_id != 1:
+        raise SystemExit(
+            f"the generated tokenizer has {len(loaded)} entries, BOS {loaded.bos_id}, EOS "
+            f"{loaded.eos_id}; expected {tokenizer_size}, 0, 1"
+        )
+    print(f"tokenizer: {len(loaded)} entries in {directory} ({time.perf_counter() - start:.1f} s)")
+    start = time.perf_counter()
+    corpus = work / "corpus"
+    remove(corpus)
+    build_synthetic(corpus, SyntheticConfig(num_units=num_units))
+    print(f"corpus: built-in, {num_units} units, in {corpus} ({time.perf_counter() - start:.1f} s)")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--out",
+        default=os.environ.get("OUT") or "gpu_check_out",
+        help="logs and the summary (default: $OUT when set, else gpu_check_out/)",
+    )
+    parser.add_argument(
+        "--work",
+        default="/tmp/jaxslm_gpu_check",
+        help="corpus, tokenizer, trainer run and stage JSON (default: /tmp/jaxslm_gpu_check)",
+    )
+    parser.add_argument(
+        "--stages",
+        default=",".join(STAGES),
+        help=f"comma-separated subset of {','.join(STAGES)} (run in that order)",
+    )
+    parser.add_argument("--small", action="store_true", help="tiny shapes, to test on a CPU")
+    parser.add_argument("--cap-scale", type=float, default=1.0, help="multiply every cap by F")
+    parser.add_argument(
+        "--budget", type=float, default=BUDGET, help=f"seconds for all stages ({BUDGET})"
+    )
+    parser.add_argument(
+        "--remats",
+        default="none,save_projections",
+        help="train_step_jaxslm's remat policies, in order (default: none,save_projections)",
+    )
+    parser.add_argument("--trainer-steps", type=int, default=None, help="30 (small: 12)")
+    parser.add_argument(
+        "--trainer-remat",
+        default="auto",
+        help="model.remat of the trainer stage (auto: the fastest train_step_jaxslm policy)",
+    )
+    parser.add_argument(
+        "--checkpoint-grace",
+        type=float,
+        default=30.0,
+        help="seconds the trainer's final checkpoint save may take before it is cut (30)",
+    )
+    parser.add_argument("--internal", choices=["env", "prepare-trainer"], help=argparse.SUPPRESS)
+    parser.add_argument("--json", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--tokenizer-size", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--num-units", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    args.stages = [s.strip() for s in args.stages.split(",") if s.strip()]
+    unknown = [s for s in args.stages if s not in STAGES]
+    if unknown:
+        parser.error(f"unknown stage(s) {', '.join(unknown)}; choose from {', '.join(STAGES)}")
+    args.stages = [s for s in STAGES if s in args.stages]
+    args.remats = [r.strip() for r in args.remats.split(",") if r.strip()]
+    if args.trainer_steps is None:
+        args.trainer_steps = 12 if args.small else 30
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.internal == "env":
+        internal_env(args.json)
+        return 0
+    if args.internal == "prepare-trainer":
+        internal_prepare_trainer(Path(args.work), args.tokenizer_size, args.num_units)
+        return 0
+    Check(args).run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
