@@ -24,6 +24,10 @@ import math
 import jax
 import jax.numpy as jnp
 
+from jaxslm.sharding import batch_shards, constrain
+
+PARTIAL_AXES = ("batch", "vocab", "embed")
+
 
 def chunk_length(rows: int, length: int, columns: int, budget_bytes: int) -> int:
     """Positions per slice so that rows x chunk x columns float32 logits fit `budget_bytes`
@@ -114,12 +118,22 @@ def _scan_slices(hidden, table, targets, weights, valid, chunk: int, gradients: 
         d_logits = (jnp.exp(logits - log_norm) - one_hot) * weight_slice[..., None]
         d_logits = d_logits.astype(compute)
         d_hidden = jnp.einsum("bcv,ve->bce", d_logits, table_in, preferred_element_type=jnp.float32)
-        d_table = d_table + jnp.einsum(
-            "bcv,bce->ve", d_logits, hidden_slice, preferred_element_type=jnp.float32
+        d_table = d_table + constrain(
+            jnp.einsum(
+                "sbcv,sbce->sve",
+                d_logits.reshape(shards, rows // shards, *d_logits.shape[1:]),
+                hidden_slice.reshape(shards, rows // shards, *hidden_slice.shape[1:]),
+                preferred_element_type=jnp.float32,
+            ),
+            PARTIAL_AXES,
         )
         return d_table, (log_prob, d_hidden.astype(compute))
 
-    start = jnp.zeros(table.shape, jnp.float32) if gradients else None
+    # Each group of rows that one batch shard holds sums its own part of the table's gradient;
+    # the parts are added once after the last slice (one all-reduce per step, not per slice).
+    shards = batch_shards() if rows % batch_shards() == 0 else 1
+    partial = jnp.zeros((shards, *table.shape), jnp.float32)
+    start = constrain(partial, PARTIAL_AXES) if gradients else None
     d_table, (log_probs, d_hidden) = jax.lax.scan(
         one_slice, start, (split(hidden), split(targets), split(weights))
     )
@@ -130,4 +144,4 @@ def _scan_slices(hidden, table, targets, weights, valid, chunk: int, gradients: 
     log_probs = merge(log_probs)
     if not gradients:
         return log_probs, None
-    return log_probs, (merge(d_hidden), d_table.astype(table.dtype))
+    return log_probs, (merge(d_hidden), d_table.sum(axis=0).astype(table.dtype))
