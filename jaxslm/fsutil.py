@@ -1,15 +1,32 @@
-"""Output directories that appear complete or not at all."""
+"""Output directories that appear complete or not at all, and the staging folders that a killed
+writer leaves behind.
+
+A writer stages `OUT` in a sibling `.OUT.partial-PID@HOST-XXXXXXXX` that it holds an flock on,
+and an overwritten `OUT` waits in `.OUT.old-PID@HOST-XXXXXXXX` for the moment between two
+renames. The next writer of `OUT` removes such folders when they are its user's, were made on
+its host, their process is gone and their lock is free; an `.old` folder whose `OUT` is missing
+is renamed back, since its writer died before the new output was in place.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
+import re
 import shutil
+import socket
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 from jaxslm.errors import JaxslmError
+
+_RANDOM = r"[a-z0-9_]{8}"  # what tempfile.mkdtemp appends
+_TAGGED = re.compile(rf"(partial|old)-(\d+)@([A-Za-z0-9.-]+)-{_RANDOM}")
+_UNTAGGED = re.compile(rf"partial-{_RANDOM}|old-\d+")  # written before writers were recorded
+_noted: set[Path] = set()  # untagged folders already reported by this process
 
 
 def refuse_existing(out_dir: str | Path, overwrite: bool) -> Path:
@@ -20,27 +37,156 @@ def refuse_existing(out_dir: str | Path, overwrite: bool) -> Path:
     return out_dir
 
 
+def prepare_output(out_dir: str | Path, overwrite: bool) -> Path:
+    """Check, before any work, that `out_dir` can be written: its nearest existing ancestor is
+    a writable directory, and it does not exist unless `overwrite`. Stale staging folders of
+    `out_dir` are cleared first (see `clear_stale_staging`)."""
+    out_dir = Path(out_dir).absolute()
+    ancestor = out_dir.parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise JaxslmError(
+            f"{out_dir}: cannot be created, {ancestor} is a file; choose another output path"
+        )
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise JaxslmError(
+            f"{out_dir}: cannot be created, {ancestor} is not writable (read-only or no "
+            "permission); choose another output path"
+        )
+    clear_stale_staging(out_dir)
+    return refuse_existing(out_dir, overwrite)
+
+
+def clear_stale_staging(out_dir: str | Path) -> list[Path]:
+    """Remove the staging folders of `out_dir` whose writer is gone (restoring an `.old`
+    output whose replacement never arrived), saying so on stderr; returns what was removed.
+
+    Staging folders written before writers were recorded are only reported: nothing tells
+    whether their writer still runs.
+    """
+    out_dir = Path(out_dir).absolute()
+    prefix = f".{out_dir.name}."
+    removed: list[Path] = []
+    if not out_dir.parent.is_dir():
+        return removed
+    for path in sorted(out_dir.parent.iterdir()):
+        rest = path.name[len(prefix) :] if path.name.startswith(prefix) else ""
+        tagged = _TAGGED.fullmatch(rest)
+        if tagged is None:
+            if _UNTAGGED.fullmatch(rest) and path.is_dir() and path not in _noted:
+                _noted.add(path)
+                print(
+                    f"note: {path} looks like an interrupted write of {out_dir.name} by an older "
+                    "jaxslm; remove it by hand if nothing is writing there",
+                    file=sys.stderr,
+                )
+            continue
+        kind, pid, host = tagged.group(1), int(tagged.group(2)), tagged.group(3)
+        if not _writer_gone(path, pid, host):
+            continue
+        writer = f"its writer, pid {pid} on {host}, is gone"
+        if kind == "old" and not out_dir.exists():
+            os.rename(path, out_dir)
+            print(f"restored {out_dir} from {path.name} ({writer})", file=sys.stderr)
+            continue
+        with contextlib.suppress(FileNotFoundError):  # another writer may be removing it too
+            _remove(path, out_dir.name)
+            removed.append(path)
+            print(f"removed stale staging folder {path} ({writer})", file=sys.stderr)
+    return removed
+
+
+def _writer_gone(path: Path, pid: int, host: str) -> bool:
+    """Whether the process that made `path` is dead: same user and host, no such pid, and
+    no lock held on the folder."""
+    if host != _host() or pid == os.getpid():
+        return False
+    try:
+        if not path.is_dir() or path.lstat().st_uid != os.geteuid():
+            return False
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return not _locked(path)
+    except (OSError, OverflowError):  # alive under another user, a folder gone, no such pid
+        return False
+    return False
+
+
+def _locked(path: Path) -> bool:
+    """Whether a live writer holds the lock on folder `path` (False where locks are
+    unsupported: the pid check decides alone)."""
+    try:
+        descriptor = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(descriptor)
+    return False
+
+
+def _remove(path: Path, out_name: str) -> None:
+    """Claim `path` by renaming it under this process's tag, then delete it, so a removal cut
+    short is itself a stale folder, and two removers never share one."""
+    claimed = _new_staging(path.parent / out_name)
+    try:
+        os.rename(path, claimed)  # replaces the new, empty folder
+    except FileNotFoundError:
+        claimed.rmdir()
+        raise
+    shutil.rmtree(claimed)
+
+
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9.-]", "-", socket.gethostname()) or "localhost"
+
+
+def _new_staging(out_dir: Path, kind: str = "partial") -> Path:
+    """A new empty folder `.OUT.KIND-PID@HOST-XXXXXXXX` beside `out_dir`."""
+    prefix = f".{out_dir.name}.{kind}-{os.getpid()}@{_host()}-"
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=out_dir.parent))
+
+
+@contextlib.contextmanager
+def staging_directory(out_dir: str | Path) -> Iterator[Path]:
+    """A new, locked sibling folder of `out_dir` named after this writer, removed on exit
+    unless the block renamed it away."""
+    out_dir = Path(out_dir).absolute()
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = _new_staging(out_dir)
+    lock = os.open(staging, os.O_RDONLY)
+    try:
+        with contextlib.suppress(OSError):  # no locks here: the pid and host still protect it
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        yield staging
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+        os.close(lock)
+
+
 @contextlib.contextmanager
 def atomic_directory(out_dir: str | Path, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary sibling of `out_dir`; rename it into place only if the block succeeds.
 
     On any error the temporary directory is removed and an existing `out_dir` is left untouched.
     """
-    out_dir = refuse_existing(out_dir, overwrite)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
-    try:
+    out_dir = prepare_output(out_dir, overwrite)
+    with staging_directory(out_dir) as staging:
         yield staging
         if out_dir.exists():
-            retired = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
+            retired = _new_staging(out_dir, "old")
             os.replace(out_dir, retired)
             os.replace(staging, out_dir)
             shutil.rmtree(retired)
         else:
             os.replace(staging, out_dir)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:

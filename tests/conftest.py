@@ -5,6 +5,9 @@ build a data x fsdp x tensor mesh in this process.
 """
 
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
@@ -183,3 +186,16 @@ def with_config(lm, **changes):
 
     graphdef = nnx.graphdef(abstract_decoder(lm.config.replace(**changes)))
     return SpeechLM(nnx.merge(graphdef, nnx.state(lm.model)), lm.vocab, lm.mesh)
+
+
+def kill_once_writing(script: str, argv: list[str]) -> None:
+    """Run `python -c script *argv` on this checkout's jaxslm until it prints a line starting
+    with 'writing', then SIGKILL it, so it cannot clean up after itself."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    command = [sys.executable, "-c", script, *argv]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
+    try:
+        assert any(line.startswith(b"writing") for line in process.stdout)  # among TFDS's lines
+    finally:
+        process.kill()
+        process.wait(timeout=60)

@@ -7,6 +7,7 @@ import shutil
 
 import numpy as np
 import pytest
+from conftest import kill_once_writing
 
 from jaxslm.data.build import build_synthetic, ensure_eval_sets, main
 from jaxslm.data.corpus import example_to_document, example_to_utterance, open_corpus
@@ -157,3 +158,172 @@ def test_eval_files_of_older_code_are_replaced(toy):
     ensure_eval_sets(corpus)
     assert _contents(corpus / "eval") == contents
     assert open_corpus(corpus).metadata == metadata
+
+
+def _build(tmp_path, lines: list[str], *extra: str, name: str = "units.jsonl") -> list[str]:
+    """Arguments that build a corpus at tmp_path/corpus from unit lines (all in train)."""
+    units = tmp_path / name
+    units.write_text("\n".join(lines) + "\n")
+    return [
+        "--units",
+        str(units),
+        "--validation-fraction",
+        "0",
+        *extra,
+        "--out",
+        str(tmp_path / "corpus"),
+    ]
+
+
+def _stored(out) -> dict[str, tuple[list[int], list[int]]]:
+    source = open_corpus(out).source("speech", "train")
+    utterances = (example_to_utterance(source[i], 0.04) for i in range(len(source)))
+    return {u.id: (u.units.tolist(), u.durations.tolist()) for u in utterances}
+
+
+def test_units_and_durations_are_checked_before_any_cast(tmp_path, capsys):
+    """Nothing wraps or is truncated: values must be whole numbers in range as written."""
+    records = {
+        "wraps.wav": ([1, 4294967301, 7], [1, 1, 2]),  # 2**32 + 5: int32 would store 5
+        "huge.wav": ([1, 2**70], [1, 1]),
+        "float.wav": ([1, 1e30], [1, 1]),
+        "fraction.wav": ([1, 7.9], [1, 2]),
+        "boolean.wav": ([True, 2], [1, 1]),
+        "text.wav": (["3", 2], [1, 1]),
+        "nan.wav": ([1, 2], [1, float("nan")]),
+        "long.wav": ([1, 2], [1, 4294967297]),
+        "negative.wav": ([1, 2], [1, -(2**64)]),
+        "whole.wav": ([1, 7.0], [1, 2.0]),  # whole floats are the integers they spell
+        "good.wav": ([499, 0], [2147483647, 1]),
+    }
+    lines = [
+        json.dumps({"file_name": name, "units": units, "duration": durations})
+        for name, (units, durations) in records.items()
+    ]
+    assert main(_build(tmp_path, lines)) == 0
+    summary = capsys.readouterr().out
+    assert _stored(tmp_path / "corpus") == {
+        "whole.wav": ([1, 7], [1, 2]),
+        "good.wav": ([499, 0], [2147483647, 1]),
+    }
+    expected = {
+        "units: out of range": 3,
+        "units: not integers": 3,
+        "durations: not integers": 1,
+        "durations: too large": 1,
+        "durations: not positive": 1,
+    }
+    assert open_corpus(tmp_path / "corpus").metadata["skipped"] == expected
+    assert "skipped 9 records" in summary
+
+
+def test_malformed_lines_and_alignments_are_skipped_and_counted(tmp_path, capsys):
+    good = {"units": [1, 2], "duration": [5, 5]}
+    lines = [json.dumps({"file_name": f"{name}.wav", **good}) for name in ("a", "b", "c", "d")]
+    lines += [
+        json.dumps({"file_name": "nan.wav", **good, "aligned_text": [["x", float("nan"), 0.1]]}),
+        json.dumps({"file_name": "inf.wav", **good, "aligned_text": [["x", 0, float("inf")]]}),
+        json.dumps({"file_name": "str.wav", **good, "aligned_text": "hello"}),
+        json.dumps({"file_name": "big.wav", **good, "aligned_text": [["x", 0, 10**400]]}),
+        json.dumps({"file_name": "ok.wav", **good, "aligned_text": [["x", 0, 0.1]]}),
+        json.dumps({"file_name": None, **good}),
+    ]
+    units = tmp_path / "units.jsonl"
+    units.write_bytes(("\n".join(lines) + "\n").encode() + b'{"file_name": "caf\xe9.wav"}\n')
+    alignments = tmp_path / "align.json"
+    alignments.write_text(
+        json.dumps(
+            {
+                "a.wav": [{"start": 0.0, "end": 0.1}],  # no word
+                "b.wav": "hello world",
+                "c.wav": [{"word": "x", "start": "zero", "end": 0.1}],
+                "d.wav": [{"word": "x", "start": 0.0, "end": 0.1}],
+            }
+        )
+    )
+    text = tmp_path / "books.txt"
+    text.write_bytes(b"first\ncaf\xe9 latin-1\nthird\n")
+    argv = ["--units", str(units), "--alignments", str(alignments), "--text", str(text)]
+    assert main([*argv, "--validation-fraction", "0", "--out", str(tmp_path / "corpus")]) == 0
+    corpus = open_corpus(tmp_path / "corpus")
+    assert sorted(_stored(tmp_path / "corpus")) == ["d.wav", "ok.wav"]
+    assert corpus.metadata["skipped"] == {
+        "words: malformed": 5,
+        "words: not finite": 2,
+        "file_name: not a name": 1,
+        "format: not UTF-8": 2,
+    }
+    documents = corpus.source("text", "train")
+    assert sorted(example_to_document(documents[i]).text for i in range(2)) == ["first", "third"]
+    assert "units.jsonl:11: format: not UTF-8" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "flag, value",
+    [
+        ("--frame-seconds", "0"),
+        ("--frame-seconds", "-0.04"),
+        ("--frame-seconds", "nan"),
+        ("--validation-fraction", "1"),
+        ("--validation-fraction", "2"),
+        ("--validation-fraction", "-0.1"),
+        ("--num-units", "0"),
+    ],
+)
+def test_impossible_settings_are_refused(tmp_path, capsys, flag, value):
+    line = json.dumps({"file_name": "a.wav", "units": [1], "duration": [1]})
+    argv = _build(tmp_path, [line])
+    assert main([*argv, flag, value]) == 2
+    message = capsys.readouterr().err
+    assert message.startswith(f"error: {flag} ") and message.count("\n") == 1
+    assert list(tmp_path.iterdir()) == [tmp_path / "units.jsonl"]
+
+
+def test_an_empty_units_file_is_named(tmp_path, capsys):
+    assert main(_build(tmp_path, [""])) == 2
+    assert (
+        capsys.readouterr().err
+        == f"error: {tmp_path / 'units.jsonl'}: no records at all (empty or blank lines only)\n"
+    )
+
+
+def test_a_file_of_bad_records_says_why(tmp_path, capsys):
+    lines = [json.dumps({"file_name": "a.wav", "units": [900], "duration": [1]}), "{oops"]
+    assert main(_build(tmp_path, lines)) == 2
+    message = capsys.readouterr().err
+    assert message.count("\n") == 1 and "no valid records, all 2 were skipped" in message
+    assert "1 units: out of range" in message and "1 format: not JSON" in message
+    assert "units.jsonl:1: units: out of range" in message
+
+
+def test_an_unwritable_output_is_refused_before_reading(tmp_path, capsys):
+    line = json.dumps({"file_name": "a.wav", "units": [1], "duration": [1]})
+    argv = _build(tmp_path, [line])
+    argv[-1] = str(tmp_path / "units.jsonl" / "corpus")
+    assert main(argv) == 2
+    assert "units.jsonl is a file; choose another output path" in capsys.readouterr().err
+
+
+STALLED_BUILD = """
+import sys, time
+from jaxslm.data import build, corpus
+
+def stall(*args, **kwargs):
+    print("writing", flush=True)
+    time.sleep(600)
+
+corpus.save_columns = stall  # the build stops inside its staging folder until killed
+build.main(sys.argv[1:])
+"""
+
+
+def test_a_killed_build_leaves_a_folder_the_next_build_removes(tmp_path, capsys):
+    line = json.dumps({"file_name": "a.wav", "units": [1, 2], "duration": [1, 1]})
+    argv = _build(tmp_path, [line])
+    kill_once_writing(STALLED_BUILD, argv)
+    stale = [p for p in tmp_path.iterdir() if p.name.startswith(".corpus.partial-")]
+    assert len(stale) == 1 and (stale[0] / "speech").is_dir()
+    assert main(argv) == 0
+    assert f"removed stale staging folder {stale[0]}" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["corpus", "units.jsonl"]
+    assert _stored(tmp_path / "corpus") == {"a.wav": ([1, 2], [1, 1])}

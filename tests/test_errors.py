@@ -4,6 +4,7 @@ import json
 import shutil
 
 import pytest
+from conftest import kill_once_writing
 
 from jaxslm.hf import importer
 from jaxslm.hf.cli import main
@@ -101,3 +102,67 @@ def test_help_explains_both_commands(capsys):
         main(["import-hf", "--help"])
     text = capsys.readouterr().out
     assert "--speech-units" in text and "--mode" in text and "--tokenizer" in text
+
+
+@pytest.mark.parametrize(
+    "content, fragment",
+    [("[1, 2]", "expected a JSON object of model settings, found a list"), ("{", "not valid JSON")],
+)
+def test_config_that_is_not_an_object(hf_copy, tmp_path, capsys, content, fragment):
+    (hf_copy / "config.json").write_text(content)
+    _fails(["import-hf", hf_copy, tmp_path / "out"], capsys, "config.json", fragment)
+    _nothing_written(tmp_path / "out")
+
+
+@pytest.mark.parametrize(
+    "index, fragment",
+    [
+        ("{not json", "not valid JSON"),
+        ("[]", "'weight_map' maps tensor names"),
+        ('{"weight_map": []}', "'weight_map' maps tensor names"),
+        ('{"weight_map": {"a": ["x"]}}', "not shard file names"),
+        ('{"weight_map": {"a": "../model.safetensors"}}', "not shard file names"),
+    ],
+)
+def test_invalid_shard_index(hf_copy, tmp_path, capsys, index, fragment):
+    (hf_copy / "model.safetensors.index.json").write_text(index)
+    _fails(
+        ["import-hf", hf_copy, tmp_path / "out"], capsys, "model.safetensors.index.json", fragment
+    )
+    _nothing_written(tmp_path / "out")
+
+
+def test_outputs_that_cannot_be_written_are_refused_first(hf_copy, llama_ckpt, tmp_path, capsys):
+    (tmp_path / "file").write_text("")
+    for argv in (["import-hf", hf_copy], ["export-hf", llama_ckpt]):
+        _fails([*argv, tmp_path / "file" / "out"], capsys, "file is a file", "another output")
+
+
+STALLED_IMPORT = """
+import sys, time
+from jaxslm.hf import cli, importer
+
+def stall(staging, *args):
+    (staging / "params").mkdir()
+    print("writing", flush=True)
+    time.sleep(600)
+
+importer.write_checkpoint = stall  # the import stops inside its staging folder until killed
+cli.main(sys.argv[1:])
+"""
+
+
+def test_a_killed_imports_staging_folder_is_removed_by_the_next(hf_copy, tmp_path, capsys):
+    argv = ["import-hf", str(hf_copy), str(tmp_path / "out"), "--speech-units", "4"]
+    other = tmp_path / ".other.partial-1@elsewhere-abcdefgh"  # another output's: not touched
+    other.mkdir()
+    kill_once_writing(STALLED_IMPORT, argv)
+    stale = [p for p in tmp_path.iterdir() if p.name.startswith(".out.partial-")]
+    assert len(stale) == 1 and (stale[0] / "params").is_dir()
+    assert main(argv) == 0
+    assert f"removed stale staging folder {stale[0]}" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        ".other.partial-1@elsewhere-abcdefgh",
+        "hf",
+        "out",
+    ]

@@ -11,10 +11,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import sys
-import tempfile
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from jaxslm.data.corpus import METADATA_FILE, SPLITS, Corpus, open_corpus, split_of, write_corpus
@@ -29,6 +30,7 @@ from jaxslm.data.synthetic import (
     write_eval_sets,
 )
 from jaxslm.errors import JaxslmError
+from jaxslm.fsutil import clear_stale_staging, prepare_output, staging_directory
 from jaxslm.text_tokenizer import train_sentencepiece
 
 SYNTHETIC_TOKENIZER_VOCAB = 512
@@ -89,7 +91,8 @@ def ensure_eval_sets(corpus_dir: str | Path) -> Path | None:
     stale = [t for t in EVAL_TASKS if not (current and (eval_dir / f"{t}.jsonl").is_file())]
     if not stale:
         return eval_dir
-    with tempfile.TemporaryDirectory(prefix=".eval.partial-", dir=corpus.directory) as staging:
+    clear_stale_staging(eval_dir)
+    with staging_directory(eval_dir) as staging:
         language = SyntheticLanguage(SyntheticConfig(**settings))
         written = write_eval_sets(language, staging, num_pairs)
         eval_dir.mkdir(exist_ok=True)
@@ -125,20 +128,22 @@ def build_from_files(
 ) -> tuple[Path, SkipReport]:
     """A corpus from unit JSONL files (+ alignment JSON) and text files; bad records are
     skipped and counted (`strict`: the first one is an error naming file, line and field)."""
+    check_settings(num_units, frame_seconds, validation_fraction)
     for path in [*units, *alignments, *texts]:
         if not path.is_file():
             raise JaxslmError(f"{path}: no such file")
     if not units and not texts:
         raise JaxslmError("nothing to build: give --units and/or --text files (or --synthetic)")
+    prepare_output(out_dir, overwrite)
     words = {}
     for path in alignments:
         words.update(read_alignments(path))
     report = SkipReport(strict=strict)
 
     def speech(split: str | None) -> Iterator[Utterance]:
-        """The utterances of `split` (None: all); bad records are counted in the train pass."""
+        """The utterances of `split` (None: all); bad records are counted in the first pass."""
         seen: set[str] = set()
-        counted = report if split == "train" else SkipReport(strict=strict)
+        counted = report if split is None else SkipReport()
         for path in units:
             for utterance in read_utterances(path, num_units, frame_seconds, counted, words):
                 if utterance.id in seen:
@@ -152,23 +157,24 @@ def build_from_files(
                     yield utterance
 
     def text(split: str | None) -> Iterator[TextDocument]:
-        counted = report if split == "train" else SkipReport(strict=strict)
+        counted = report if split is None else SkipReport()
         for path in texts:
             for document in read_text_documents(path, counted):
                 if split in (None, split_of(document.id, validation_fraction)):
                     yield document
 
-    def present_splits(ids) -> tuple[str, ...]:
+    def present_splits(paths: list[Path], ids: Iterable[str]) -> tuple[str, ...]:
+        before = Counter(report.counts)
         found = {split_of(record_id, validation_fraction) for record_id in ids}
         if not found:
-            raise JaxslmError("no valid records in the input files; see the skipped reasons")
+            raise _nothing_valid(paths, report.counts - before, report.first_seen)
         return tuple(split for split in SPLITS if split in found)
 
     splits = {}  # TFDS refuses empty splits: find the present ones first (strict fails here)
     if units:
-        splits["speech"] = present_splits(u.id for u in speech(None))
+        splits["speech"] = present_splits(units, (u.id for u in speech(None)))
     if texts:
-        splits["text"] = present_splits(d.id for d in text(None))
+        splits["text"] = present_splits(texts, (d.id for d in text(None)))
     metadata = {
         "num_units": num_units,
         "frame_seconds": frame_seconds,
@@ -177,7 +183,7 @@ def build_from_files(
             "alignments": [str(p) for p in alignments],
             "text": [str(p) for p in texts],
         },
-        "skipped": report.counts,  # filled while the train split is written
+        "skipped": report.counts,
     }
     path = write_corpus(
         out_dir,
@@ -188,6 +194,35 @@ def build_from_files(
         splits=splits,
     )
     return path, report
+
+
+def check_settings(num_units: int, frame_seconds: float, validation_fraction: float) -> None:
+    """Refuse settings that would build a corpus no pipeline can use."""
+    if num_units < 1:
+        raise JaxslmError(f"--num-units {num_units}: the speech vocabulary needs at least 1 unit")
+    if not (math.isfinite(frame_seconds) and frame_seconds > 0):
+        raise JaxslmError(
+            f"--frame-seconds {frame_seconds}: must be a positive number of seconds per frame "
+            "(0.04 for 25 Hz units, 0.02 for 50 Hz)"
+        )
+    if not 0 <= validation_fraction < 1:
+        raise JaxslmError(
+            f"--validation-fraction {validation_fraction}: must be in [0, 1), the share of "
+            "records held out for validation (default 0.01)"
+        )
+
+
+def _nothing_valid(paths: list[Path], skipped: Counter, first_seen: dict[str, str]) -> JaxslmError:
+    """The error for input files without one valid record: empty, or every record skipped."""
+    names = ", ".join(str(path) for path in paths)
+    if not skipped:
+        return JaxslmError(f"{names}: no records at all (empty or blank lines only)")
+    kinds = ", ".join(f"{count} {kind}" for kind, count in skipped.most_common())
+    top = skipped.most_common(1)[0][0]
+    return JaxslmError(
+        f"{names}: no valid records, all {sum(skipped.values())} were skipped ({kinds}); "
+        f"first: {first_seen[top]}"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -292,6 +327,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"wrote the built-in corpus to {path}")
             return 0
         if args.audio is not None:
+            prepare_output(args.out, args.overwrite)
             _tokenize_audio_input(args)
         path, report = build_from_files(
             Path(args.out),

@@ -17,7 +17,14 @@ from typing import Any
 
 import numpy as np
 
-from jaxslm.data.records import TextDocument, Utterance, Word, problem_with
+from jaxslm.data.records import (
+    TextDocument,
+    Utterance,
+    Word,
+    durations_problem,
+    problem_with,
+    units_problem,
+)
 from jaxslm.errors import JaxslmError
 
 
@@ -48,33 +55,86 @@ class SkipReport:
         return "\n".join(lines)
 
 
-def read_alignments(path: Path) -> dict[str, list[Word]]:
-    """slamkit alignment JSON: file name -> words, keyed by full name and by stem."""
+class _Skip(Exception):
+    """A bad record; the message is the reason, 'field: reason: detail'."""
+
+
+@dataclass(frozen=True)
+class Alignment:
+    """The words of one file in an alignment JSON, or why they cannot be used."""
+
+    words: tuple[Word, ...] = ()
+    problem: str | None = None
+
+
+def read_alignments(path: Path) -> dict[str, Alignment]:
+    """slamkit alignment JSON: file name -> words, keyed by full name and by stem. A malformed
+    entry is kept as its problem: the utterance it belongs to is skipped and counted."""
     try:
-        raw = json.loads(path.read_text())
+        raw = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
         raise JaxslmError(f"{path}: cannot read alignment JSON ({err})") from err
     if not isinstance(raw, dict):
         raise JaxslmError(f"{path}: expected an object mapping file names to word lists")
     alignments = {}
     for name, words in raw.items():
-        parsed = _words(words)
+        try:
+            parsed = Alignment(words=tuple(_words(words, f"{path} entry {name!r}")))
+        except _Skip as problem:
+            parsed = Alignment(problem=str(problem))
         alignments[name] = parsed
         alignments.setdefault(Path(name).stem, parsed)
     return alignments
 
 
-def _words(raw: Any) -> list[Word]:
+def _words(raw: Any, source: str) -> list[Word]:
     """Words from [{word, start, end}] or [[word, start, end]]; adds leading spaces if absent."""
-    words = [
-        Word(str(w["word"]), float(w["start"]), float(w["end"]))
-        if isinstance(w, dict)
-        else Word(str(w[0]), float(w[1]), float(w[2]))
-        for w in raw
-    ]
+    if not isinstance(raw, list):
+        raise _Skip(f"words: malformed: {source} is a {type(raw).__name__}, not a list of words")
+    words = [_word(entry, source, index) for index, entry in enumerate(raw)]
     if words and not any(w.text[:1].isspace() for w in words):
         words = [Word(" " + w.text, w.start, w.end) for w in words]
     return words
+
+
+def _word(entry: Any, source: str, index: int) -> Word:
+    where = f"words: malformed: {source} word {index}"
+    if isinstance(entry, dict):
+        missing = [key for key in ("word", "start", "end") if key not in entry]
+        if missing:
+            raise _Skip(f"{where} has no {', '.join(missing)}")
+        text, start, end = entry["word"], entry["start"], entry["end"]
+    elif isinstance(entry, list) and len(entry) == 3:
+        text, start, end = entry
+    else:
+        raise _Skip(f"{where} is neither {{word, start, end}} nor [word, start, end]")
+    if not isinstance(text, str):
+        raise _Skip(f"{where}: the word is {text!r:.40}, not a string")
+    for time in (start, end):
+        if isinstance(time, bool) or not isinstance(time, int | float):
+            raise _Skip(f"{where}: a time is {time!r:.40}, not a number of seconds")
+    try:
+        return Word(text, float(start), float(end))
+    except OverflowError as err:  # an integer beyond any float
+        raise _Skip(f"{where}: a time is too large to be seconds") from err
+
+
+def _lines(path: Path, report: SkipReport) -> Iterator[tuple[int, str]]:
+    """(number, line) of each line of `path`; lines that are not UTF-8 are skipped and
+    counted."""
+    try:
+        with open(path, encoding="utf-8", errors="surrogateescape") as lines:
+            for number, line in enumerate(lines, start=1):
+                if not line.isascii():
+                    try:
+                        line.encode("utf-8")
+                    except UnicodeEncodeError as err:
+                        detail = f"a byte that is not UTF-8 at column {err.start + 1}"
+                        report.skip(f"{path}:{number}", f"format: not UTF-8: {detail}")
+                        continue
+                yield number, line
+    except OSError as err:
+        raise JaxslmError(f"{path}: cannot read ({err.strerror or err})") from err
 
 
 def read_utterances(
@@ -82,48 +142,65 @@ def read_utterances(
     num_units: int,
     frame_seconds: float,
     report: SkipReport,
-    alignments: dict[str, list[Word]] | None = None,
+    alignments: dict[str, Alignment] | None = None,
 ) -> Iterator[Utterance]:
     """Valid utterances of a unit JSONL file; bad lines go to `report`."""
-    with open(path, encoding="utf-8") as lines:
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{number}"
-            try:
-                utterance = _utterance(json.loads(line), frame_seconds, alignments)
-            except ValueError as err:
-                report.skip(where, f"format: not a unit record: {err}")
-                continue
-            problem = problem_with(utterance, num_units)
-            if problem is not None:
-                report.skip(where, problem)
-                continue
-            yield utterance
+    for number, line in _lines(path, report):
+        if not line.strip():
+            continue
+        where = f"{path}:{number}"
+        try:
+            utterance = _utterance(_json(line), num_units, frame_seconds, alignments)
+        except _Skip as problem:
+            report.skip(where, str(problem))
+            continue
+        problem = problem_with(utterance, num_units)
+        if problem is not None:
+            report.skip(where, problem)
+            continue
+        yield utterance
 
 
-def _utterance(line: dict, frame_seconds: float, alignments) -> Utterance:
+def _json(line: str) -> Any:
+    try:
+        return json.loads(line)
+    except ValueError as err:
+        raise _Skip(f"format: not JSON: {err}") from err
+
+
+def _utterance(line: Any, num_units: int, frame_seconds: float, alignments) -> Utterance:
+    """The utterance of a parsed line; units and durations are checked as Python integers
+    before they become int32, so nothing wraps or is truncated."""
     if not isinstance(line, dict):
-        raise ValueError("line is not a JSON object")
+        raise _Skip("format: not a unit record: line is not a JSON object")
     missing = [key for key in ("file_name", "units", "duration") if key not in line]
     if missing:
-        raise ValueError(f"missing field(s) {missing}")
-    name = str(line["file_name"])
+        raise _Skip(f"format: not a unit record: missing field(s) {missing}")
+    name = line["file_name"]
+    if not isinstance(name, str) or not name:
+        raise _Skip(f"file_name: not a name: {name!r:.40}")
+    for key in ("text", "speaker"):
+        if line.get(key) is not None and not isinstance(line[key], str):
+            raise _Skip(f"{key}: not a string: {line[key]!r:.40}")
+    units = _integers(line["units"], "units")
+    durations = _integers(line["duration"], "durations")
+    if units and (problem := units_problem(min(units), max(units), num_units)):
+        raise _Skip(problem)
+    if durations and (problem := durations_problem(min(durations), max(durations))):
+        raise _Skip(problem)
     if line.get("aligned_text"):
-        words = _words(line["aligned_text"])
+        words = _words(line["aligned_text"], "aligned_text")
     elif alignments is not None:
-        words = alignments.get(name, alignments.get(Path(name).stem, []))
+        alignment = alignments.get(name, alignments.get(Path(name).stem, Alignment()))
+        if alignment.problem is not None:
+            raise _Skip(alignment.problem)
+        words = list(alignment.words)
     else:
         words = []
-    try:
-        units = np.asarray(line["units"], dtype=np.int64)
-        durations = np.asarray(line["duration"], dtype=np.int64)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"units/duration are not integer lists ({err})") from err
     return Utterance(
         id=name,
-        units=units.astype(np.int32),
-        durations=durations.astype(np.int32),
+        units=np.array(units, dtype=np.int32),
+        durations=np.array(durations, dtype=np.int32),
         frame_seconds=frame_seconds,
         words=tuple(words),
         transcript="".join(w.text for w in words) or line.get("text"),
@@ -131,23 +208,42 @@ def _utterance(line: dict, frame_seconds: float, alignments) -> Utterance:
     )
 
 
+def _integers(values: Any, field: str) -> list[int]:
+    """`values` as Python ints: a JSON list of integers. A whole float such as 7.0 counts as 7;
+    7.9, NaN, infinities, booleans and strings are refused."""
+    if not isinstance(values, list):
+        raise _Skip(f"{field}: not integers: a {type(values).__name__}, not a list")
+    if all(type(value) is int for value in values):
+        return values
+    whole = []
+    for index, value in enumerate(values):
+        if type(value) is float and value.is_integer():
+            value = int(value)
+        if type(value) is not int:
+            raise _Skip(f"{field}: not integers: value {index} is {value!r:.40}")
+        whole.append(value)
+    return whole
+
+
 def read_text_documents(path: Path, report: SkipReport) -> Iterator[TextDocument]:
     """Documents of a `.txt` (one per line) or `.jsonl` (`text` field) file."""
     is_jsonl = path.suffix in (".jsonl", ".json")
-    with open(path, encoding="utf-8") as lines:
-        for number, line in enumerate(lines, start=1):
-            where = f"{path}:{number}"
-            text = line.rstrip("\n")
-            if is_jsonl:
-                if not text.strip():
-                    continue
-                try:
-                    text = json.loads(text)["text"]
-                except (ValueError, KeyError, TypeError):
-                    report.skip(where, "format: not a text record: no JSON 'text' field")
-                    continue
-            if not str(text).strip():
-                if is_jsonl:
-                    report.skip(where, "text: empty document: nothing to read")
+    for number, line in _lines(path, report):
+        where = f"{path}:{number}"
+        text = line.rstrip("\n")
+        if is_jsonl:
+            if not text.strip():
                 continue
-            yield TextDocument(id=f"{path.name}:{number}", text=str(text))
+            try:
+                text = json.loads(text)["text"]
+            except (ValueError, KeyError, TypeError):
+                report.skip(where, "format: not a text record: no JSON 'text' field")
+                continue
+            if not isinstance(text, str):
+                report.skip(where, f"text: not a string: {text!r:.40}")
+                continue
+        if not text.strip():
+            if is_jsonl:
+                report.skip(where, "text: empty document: nothing to read")
+            continue
+        yield TextDocument(id=f"{path.name}:{number}", text=text)

@@ -3,9 +3,12 @@ documents, their validation, and unit de-duplication."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
+
+INT32_MAX = 2**31 - 1
 
 
 @dataclass(frozen=True)
@@ -61,23 +64,46 @@ def dedup(frames) -> tuple[np.ndarray, np.ndarray]:
     return frames[starts].astype(np.int32), durations.astype(np.int32)
 
 
+def units_problem(lowest: int, highest: int, num_units: int) -> str | None:
+    """Why units spanning [lowest, highest] cannot be used with `num_units` units, or None."""
+    if lowest < 0 or highest >= num_units:
+        return f"units: out of range: values {lowest}..{highest} outside [0, {num_units})"
+    return None
+
+
+def durations_problem(lowest: int, highest: int) -> str | None:
+    """Why frame counts spanning [lowest, highest] cannot be stored, or None."""
+    if lowest <= 0:
+        return "durations: not positive: frame counts must be >= 1"
+    if highest > INT32_MAX:
+        return f"durations: too large: {highest} frames, at most {INT32_MAX}"
+    return None
+
+
 def problem_with(utterance: Utterance, num_units: int, tolerance: float = 1e-3) -> str | None:
     """Why `utterance` cannot be used, as 'field: reason: detail', or None if it can.
 
-    Checks: non-empty units; units in [0, num_units); one positive duration per unit; word
-    times that do not go backwards and do not run past the audio (within `tolerance` s).
+    Checks: non-empty units; units in [0, num_units); one positive duration per unit; finite
+    word times that do not go backwards and do not run past the audio (within `tolerance` s).
     """
     units, durations = np.asarray(utterance.units), np.asarray(utterance.durations)
     if units.size == 0:
         return "units: empty utterance: no units"
-    if units.min() < 0 or units.max() >= num_units:
-        return f"units: out of range: values {units.min()}..{units.max()} outside [0, {num_units})"
+    problem = units_problem(int(units.min()), int(units.max()), num_units)
+    if problem is not None:
+        return problem
     if durations.shape != units.shape:
         return f"durations: length mismatch: {durations.size} values for {units.size} units"
-    if durations.min() <= 0:
-        return "durations: not positive: frame counts must be >= 1"
+    problem = durations_problem(int(durations.min()), int(durations.max()))
+    if problem is not None:
+        return problem
     previous_end = 0.0
     for index, word in enumerate(utterance.words):
+        if not (math.isfinite(word.start) and math.isfinite(word.end)):
+            return (
+                f"words: not finite: word {index} ({word.text.strip()!r}) has times "
+                f"{word.start}..{word.end}"
+            )
         if word.end < word.start or word.start < previous_end - tolerance:
             return f"words: times go backwards: word {index} ({word.text.strip()!r})"
         if word.end > utterance.seconds + tolerance:

@@ -17,7 +17,7 @@ import numpy as np
 from tqdm import tqdm
 
 from jaxslm.checkpoint import TOKENIZER_DIR, abstract_params, read_metadata, restore_param
-from jaxslm.fsutil import atomic_directory, refuse_existing
+from jaxslm.fsutil import atomic_directory, prepare_output
 from jaxslm.hf.config_map import generation_config, hf_config_from_model
 from jaxslm.hf.param_map import param_maps
 from jaxslm.hf.safetensors_io import HF_MAX_SHARD_BYTES, PlannedTensor, write_model
@@ -36,7 +36,7 @@ def export_hf(
 ) -> Path:
     """Write `ckpt_dir` as a HF directory at `out_dir`; `dtype` defaults to the stored one."""
     ckpt_dir = Path(ckpt_dir)
-    out_path = refuse_existing(out_dir, overwrite)
+    out_path = prepare_output(out_dir, overwrite)
     cfg, vocab, _ = read_metadata(ckpt_dir)
     dtype = dtype or cfg.param_dtype
     params = _ParamInHand(ckpt_dir, cfg, [m.path for m in param_maps(cfg)])

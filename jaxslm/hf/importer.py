@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from jaxslm.checkpoint import TOKENIZER_DIR, abstract_params, write_checkpoint
 from jaxslm.errors import JaxslmError
-from jaxslm.fsutil import atomic_directory, refuse_existing
+from jaxslm.fsutil import atomic_directory, prepare_output
 from jaxslm.hf.config_map import (
     SLAMKIT_MODEL_TYPE,
     SLAMKIT_WEIGHT_PREFIX,
@@ -51,7 +51,7 @@ def import_hf(
     checkpoints are interleaved when a tokenizer is given and speech-only otherwise.
     """
     hf_dir = Path(hf_dir)
-    out_path = refuse_existing(out_dir, overwrite)
+    out_path = prepare_output(out_dir, overwrite)
     config_path = hf_dir / "config.json"
     hf = _read_json(config_path)
     is_slamkit = hf.get("model_type") == SLAMKIT_MODEL_TYPE
@@ -81,9 +81,14 @@ def _read_json(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise JaxslmError(f"{path} not found: a HF model directory needs config.json")
     try:
-        return json.loads(path.read_text())
-    except ValueError as err:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
         raise JaxslmError(f"{path}: not valid JSON ({err})") from err
+    if not isinstance(config, dict):
+        raise JaxslmError(
+            f"{path}: expected a JSON object of model settings, found a {type(config).__name__}"
+        )
+    return config
 
 
 def _default_dtype(store: WeightStore, prefix: str) -> str:

@@ -57,14 +57,20 @@ class SafetensorsFile:
                 header = json.loads(handle.read(header_len))
         except (OSError, struct.error, ValueError) as err:
             raise JaxslmError(f"{path}: not a readable safetensors file ({err})") from err
+        if not isinstance(header, dict):
+            raise JaxslmError(f"{path}: not a safetensors file (its header is not a JSON object)")
         header.pop("__metadata__", None)
         file_size = path.stat().st_size
         self.tensors: dict[str, TensorInfo] = {}
         for name, entry in header.items():
-            if entry["dtype"] not in DTYPE_BY_CODE:
-                raise JaxslmError(f"{path}: tensor {name} has unsupported dtype {entry['dtype']}")
-            start, end = entry["data_offsets"]
-            dtype, shape = DTYPE_BY_CODE[entry["dtype"]], tuple(entry["shape"])
+            try:
+                code, (start, end) = entry["dtype"], entry["data_offsets"]
+                shape = tuple(int(size) for size in entry["shape"])
+            except (KeyError, TypeError, ValueError) as err:
+                raise JaxslmError(f"{path}: tensor {name} has a malformed header entry") from err
+            if code not in DTYPE_BY_CODE:
+                raise JaxslmError(f"{path}: tensor {name} has unsupported dtype {code}")
+            dtype = DTYPE_BY_CODE[code]
             fits = 8 + header_len + end <= file_size
             if end - start != math.prod(shape) * dtype.itemsize or not fits:
                 raise JaxslmError(f"{path}: tensor {name} has offsets that do not match its shape")
@@ -83,8 +89,7 @@ class WeightStore:
     def __init__(self, directory: str | Path):
         directory = Path(directory)
         if (directory / INDEX_FILE).is_file():
-            index = json.loads((directory / INDEX_FILE).read_text())
-            files = sorted(set(index.get("weight_map", {}).values()))
+            files = _shard_files(directory / INDEX_FILE)
         elif (directory / SINGLE_FILE).is_file():
             files = [SINGLE_FILE]
         else:
@@ -112,6 +117,27 @@ class WeightStore:
 
     def __contains__(self, name: str) -> bool:
         return name in self._owner
+
+
+def _shard_files(index_path: Path) -> list[str]:
+    """The shard file names of a sharded checkpoint's index, refusing a malformed index."""
+    try:
+        index = json.loads(index_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise JaxslmError(f"{index_path}: not valid JSON ({err})") from err
+    weight_map = index.get("weight_map") if isinstance(index, dict) else None
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise JaxslmError(
+            f"{index_path}: expected a JSON object whose 'weight_map' maps tensor names to "
+            "shard files; re-save the model, or remove the index if model.safetensors is whole"
+        )
+    names = list(weight_map.values())
+    bad = [name for name in names if not isinstance(name, str) or Path(name).name != name]
+    if bad:
+        raise JaxslmError(
+            f"{index_path}: 'weight_map' names {bad[:3]}, not shard file names in this folder"
+        )
+    return sorted(set(names))
 
 
 @dataclass(frozen=True)
