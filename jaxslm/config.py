@@ -19,13 +19,14 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 import yaml
 
 from jaxslm.backend import ATTENTION_KERNELS
-from jaxslm.data.interleave import METHODS
+from jaxslm.data.interleave import LAST_SPANS, METHODS
 from jaxslm.errors import JaxslmError
 from jaxslm.models.config import DTYPES, FAMILIES, REMAT_POLICIES
 from jaxslm.vocab import MODES
 
 DECAYS = ("cosine", "linear", "constant")
 SHARD_BY = ("records", "rows")
+BATCH_UNITS = ("rows", "samples")
 COMMAND_LINE = "command line"
 DEFAULT_NAME = "run"
 
@@ -132,8 +133,14 @@ class VocabSection:
 @dataclass(frozen=True)
 class DataSection:
     """The corpus and the batches: `batch_size` rows of `seq_len` per optimizer step (global),
-    in `micro_batches` accumulated parts; `stream_weights` mix text, interleaved and speech.
+    in `micro_batches` accumulated parts; `stream_weights` mix text, interleaved and speech
+    per sample (a document's piece of at most `seq_len` tokens, as slamkit's chunks).
 
+    `batch_unit`: `rows` fills every row (fixed tokens per step); `samples` puts exactly
+    `samples_per_step` samples in each step (slamkit's batch; tokens per step vary), packed
+    into the `batch_size` rows, which must be at least as many.
+    `interleave_last_span`: `full` counts the last Poisson span whole (slamkit); `cut` stops
+    it at the target so that exactly `interleave_eta` of the words are spoken.
     `shard_by`: `records` gives each process its own share of the corpus (the fastest);
     `rows` has every process read the whole stream and keep its rows of each batch, so the
     batches do not depend on the number of processes (exact across cluster sizes)."""
@@ -143,10 +150,13 @@ class DataSection:
     seq_len: int = 256
     batch_size: int = 16
     micro_batches: int = 1
+    batch_unit: str = "rows"
+    samples_per_step: int | None = None
     stream_weights: tuple[float, ...] = (0.2024, 0.5433, 0.2543)
     interleave_method: str = "poisson"
     interleave_lam: float = 10.0
     interleave_eta: float = 0.3
+    interleave_last_span: str = "full"
     frozen_interleave: bool = False
     read_threads: int = 2
     prefetch_batches: int = 2
@@ -155,7 +165,11 @@ class DataSection:
     def __post_init__(self) -> None:
         _require(bool(self.corpus), "data.corpus", self.corpus, "must name a corpus directory")
         _one_of("data.shard_by", self.shard_by, SHARD_BY)
+        _one_of("data.batch_unit", self.batch_unit, BATCH_UNITS)
+        _one_of("data.interleave_last_span", self.interleave_last_span, LAST_SPANS)
         _positive(self, "data", "seq_len", "batch_size", "micro_batches", "read_threads")
+        _positive(self, "data", "samples_per_step")
+        self._check_samples()
         _non_negative(self, "data", "prefetch_batches", "interleave_lam")
         _require(
             self.batch_size % self.micro_batches == 0,
@@ -176,6 +190,31 @@ class DataSection:
             "data.interleave_eta",
             self.interleave_eta,
             "must lie in [0, 1] (the fraction of spoken words)",
+        )
+
+    def _check_samples(self) -> None:
+        """`samples_per_step` is set exactly when batching by samples, and fits the rows."""
+        samples = self.samples_per_step
+        if self.batch_unit == "rows":
+            _require(
+                samples is None,
+                "data.samples_per_step",
+                samples,
+                "needs data.batch_unit=samples (or leave it unset: null)",
+            )
+            return
+        _require(
+            samples is not None,
+            "data.samples_per_step",
+            samples,
+            "must be set with data.batch_unit=samples (e.g. 128)",
+        )
+        _require(
+            samples <= self.batch_size,
+            "data.samples_per_step",
+            samples,
+            f"exceeds data.batch_size={self.batch_size} rows; a sample may need a row of its "
+            f"own: raise data.batch_size to at least {samples}",
         )
 
     @property
@@ -241,8 +280,9 @@ class ScheduleSection:
         _one_of("schedule.decay", self.decay, DECAYS)
 
     def warmup(self, total_steps: int) -> int:
-        """Warmup steps of a run of `total_steps`."""
-        return max(self.warmup_steps, round(self.warmup_fraction * total_steps))
+        """Warmup steps of a run of `total_steps`: the fraction rounded up, as transformers'
+        `TrainingArguments.get_warmup_steps` does (ceil(steps x warmup_ratio))."""
+        return max(self.warmup_steps, math.ceil(total_steps * self.warmup_fraction))
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,6 @@
 """The training config: YAML + overrides, strict keys and types, value checks, dump round trip."""
 
+import math
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,7 @@ from jaxslm.config import DataSection, TrainConfig, config_to_dict, dump_config,
 from jaxslm.errors import JaxslmError
 
 STEPS = "budget.max_steps=10"
+SLAM_CONFIG = Path(__file__).parents[1] / "configs" / "slam_qwen2.5_0.5b.yaml"
 BASE = """
 model:
   hidden_size: 128
@@ -163,6 +165,43 @@ def test_budget_helpers():
     assert cfg.schedule.warmup(cfg.total_steps) == 5
     assert cfg.schedule.warmup(1000) == 10
     assert load_config(None, ["budget.max_seconds=60"]).total_steps is None
+
+
+def hf_warmup(total_steps: int, warmup_steps: int, warmup_ratio: float) -> int:
+    """slamkit's warmup (cli/train.py keeps warmup_steps only when it exceeds the ratio's
+    steps, else zeroes it) then transformers' `TrainingArguments.get_warmup_steps`:
+    warmup_steps if > 0, else ceil(num_training_steps x warmup_ratio)."""
+    if total_steps * warmup_ratio > warmup_steps:
+        warmup_steps = 0
+    return warmup_steps if warmup_steps > 0 else math.ceil(total_steps * warmup_ratio)
+
+
+@pytest.mark.parametrize(
+    "total, steps, fraction", [(17625, 100, 0.01), (1050, 0, 0.01), (7, 0, 0.3)]
+)
+def test_warmup_rounds_up_as_transformers(total, steps, fraction):
+    overrides = [STEPS, f"schedule.warmup_steps={steps}", f"schedule.warmup_fraction={fraction}"]
+    schedule = load_config(None, overrides).schedule
+    assert schedule.warmup(total) == hf_warmup(total, steps, fraction)
+    assert load_config(SLAM_CONFIG).schedule.warmup(17625) == 177
+
+
+def test_batch_unit_and_last_span_keys():
+    from jaxslm.training.setup import pipeline_config
+
+    samples = ["data.batch_unit=samples", "data.samples_per_step=12"]
+    cfg = load_config(None, [STEPS, *samples])
+    assert pipeline_config(cfg, "train", None).samples_per_step == 12
+    assert load_config(None, [STEPS]).data.interleave_last_span == "full"
+    cut = load_config(None, [STEPS, "data.interleave_last_span=cut"])
+    assert pipeline_config(cut, "train", None).interleave.last_span == "cut"
+    _fails(None, [STEPS, "data.interleave_last_span=half"], "full, cut")
+    _fails(None, [STEPS, "data.batch_unit=tokens"], "data.batch_unit", "rows, samples")
+    _fails(None, [STEPS, "data.samples_per_step=8"], "needs data.batch_unit=samples")
+    _fails(None, [STEPS, "data.batch_unit=samples"], "must be set with data.batch_unit=samples")
+    _fails(None, [STEPS, samples[0], "data.samples_per_step=32"], "raise data.batch_size to at")
+    slam = load_config(SLAM_CONFIG).data
+    assert (slam.batch_unit, slam.samples_per_step, slam.batch_size) == ("samples", 128, 128)
 
 
 def test_errors_raise_in_process_without_io(tmp_path):

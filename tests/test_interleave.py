@@ -89,10 +89,13 @@ def spoken_stats(masks) -> tuple[float, float]:
     return sum(lengths) / words, float(np.mean(lengths))
 
 
-def test_poisson_speaks_eta_of_the_words():
-    """Default (`exact_eta`): 0.3 of the words, spans as long as the rule draws them."""
+def test_poisson_with_the_last_span_cut_speaks_eta_of_the_words():
+    """`last_span="cut"`: 0.3 of the words, spans as long as the rule draws them."""
     sizes = np.random.default_rng(0).integers(20, 61, size=3000)
-    masks = [choose_speech_words(int(n), record_rng(0, 0, i)) for i, n in enumerate(sizes)]
+    masks = [
+        choose_speech_words(int(n), record_rng(0, 0, i), last_span="cut")
+        for i, n in enumerate(sizes)
+    ]
     targets = [math.ceil(0.3 * n) for n in sizes]
     assert all(mask.sum() <= target for mask, target in zip(masks, targets, strict=True))
     fraction, mean_run = spoken_stats([m.tolist() for m in masks])
@@ -104,10 +107,7 @@ def test_poisson_speaks_eta_of_the_words():
 
 def test_slamkit_poisson_matches_the_plain_rule():
     sizes = np.random.default_rng(0).integers(20, 61, size=3000)
-    ours = [
-        choose_speech_words(int(n), record_rng(0, 0, i), exact_eta=False).tolist()
-        for i, n in enumerate(sizes)
-    ]
+    ours = [choose_speech_words(int(n), record_rng(0, 0, i)).tolist() for i, n in enumerate(sizes)]
     rnd = random.Random(1)
     plain = [plain_poisson_rule(int(n), rnd) for n in sizes]
     (fraction, mean_run), (plain_fraction, plain_mean_run) = spoken_stats(ours), spoken_stats(plain)
@@ -115,9 +115,7 @@ def test_slamkit_poisson_matches_the_plain_rule():
     # eta: ~0.42, not 0.30. Both estimates have standard error ~0.003 (runs: ~0.07).
     assert abs(fraction - plain_fraction) < 0.015 and 0.38 < fraction < 0.46
     assert abs(mean_run - plain_mean_run) < 0.4 and 7.5 < mean_run < 10
-    long = [
-        choose_speech_words(2000, record_rng(0, 0, i), exact_eta=False).tolist() for i in range(30)
-    ]
+    long = [choose_speech_words(2000, record_rng(0, 0, i)).tolist() for i in range(30)]
     assert abs(spoken_stats(long)[0] - 0.3) < 0.03
 
 
@@ -127,9 +125,11 @@ def test_poisson_always_terminates():
     assert choose_speech_words(0, rng).size == 0
     for record in range(20):  # spans far longer than the utterance: most draws overlap
         rng = record_rng(0, 0, record)
-        spoken = choose_speech_words(50, rng, poisson_lambda=500.0, exact_eta=False)
+        spoken = choose_speech_words(50, rng, poisson_lambda=500.0)
         assert spoken.sum() >= 1 and spoken[-1]  # the first span always runs to the end
-        clipped = choose_speech_words(50, record_rng(0, 0, record), poisson_lambda=500.0)
+        clipped = choose_speech_words(
+            50, record_rng(0, 0, record), poisson_lambda=500.0, last_span="cut"
+        )
         assert 1 <= clipped.sum() <= 15  # never past the target ceil(0.3 * 50)
 
 
@@ -225,3 +225,37 @@ def test_bad_input_errors():
     utterance = make_utterance(np.random.default_rng(0), 3)
     with pytest.raises(JaxslmError, match="2 modality flags for 3 words"):
         build_interleaved(utterance, np.array([True, False]), encode_text, VOCAB)
+
+
+# Spoken share of the words with eta 0.3, lambda 10, measured with slamkit's own function
+# (REFERENCE.md section 3), by utterance length in words.
+SLAMKIT_SPOKEN_SHARE = {5: 0.72, 10: 0.65, 20: 0.50, 40: 0.41, 60: 0.375, 100: 0.35}
+
+
+def slamkit_spans(n: int, rs: np.random.RandomState, eta: float = 0.3, lam: float = 10.0):
+    """slamkit's `select_spans_poisson` (slamkit/tokeniser/interleaving_tokeniser.py),
+    restated with numpy's legacy generator as slamkit draws: a start uniform over the
+    eligible words, a Poisson length, overlapping spans drawn again, the last span counted
+    whole, and each span's words plus the word after it no longer eligible."""
+    spoken = np.zeros(n, bool)
+    eligible, goal, count = set(range(n)), math.ceil(n * eta), 0
+    while count < goal and eligible:
+        first = rs.choice(list(eligible))
+        stop = min(first + rs.poisson(lam), n)
+        if spoken[first:stop].any():
+            continue
+        spoken[first:stop] = True
+        count += stop - first
+        eligible -= {*range(first, stop), stop}
+    return spoken
+
+
+def test_default_spoken_share_is_slamkits():
+    for n, share in SLAMKIT_SPOKEN_SHARE.items():
+        rs = np.random.RandomState(n)
+        theirs = np.mean([slamkit_spans(n, rs).mean() for _ in range(1500)])
+        ours = np.mean([choose_speech_words(n, record_rng(5, 0, i)).mean() for i in range(1500)])
+        cut = [choose_speech_words(n, record_rng(5, 0, i), last_span="cut") for i in range(200)]
+        assert abs(theirs - share) < 0.025, (n, theirs)  # the table: 2 digits, 1500 draws
+        assert abs(ours - theirs) < 0.025, (n, ours, theirs)
+        assert all(mask.sum() == math.ceil(0.3 * n) for mask in cut)  # the named variant

@@ -1,4 +1,5 @@
-"""Packing against the unpacked documents: every next-token pair exactly once, nothing lost."""
+"""Packing against the unpacked documents: every next-token pair of slamkit's context-length
+chunks exactly once, nothing else lost."""
 
 import numpy as np
 
@@ -15,6 +16,12 @@ def _documents(count: int, longest: int, seed: int):
     return docs
 
 
+def slamkit_chunks(tokens, chunk_size: int) -> list:
+    """slamkit's `split_into_chunks` (slamkit/data/hf_dataset.py): consecutive slices of
+    `chunk_size`; the model shifts labels within each, so a chunk's first token is no target."""
+    return [tokens[i : i + chunk_size] for i in range(0, len(tokens), chunk_size)]
+
+
 def _pack(docs, length, packer=None):
     packer = packer or Packer(length, open_rows=4)
     rows = [row for doc in docs for row in packer.add(doc, doc % 3)]
@@ -25,7 +32,8 @@ def test_every_pair_exactly_once_and_rows_well_formed():
     length = 64
     docs = _documents(300, longest=3 * length, seed=0)
     rows = _pack(docs, length)
-    expected = sorted(int(t) for doc in docs for t in doc[1:])
+    chunks = [chunk for doc in docs for chunk in slamkit_chunks(doc, length)]
+    expected = sorted(int(t) for chunk in chunks for t in chunk[1:])
     seen = []
     for row in rows:
         real = row["loss_mask"] == 1
@@ -40,15 +48,19 @@ def test_every_pair_exactly_once_and_rows_well_formed():
             np.testing.assert_array_equal(np.diff(row["tokens"][where]), 1)
         seen.extend(int(t) for t in row["targets"][real])
     assert sorted(seen) == expected
-    total = sum(len(doc) - 1 for doc in docs)
+    total = sum(len(chunk) - 1 for chunk in chunks)
     assert sum(row["loss_mask"].sum() for row in rows) == total
     assert len(rows) * length < 1.2 * total, "first-fit should leave little padding"
 
 
-def test_long_documents_are_cut_not_dropped():
+def test_long_documents_are_cut_as_slamkit_cuts_them():
     doc = np.arange(1000, dtype=np.int32)
     rows = _pack([doc], 64)
-    assert sum(row["loss_mask"].sum() for row in rows) == 999
+    # 15 chunks of 64 tokens and one of 40: 15 x 63 + 39 targets; the tokens that start a
+    # chunk (64, 128, ...) are inputs only, as in slamkit
+    assert sum(row["loss_mask"].sum() for row in rows) == 15 * 63 + 39
+    targets = {int(t) for row in rows for t in row["targets"][row["loss_mask"] == 1]}
+    assert targets == set(range(1000)) - set(range(0, 1000, 64))
     assert len(rows) == 16
 
 

@@ -13,14 +13,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import build_tokenizer
-from test_interleave import runs
+from test_interleave import plain_poisson_rule, runs
+from test_packing import slamkit_chunks
 
 from jaxslm.data.build import build_synthetic
 from jaxslm.data.corpus import COLUMNS_DIR, columns_from_source, example_to_utterance, open_corpus
 from jaxslm.data.encode import ChunkEncoder, DocumentEncoder
 from jaxslm.data.interleave import InterleaveConfig
 from jaxslm.data.pipeline import PipelineConfig, make_pipeline
+from jaxslm.data.schedule import StreamOrder
 from jaxslm.data.synthetic import SyntheticConfig
+from jaxslm.errors import JaxslmError
 from jaxslm.text_tokenizer import HFTokenizer, load_text_tokenizer
 from jaxslm.vocab import MARKER, SpeechVocab
 
@@ -64,25 +67,6 @@ def _utterances(corpus):
     return [example_to_utterance(source[i], corpus.frame_seconds) for i in range(len(source))]
 
 
-def _plain_clipped_rule(n, rnd, eta=0.3, lam=10.0):
-    """The Poisson span rule with the last span cut at the target, written plainly."""
-    target, chosen, eligible, count = math.ceil(eta * n), set(), set(range(n)), 0
-    while count < target and eligible:
-        start = rnd.choice(sorted(eligible))
-        length, product, limit = 0, rnd.random(), math.exp(-lam)
-        while product > limit:
-            length += 1
-            product *= rnd.random()
-        span = set(range(start, min(start + length, n)))
-        if span & chosen:
-            continue
-        span = set(sorted(span)[: target - count])
-        chosen |= span
-        count += len(span)
-        eligible -= span | {start + length}
-    return [i in chosen for i in range(n)]
-
-
 def test_interleaving_statistics_on_the_builtin_corpus(corpus_dir):
     from jaxslm.data.interleave import choose_speech_words, record_rng
 
@@ -120,9 +104,11 @@ def test_interleaving_statistics_on_the_builtin_corpus(corpus_dir):
         our_runs += [stop - first for flag, first, stop in word_runs if flag]
     rnd = random.Random(0)
     sizes = [len(u.words) for u in _utterances(corpus)]
-    plain = [_plain_clipped_rule(n, rnd) for n in sizes]
+    plain = [plain_poisson_rule(n, rnd) for n in sizes]
     plain_runs = [stop - first for flags in plain for f, first, stop in runs(flags) if f]
-    assert abs(spoken_words / total_words - 0.3) < 0.03
+    plain_share = sum(map(sum, plain)) / sum(sizes)
+    assert plain_share > 0.33, "slamkit's last span overshoots eta = 0.3"
+    assert abs(spoken_words / total_words - plain_share) < 0.03
     assert abs(np.mean(our_runs) - np.mean(plain_runs)) < 0.1 * np.mean(plain_runs)
     changed = sum(
         not np.array_equal(
@@ -188,7 +174,7 @@ def _epoch_tokens(corpus, tokenizer, vocab, weights):
 
 
 @pytest.mark.parametrize("stream", ["text", "interleaved", "speech"])
-def test_one_epoch_packs_every_token_once(corpus_dir, stream):
+def test_one_epoch_packs_every_chunk_token_once(corpus_dir, stream):
     corpus, tokenizer, vocab = open_setup(corpus_dir)
     weights = {"text": (1, 0, 0), "interleaved": (0, 1, 0), "speech": (0, 0, 1)}[stream]
     batches = _epoch_tokens(corpus, tokenizer, vocab, weights)
@@ -205,7 +191,8 @@ def test_one_epoch_packs_every_token_once(corpus_dir, stream):
             tokens = [tokenizer.bos_id, *vocab.units_to_ids(source[record]["units"])]
         else:
             tokens = encoder.interleaved(source[record], record, epoch=0)[0]
-        expected.update(zip(tokens[:-1], tokens[1:], strict=True))
+        for chunk in slamkit_chunks(list(tokens), 128):
+            expected.update(zip(chunk[:-1], chunk[1:], strict=True))
     seen = Counter()
     for batch in batches:
         real = batch["loss_mask"] == 1
@@ -258,3 +245,77 @@ def test_two_processes_split_the_stream_without_overlap(corpus_dir):
     assert not set(halves[0]) & set(halves[1])
     assert halves[0] + halves[1] == single
     assert sum(single.values()) == len(corpus.source("speech", "train"))
+
+
+def _slamkit_chunks_of_epoch(corpus, tokenizer, vocab, stream: int, seq_len: int, order=None):
+    """Every document of `stream` (epoch 0; records in `order`, default as stored) cut into
+    slamkit's context-length chunks."""
+    encoder = DocumentEncoder(corpus, tokenizer, vocab, InterleaveConfig())
+    source = corpus.source("text" if stream == 0 else "speech", "train")
+    encode = [encoder.text, lambda e, r: encoder.interleaved(e, r, 0), encoder.speech][stream]
+    chunks = []
+    for record in range(len(source)) if order is None else order:
+        example = source[record]
+        tokens = encode(example, record) if stream == 1 else encode(example)
+        chunks += slamkit_chunks(tokens[0].tolist(), seq_len)
+    return chunks
+
+
+def test_streams_mix_per_sample_as_slamkit_mixes_chunks(corpus_dir):
+    """slamkit draws the stream of every context-length chunk by weight (`interleave_datasets`
+    over chunked datasets, slamkit/data/hf_dataset.py), so a stream's share of the targets is
+    its weight x its mean targets per chunk, normalised. Drawn per document instead, streams
+    of long documents would take far more (the second check)."""
+    corpus, tokenizer, vocab = open_setup(corpus_dir)
+    seq_len, weights = 32, np.asarray([0.2024, 0.5433, 0.2543])
+    per_chunk, per_document = [], []
+    for stream in range(3):
+        chunks = _slamkit_chunks_of_epoch(corpus, tokenizer, vocab, stream, seq_len)
+        per_chunk.append(np.mean([len(chunk) - 1 for chunk in chunks]))
+        documents = _slamkit_chunks_of_epoch(corpus, tokenizer, vocab, stream, 10**9)
+        per_document.append(np.mean([len(document) - 1 for document in documents]))
+    expected = weights * per_chunk / np.sum(weights * per_chunk)
+    whole_documents = weights * per_document / np.sum(weights * per_document)
+    assert np.abs(expected - whole_documents).max() > 0.1
+    config = PipelineConfig(seq_len=seq_len, batch_size=16, stream_weights=tuple(weights))
+    counts = np.zeros(3)
+    for _, batch in zip(range(150), make_pipeline(corpus, tokenizer, vocab, config), strict=False):
+        counts += np.bincount(batch["stream"][batch["loss_mask"] > 0], minlength=3)
+    np.testing.assert_allclose(counts / counts.sum(), expected, atol=0.02)
+
+
+def test_batches_of_samples_hold_that_many_samples_each(corpus_dir):
+    """`samples_per_step`: a step is exactly that many samples (slamkit's
+    per_device_train_batch_size x accumulation), each a slamkit chunk, packed into the rows.
+    One stream, so the samples come in the epoch's record order, chunk after chunk."""
+    corpus, tokenizer, vocab = open_setup(corpus_dir)
+    seq_len, samples = 64, 6
+    size = len(corpus.source("speech", "train"))
+    order = [record for record, _ in StreamOrder(size, 0, 2, 0, 1, 1).take(0, size)]
+    chunks = _slamkit_chunks_of_epoch(corpus, tokenizer, vocab, 2, seq_len, order)
+    assert any(len(chunk) == 1 for chunk in chunks)  # a sample without targets still counts
+    config = PipelineConfig(
+        seq_len=seq_len,
+        batch_size=8,
+        samples_per_step=samples,
+        num_epochs=1,
+        stream_weights=(0, 0, 1),
+    )
+    batches = list(make_pipeline(corpus, tokenizer, vocab, config))
+    assert len(batches) == math.ceil(len(chunks) / samples)
+    for step, batch in enumerate(batches):
+        assert batch["tokens"].shape == (8, seq_len)
+        step_chunks = chunks[step * samples : (step + 1) * samples]
+        expected = Counter((*chunk[:-1], chunk[-1]) for chunk in step_chunks if len(chunk) > 1)
+        assert _segments([batch]) == expected
+        assert batch["loss_mask"].sum() == sum(len(chunk) - 1 for chunk in step_chunks)
+    with pytest.raises(JaxslmError, match="raise batch_size to at least 9"):
+        make_pipeline(corpus, tokenizer, vocab, PipelineConfig(batch_size=8, samples_per_step=9))
+
+
+def test_states_of_per_document_mixing_are_refused(corpus_dir):
+    corpus, tokenizer, vocab = open_setup(corpus_dir)
+    iterator = iter(make_pipeline(corpus, tokenizer, vocab, PIPELINE))
+    old = {"chunk": 3, "positions": [10, 20, 30], "packer": {"rows": []}, "served": 1}
+    with pytest.raises(JaxslmError, match="older jaxslm.*new run_dir"):
+        iterator.set_state(old)

@@ -109,6 +109,30 @@ def test_run_learns_logs_and_loads(reference):
     assert list(run_dir.glob("events.out.tfevents.*"))
 
 
+def assert_logged_stream_shares(run_dir, processes: int = 1):
+    """Each logged record (here every step) has the shares of the step's targets by stream,
+    recounted here from the same batches of every process."""
+    from jaxslm.data.pipeline import make_pipeline
+    from jaxslm.training.setup import pipeline_config, plan_run
+
+    cfg = load_config(run_dir / "config.yaml")
+    plan, config = plan_run(cfg), pipeline_config(cfg, "train", None)
+    shards = [
+        make_pipeline(plan.corpus, plan.tokenizer, plan.vocab, config, index, processes)
+        for index in range(processes)
+    ]
+    records = read_metrics(run_dir)
+    for record, *batches in zip(records, *shards, strict=False):
+        counts = sum(np.bincount(b["stream"][b["loss_mask"] > 0], minlength=3) for b in batches)
+        logged = [record[f"tokens_{name}"] for name in ("text", "interleaved", "speech")]
+        np.testing.assert_allclose(logged, counts / counts.sum(), rtol=1e-12)
+    return records
+
+
+def test_run_logs_the_realised_stream_shares(reference):
+    assert len(assert_logged_stream_shares(reference[0])) == STEPS
+
+
 def test_run_exports_to_transformers(reference, tmp_path):
     import torch
     from transformers import AutoModelForCausalLM
@@ -224,6 +248,7 @@ def test_two_processes_read_their_own_records(corpus, tmp_path):
     train_two_processes(corpus, tmp_path / "run", "budget.max_steps=5")
     by_step = losses(tmp_path / "run")
     assert sorted(by_step) == [1, 2, 3, 4, 5] and by_step[5] < by_step[1]
+    assert len(assert_logged_stream_shares(tmp_path / "run", processes=2)) == 5
     data_files = sorted(p.name for p in (tmp_path / "run/checkpoints/5/data").glob("*.json"))
     assert data_files == ["process_0-of-2.json", "process_1-of-2.json"]
 

@@ -24,7 +24,15 @@ from typing import Any
 import numpy as np
 import tensorflow_datasets as tfds
 
-from jaxslm.data.columns import Columns, load_columns, save_columns, speech_columns, text_columns
+from jaxslm.data.columns import (
+    Columns,
+    load_columns,
+    save_columns,
+    speech_columns,
+    text_columns,
+    warn_float32_times,
+    widen_times,
+)
 from jaxslm.data.records import TextDocument, Utterance, Word
 from jaxslm.errors import JaxslmError
 from jaxslm.fsutil import atomic_directory
@@ -49,6 +57,14 @@ class _CorpusBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         return {split: self._generate_examples(split) for split in self._splits}
 
 
+def _float64_tensor() -> tfds.features.Tensor:
+    """A float64 vector stored as raw bytes: TFDS's default encoding keeps floats in a
+    tf.train.Example float list, which is float32."""
+    return tfds.features.Tensor(
+        shape=(None,), dtype=np.float64, encoding=tfds.features.Encoding.BYTES
+    )
+
+
 class SpeechCorpusBuilder(_CorpusBuilder, skip_registration=True):
     """Utterances: deduplicated units, durations and word alignments."""
 
@@ -62,8 +78,8 @@ class SpeechCorpusBuilder(_CorpusBuilder, skip_registration=True):
                 "units": tfds.features.Tensor(shape=(None,), dtype=np.int32),
                 "durations": tfds.features.Tensor(shape=(None,), dtype=np.int32),
                 "word_texts": tfds.features.Sequence(tfds.features.Text()),
-                "word_starts": tfds.features.Tensor(shape=(None,), dtype=np.float32),
-                "word_ends": tfds.features.Tensor(shape=(None,), dtype=np.float32),
+                "word_starts": _float64_tensor(),
+                "word_ends": _float64_tensor(),
                 "transcript": tfds.features.Text(),
                 "speaker": tfds.features.Text(),
             }
@@ -100,21 +116,21 @@ def utterance_to_example(utterance: Utterance) -> dict[str, Any]:
         "units": np.asarray(utterance.units, np.int32),
         "durations": np.asarray(utterance.durations, np.int32),
         "word_texts": [w.text for w in words],
-        "word_starts": np.asarray([w.start for w in words], np.float32),
-        "word_ends": np.asarray([w.end for w in words], np.float32),
+        "word_starts": np.asarray([w.start for w in words], np.float64),
+        "word_ends": np.asarray([w.end for w in words], np.float64),
         "transcript": utterance.transcript or "",
         "speaker": utterance.speaker or "",
     }
 
 
 def example_to_utterance(example: dict[str, Any], frame_seconds: float) -> Utterance:
-    """Inverse of `utterance_to_example` for a decoded TFDS record."""
+    """Inverse of `utterance_to_example` for a decoded TFDS record (float32 word times of an
+    older corpus widened by `widen_times`)."""
     texts = [t.decode() if isinstance(t, bytes) else t for t in example["word_texts"]]
+    starts, ends = (_float64_times(example[name]) for name in ("word_starts", "word_ends"))
     words = tuple(
-        Word(text, float(start), float(end))
-        for text, start, end in zip(
-            texts, example["word_starts"], example["word_ends"], strict=True
-        )
+        Word(text, start, end)
+        for text, start, end in zip(texts, starts.tolist(), ends.tolist(), strict=True)
     )
     return Utterance(
         id=_text(example["id"]),
@@ -125,6 +141,11 @@ def example_to_utterance(example: dict[str, Any], frame_seconds: float) -> Utter
         transcript=_text(example["transcript"]) or None,
         speaker=_text(example["speaker"]) or None,
     )
+
+
+def _float64_times(times: Any) -> np.ndarray:
+    times = np.asarray(times)
+    return widen_times(times) if times.dtype == np.float32 else times.astype(np.float64)
 
 
 def example_to_document(example: dict[str, Any]) -> TextDocument:
@@ -228,11 +249,14 @@ class Corpus:
 
     def columns(self, stream: str, split: str) -> Columns:
         """The columnar copy of `source(stream, split)`, memory-mapped; corpora written before
-        columns existed are converted in memory (rebuild them to skip that)."""
+        columns existed are converted in memory (rebuild them to skip that), and float32 word
+        times widened to float64 (`widen_times`, with a warning)."""
         source = self.source(stream, split)
         directory = self.directory / COLUMNS_DIR / stream / split
         if directory.is_dir():
             return load_columns(directory, stream)
+        if stream == SPEECH_DIR and len(source) and source[0]["word_starts"].dtype == np.float32:
+            warn_float32_times(self.directory)
         return columns_from_source(source, stream, self.frame_seconds)
 
     def path(self, key: str) -> Path | None:

@@ -152,8 +152,8 @@ class ChunkEncoder:
         self.constant_modality = np.asarray([v[1] for v in present.values()], np.int8)
 
     def encode(self, documents: list[tuple[int, int, int]]) -> Chunk:
-        """Documents of (stream, record, epoch) triples; stream 0 text, 1 interleaved,
-        2 speech. Interleaved records without words give no document."""
+        """Documents of (stream, record, epoch) triples, one per triple; stream 0 text,
+        1 interleaved, 2 speech. An interleaved record without words gives an empty document."""
         pieces, slots, texts, queries = _Pieces(), [], [], []
         for stream, record, epoch in documents:
             if stream == 0:
@@ -196,6 +196,7 @@ class ChunkEncoder:
         first_word = int(self.speech["word_offsets"][record])
         num_words = int(self.speech["word_offsets"][record + 1]) - first_word
         if num_words == 0:
+            pieces.end_document()
             return
         flags = record_flags(self.interleave_config, num_words, record, epoch)
         slots.append(record)
@@ -259,8 +260,8 @@ class ChunkEncoder:
         lengths = np.where(is_units, hi - lo, 1)
         lengths = np.where(is_text, text_lengths[np.where(is_text, ref, 0)] if ids else 0, lengths)
         index = _ranges(starts, lengths)
-        ends = np.cumsum(lengths)
-        offsets = np.concatenate([[0], ends[np.asarray(pieces.document_ends, np.int64) - 1]])
+        ends = np.concatenate([[0], np.cumsum(lengths)])
+        offsets = np.concatenate([[0], ends[np.asarray(pieces.document_ends, np.int64)]])
         return Chunk(pool[index], pool_modality[index], offsets.astype(np.int64))
 
     def _slot_units(self, slots: list[int]) -> tuple[np.ndarray, np.ndarray]:
@@ -301,9 +302,9 @@ def _speech_bounds(
     speech: Columns,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per speech run, the units with start of first word <= end time <= end of last word:
-    `bisect_left` / `bisect_right` within each run's utterance (REFERENCE.md section 3)."""
-    start_times = speech["word_starts"][first].astype(np.float64)
-    end_times = speech["word_ends"][last].astype(np.float64)
+    `bisect_left` / `bisect_right` within each run's utterance, on float64 times as slamkit
+    (REFERENCE.md section 3)."""
+    start_times, end_times = speech["word_starts"][first], speech["word_ends"][last]
     return _bisect(ends, lo, hi, start_times, False), _bisect(ends, lo, hi, end_times, True)
 
 

@@ -1,10 +1,12 @@
 """Pack variable-length documents into fixed-length rows of next-token pairs.
 
-A document of L tokens gives L - 1 (input, target) pairs. Documents with more pairs than the
-row length are cut into row-length chunks (never dropped); the rest are placed first-fit into
-a few open rows. Each placed piece is a segment: `segment_ids` count segments from 1 within a
-row (0 = padding) and `positions` restart at 0 in every segment. `modality` is that of the
-target token, so per-modality losses need no further lookup.
+A document is cut as slamkit cuts it (`cut_document`): into pieces of at most `length` tokens,
+each of whose first token is an input only, so a piece of n tokens gives n - 1 (input, target)
+pairs and fits a row of `length` positions. Pieces are placed first-fit into a few open rows
+(a whole-length piece takes a row of its own). Each placed piece is a segment: `segment_ids`
+count segments from 1 within a row (0 = padding) and `positions` restart at 0 in every
+segment. `modality` is that of the target token, so per-modality losses need no further
+lookup, and `stream` the stream the segment came from (0 text, 1 interleaved, 2 speech).
 """
 
 from __future__ import annotations
@@ -22,9 +24,20 @@ ROW_FIELDS = {
     "segment_ids": np.int32,
     "positions": np.int32,
     "modality": np.int8,
+    "stream": np.int8,
 }
 
-Segment = tuple[np.ndarray, np.ndarray]  # size + 1 tokens, their modality (views, no copies)
+Segment = tuple[np.ndarray, np.ndarray, int]  # size + 1 tokens, their modality, the stream
+
+
+def cut_document(tokens: np.ndarray, modality: np.ndarray, length: int) -> list[tuple]:
+    """(tokens, modality) views of consecutive pieces of at most `length` tokens: slamkit's
+    `chunk_texts` (slamkit/data/hf_dataset.py) at `context_len` = `length`. Pieces do not
+    overlap, so the token that starts a piece is no piece's target."""
+    return [
+        (tokens[start : start + length], modality[start : start + length])
+        for start in range(0, len(tokens), length)
+    ]
 
 
 class Packer:
@@ -36,20 +49,17 @@ class Packer:
         self.rows: list[list[Segment]] = []
         self.fill: list[int] = []
 
-    def add(self, tokens: np.ndarray, modality: np.ndarray) -> list[dict[str, np.ndarray]]:
-        """Place one document; returns the rows this completed (possibly none)."""
+    def add(
+        self, tokens: np.ndarray, modality: np.ndarray, stream: int = 0
+    ) -> list[dict[str, np.ndarray]]:
+        """Place one document (cut by `cut_document`); returns the rows this completed."""
         done = []
-        pairs = len(tokens) - 1
-        start = 0
-        while pairs - start >= self.length:  # whole-row chunks of a long document
-            piece = (
-                tokens[start : start + self.length + 1],
-                modality[start : start + self.length + 1],
-            )
-            done.append(_assemble([piece], self.length))
-            start += self.length
-        if pairs - start > 0:
-            done.extend(self._place((tokens[start:], modality[start:]), pairs - start))
+        for piece_tokens, piece_modality in cut_document(tokens, modality, self.length):
+            pairs = len(piece_tokens) - 1
+            if pairs == self.length - 1:  # a whole-length piece: a row of its own
+                done.append(_assemble([(piece_tokens, piece_modality, stream)], self.length))
+            elif pairs > 0:
+                done.extend(self._place((piece_tokens, piece_modality, stream), pairs))
         return done
 
     def _place(self, segment: Segment, size: int) -> list[dict[str, np.ndarray]]:
@@ -78,13 +88,14 @@ class Packer:
 
     def get_state(self) -> dict[str, Any]:
         """The open rows as JSON-serialisable strings (cheap to copy, as Grain does often):
-        per row its segments' tokens and modality end to end, and the segment sizes."""
+        per row its segments' tokens and modality end to end, the segment sizes and streams."""
         return {
             "rows": [
                 {
-                    "sizes": [len(tokens) for tokens, _ in row],
-                    "tokens": encode_array(np.concatenate([tokens for tokens, _ in row])),
-                    "modality": encode_array(np.concatenate([codes for _, codes in row])),
+                    "sizes": [len(tokens) for tokens, _, _ in row],
+                    "tokens": encode_array(np.concatenate([tokens for tokens, _, _ in row])),
+                    "modality": encode_array(np.concatenate([codes for _, codes, _ in row])),
+                    "streams": [stream for _, _, stream in row],
                 }
                 for row in self.rows
             ]
@@ -95,8 +106,13 @@ class Packer:
         self.rows, self.fill = [], []
         for row in state["rows"]:
             tokens, codes = decode_array(row["tokens"]), decode_array(row["modality"])
-            bounds = np.cumsum([0, *row["sizes"]]).tolist()
-            self.rows.append([(tokens[a:b], codes[a:b]) for a, b in itertools.pairwise(bounds)])
+            bounds = itertools.pairwise(np.cumsum([0, *row["sizes"]]).tolist())
+            self.rows.append(
+                [
+                    (tokens[a:b], codes[a:b], stream)
+                    for (a, b), stream in zip(bounds, row["streams"], strict=True)
+                ]
+            )
             self.fill.append(sum(row["sizes"]) - len(row["sizes"]))
 
 
@@ -113,12 +129,13 @@ def decode_array(text: str) -> np.ndarray:
 
 def _assemble(segments: list[Segment], length: int) -> dict[str, np.ndarray]:
     """One row of `length` from its segments; the tail is padding."""
-    sizes = [len(tokens) - 1 for tokens, _ in segments]
+    sizes = [len(tokens) - 1 for tokens, _, _ in segments]
     used = sum(sizes)
     row = {name: np.zeros(length, dtype) for name, dtype in ROW_FIELDS.items()}
-    row["tokens"][:used] = np.concatenate([tokens[:-1] for tokens, _ in segments])
-    row["targets"][:used] = np.concatenate([tokens[1:] for tokens, _ in segments])
-    row["modality"][:used] = np.concatenate([codes[1:] for _, codes in segments])
+    row["tokens"][:used] = np.concatenate([tokens[:-1] for tokens, _, _ in segments])
+    row["targets"][:used] = np.concatenate([tokens[1:] for tokens, _, _ in segments])
+    row["modality"][:used] = np.concatenate([codes[1:] for _, codes, _ in segments])
+    row["stream"][:used] = np.repeat([stream for _, _, stream in segments], sizes)
     row["loss_mask"][:used] = 1.0
     row["segment_ids"][:used] = np.repeat(np.arange(1, len(sizes) + 1, dtype=np.int32), sizes)
     starts = np.cumsum([0, *sizes[:-1]])

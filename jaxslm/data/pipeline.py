@@ -1,19 +1,27 @@
-"""The Grain pipeline: corpus streams -> shuffled, interleaved, tokenized documents -> mixed ->
-packed rows -> batches of this process's shard, with a checkpointable iterator.
+"""The Grain pipeline: corpus streams -> shuffled, interleaved, tokenized documents cut into
+samples -> mixed per sample -> packed rows -> batches of this process's shard, with a
+checkpointable iterator.
 
 Three streams, sampled by `stream_weights` (SIMS default [0.2024, 0.5433, 0.2543]):
   text         plain text documents (the tokenizer's BOS convention);
   interleaved  utterances with word alignments, cut into `<speech>`/`<text>` runs afresh every
                epoch from (seed, epoch, record);
   speech       plain units; `<S> units <S>` for speech-only vocabularies.
-Each process reads records `process_index::process_count` of every stream, so processes see
-disjoint documents whose union is the one-process stream, and packs its own rows.
+A document is cut into samples of at most `seq_len` tokens, and each sample's stream is drawn
+by weight, as slamkit mixes its context-length chunks with `interleave_datasets`
+(slamkit/data/hf_dataset.py): a weight is a share of samples, so a stream of long documents
+gets no more than its weight of them. Each process reads records
+`process_index::process_count` of every stream, so processes see disjoint documents whose union
+is the one-process stream, and packs its own rows.
 
-Documents are made `chunk_documents` at a time (jaxslm.data.schedule picks them,
-jaxslm.data.encode encodes them from the corpus's columnar copy, jaxslm.data.packing packs
-them) inside one Grain dataset, `PackedBatches`, behind Grain's thread prefetch. Its state is
-where the current chunk started (chunk number, stream positions, open rows) and how many of
-the chunk's rows were served: a restored iterator re-encodes that chunk and goes on exactly.
+Samples are mixed `block_samples` at a time (jaxslm.data.schedule draws the streams,
+jaxslm.data.samples gives each stream's samples from its documents, encoded by
+jaxslm.data.encode from the corpus's columnar copy; jaxslm.data.packing packs them) inside one
+Grain dataset, `PackedBatches`, behind Grain's thread prefetch. A step is `batch_size` full
+rows, or with `samples_per_step` exactly that many samples packed into `batch_size` rows (the
+rest padding). The iterator's state is where the current block started (block number, stream
+positions, open rows) and how many of its rows (or samples) were served: a restored iterator
+re-makes that block and goes on exactly.
 """
 
 from __future__ import annotations
@@ -30,28 +38,33 @@ import numpy as np
 from jaxslm.data.corpus import Corpus
 from jaxslm.data.encode import ChunkEncoder
 from jaxslm.data.interleave import InterleaveConfig
-from jaxslm.data.packing import Packer
-from jaxslm.data.schedule import StreamOrder, plan_chunk
+from jaxslm.data.packing import ROW_FIELDS, Packer
+from jaxslm.data.samples import SampleStream
+from jaxslm.data.schedule import StreamOrder, block_picks
 from jaxslm.errors import JaxslmError
 from jaxslm.text_tokenizer import TextTokenizer
 from jaxslm.vocab import SpeechVocab
 
 STREAMS = ("text", "interleaved", "speech")
 SIMS_WEIGHTS = (0.2024, 0.5433, 0.2543)
+STATE_FORMAT = 2  # per-sample mixing; states of per-document mixing (no "format") are refused
 
 
 @dataclass(frozen=True)
 class PipelineConfig:
     """What the pipeline produces: rows of `seq_len` next-token pairs, `batch_size` rows per
-    step summed over processes.
+    step summed over processes; with `samples_per_step`, exactly that many samples per step
+    (summed over processes) packed into those rows.
 
-    `open_rows`: partly filled rows the packer keeps; `chunk_documents`: documents encoded
-    together; `read_threads`: threads of the batched text tokenizer (SentencePiece);
-    `prefetch_batches`: batches made ahead in a background thread (0: none).
+    `open_rows`: partly filled rows the packer keeps; `block_samples`: samples mixed together
+    (and documents encoded at a time per stream); `read_threads`: threads of the batched text
+    tokenizer (SentencePiece); `prefetch_batches`: batches made ahead in a background thread
+    (0: none).
     """
 
     seq_len: int = 1024
     batch_size: int = 8
+    samples_per_step: int | None = None
     stream_weights: tuple[float, float, float] = SIMS_WEIGHTS
     interleave: InterleaveConfig = field(default_factory=InterleaveConfig)
     seed: int = 0
@@ -60,7 +73,7 @@ class PipelineConfig:
     open_rows: int = 8
     read_threads: int = 2
     prefetch_batches: int = 2
-    chunk_documents: int = 256
+    block_samples: int = 256
 
 
 def make_pipeline(
@@ -78,9 +91,14 @@ def make_pipeline(
     """
     index = jax.process_index() if process_index is None else process_index
     count = jax.process_count() if process_count is None else process_count
-    if config.batch_size % count:
+    for name in ("batch_size", "samples_per_step"):
+        value = getattr(config, name)
+        if value is not None and value % count:
+            raise JaxslmError(f"{name} {value} is not divisible by the {count} processes")
+    if config.samples_per_step is not None and config.samples_per_step > config.batch_size:
         raise JaxslmError(
-            f"batch_size {config.batch_size} is not divisible by the {count} processes"
+            f"samples_per_step {config.samples_per_step} exceeds batch_size "
+            f"{config.batch_size} rows: raise batch_size to at least {config.samples_per_step}"
         )
     if vocab.num_units and vocab.num_units != corpus.num_units:
         raise JaxslmError(
@@ -100,26 +118,23 @@ def make_pipeline(
         config.interleave,
         config.read_threads,
     )
-    orders = []
+    streams = []
     for code in codes:
         size = len(columns["text" if code == 0 else "speech"])
-        orders.append(StreamOrder(size, config.seed, code, index, count, config.num_epochs))
+        order = StreamOrder(size, config.seed, code, index, count, config.num_epochs)
+        streams.append(SampleStream(order, code, encoder, config.seq_len, config.block_samples))
+    samples = None if config.samples_per_step is None else config.samples_per_step // count
     batches = PackedBatches(
-        encoder, orders, codes, [weights[c] for c in codes], config, config.batch_size // count
+        streams, [weights[c] for c in codes], config, config.batch_size // count, samples
     )
     if config.prefetch_batches <= 0:
         return batches
     return _ClosedAtExit(batches, prefetch_buffer_size=config.prefetch_batches)
 
 
-def _pad_rows(batch: dict[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
-    """The last batch of a finite run, padded with empty rows to the usual shape."""
-    missing = rows - len(batch["tokens"])
-    if missing == 0:
-        return batch
-    return {
-        k: np.concatenate([v, np.zeros((missing, *v.shape[1:]), v.dtype)]) for k, v in batch.items()
-    }
+def _empty_rows(count: int, length: int) -> dict[str, np.ndarray]:
+    """`count` rows of padding (no targets)."""
+    return {name: np.zeros((count, length), dtype) for name, dtype in ROW_FIELDS.items()}
 
 
 def _weights(vocab: SpeechVocab, config: PipelineConfig) -> tuple[float, float, float]:
@@ -137,102 +152,142 @@ def _weights(vocab: SpeechVocab, config: PipelineConfig) -> tuple[float, float, 
 
 
 class PackedBatches(grain.IterDataset):
-    """Batches of packed rows from the mixed streams, made a chunk of documents at a time."""
+    """Batches of packed rows from the streams mixed per sample, made a block at a time:
+    `rows` full rows per batch, or `samples` samples packed into `rows` rows."""
 
     def __init__(
         self,
-        encoder: ChunkEncoder,
-        orders: list[StreamOrder],
-        codes: list[int],
+        streams: list[SampleStream],
         weights: list[float],
         config: PipelineConfig,
         rows: int,
+        samples: int | None,
     ):
         super().__init__()
-        self.encoder, self.orders, self.codes, self.weights = encoder, orders, codes, weights
-        self.config, self.rows = config, rows
+        self.streams, self.weights, self.config = streams, weights, config
+        self.rows, self.samples = rows, samples
 
     def __iter__(self) -> grain.DatasetIterator:
         return _PackedBatchesIterator(self)
 
 
 class _PackedBatchesIterator(grain.DatasetIterator):
-    """State: the current chunk's number, the stream positions and the open rows where it
-    started, and how many of its rows were served."""
+    """State: the current block's number, the stream positions and the open rows where it
+    started, and how many of its items (rows, or samples when batching by samples) were
+    served."""
 
     def __init__(self, dataset: PackedBatches):
         super().__init__()
         self.dataset = dataset
         self.packer = Packer(dataset.config.seq_len, dataset.config.open_rows)
+        self.per_step = dataset.rows if dataset.samples is None else dataset.samples
         self.set_state(
             {
-                "chunk": 0,
-                "positions": [0] * len(dataset.orders),
+                "format": STATE_FORMAT,
+                "block": 0,
+                "positions": [[0, 0]] * len(dataset.streams),
                 "packer": {"rows": []},
                 "served": 0,
             }
         )
 
     def __next__(self) -> dict[str, np.ndarray]:
-        rows = []
-        while len(rows) < self.dataset.rows:
+        items = []
+        while len(items) < self.per_step:
             if self.ready is None:
                 self.packer.set_state(self.start_packer)
-                self._make_chunk()
+                self._make_block()
             if self.served < len(self.ready):
-                take = self.ready[self.served : self.served + self.dataset.rows - len(rows)]
-                rows += take
+                take = self.ready[self.served : self.served + self.per_step - len(items)]
+                items += take
                 self.served += len(take)
             elif self.last:
                 break
             else:
-                self.chunk, self.positions, self.served = self.chunk + 1, self.after, 0
+                self.block, self.positions, self.served = self.block + 1, self.after, 0
                 self.start_packer = self.packer.get_state()
-                self._make_chunk()
-        if not rows:
+                self._make_block()
+        if not items:
             raise StopIteration
-        return _batch(rows, self.dataset.rows)
+        if self.dataset.samples is not None:
+            items = _pack_samples(items, self.dataset.config.seq_len, self.dataset.rows)
+        return _batch(items, self.dataset.rows, self.dataset.config.seq_len)
 
-    def _make_chunk(self) -> None:
-        """Encode and pack the current chunk (with the packer where the chunk starts)."""
+    def _make_block(self) -> None:
+        """Draw, take and (by rows) pack the current block's samples, with the packer where
+        the block starts; the last block (every stream exhausted) flushes the open rows."""
         data = self.dataset
-        documents, self.after = plan_chunk(
-            data.orders,
-            data.codes,
-            data.weights,
-            data.config.seed,
-            self.chunk,
-            self.positions,
-            data.config.chunk_documents,
-        )
-        self.last = not documents
+        live = [
+            0.0 if stream.exhausted(position) else weight
+            for stream, position, weight in zip(
+                data.streams, self.positions, data.weights, strict=True
+            )
+        ]
+        self.last = sum(live) == 0
         if self.last:
-            self.ready = self.packer.flush()
+            self.after = self.positions
+            self.ready = self.packer.flush() if data.samples is None else []
             return
-        chunk = data.encoder.encode(documents)
-        tokens, modality, offsets = chunk.tokens, chunk.modality, chunk.offsets.tolist()
+        picks = block_picks(live, data.config.seed, self.block, data.config.block_samples)
+        counts = np.bincount(picks, minlength=len(data.streams)).tolist()
+        taken, self.after = [], []
+        for stream, position, count in zip(data.streams, self.positions, counts, strict=True):
+            samples, after = stream.take(tuple(position), count)
+            taken.append(iter(samples))
+            self.after.append(list(after))
+        samples = []
+        for pick in picks:
+            sample = next(taken[pick], None)  # None: the stream ran out inside the block
+            if sample is not None:
+                samples.append((*sample, data.streams[pick].code))
+        if data.samples is not None:
+            self.ready = samples
+            return
         self.ready = []
-        for a, b in zip(offsets[:-1], offsets[1:], strict=True):
-            self.ready += self.packer.add(tokens[a:b], modality[a:b])
+        for tokens, modality, code in samples:
+            self.ready += self.packer.add(tokens, modality, code)
 
     def get_state(self) -> dict[str, Any]:
         return {
-            "chunk": self.chunk,
-            "positions": list(self.positions),
+            "format": STATE_FORMAT,
+            "block": self.block,
+            "positions": [list(position) for position in self.positions],
             "packer": self.start_packer,
             "served": self.served,
         }
 
     def set_state(self, state: dict[str, Any]) -> None:
-        self.chunk, self.positions = state["chunk"], list(state["positions"])
+        if state.get("format") != STATE_FORMAT:
+            raise JaxslmError(
+                "the data state was saved by an older jaxslm that mixed streams per document; "
+                "this one mixes per sample and cannot continue it: start a new run_dir=PATH"
+            )
+        self.block, self.positions = state["block"], [list(p) for p in state["positions"]]
         self.start_packer, self.served = state["packer"], state["served"]
-        self.ready: list[dict[str, np.ndarray]] | None = None  # made on the next batch
+        self.ready: list | None = None  # made on the next batch
 
 
-def _batch(rows: list[dict[str, np.ndarray]], size: int) -> dict[str, np.ndarray]:
-    """Rows stacked into a batch; the last batch of a finite run is padded with empty rows."""
-    batch = {name: np.stack([row[name] for row in rows]) for name in rows[0]}
-    return _pad_rows(batch, size)
+def _pack_samples(samples: list, length: int, rows: int) -> list[dict[str, np.ndarray]]:
+    """One step's samples packed first-fit into at most `rows` rows (each sample needs at
+    most one row, and a step has at most `rows` samples)."""
+    packer = Packer(length, open_rows=rows)
+    packed = []
+    for tokens, modality, code in samples:
+        packed += packer.add(tokens, modality, code)
+    return packed + packer.flush()
+
+
+def _batch(rows: list[dict[str, np.ndarray]], size: int, length: int) -> dict[str, np.ndarray]:
+    """Rows stacked into a batch of `size` rows, the missing ones padding (the last batch of
+    a finite run, or a step of few samples)."""
+    batch = {name: np.stack([row[name] for row in rows]) for name in rows[0]} if rows else None
+    missing = size - len(rows)
+    if missing == 0:
+        return batch
+    padding = _empty_rows(missing, length)
+    if batch is None:
+        return padding
+    return {name: np.concatenate([batch[name], padding[name]]) for name in batch}
 
 
 class _ClosedAtExit(grain.experimental.ThreadPrefetchIterDataset):

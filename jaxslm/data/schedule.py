@@ -1,7 +1,7 @@
 """Which records a process reads, in which order: each stream's records of this process,
-re-shuffled every epoch, and the streams mixed by weight, one chunk of documents at a time.
+re-shuffled every epoch, and the streams mixed by weight, one block of samples at a time.
 
-Everything is a function of (seed, chunk number, stream positions), so a pipeline restored
+Everything is a function of (seed, block number, stream positions), so a pipeline restored
 from a position replays exactly what the original did from there.
 """
 
@@ -58,38 +58,10 @@ class StreamOrder:
         return self._permutation
 
 
-def plan_chunk(
-    orders: list[StreamOrder],
-    codes: list[int],
-    weights: list[float],
-    seed: int,
-    chunk: int,
-    positions: list[int],
-    size: int,
-) -> tuple[list[tuple[int, int, int]], list[int]]:
-    """Documents (stream code, record, epoch) of chunk `chunk` starting at `positions`, and
-    the positions after it. Each document's stream is drawn by weight among the streams with
-    records left; a stream that runs out inside the chunk gives no more documents."""
-    left = [order.remaining(position) for order, position in zip(orders, positions, strict=True)]
-    live = np.asarray(
-        [w if r is None or r > 0 else 0.0 for w, r in zip(weights, left, strict=True)]
-    )
-    if live.sum() == 0:
-        return [], positions
-    picks = np.random.default_rng([seed, MIX_KEY, chunk]).choice(
-        len(orders), size=size, p=live / live.sum()
-    )
-    counts = np.bincount(picks, minlength=len(orders)).tolist()
-    counts = [c if r is None else min(c, r) for c, r in zip(counts, left, strict=True)]
-    taken = [
-        iter(order.take(position, count))
-        for order, position, count in zip(orders, positions, counts, strict=True)
-    ]
-    budget = list(counts)
-    documents = []
-    for pick in picks.tolist():
-        if budget[pick]:
-            budget[pick] -= 1
-            record, epoch = next(taken[pick])
-            documents.append((codes[pick], record, epoch))
-    return documents, [p + c for p, c in zip(positions, counts, strict=True)]
+def block_picks(weights: list[float], seed: int, block: int, size: int) -> list[int]:
+    """The streams (indices into `weights`) of mixing block `block`'s `size` samples, each
+    drawn independently by weight: what slamkit's `interleave_datasets(probabilities=...)`
+    does over its context-length chunks (slamkit/data/hf_dataset.py)."""
+    live = np.asarray(weights, np.float64)
+    rng = np.random.default_rng([seed, MIX_KEY, block])
+    return rng.choice(len(live), size=size, p=live / live.sum()).tolist()

@@ -68,6 +68,9 @@ class MetricsLog:
             shown["tok/s"] = f"{record['tokens_per_second']:.3g}"
         if record.get("mfu") is not None:
             shown["mfu"] = f"{record['mfu']:.1%}"
+        if "tokens_text" in record:  # realised stream shares: text/interleaved/speech
+            shares = (record[f"tokens_{name}"] for name in ("text", "interleaved", "speech"))
+            shown["mix"] = "/".join(f"{share:.2f}" for share in shares)
         self.bar.set_postfix(
             {k: f"{v:.4f}" if isinstance(v, float) else v for k, v in shown.items()}, refresh=False
         )

@@ -70,10 +70,12 @@ def pipeline_config(cfg: TrainConfig, split: str, num_epochs: int | None) -> Pip
         poisson_lambda=data.interleave_lam,
         seed=cfg.seed,
         frozen=data.frozen_interleave,
+        last_span=data.interleave_last_span,
     )
     return PipelineConfig(
         seq_len=data.seq_len,
         batch_size=data.batch_size,
+        samples_per_step=data.samples_per_step,
         stream_weights=tuple(data.stream_weights),
         interleave=interleave,
         seed=cfg.seed,

@@ -33,6 +33,7 @@ from jaxslm.training.placement import batch_sharding, param_shardings, state_sha
 from jaxslm.training.run_checkpoints import RunCheckpoints
 from jaxslm.training.setup import pipeline_config, plan_run, save_tokenizer
 from jaxslm.training.step import init_state, make_eval_step, make_train_step, scratch_state
+from jaxslm.training.stream_mix import StreamTokens
 from jaxslm.training.task_eval import TaskEvaluator
 
 CONFIG_FILE = "config.yaml"
@@ -73,6 +74,7 @@ class Trainer:
         global_shape = (cfg.data.batch_size, cfg.data.seq_len)
         self.batch_sharding = batch_sharding(self.mesh, global_shape)
         self.rows_mode = cfg.data.shard_by == "rows"
+        self.stream_tokens = StreamTokens(gather=not self.rows_mode)
         self.eval_losses: dict[int, dict[str, float]] = {}
         self.checkpoints = RunCheckpoints(
             self.run_dir,
@@ -231,6 +233,7 @@ class Trainer:
                 step += 1
                 if pending is not None:
                     self._report(pending, log, throughput, summary)
+                self.stream_tokens.add(local)
                 pending = (step, metrics)
                 log.advance()
                 paused = time.perf_counter()
@@ -248,6 +251,7 @@ class Trainer:
                 throughput.exclude(time.perf_counter() - paused)
             if pending is not None:
                 self._report(pending, log, throughput, summary)
+            log.message(self.stream_tokens.run_summary())
             if tasks is not None and tasks.summaries:
                 log.message(f"benchmarks at step {tasks.step}:\n{format_table(tasks.summaries)}")
             if step != saved_step:
@@ -291,6 +295,7 @@ class Trainer:
             grad_norm=float(metrics["grad_norm"]),
             lr=float(metrics["lr"]),
             skipped_steps=int(metrics["skipped"]),
+            **self.stream_tokens.window_shares(),
             **throughput.measure(step),
         )
         log.write(record)
