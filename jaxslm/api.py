@@ -9,8 +9,9 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 
-from jaxslm.checkpoint import abstract_params, read_metadata, restore_params
+from jaxslm.checkpoint import abstract_params, load_tokenizer, read_metadata, restore_params
 from jaxslm.errors import JaxslmError
+from jaxslm.evals.compat import SlamkitRules, check_compat
 from jaxslm.evals.scorer import Scorer
 from jaxslm.models.config import ModelConfig
 from jaxslm.models.decoder import Decoder, abstract_decoder, param_axes
@@ -21,15 +22,23 @@ BATCH_AXES = ("batch", "length")
 
 
 class SpeechLM:
-    """A decoder with its speech vocabulary, placed on one device or sharded over a mesh."""
+    """A decoder with its speech vocabulary, placed on one device or sharded over a mesh;
+    `checkpoint` is the directory it was loaded from (its text tokenizer is read from there)."""
 
-    def __init__(self, model: Decoder, vocab: SpeechVocab, mesh: Mesh | None = None):
+    def __init__(
+        self,
+        model: Decoder,
+        vocab: SpeechVocab,
+        mesh: Mesh | None = None,
+        checkpoint: str | Path | None = None,
+    ):
         self.model = model
         self.vocab = vocab
         self.mesh = mesh
+        self.checkpoint = None if checkpoint is None else Path(checkpoint)
         self._graphdef, self._params = nnx.split(model)
         self._forward = jax.jit(_forward, static_argnums=0)
-        self._scorer: Scorer | None = None
+        self._scorers: dict[str, Scorer] = {}
         self._generator = None
 
     @property
@@ -62,21 +71,44 @@ class SpeechLM:
                 logits = self._forward(self._graphdef, self._params, *placed)
         return np.asarray(logits[..., : self.vocab.size])
 
-    def log_likelihood(self, sequences, normalize: str = "mean", modality: str | None = None):
+    def log_likelihood(
+        self,
+        sequences,
+        normalize: str = "mean",
+        modality: str | None = None,
+        compat: str = "jaxslm",
+    ):
         """Log-likelihood of each token-id list (BOS included by the caller), as slamkit scores:
         every next-token target counts; `normalize` "mean" divides by their number, "sum" does
         not; `modality` "speech" or "text" renormalises the softmax over that modality's tokens.
-        Returns float64 [N].
+        `compat` "slamkit" applies slamkit's own rules (`jaxslm.evals.compat`): targets equal
+        to id 0 do not count, and its modality restriction. Returns float64 [N].
         """
-        if self._scorer is None:
-            self._scorer = self.make_scorer()
-        return self._scorer.log_likelihood(sequences, normalize, modality)
+        if compat not in self._scorers:
+            self._scorers[compat] = self.make_scorer(compat=compat)
+        return self._scorers[compat].log_likelihood(sequences, normalize, modality)
 
-    def make_scorer(self, batch_tokens: int | None = None) -> Scorer:
+    def make_scorer(self, batch_tokens: int | None = None, compat: str = "jaxslm") -> Scorer:
         """A log-likelihood scorer over this model that batches about `batch_tokens` tokens
-        (None: `jaxslm.backend.scorer_batch_tokens()`, 1024 on CPU and 16384 elsewhere)."""
+        (None: `jaxslm.backend.scorer_batch_tokens()`, 1024 on CPU and 16384 elsewhere), with
+        jaxslm's or slamkit's scoring rules (`compat`)."""
+        rules = None
+        if check_compat(compat) == "slamkit":
+            rules = SlamkitRules.for_model(self.vocab, self._tokenizer())
         padded = self.config.padded_vocab_size
-        return Scorer(self._graphdef, self._params, self.vocab, padded, self.mesh, batch_tokens)
+        return Scorer(
+            self._graphdef, self._params, self.vocab, padded, self.mesh, batch_tokens, slamkit=rules
+        )
+
+    def _tokenizer(self):
+        if self.vocab.mode == "speech-only":
+            return None
+        if self.checkpoint is None:
+            raise JaxslmError(
+                "this SpeechLM has no checkpoint to read its text tokenizer from; load it with "
+                "jaxslm.load(CKPT_DIR)"
+            )
+        return load_tokenizer(self.checkpoint, self.vocab)
 
     def generate(
         self,
@@ -137,4 +169,4 @@ def load(
         shardings = tree_shardings(mesh, param_axes(abstract), shapes)
     params = restore_params(ckpt_dir, cfg, shardings)
     nnx.update(abstract, params)
-    return SpeechLM(abstract, vocab, mesh)
+    return SpeechLM(abstract, vocab, mesh, checkpoint=ckpt_dir)

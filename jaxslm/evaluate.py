@@ -14,6 +14,10 @@ positive first, optionally one subfolder per speaker; SALMon `<root>/<part>/*_<i
 cross-modal StoryCloze `<base>_{mutual,correct,incorrect}.{wav,txt}`. Audio in folders is
 tokenized with --hubert/--layer/--codebook (as `python -m jaxslm.tokenize_audio` does), or read
 from --units, the JSONL that command writes.
+
+Scores are float32 (--dtype). --compat slamkit reproduces slamkit's own numbers where its rules
+differ from jaxslm's: targets equal to id 0 are not scored, its modality restriction, and audio
+tokenized in zero-padded batches of --slamkit-batch-size pairs (see the README).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import sys
 from pathlib import Path
 
 from jaxslm.errors import JaxslmError
+from jaxslm.evals.compat import COMPAT_MODES, SLAMKIT_BATCH_SIZE
 from jaxslm.evals.tasks import CROSS_MODAL_SETTINGS, SALMON_PARTS, TASKS
 
 RESULTS_FORMAT = 1
@@ -89,7 +94,22 @@ def _parser() -> argparse.ArgumentParser:
         help="tokens per scored batch, rows x length (default 1024 on CPU, 16384 on GPU/TPU)",
     )
     parser.add_argument(
-        "--dtype", choices=("float32", "bfloat16"), help="compute dtype (default: the model's)"
+        "--dtype",
+        choices=("float32", "bfloat16"),
+        default="float32",
+        help="compute dtype (default float32, as slamkit scores, whatever the model trained in)",
+    )
+    parser.add_argument(
+        "--compat",
+        choices=COMPAT_MODES,
+        default="jaxslm",
+        help="scoring rules: jaxslm's (default) or slamkit's, to reproduce its published numbers",
+    )
+    parser.add_argument(
+        "--slamkit-batch-size",
+        type=int,
+        help=f"with --compat slamkit: pairs whose audio is padded together (default "
+        f"{SLAMKIT_BATCH_SIZE}, slamkit's config/eval.yaml batch_size)",
     )
     parser.add_argument(
         "--mesh",
@@ -109,6 +129,12 @@ def resolve_requests(args: argparse.Namespace):
 
     if (args.hubert is None) != (args.codebook is None):
         raise JaxslmError("--hubert and --codebook go together: the HuBERT model and its k-means")
+    if args.slamkit_batch_size is not None and (
+        args.compat != "slamkit" or args.slamkit_batch_size < 1
+    ):
+        raise JaxslmError(
+            "--slamkit-batch-size takes a positive number of pairs, with --compat slamkit"
+        )
     names = list(args.task)
     if args.data_dir is not None:
         if args.data:
@@ -175,26 +201,13 @@ def evaluate(args: argparse.Namespace, requests, mesh_sizes) -> dict:
 
     mesh = make_mesh(*mesh_sizes)
     lm = jaxslm.load(args.checkpoint, mesh=mesh, compute_dtype=args.dtype)
-    scorer = lm.make_scorer(args.batch_tokens)
+    scorer = lm.make_scorer(args.batch_tokens, compat=args.compat)
     builder = SequenceBuilder(lm.vocab, load_tokenizer(args.checkpoint, lm.vocab))
-    audio_tokenizer = None
-    if args.hubert is not None:
-        from jaxslm.speech.tokenizer import SpeechTokenizer
-
-        audio_tokenizer = SpeechTokenizer.load(
-            args.hubert, args.layer, args.codebook, args.trust_pickle
-        )
-        if audio_tokenizer.num_units != lm.vocab.num_units:
-            raise JaxslmError(
-                f"--codebook {args.codebook} has {audio_tokenizer.num_units} units but the model "
-                f"was trained on {lm.vocab.num_units}"
-            )
+    audio = _audio_units(args, lm.vocab.num_units) if args.hubert is not None else None
     summaries, pair_lines = {}, []
     for request in requests:
         progress = not args.no_progress
-        result = run_task(
-            scorer, builder, request, args.normalize, args.modality, progress, audio_tokenizer
-        )
+        result = run_task(scorer, builder, request, args.normalize, args.modality, progress, audio)
         summaries[request.name] = result.summary
         pair_lines += [json.dumps({"task": request.name, **pair}) for pair in result.pairs]
     results = {
@@ -204,6 +217,7 @@ def evaluate(args: argparse.Namespace, requests, mesh_sizes) -> dict:
             "normalize": args.normalize,
             "modality": args.modality,
             "dtype": lm.config.dtype,
+            "compat": args.compat,
             "batch_tokens": scorer.batch_tokens,
             "mesh": dict(mesh.shape),
         },
@@ -214,6 +228,22 @@ def evaluate(args: argparse.Namespace, requests, mesh_sizes) -> dict:
     if args.pairs_out is not None:
         atomic_write_text(args.pairs_out, "".join(line + "\n" for line in pair_lines))
     return results
+
+
+def _audio_units(args: argparse.Namespace, num_units: int):
+    """The HuBERT tokenizer of --hubert/--codebook, batched as --compat says."""
+    from jaxslm.evals.audio_units import AudioUnits
+    from jaxslm.speech.tokenizer import SpeechTokenizer
+
+    tokenizer = SpeechTokenizer.load(args.hubert, args.layer, args.codebook, args.trust_pickle)
+    if tokenizer.num_units != num_units:
+        raise JaxslmError(
+            f"--codebook {args.codebook} has {tokenizer.num_units} units but the model "
+            f"was trained on {num_units}"
+        )
+    if args.compat != "slamkit":
+        return AudioUnits(tokenizer)
+    return AudioUnits(tokenizer, args.slamkit_batch_size or SLAMKIT_BATCH_SIZE)
 
 
 if __name__ == "__main__":

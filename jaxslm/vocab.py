@@ -9,6 +9,7 @@ Layouts follow slamkit so checkpoints interoperate (REFERENCE.md section 2):
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -155,6 +156,41 @@ def allowed_tokens(vocab: SpeechVocab, modality: str | None, padded_size: int) -
         allowed[units] = True
         specials = [i for i in (vocab.bos_id, *vocab.eos_ids) if i is not None]
         allowed[specials] = True
+    return allowed
+
+
+def slamkit_allowed_tokens(
+    vocab: SpeechVocab,
+    modality: str | None,
+    padded_size: int,
+    bos_id: int | None,
+    eos_id: int | None,
+    marker_first_ids: Sequence[int],
+) -> np.ndarray:
+    """Boolean [padded_size]: the ids slamkit's restriction keeps (`get_ignore_tokens` of
+    slamkit/tokeniser/interleaving_tokeniser.py), given the tokenizer's BOS and EOS and the first
+    id `encode` gives for each marker, which slamkit takes as the marker's id.
+
+    Interleaved "speech" bans every text id but BOS/EOS, then those first ids; "text" bans every
+    added id (units, markers) but BOS/EOS and those first ids. Where the tokenizer prepends BOS
+    (Llama) the first id is BOS: speech then bans BOS and keeps both markers, and text bans the
+    markers. Where it does not (Qwen2.5) this is `allowed_tokens`. Other layouts: slamkit's unit
+    tokeniser bans nothing, as `allowed_tokens` does for speech.
+    """
+    if modality is None or vocab.mode != "interleaved":
+        return allowed_tokens(vocab, modality, padded_size)
+    if modality not in MODALITIES:
+        raise JaxslmError(f"modality {modality!r} is not one of {MODALITIES} (or None)")
+    specials = [i for i in (bos_id, eos_id) if i is not None]
+    allowed = np.zeros(padded_size, bool)
+    allowed[: vocab.size] = True
+    if modality == "speech":
+        allowed[: vocab.text_size] = False
+        allowed[specials] = True
+        allowed[list(marker_first_ids)] = False
+    else:
+        allowed[vocab.text_size : vocab.size] = False
+        allowed[[*specials, *marker_first_ids]] = True
     return allowed
 
 

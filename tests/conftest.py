@@ -199,3 +199,31 @@ def kill_once_writing(script: str, argv: list[str]) -> None:
     finally:
         process.kill()
         process.wait(timeout=60)
+
+
+def tiny_hubert(scale: float):
+    """A tiny random HubertModel, HuBERT-base layout (GroupNorm over time, 50 Hz frames, 32
+    wide): norms near 1, other weights N(0, scale)."""
+    from transformers import HubertConfig, HubertModel
+
+    config = HubertConfig(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        conv_dim=(16, 16, 16),
+        conv_kernel=(10, 3, 3),
+        conv_stride=(5, 4, 16),
+        num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=4,
+        feat_extract_norm="group",
+        do_stable_layer_norm=False,
+    )
+    torch.manual_seed(0)
+    model = HubertModel(config).eval()
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            noise = torch.randn(param.shape, generator=generator)
+            param.copy_(1 + 0.1 * noise if "norm" in name else scale * noise)
+    return model

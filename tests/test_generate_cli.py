@@ -24,7 +24,7 @@ def test_prompts_equal_slamkit_strings(llama_ckpt):
     units = "<Un3><Un4><Un7>"
     cases = {
         ((speech,), "speech"): f"{units}<speech>",
-        ((speech,), "text"): f"{units}<text>",
+        ((speech,), "text"): f"<speech>{units}<text>",
         ((text,), "speech"): "<text>the cat sat<speech>",
         ((text, speech), "text"): f"<text>the cat sat<speech>{units}<text>",
     }

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import soundfile
 import torch
+from conftest import tiny_hubert
 
 from jaxslm import tokenize_audio
 from jaxslm.data.records import dedup
@@ -18,28 +19,7 @@ LAYER = 2
 @pytest.fixture(scope="module")
 def hubert(tmp_path_factory):
     """(directory, torch model) of a tiny random HuBERT-base layout (group norm, 50 Hz)."""
-    from transformers import HubertConfig, HubertModel
-
-    config = HubertConfig(
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=64,
-        conv_dim=(16, 16, 16),
-        conv_kernel=(10, 3, 3),
-        conv_stride=(5, 4, 16),
-        num_conv_pos_embeddings=16,
-        num_conv_pos_embedding_groups=4,
-        feat_extract_norm="group",
-        do_stable_layer_norm=False,
-    )
-    torch.manual_seed(0)
-    model = HubertModel(config).eval()
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            noise = torch.randn(param.shape, generator=generator)
-            param.copy_(1 + 0.1 * noise if "norm" in name else 0.3 * noise)
+    model = tiny_hubert(scale=0.3)
     directory = tmp_path_factory.mktemp("hubert")
     model.save_pretrained(directory)
     return directory, model

@@ -3,7 +3,8 @@
 An item is one utterance or text of a benchmark, named by its path relative to the data root
 without extension (`0_correct`, `speaker3/12_word`), holding speech units and/or text. A folder
 gives one item per stem: `.txt` files give text, audio files give units looked up in a units
-file (the JSONL of `python -m jaxslm.tokenize_audio`: lines `{file_name, units, duration}`).
+file (the JSONL of `python -m jaxslm.tokenize_audio`: lines `{file_name, units, duration}`), or
+their path, to be tokenized once the items are paired (`jaxslm.evals.audio_units`).
 A JSONL file gives one item per line: `{file_name, units?, text?, phenomenon?}`.
 """
 
@@ -24,13 +25,15 @@ TEXT_SUFFIX = ".txt"
 
 @dataclass(frozen=True)
 class Item:
-    """One benchmark input. `origin` names where it came from, for error messages."""
+    """One benchmark input. `origin` names where it came from, for error messages; `audio` is
+    the audio file its units are (or are still to be) computed from."""
 
     name: str
     origin: str
     units: np.ndarray | None = None
     text: str | None = None
     phenomenon: str | None = None
+    audio: Path | None = None
 
     @property
     def group(self) -> str:
@@ -44,19 +47,19 @@ class Item:
 
 
 def load_items(
-    path: str | Path, units_file: str | Path | None = None, audio_tokenizer=None
+    path: str | Path, units_file: str | Path | None = None, keep_audio: bool = False
 ) -> list[Item]:
     """Items of a benchmark JSONL file or folder, in file order (JSONL) or by name (folder).
 
-    Audio in a folder gets its units from `units_file` or, failing that, from
-    `audio_tokenizer` (a `jaxslm.speech.tokenizer.SpeechTokenizer`).
+    Audio in a folder gets its units from `units_file`; failing that, with `keep_audio`, the
+    item keeps the file as `audio` (units None) to be tokenized later.
     """
     path = Path(path)
     if path.is_file():
         return read_jsonl_items(path)
     if path.is_dir():
         units = read_units_file(units_file) if units_file is not None else None
-        return _folder_items(path, units, units_file, audio_tokenizer)
+        return _folder_items(path, units, units_file, keep_audio)
     raise JaxslmError(f"{path}: no such benchmark file or folder")
 
 
@@ -93,7 +96,7 @@ def read_units_file(path: str | Path) -> dict[str, np.ndarray]:
     }
 
 
-def _folder_items(root: Path, units: dict | None, units_file, audio_tokenizer) -> list[Item]:
+def _folder_items(root: Path, units: dict | None, units_file, keep_audio: bool) -> list[Item]:
     files = sorted(
         p
         for p in [*root.glob("*"), *root.glob("*/*")]
@@ -106,7 +109,6 @@ def _folder_items(root: Path, units: dict | None, units_file, audio_tokenizer) -
         )
     lookup = _UnitsLookup(units, root) if units is not None else None
     items: dict[str, Item] = {}
-    audio: dict[str, Path] = {}
     for file in files:
         name = file.relative_to(root).with_suffix("").as_posix()
         item = items.get(name, Item(name, str(file)))
@@ -114,8 +116,8 @@ def _folder_items(root: Path, units: dict | None, units_file, audio_tokenizer) -
             item = replace(item, text=_read_text(file))
         elif lookup is not None:
             item = replace(item, units=lookup.find(file, units_file), origin=str(file))
-        elif audio_tokenizer is not None:
-            audio[name] = file
+        elif keep_audio:
+            item = replace(item, audio=file, origin=str(file))
         else:
             raise JaxslmError(
                 f"{file}: audio needs speech units; pass --hubert and --codebook to tokenize it "
@@ -123,23 +125,7 @@ def _folder_items(root: Path, units: dict | None, units_file, audio_tokenizer) -
                 "units.jsonl` and pass --units units.jsonl"
             )
         items[name] = item
-    for name, units_of_file in _tokenize(audio, audio_tokenizer).items():
-        items[name] = replace(items[name], units=units_of_file, origin=str(audio[name]))
     return list(items.values())
-
-
-def _tokenize(files: dict[str, Path], tokenizer) -> dict[str, np.ndarray]:
-    """Deduplicated units of each audio file (decoding errors name the file)."""
-    if not files:
-        return {}
-    from jaxslm.speech.audio import load_audio
-
-    waves = [load_audio(path) for path in files.values()]
-    units = [u for u, _ in tokenizer.units(waves)]
-    for path, ids in zip(files.values(), units, strict=True):
-        if ids.size == 0:
-            raise JaxslmError(f"{path}: too short for one HuBERT frame")
-    return dict(zip(files, units, strict=True))
 
 
 class _UnitsLookup:

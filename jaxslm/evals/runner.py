@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
@@ -17,6 +18,9 @@ from jaxslm.evals.tasks import (
     summarize,
     task_spec,
 )
+
+if TYPE_CHECKING:
+    from jaxslm.evals.audio_units import AudioUnits
 
 
 @dataclass(frozen=True)
@@ -53,9 +57,9 @@ def run_task(
     normalize: str = "mean",
     modality: str | None = None,
     progress: bool = True,
-    audio_tokenizer=None,
+    audio: AudioUnits | None = None,
 ) -> TaskResult:
-    """Build, score and summarise one task (audio through `audio_tokenizer` if given)."""
+    """Build, score and summarise one task (audio of folders tokenized by `audio`)."""
     spec = task_spec(request.name)
     paired = build_pairs(
         spec,
@@ -64,7 +68,7 @@ def run_task(
         request.units_file,
         request.salmon_parts,
         request.settings,
-        audio_tokenizer,
+        audio,
     )
     bar = tqdm(
         total=len(paired.names), unit="pair", desc=request.name, disable=not progress, leave=False

@@ -8,7 +8,8 @@ stays near a token budget: a whole benchmark compiles a handful of programs and 
 little padding. Scores follow slamkit: every next-token target after the first token counts,
 logits are float32, and an optional modality restriction sets the other modality's logits to
 -inf before the softmax; when that leaves at most half of the vocabulary, only the allowed
-rows of the output projection are computed.
+rows of the output projection are computed. With `SlamkitRules`, targets equal to its masked id
+are not scored and the restriction is slamkit's own (`jaxslm.evals.compat`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxslm import backend
 from jaxslm.errors import JaxslmError
+from jaxslm.evals.compat import SlamkitRules
 from jaxslm.evals.sharing import Item, plan_items
 from jaxslm.models.head import chunk_length, target_log_probs
 from jaxslm.sharding import batch_shards, logical_spec
@@ -47,7 +49,8 @@ def bucket_length(length: int) -> int:
 
 class Scorer:
     """Scores lists of token-id sequences with one model (optionally sharded over `mesh`);
-    `batch_tokens` None picks `backend.scorer_batch_tokens()`."""
+    `batch_tokens` None picks `backend.scorer_batch_tokens()`; `slamkit` scores by slamkit's
+    rules instead of jaxslm's."""
 
     def __init__(
         self,
@@ -58,6 +61,7 @@ class Scorer:
         mesh: Mesh | None = None,
         batch_tokens: int | None = None,
         logits_bytes: int | None = None,
+        slamkit: SlamkitRules | None = None,
     ):
         if batch_tokens is None:
             batch_tokens = backend.scorer_batch_tokens()
@@ -66,10 +70,11 @@ class Scorer:
         self.graphdef, self.params, self.vocab, self.mesh = graphdef, params, vocab, mesh
         self.padded_vocab_size = padded_vocab_size
         self.batch_tokens = batch_tokens
+        self.slamkit = slamkit
         self.logits_bytes = backend.logits_bytes() if logits_bytes is None else logits_bytes
         self._row_multiple = 1 if mesh is None else batch_shards(mesh)
         out_shardings = None if mesh is None else NamedSharding(mesh, PartitionSpec())
-        self._score = jax.jit(_score_rows, static_argnums=(0, 8), out_shardings=out_shardings)
+        self._score = jax.jit(_score_rows, static_argnums=(0, 9), out_shardings=out_shardings)
 
     def summed(
         self,
@@ -77,13 +82,18 @@ class Scorer:
         modality: str | None = None,
         on_batch: Callable[[int], None] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """(summed log-likelihood, number of targets) per sequence, float64 and int64 [N].
+        """(summed log-likelihood, number of scored targets) per sequence, float64 and int64 [N].
 
         `on_batch(n)` is called as each batch of n sequences completes (duplicates complete
         with their first copy).
         """
         arrays = [self._check(i, s) for i, s in enumerate(sequences)]
-        allowed = allowed_tokens(self.vocab, modality, self.padded_vocab_size)
+        if self.slamkit is None:
+            allowed = allowed_tokens(self.vocab, modality, self.padded_vocab_size)
+            masked = -1
+        else:
+            allowed = self.slamkit.allowed(self.vocab, modality, self.padded_vocab_size)
+            masked = self.slamkit.masked_target
         head = restricted_head(allowed)
         items, copy_of = plan_items(arrays)
         copies = np.bincount(copy_of, minlength=copy_of.max(initial=-1) + 1)
@@ -91,14 +101,14 @@ class Scorer:
         pending: tuple[list[list[Item]], jax.Array] | None = None
         for length, rows in self._batches(np.asarray([item.size for item in items])):
             row_items = [[items[i] for i in row] for row in rows]
-            log_probs = self._run(row_items, length, allowed, head)
+            log_probs = self._run(row_items, length, allowed, head, masked)
             if pending is not None:
                 self._collect(totals, copies, *pending, on_batch)
             pending = (row_items, log_probs)
         if pending is not None:
             self._collect(totals, copies, *pending, on_batch)
-        lengths = np.asarray([a.size for a in arrays], np.int64)
-        return totals[copy_of], lengths - 1
+        counts = np.asarray([np.count_nonzero(a[1:] != masked) for a in arrays], np.int64)
+        return totals[copy_of], counts
 
     def log_likelihood(
         self,
@@ -155,7 +165,7 @@ class Scorer:
         rows = max(1, self.batch_tokens // length)
         return math.ceil(rows / self._row_multiple) * self._row_multiple
 
-    def _run(self, rows: list[list[Item]], length: int, allowed, head) -> jax.Array:
+    def _run(self, rows: list[list[Item]], length: int, allowed, head, masked: int) -> jax.Array:
         count = min(self._rows(length), _round_up_pow2(len(rows), self._row_multiple))
         tokens, segments, branches, positions = np.zeros((4, count, length), np.int32)
         for row, items in enumerate(rows):
@@ -175,7 +185,15 @@ class Scorer:
         columns = self.padded_vocab_size if head is None else head.ids.size
         rows = count // self._row_multiple
         chunk = chunk_length(rows, length, columns, self.logits_bytes)
-        inputs = (tokens, segments, branches, positions, allowed, head)
+        inputs = (
+            tokens,
+            segments,
+            branches,
+            positions,
+            allowed,
+            head,
+            np.asarray(masked, np.int32),
+        )
         if self.mesh is None:
             return self._score(self.graphdef, self.params, *inputs, chunk)
         placed = jax.tree.map(self._place, inputs)
@@ -213,9 +231,12 @@ def _round_up_pow2(n: int, multiple: int) -> int:
     return math.ceil(rows / multiple) * multiple
 
 
-def _score_rows(graphdef, params, tokens, segment_ids, branch_ids, positions, allowed, head, chunk):
+def _score_rows(
+    graphdef, params, tokens, segment_ids, branch_ids, positions, allowed, head, masked, chunk
+):
     """Log-probability of each next token of the same segment and branch (or of a trunk's last
-    token's next, the first token of branch 1), per position [R, T]; 0 where unscored."""
+    token's next, the first token of branch 1), per position [R, T]; 0 where unscored or where
+    the target is `masked`."""
     model = nnx.merge(graphdef, params)
     hidden = model.hidden_states(tokens, positions, segment_ids, branch_ids)
     targets = jnp.roll(tokens, -1, axis=1)
@@ -227,5 +248,5 @@ def _score_rows(graphdef, params, tokens, segment_ids, branch_ids, positions, al
     next_segment = jnp.roll(segment_ids, -1, axis=1).at[:, -1].set(0)
     next_branch = jnp.roll(branch_ids, -1, axis=1)
     same_branch = (next_branch == branch_ids) | ((branch_ids == 0) & (next_branch == 1))
-    scored = (segment_ids > 0) & (next_segment == segment_ids) & same_branch
+    scored = (segment_ids > 0) & (next_segment == segment_ids) & same_branch & (targets != masked)
     return jnp.where(scored, log_probs, 0.0)

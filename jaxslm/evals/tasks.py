@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -15,6 +16,9 @@ from jaxslm.evals.items import Item, load_items
 from jaxslm.evals.pairing import cross_modal_triples, numbered_pairs, salmon_pairs
 from jaxslm.text_tokenizer import TextTokenizer
 from jaxslm.vocab import SpeechVocab
+
+if TYPE_CHECKING:
+    from jaxslm.evals.audio_units import AudioUnits
 
 SALMON_PARTS = (
     "bg_alignment",
@@ -91,15 +95,20 @@ class SequenceBuilder:
         """A text's sequence."""
         return [*self.bos, *self._text_ids(item, item.text)]
 
-    def cross_modal(self, prompt: Item, ending: Item, setting: str) -> list[int]:
-        """`<mod>prompt<mod>ending` for setting "S->T" etc.; S->S joins the two unit runs
-        (one repeated unit at the seam merged), T->T joins the two texts as slamkit does."""
+    def cross_modal(
+        self, prompt: Item, ending: Item, setting: str, joined: np.ndarray | None = None
+    ) -> list[int]:
+        """`<mod>prompt<mod>ending` for setting "S->T" etc.; S->S takes the units of the joined
+        audio (`joined`) or joins the two unit runs (one repeated unit at the seam merged), T->T
+        joins the two texts as slamkit does."""
         if self.vocab.mode != "interleaved":
             raise JaxslmError(
                 f"cross-modal StoryCloze needs an interleaved model, not a {self.vocab.mode} one"
             )
         source, target = setting.split("->")
         marker = {"S": self.vocab.speech_marker_id, "T": self.vocab.text_marker_id}
+        if source == target == "S" and joined is not None:
+            return [*self.bos, marker["S"], *self._unit_ids(replace(ending, units=joined))]
         if source == target == "S":
             first, second = self._unit_ids(prompt), self._unit_ids(ending)
             seam = 1 if first and second and first[-1] == second[0] else 0
@@ -162,35 +171,62 @@ def build_pairs(
     units_file: Path | None = None,
     salmon_parts: tuple[str, ...] | None = None,
     settings: tuple[str, ...] = CROSS_MODAL_SETTINGS,
-    audio_tokenizer=None,
+    audio: AudioUnits | None = None,
 ) -> PairedSequences:
     """Every pair of a task's data as token sequences; parts are phenomena, subfolders,
-    SALMon parts or cross-modal settings ("" when the task has one part)."""
+    SALMon parts or cross-modal settings ("" when the task has one part). Audio files of
+    folders are tokenized by `audio`."""
     paired = PairedSequences([], [], [])
+    keep_audio = audio is not None
     if spec.family == "salmon":
         for part in _salmon_parts(data, salmon_parts):
-            items = load_items(data / part, units_file, audio_tokenizer)
-            _add_pairs(paired, salmon_pairs(items), builder.speech, lambda pair, p=part: p)
+            pairs = salmon_pairs(load_items(data / part, units_file, keep_audio))
+            pairs = audio.pairs(pairs) if audio is not None else pairs
+            _add_pairs(paired, pairs, builder.speech, lambda pair, p=part: p)
     elif spec.family == "cross_modal":
-        triples = cross_modal_triples(load_items(data, units_file, audio_tokenizer))
-        for setting in settings:
-            if setting not in CROSS_MODAL_SETTINGS:
-                raise JaxslmError(
-                    f"cross-modal setting {setting!r} is not one of {CROSS_MODAL_SETTINGS}"
-                )
-            for prompt, correct, incorrect in triples:
-                paired.sequences += [
-                    builder.cross_modal(prompt, correct, setting),
-                    builder.cross_modal(prompt, incorrect, setting),
-                ]
-                paired.parts.append(setting)
-                paired.names.append((correct.name, incorrect.name))
+        items = load_items(data, units_file, keep_audio)
+        _add_cross_modal(paired, cross_modal_triples(items), builder, settings, audio)
     else:
-        items = load_items(data, units_file, audio_tokenizer)
+        items = load_items(data, units_file, keep_audio)
         pairs = numbered_pairs(items, spec.separator, from_folder=data.is_dir())
+        if spec.reads == "units" and audio is not None:
+            pairs = audio.pairs(pairs)
         encode = builder.speech if spec.reads == "units" else builder.text
         _add_pairs(paired, pairs, encode, _pair_part)
     return paired
+
+
+def _add_cross_modal(
+    paired: PairedSequences,
+    triples: list[tuple[Item, Item, Item]],
+    builder: SequenceBuilder,
+    settings: tuple[str, ...],
+    audio: AudioUnits | None,
+) -> None:
+    """The pairs of each setting; with slamkit's audio tokenization, S->S scores the units of
+    the prompt's and the ending's audio joined, as slamkit does."""
+    for setting in settings:
+        if setting not in CROSS_MODAL_SETTINGS:
+            raise JaxslmError(
+                f"cross-modal setting {setting!r} is not one of {CROSS_MODAL_SETTINGS}"
+            )
+    joined: dict[str, np.ndarray] = {}
+    if audio is not None and any("S" in setting for setting in settings):
+        flat = audio.items([item for triple in triples for item in triple])
+        triples = [(flat[i], flat[i + 1], flat[i + 2]) for i in range(0, len(flat), 3)]
+        if audio.slamkit and "S->S" in settings:
+            ends = [(p, e) for p, *endings in triples for e in endings if p.audio and e.audio]
+            units = audio.joined([prompt for prompt, _ in ends], [end for _, end in ends])
+            joined = {end.name: ids for (_, end), ids in zip(ends, units, strict=True)}
+    for setting in settings:
+        for prompt, correct, incorrect in triples:
+            s_to_s = setting == "S->S"
+            paired.sequences += [
+                builder.cross_modal(prompt, end, setting, joined.get(end.name) if s_to_s else None)
+                for end in (correct, incorrect)
+            ]
+            paired.parts.append(setting)
+            paired.names.append((correct.name, incorrect.name))
 
 
 def _add_pairs(paired: PairedSequences, pairs, encode: Callable, part_of: Callable) -> None:

@@ -23,9 +23,11 @@ class Piece:
 class PromptBuilder:
     """Token ids of prompts and readable outputs for one model's vocabulary.
 
-    Speech-only models: `<S>` + units. Interleaved models (slamkit's `build_prompt`): BOS, then
-    a lone speech piece as plain units; otherwise a marker at the start and at every switch of
-    modality; then the output modality's marker.
+    Speech-only models: `<S>` + units. Interleaved models (slamkit's `build_prompt`): BOS, a
+    marker at the start and at every switch of modality, then the output modality's marker;
+    except that a lone speech piece continued in speech is plain units, as slamkit's speech
+    continuation metrics prompt (slamkit/metric/generative_metric.py), while its cross-modal
+    generation prompts `<speech>` units `<text>` (slamkit/metric/cross_modal_generation.py).
     """
 
     def __init__(self, vocab: SpeechVocab, tokenizer: TextTokenizer | None):
@@ -46,7 +48,7 @@ class PromptBuilder:
         if self.vocab.mode != "interleaved":
             raise JaxslmError(f"a {self.vocab.mode} model has no speech to generate from")
         ids = list(self.bos)
-        if len(pieces) == 1 and pieces[0].modality == "speech":
+        if len(pieces) == 1 and pieces[0].modality == output == "speech":
             ids += self._units(pieces[0])
         else:
             previous = None

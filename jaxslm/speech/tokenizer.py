@@ -62,9 +62,21 @@ class SpeechTokenizer:
         """Codebook size K."""
         return self.codebook.num_units
 
-    def units(self, waves: Sequence[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
-        """(units, durations) int32 per wave, in input order."""
-        frames = self.features.extract(waves)
+    def units(
+        self, waves: Sequence[np.ndarray], pad_to: Sequence[int] | None = None
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(units, durations) int32 per wave, in input order, each wave as if tokenized alone.
+
+        `pad_to` gives slamkit's tokenization of zero-padded batches, which has no attention
+        mask (`HubertFeatureExtractor.extract`, slamkit/feature_extractor/
+        hubert_feature_extractor.py): wave i is zero-extended to `pad_to[i]` samples (the
+        longest of its batch), and of the frames T that gives it keeps the first
+        ceil(len / pad_to x T), in float32 as slamkit computes it.
+        """
+        if pad_to is None:
+            frames = self.features.extract(waves)
+        else:
+            frames = self._padded_frames(waves, pad_to)
         if not frames:
             return []
         ids = assign(np.concatenate(frames), self.codebook)
@@ -77,3 +89,13 @@ class SpeechTokenizer:
             else:
                 result.append((frame_ids.astype(np.int32), np.ones(frame_ids.size, np.int32)))
         return result
+
+    def _padded_frames(self, waves: Sequence[np.ndarray], pad_to: Sequence[int]) -> list:
+        if len(pad_to) != len(waves) or any(p < len(w) for w, p in zip(waves, pad_to, strict=True)):
+            raise JaxslmError("pad_to needs one length per wave, each at least the wave's length")
+        padded = [np.pad(w, (0, p - len(w))) for w, p in zip(waves, pad_to, strict=True)]
+        frames = self.features.extract(padded)
+        lengths = np.asarray([len(w) for w in waves], np.float32)
+        totals = np.asarray([f.shape[0] for f in frames], np.float32)
+        kept = np.ceil(lengths / np.asarray(pad_to, np.float32) * totals).astype(np.int64)
+        return [f[:k] for f, k in zip(frames, kept, strict=True)]
