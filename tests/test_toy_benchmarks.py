@@ -33,12 +33,38 @@ def _config(corpus, *extra):
     return load_config(TINY, [f"data.corpus={corpus}", f"eval.tasks=[{','.join(TASKS)}]", *extra])
 
 
+def test_task_scores_are_float32_whatever_the_training_dtype(corpus):
+    """A run that trains in bf16 scores its tasks as a float32 model does (slamkit scores in
+    float32), not as the bf16 model would."""
+    import numpy as np
+
+    from jaxslm.evals.scorer import Scorer
+
+    cfg = _config(corpus, "model.dtype=bfloat16")
+    plan = plan_run(cfg)
+    model = Decoder(plan.model, nnx.Rngs(cfg.seed))
+    params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+    evaluator = TaskEvaluator(cfg, plan, None)
+    evaluator.scorer.params = params
+    rng = np.random.default_rng(0)
+    sequences = [rng.integers(0, plan.vocab.size, 40).tolist() for _ in range(6)]
+
+    def scores(dtype):
+        graphdef = nnx.graphdef(Decoder(plan.model.replace(dtype=dtype), nnx.Rngs(0)))
+        padded = plan.model.padded_vocab_size
+        return Scorer(graphdef, params, plan.vocab, padded).log_likelihood(sequences)
+
+    ours = evaluator.scorer.log_likelihood(sequences)
+    np.testing.assert_allclose(ours, scores("float32"), rtol=1e-6)
+    assert not np.allclose(ours, scores("bfloat16"), rtol=1e-6)
+
+
 def test_untrained_model_scores_near_chance(corpus):
     cfg = _config(corpus)
     plan = plan_run(cfg)
     model = Decoder(plan.model, nnx.Rngs(cfg.seed))
     params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
-    metrics = TaskEvaluator(cfg, plan, nnx.split(model)[0], None).metrics(params, 0)
+    metrics = TaskEvaluator(cfg, plan, None).metrics(params, 0)
     for task in TASKS:
         assert abs(metrics[f"{task}_accuracy"] - 0.5) < 0.06, metrics
 

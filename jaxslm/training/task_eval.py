@@ -4,17 +4,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from flax import nnx
+
 from jaxslm.errors import JaxslmError
 from jaxslm.evals.runner import TaskRequest, find_task_data, run_task
 from jaxslm.evals.scorer import Scorer
 from jaxslm.evals.tasks import SequenceBuilder
+from jaxslm.models.decoder import abstract_decoder
 
 
 class TaskEvaluator:
     """Runs `eval.tasks` on the current parameters; results are flat metrics `<task>_accuracy`
-    (and `<task>_macro_accuracy` where a task has parts)."""
+    (and `<task>_macro_accuracy` where a task has parts). Scores are computed in float32, as
+    slamkit and `python -m jaxslm.evaluate` compute them, whatever the training compute
+    dtype."""
 
-    def __init__(self, cfg, plan, graphdef, mesh):
+    def __init__(self, cfg, plan, mesh):
         directory = Path(cfg.eval.tasks_dir) if cfg.eval.tasks_dir else plan.corpus.path("eval_dir")
         if directory is None or not directory.is_dir():
             raise JaxslmError(
@@ -27,6 +32,8 @@ class TaskEvaluator:
         padded = plan.model.padded_vocab_size
         self.summaries: dict[str, dict] = {}
         self.step = 0
+        scoring = plan.model.replace(dtype="float32", remat="none")
+        graphdef = nnx.graphdef(abstract_decoder(scoring))
         self.scorer = Scorer(
             graphdef, None, plan.vocab, padded, mesh, cfg.eval.tasks_batch_tokens or None
         )

@@ -208,7 +208,7 @@ class Trainer:
             donate_argnums=0,
         )
         evaluator = HeldOut(self) if cfg.eval.every_steps else None
-        tasks = TaskEvaluator(cfg, self.plan, self.graphdef, self.mesh) if cfg.eval.tasks else None
+        tasks = TaskEvaluator(cfg, self.plan, self.mesh) if cfg.eval.tasks else None
         log = MetricsLog(
             self.run_dir,
             step,
