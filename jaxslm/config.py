@@ -22,6 +22,7 @@ from jaxslm.backend import ATTENTION_KERNELS
 from jaxslm.data.interleave import LAST_SPANS, METHODS
 from jaxslm.errors import JaxslmError
 from jaxslm.models.config import DTYPES, FAMILIES, REMAT_POLICIES
+from jaxslm.textfiles import read_yaml_mapping
 from jaxslm.vocab import MODES
 
 DECAYS = ("cosine", "linear", "constant")
@@ -495,20 +496,7 @@ def _plain(obj: Any) -> dict[str, Any]:
 
 
 def _read_yaml(path: Path) -> dict[Any, Any]:
-    try:
-        tree = yaml.safe_load(path.read_text())
-    except OSError as err:
-        raise JaxslmError(f"{path}: cannot read the config file ({err.strerror})") from None
-    except yaml.YAMLError as err:
-        raise JaxslmError(f"{path}: not valid YAML: {err}") from None
-    if tree is None:
-        return {}
-    if not isinstance(tree, dict):
-        raise JaxslmError(
-            f"{path}: the top level must be a mapping of sections (model:, data:, ...), "
-            f"got {tree!r}"
-        )
-    return tree
+    return read_yaml_mapping(path, "config file", "sections (model:, data:, ...)")
 
 
 def _assign_yaml(values: dict[str, Any], key: str, value: Any, where: str) -> None:

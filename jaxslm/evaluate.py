@@ -165,6 +165,17 @@ def resolve_requests(args: argparse.Namespace):
     return requests
 
 
+def check_outputs(args: argparse.Namespace) -> None:
+    """Refuse, before any scoring, an --out or --pairs-out that cannot be written."""
+    from jaxslm.fsutil import prepare_output_file
+
+    outputs = [path for path in (args.out, args.pairs_out) if path is not None]
+    if len(outputs) == 2 and outputs[0].absolute() == outputs[1].absolute():
+        raise JaxslmError(f"--out and --pairs-out are both {args.out}; give two different files")
+    for path in outputs:
+        prepare_output_file(path)
+
+
 def _mesh_sizes(text: str) -> tuple[int, int, int]:
     try:
         sizes = tuple(int(s) for s in text.split(","))
@@ -180,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         requests = resolve_requests(args)
         mesh_sizes = _mesh_sizes(args.mesh)
+        check_outputs(args)
         results = evaluate(args, requests, mesh_sizes)
     except JaxslmError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -122,10 +122,12 @@ def generate(args: argparse.Namespace) -> list[dict]:
 
     import jaxslm
     from jaxslm.checkpoint import load_tokenizer
+    from jaxslm.fsutil import prepare_output_file
     from jaxslm.generation.prompts import PromptBuilder
 
     if args.n < 1 or args.batch_size < 1:
         raise JaxslmError("--n and --batch-size must be positive")
+    prepare_output_file(args.out)
     prompts = _prompts(args)
     lm = jaxslm.load(args.checkpoint, compute_dtype=args.dtype)
     builder = PromptBuilder(lm.vocab, load_tokenizer(args.checkpoint, lm.vocab))

@@ -8,11 +8,14 @@ deduplicated units and the frames each lasted (one frame = --frame-seconds of th
 0.04 s for mHuBERT-25Hz, 0.02 s for 50 Hz models). `file_name` is the path relative to
 --audio (a folder) or as written in the list (a text file with one path per line).
 
-Files are tokenized in order of length, as slamkit does, in padded batches. The run is
-resumable: lines go to OUT.partial as batches finish, files already there are skipped on
-the next run, and OUT appears only when every file is done. A file that cannot be read is
-written to OUT.errors.jsonl with the reason and the run goes on (errors are retried on the
-next run). The textless k-means `.bin` is a pickle and is read only with --trust-pickle.
+Files are tokenized in order of length, as slamkit does, in padded batches. Lines go to
+OUT.partial as batches finish, and OUT.partial replaces OUT in one rename at the end. A file
+that cannot be read goes to <OUT stem>.errors.jsonl with the reason, and the run goes on.
+Running the same command again tokenizes only the listed files not in OUT or OUT.partial (the
+failures of earlier runs and new files), keeps every line already there, and replaces OUT,
+whole, at the end; an interrupted run resumes the same way. A file already in OUT is never
+tokenized again: delete OUT to start over. The textless k-means `.bin` is a pickle and is read
+only with --trust-pickle.
 """
 
 from __future__ import annotations
@@ -20,11 +23,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from jaxslm.errors import JaxslmError
+from jaxslm.textfiles import read_utf8
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg")
 
@@ -72,7 +77,7 @@ def list_audio(source: Path) -> list[tuple[str, Path]]:
         files = sorted(p for p in source.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
         entries = [(p.relative_to(source).as_posix(), p) for p in files if p.is_file()]
     elif source.is_file():
-        lines = [line.strip() for line in source.read_text().splitlines()]
+        lines = [line.strip() for line in read_utf8(source, "list of audio files").splitlines()]
         entries = [(line, _listed_path(source, line)) for line in lines if line]
     else:
         raise JaxslmError(f"--audio {source}: no such folder or list file")
@@ -86,41 +91,32 @@ def _listed_path(list_file: Path, line: str) -> Path:
     return path if path.is_absolute() else list_file.parent / path
 
 
-def read_done(path: Path) -> list[dict]:
-    """Complete JSON lines of a (possibly interrupted) output file."""
-    if not path.is_file():
-        return []
-    done = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            break
-        if not isinstance(record, dict) or "file_name" not in record:
-            break
-        done.append(record)
-    return done
-
-
 def tokenize(args: argparse.Namespace) -> dict[str, int]:
     """Tokenize every listed file not yet in --out; returns counts."""
+    from jaxslm.fsutil import prepare_output_file
     from jaxslm.speech.tokenizer import SpeechTokenizer
 
     entries = list_audio(args.audio)
-    if args.out.exists():
-        print(f"{args.out} exists: every file is tokenized (delete it to start over)")
-        return {"files": len(entries), "tokenized": 0, "errors": 0}
-    tokenizer = SpeechTokenizer.load(
-        args.hubert,
-        args.layer,
-        args.codebook,
-        args.trust_pickle,
-        not args.no_dedup,
+    prepare_output_file(args.out)
+
+    def load_tokenizer() -> SpeechTokenizer:
+        return SpeechTokenizer.load(
+            args.hubert,
+            args.layer,
+            args.codebook,
+            args.trust_pickle,
+            not args.no_dedup,
+            args.batch_seconds,
+            args.dtype,
+        )
+
+    return tokenize_pending(
+        entries,
+        load_tokenizer,
+        args.out,
         args.batch_seconds,
-        args.dtype,
-    )
-    return tokenize_files(
-        entries, tokenizer, args.out, args.batch_seconds, args.trim_silence, not args.no_progress
+        args.trim_silence,
+        not args.no_progress,
     )
 
 
@@ -132,27 +128,67 @@ def tokenize_files(
     trim_silence: bool = False,
     progress: bool = True,
 ) -> dict[str, int]:
-    """Write `{file_name, units, duration}` lines of `entries` (from `list_audio`) to
-    `out_path`, resuming from `out_path.partial`; failures go to `<stem>.errors.jsonl`."""
-    from tqdm import tqdm
+    """`tokenize_pending` with a loaded tokenizer."""
+    return tokenize_pending(
+        entries, lambda: tokenizer, out_path, batch_seconds, trim_silence, progress
+    )
 
+
+def tokenize_pending(
+    entries: list[tuple[str, Path]],
+    load_tokenizer: Callable[[], Any],
+    out_path: Path,
+    batch_seconds: float = 120.0,
+    trim_silence: bool = False,
+    progress: bool = True,
+) -> dict[str, int]:
+    """Add `{file_name, units, duration}` lines to `out_path` for the `entries` (from
+    `list_audio`) not in it yet: new files and those that failed before. Resumes from
+    `out_path.partial`, keeps the lines already in `out_path`, and replaces it in one rename;
+    this run's failures go to `<stem>.errors.jsonl`. `load_tokenizer` is called only when a
+    file is to be tokenized."""
     from jaxslm.fsutil import atomic_write_text
+    from jaxslm.resumable_jsonl import ResumableJsonl
     from jaxslm.speech.audio import audio_seconds
 
-    partial = out_path.with_name(out_path.name + ".partial")
     errors_path = out_path.with_name(out_path.stem + ".errors.jsonl")
-    done = read_done(partial)
-    atomic_write_text(partial, "".join(json.dumps(r) + "\n" for r in done))
-    finished = {r["file_name"] for r in done}
-    todo, errors = [], []
-    for name, path in entries:
-        if name in finished:
-            continue
-        try:
-            todo.append((audio_seconds(path), name, path))
-        except JaxslmError as error:
-            errors.append({"file_name": name, "error": str(error)})
-    todo.sort()
+    with ResumableJsonl(out_path) as output:
+        todo, errors = [], []
+        for name, path in entries:
+            if name in output.done:
+                continue
+            try:
+                todo.append((audio_seconds(path), name, path))
+            except JaxslmError as error:
+                errors.append({"file_name": name, "error": str(error)})
+        pending = len(todo) + len(errors)
+        written = 0
+        if todo:
+            tokenizer = load_tokenizer()
+            written = _tokenize_into(
+                output, sorted(todo), tokenizer, batch_seconds, trim_silence, progress, errors
+            )
+        if errors:
+            atomic_write_text(errors_path, "".join(json.dumps(e) + "\n" for e in errors))
+            print(f"{len(errors)} file(s) failed; reasons in {errors_path}", file=sys.stderr)
+        else:
+            errors_path.unlink(missing_ok=True)
+        output.commit()
+    return {
+        "files": len(entries),
+        "done_before": len(entries) - pending,
+        "tokenized": written,
+        "errors": len(errors),
+    }
+
+
+def _tokenize_into(
+    output, todo, tokenizer, batch_seconds: float, trim: bool, progress: bool, errors: list
+) -> int:
+    """Append the lines of `todo` (seconds, name, path), shortest first, to `output`; adds
+    failures to `errors`; returns the lines written."""
+    from tqdm import tqdm
+
     bar = tqdm(
         total=round(sum(t[0] for t in todo), 1),
         unit="s",
@@ -160,32 +196,21 @@ def tokenize_files(
         disable=not progress,
     )
     written = 0
-    with partial.open("a", encoding="utf-8") as out, bar:
-        for batch, waves, failed in _loaded_batches(todo, batch_seconds, trim_silence):
-            errors += failed
+    with bar:
+        for batch, waves, failed in _loaded_batches(todo, batch_seconds, trim):
+            errors += [{"file_name": f["file_name"], "error": f["error"]} for f in failed]
             results = tokenizer.units(waves) if waves else []
             for (_, name, _), (units, durations) in zip(batch, results, strict=True):
                 if units.size == 0:
                     errors.append({"file_name": name, "error": "too short for one HuBERT frame"})
                     continue
-                record = {
-                    "file_name": name,
-                    "units": units.tolist(),
-                    "duration": durations.tolist(),
-                }
-                out.write(json.dumps(record) + "\n")
+                output.append(
+                    {"file_name": name, "units": units.tolist(), "duration": durations.tolist()}
+                )
                 written += 1
-            out.flush()
+            output.flush()
             bar.update(round(sum(item[0] for item in batch) + sum(f["seconds"] for f in failed), 1))
-    for error in errors:
-        error.pop("seconds", None)
-    if errors:
-        atomic_write_text(errors_path, "".join(json.dumps(e) + "\n" for e in errors))
-        print(f"{len(errors)} file(s) failed; reasons in {errors_path}", file=sys.stderr)
-    elif errors_path.exists():
-        errors_path.unlink()
-    partial.replace(out_path)
-    return {"files": len(entries), "tokenized": written, "errors": len(errors)}
+    return written
 
 
 def _loaded_batches(todo, batch_seconds: float, trim: bool) -> Iterator[tuple[list, list, list]]:
@@ -230,7 +255,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(
         f"{counts['tokenized']} file(s) tokenized, {counts['errors']} failed, "
-        f"{counts['files']} listed; output {args.out}"
+        f"{counts['done_before']} already in the output, {counts['files']} listed; "
+        f"output {args.out}"
     )
     return 0
 

@@ -12,7 +12,14 @@ from pathlib import Path
 import pytest
 
 from jaxslm.errors import JaxslmError
-from jaxslm.fsutil import atomic_directory, clear_stale_staging, prepare_output
+from jaxslm.fsutil import (
+    atomic_directory,
+    atomic_write_text,
+    clear_stale_staging,
+    prepare_output,
+    prepare_output_file,
+    prepare_output_folder,
+)
 
 WRITER = textwrap.dedent(
     """
@@ -29,16 +36,31 @@ WRITER = textwrap.dedent(
 )
 
 
-def _start_writer(out: Path, then: str) -> tuple[subprocess.Popen, Path]:
+FILE_WRITER = textwrap.dedent(
+    """
+    import os, sys, time
+    from jaxslm.fsutil import atomic_file
+
+    with atomic_file(sys.argv[1]) as staging:
+        staging.write_bytes(bytes(100_000))
+        print(staging, flush=True)
+        if sys.argv[2] == "exit":
+            os._exit(0)
+        time.sleep(600)
+    """
+)
+
+
+def _start_writer(out: Path, then: str, script: str = WRITER) -> tuple[subprocess.Popen, Path]:
     """A writer process that stages `out` and then exits at once or waits to be killed."""
     writer = subprocess.Popen(
-        [sys.executable, "-c", WRITER, str(out), then],
+        [sys.executable, "-c", script, str(out), then],
         stdout=subprocess.PIPE,
         text=True,
         env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])},
     )
     staging = Path(writer.stdout.readline().strip())
-    assert staging.parent == out.parent and (staging / "weights.bin").is_file()
+    assert staging.parent == out.parent and staging.exists()
     return writer, staging
 
 
@@ -134,3 +156,49 @@ def test_an_output_in_a_read_only_folder_is_refused(tmp_path):
     folder.mkdir(mode=0o555)
     with pytest.raises(JaxslmError, match="ro is not writable"):
         prepare_output(folder / "out", overwrite=False)
+
+
+def test_a_killed_file_writers_staging_is_removed_and_a_live_ones_kept(tmp_path, capsys):
+    out = tmp_path / "results.json"
+    out.write_text("previous")
+    writer, live = _start_writer(out, "wait", FILE_WRITER)
+    try:
+        atomic_write_text(out, "new")
+        assert out.read_text() == "new" and live.is_file()  # its writer still runs
+    finally:
+        writer.send_signal(signal.SIGKILL)
+        writer.wait(timeout=60)
+    writer, dead = _start_writer(out, "exit", FILE_WRITER)  # it removes the killed one's file
+    assert writer.wait(timeout=60) == 0 and out.read_text() == "new" and not live.exists()
+    descriptor = os.open(dead, os.O_RDONLY)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)  # as a writer in another pid namespace
+        assert clear_stale_staging(out) == [] and dead.is_file()
+    finally:
+        os.close(descriptor)
+    atomic_write_text(out, "newer")
+    assert out.read_text() == "newer" and _leftovers(out) == []
+    assert f"removed stale staging file {dead}" in capsys.readouterr().err
+
+
+def test_output_files_and_folders_are_checked_before_any_work(tmp_path):
+    (tmp_path / "file").write_text("")
+    with pytest.raises(JaxslmError, match="is a folder; give the path of a file"):
+        prepare_output_file(tmp_path)
+    with pytest.raises(JaxslmError, match="file is a file; choose another output path"):
+        prepare_output_file(tmp_path / "file" / "results.json")
+    with pytest.raises(JaxslmError, match="file is a file; choose another output path"):
+        prepare_output_folder(tmp_path / "file")
+    assert prepare_output_file(tmp_path / "file") == tmp_path / "file"  # replaced when written
+    assert prepare_output_folder(tmp_path / "new" / "sweep") == tmp_path / "new" / "sweep"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]  # nothing created
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_outputs_in_a_read_only_folder_are_refused(tmp_path):
+    folder = tmp_path / "ro"
+    folder.mkdir(mode=0o555)
+    with pytest.raises(JaxslmError, match="ro is not writable"):
+        prepare_output_file(folder / "results.json")
+    with pytest.raises(JaxslmError, match="ro is not writable"):
+        prepare_output_folder(folder)

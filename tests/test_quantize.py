@@ -2,11 +2,13 @@
 
 import logging
 import os
+import textwrap
 
 import jax.numpy as jnp
 import joblib
 import numpy as np
 import pytest
+from conftest import kill_once_writing
 from safetensors.numpy import save_file
 from sklearn.cluster import KMeans, MiniBatchKMeans
 
@@ -81,6 +83,35 @@ def test_pickled_codebook_needs_trust_once(tmp_path, caplog, monkeypatch):
     os.utime(path, ns=(later, later))
     with pytest.raises(JaxslmError, match="older than it"):
         load_codebook(path)
+
+
+KILLED_CONVERSION = textwrap.dedent(
+    """
+    import sys, time
+    from jaxslm.speech import quantize
+
+    def save(handle, array, allow_pickle):
+        handle.write(b"\\x93NUMPY")  # the start of the file, then the process is killed
+        handle.flush()
+        print("writing", flush=True)
+        time.sleep(600)
+
+    quantize.np.save = save
+    quantize.load_codebook(sys.argv[1], trust_pickle=True)
+    """
+)
+
+
+def test_a_conversion_killed_mid_write_leaves_no_npy_and_is_cleaned_up(tmp_path, capsys):
+    path = tmp_path / "km8.bin"
+    centers = pickled_kmeans(path)
+    kill_once_writing(KILLED_CONVERSION, [str(path)])
+    (staging,) = [p for p in tmp_path.iterdir() if p.name.startswith(".km8.npy.partial-")]
+    assert not converted_path(path).exists()
+    load_codebook(path, trust_pickle=True)
+    np.testing.assert_array_equal(np.load(converted_path(path)), centers.astype(np.float32))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["km8.bin", "km8.npy"]
+    assert f"removed stale staging file {staging}" in capsys.readouterr().err
 
 
 def test_pickles_are_found_by_content_not_suffix(tmp_path):

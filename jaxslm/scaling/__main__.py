@@ -85,11 +85,11 @@ def add_fit_parser(subparsers) -> None:
 
 def run_fit(args: argparse.Namespace) -> int:
     """The `fit` sub-command."""
-    from jaxslm.fsutil import refuse_existing
+    from jaxslm.fsutil import prepare_output
     from jaxslm.scaling.report import analyse, read_runs, write_report
 
     overwrite = args.overwrite or (args.out / "fit.json").is_file()
-    refuse_existing(args.out, overwrite)  # before the fit, not after it
+    prepare_output(args.out, overwrite)  # before the fit, not after it
     if not args.delta > 0 or args.bootstrap < 0 or not args.isoflop_rtol >= 0:
         raise JaxslmError("--delta must be positive, --bootstrap and --isoflop-rtol >= 0")
     if args.r_star is not None and not args.r_star > 0:

@@ -10,6 +10,7 @@ run), except names and the bookkeeping columns sweeps write (`total_params`, `mo
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from jaxslm.fsutil import atomic_directory
 from jaxslm.scaling.fit import Law, LawFit, effective_tokens, fit_law
 from jaxslm.scaling.isoflop import IsoFlopFit, isoflop_fit, power_law
 from jaxslm.scaling.optimal import allocation_coefficient, compute_optimal, exponents
+from jaxslm.textfiles import read_utf8
 
 REQUIRED = ("params", "tokens", "loss")
 NOT_METRICS = {
@@ -95,16 +97,20 @@ def read_runs(path: str | Path) -> RunTable:
     path = Path(path)
     if not path.is_file():
         raise JaxslmError(f"{path}: no such runs table")
-    with open(path, newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
+    reader = csv.DictReader(io.StringIO(read_utf8(path, "runs table"), newline=""))
+    try:
         columns = [c.strip() for c in reader.fieldnames or []]
         rows = [{k.strip(): v for k, v in row.items() if k is not None} for row in reader]
+    except csv.Error as err:
+        raise JaxslmError(f"{path}, line {reader.line_num}: not a CSV table ({err})") from None
     missing = [c for c in REQUIRED if c not in columns]
     if missing:
         raise JaxslmError(
             f"{path}: missing column(s) {', '.join(missing)} (found: "
             f"{', '.join(columns) or 'none'}); required: {', '.join(REQUIRED)}"
         )
+    if not rows:
+        raise JaxslmError(f"{path}: no runs, only the header; add one row per run")
     numeric = [c for c in REQUIRED + ("flops", "epochs", "unique_tokens") if c in columns]
     values = {
         c: np.array([_number(path, i + 2, c, row[c]) for i, row in enumerate(rows)])
@@ -310,9 +316,13 @@ def read_fit(path: str | Path) -> tuple[Law, tuple[float, float] | None]:
     if not path.is_file():
         raise JaxslmError(f"{path}: no such fit.json")
     try:
-        values = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        values = json.loads(read_utf8(path, "fit.json"))
+    except json.JSONDecodeError as err:
         raise JaxslmError(f"{path}: not a JSON file ({err})") from None
+    if not isinstance(values, dict):
+        raise JaxslmError(
+            f"{path}: holds a JSON {type(values).__name__}, not an object; is it a fit.json?"
+        )
     names = ("E", "A", "B", "alpha", "beta")
     missing = [k for k in names if not isinstance(values.get(k), (int, float))]
     if missing:

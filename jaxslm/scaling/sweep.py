@@ -34,13 +34,13 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from jaxslm.config import TrainConfig, dump_config, load_config
 from jaxslm.errors import JaxslmError
-from jaxslm.fsutil import atomic_write_text
+from jaxslm.fsutil import atomic_write_text, prepare_output_folder
+from jaxslm.textfiles import read_yaml_mapping
 
 RUNS_FILE = "runs.csv"
+SWEEP_KEYS = "base, out, params, tokens_per_param/flops, ..."
 
 
 @dataclass(frozen=True)
@@ -73,24 +73,44 @@ def load_sweep(path: str | Path) -> SweepConfig:
     path = Path(path)
     if not path.is_file():
         raise JaxslmError(f"{path}: no such sweep config")
-    values = yaml.safe_load(path.read_text()) or {}
+    if path.suffix.lower() in (".csv", ".tsv"):
+        raise JaxslmError(
+            f"{path}: sweep reads a YAML sweep config (keys {SWEEP_KEYS}; see "
+            "configs/scaling/tiny_sweep.yaml); to fit a table of runs, use "
+            "`python -m jaxslm.scaling fit`"
+        )
+    values = read_yaml_mapping(path, "sweep config", f"keys {SWEEP_KEYS}")
     known = {f.name for f in fields(SweepConfig)}
-    unknown = sorted(set(values) - known)
+    unknown = sorted(str(key) for key in values if key not in known)
     if unknown:
         raise JaxslmError(f"{path}: unknown key(s) {', '.join(unknown)}; known: {sorted(known)}")
     missing = [k for k in ("base", "out", "params") if k not in values]
     if missing:
         raise JaxslmError(f"{path}: missing key(s) {', '.join(missing)}")
     for key in ("params", "tokens_per_param", "flops", "overrides"):
-        if key in values:
-            values[key] = tuple(values[key])
+        if key in values and not isinstance(values[key], list):
+            raise JaxslmError(f"{path}: {key} must be a YAML list [...], got {values[key]!r}")
+        values[key] = tuple(values.get(key, ()))
+    for key in ("params", "tokens_per_param", "flops"):
+        values[key] = tuple(_number(path, key, value) for value in values[key])
     try:
-        values["params"] = tuple(float(p) for p in values["params"])
         return SweepConfig(**values)
     except (TypeError, ValueError) as err:
         raise JaxslmError(f"{path}: {err}") from None
     except JaxslmError as err:
         raise JaxslmError(f"{path}: {err}") from None
+
+
+def _number(path: Path, key: str, value: Any) -> float:
+    """A finite number of a sweep config list (PyYAML reads `1e6`, without a dot, as a
+    string)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if not math.isfinite(number):
+        raise JaxslmError(f"{path}: {key} must list finite numbers, got {value!r}")
+    return number
 
 
 def shape_for(params: float, aspect: float, head_dim: int, kv_ratio: int) -> dict[str, int]:
@@ -175,8 +195,7 @@ def write_commands(sweep: SweepConfig, runs: list[Run]) -> Path:
         config_path = out / "configs" / f"{run.name}.yaml"
         dump_config(load_config(sweep.base, list(run.overrides)), config_path)
         lines.append(f"{sys.executable} -m jaxslm.train --config {config_path}")
-    commands = out / "commands.sh"
-    commands.write_text("\n".join(lines) + "\n")
+    commands = atomic_write_text(out / "commands.sh", "\n".join(lines) + "\n")
     commands.chmod(0o755)
     return commands
 
@@ -303,6 +322,7 @@ def add_parser(subparsers) -> None:
 def run_command(args: argparse.Namespace) -> int:
     """The `sweep` sub-command."""
     sweep = load_sweep(args.config)
+    prepare_output_folder(sweep.out)
     runs = plan_runs(sweep)
     if args.write_only:
         print(f"{len(runs)} runs; commands in {write_commands(sweep, runs)}")

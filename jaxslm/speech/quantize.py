@@ -20,6 +20,7 @@ import numpy as np
 from tqdm import tqdm
 
 from jaxslm.errors import JaxslmError
+from jaxslm.fsutil import atomic_file
 
 log = logging.getLogger(__name__)
 
@@ -60,17 +61,11 @@ class Codebook:
         return self.centroids.shape[1]
 
     def save_npy(self, path: str | os.PathLike) -> Path:
-        """Write the centroids as `.npy` through a temporary sibling (readers never see half)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        staging = path.with_name(f".{path.name}.partial-{os.getpid()}")
-        try:
-            with open(staging, "wb") as handle:
-                np.save(handle, self.centroids, allow_pickle=False)
-            staging.replace(path)
-        finally:
-            staging.unlink(missing_ok=True)
-        return path
+        """Write the centroids as `.npy` atomically (`jaxslm.fsutil.atomic_file`): readers,
+        and a run after a kill, see the whole file or none."""
+        with atomic_file(path) as staging, open(staging, "wb") as handle:
+            np.save(handle, self.centroids, allow_pickle=False)
+        return Path(path)
 
 
 def converted_path(pickle_path: str | os.PathLike) -> Path:
