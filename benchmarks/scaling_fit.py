@@ -1,7 +1,8 @@
 """Benchmark: the full-grid Approach 3 fit in JAX against scipy's L-BFGS-B looping over starts.
 
 Both sides minimise the same objective on the same data: Epoch AI's preparation of Chinchilla's
-runs (../shared/data/chinchilla, the 5 highest losses dropped, D = C / (6 N)), the summed Huber
+runs (`data/svg_extracted_data.csv` of github.com/epoch-research/analyzing-chinchilla, given
+with --data or JAXSLM_CHINCHILLA_CSV; the 5 highest losses dropped, D = C / (6 N)), the summed Huber
 loss (delta 1e-3) of log-loss residuals of the LSE form, from Epoch's 4,500-start grid.
 
 - jaxslm: `fit_law`, batched L-BFGS from all 4,500 starts at once in float32, then the best 32
@@ -47,7 +48,7 @@ from scipy.optimize import minimize  # noqa: E402
 
 from jaxslm.scaling.fit import Law, LbfgsOptions, epoch_grid, fit_law  # noqa: E402
 
-DATA = Path(__file__).resolve().parents[2] / "shared/data/chinchilla/svg_extracted_data.csv"
+DATA = os.environ.get("JAXSLM_CHINCHILLA_CSV")
 DELTA = 1e-3
 PUBLISHED = Law(E=1.8172, A=477.84, B=2143.86, alpha=0.3473, beta=0.3672)
 
@@ -114,7 +115,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--data", type=Path, default=DATA, help="svg_extracted_data.csv")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=DATA,
+        required=DATA is None,
+        help="Epoch AI's svg_extracted_data.csv (default: $JAXSLM_CHINCHILLA_CSV)",
+    )
     parser.add_argument("--subset", type=int, default=150, help="starts scipy runs per repeat")
     parser.add_argument("--repeat", type=int, default=3, help="alternating repeats (medians)")
     parser.add_argument("--width", type=int, default=LbfgsOptions().width, help="JAX lanes")

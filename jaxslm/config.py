@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
-import os
 import types
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ import yaml
 from jaxslm.backend import ATTENTION_KERNELS
 from jaxslm.data.interleave import LAST_SPANS, METHODS
 from jaxslm.errors import JaxslmError
+from jaxslm.fsutil import atomic_write_text
 from jaxslm.models.config import DTYPES, FAMILIES, REMAT_POLICIES
 from jaxslm.textfiles import read_yaml_mapping
 from jaxslm.vocab import MODES
@@ -478,9 +478,7 @@ def dump_config(cfg: TrainConfig, path: str | Path) -> None:
     """Write the resolved config as YAML that `load_config` reads back to an equal config."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
-    os.replace(partial, path)
+    atomic_write_text(path, yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
 
 
 def _plain(obj: Any) -> dict[str, Any]:
