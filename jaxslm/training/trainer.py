@@ -243,6 +243,11 @@ class Trainer:
                         tasks.metrics(state["params"], step)
                     )
                 if step % cfg.checkpoint.every_steps == 0:
+                    # A checkpoint commits only after its step's record is on disk.
+                    throughput.exclude(time.perf_counter() - paused)
+                    self._report(pending, log, throughput, summary)
+                    pending, paused = None, time.perf_counter()
+                    log.sync()
                     self.checkpoints.save(step, state, data.get_state(), eval_loss)
                     saved_step = step
                 throughput.exclude(time.perf_counter() - paused)
@@ -251,6 +256,7 @@ class Trainer:
             if tasks is not None and tasks.summaries:
                 log.message(f"benchmarks at step {tasks.step}:\n{format_table(tasks.summaries)}")
             if step != saved_step:
+                log.sync()
                 self.checkpoints.save(step, state, data.get_state())
             log.message(
                 f"stopped at step {step}: {reason}; checkpoint in {self.checkpoints.directory}"
