@@ -252,12 +252,15 @@ def test_bad_configs_fail_before_any_work(tmp_path, extra, message):
     assert not corpus.exists() and not (tmp_path / "run").exists()
 
 
-def test_resume_refuses_a_different_model(corpus, reference, tmp_path):
+@pytest.mark.parametrize(
+    "change, key", [("model.hidden_size=64", "model.hidden_size"), ("seed=1", "whose seed differ")]
+)
+def test_resume_refuses_a_different_model_or_seed(corpus, reference, tmp_path, change, key):
     import shutil
 
     from jaxslm.errors import JaxslmError
 
     run_dir = tmp_path / "run"
     shutil.copytree(reference[0], run_dir)
-    with pytest.raises(JaxslmError, match="model.hidden_size"):
-        train_here(corpus, run_dir, "model.hidden_size=64")
+    with pytest.raises(JaxslmError, match=key):
+        train_here(corpus, run_dir, change)

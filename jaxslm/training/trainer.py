@@ -37,6 +37,8 @@ from jaxslm.training.task_eval import TaskEvaluator
 
 CONFIG_FILE = "config.yaml"
 RESUME_SECTIONS = ("model", "vocab", "data")
+# Top-level keys a resumed run keeps: initialisation and interleaving derive from the seed.
+RESUME_KEYS = ("seed",)
 # Keys of RESUME_SECTIONS that change how a run computes, not what it trains: a resumed run may
 # change them (another kernel or remat policy on another machine).
 RUNTIME_KEYS = ("model.attention", "model.remat", "model.scan_layers")
@@ -162,8 +164,8 @@ class Trainer:
             save_tokenizer(self.plan, tokenizer_dir)
 
     def _check_resumable(self) -> None:
-        """A resumed run must train the same model on the same data (budgets may change, and
-        so may how the model runs: RUNTIME_KEYS)."""
+        """A resumed run must train the same model on the same data from the same seed (budgets
+        may change, and so may how the model runs: RUNTIME_KEYS)."""
         saved_path = self.run_dir / CONFIG_FILE
         if not saved_path.is_file():
             return
@@ -175,6 +177,7 @@ class Trainer:
             if vars(getattr(saved, section))[key] != value
             and f"{section}.{key}" not in RUNTIME_KEYS
         ]
+        changed += [key for key in RESUME_KEYS if getattr(saved, key) != getattr(self.cfg, key)]
         if changed:
             raise JaxslmError(
                 f"{self.run_dir} holds a run whose {', '.join(changed)} differ from this config; "
