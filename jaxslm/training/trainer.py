@@ -2,7 +2,7 @@
 checkpoints, logs and stop conditions (budget, wall clock, SIGTERM).
 
 A run resumes by itself: when RUN_DIR/checkpoints holds a checkpoint, training continues from
-the latest one (model, optimizer, step and data iterator).
+the newest intact one (model, optimizer, step and data iterator).
 """
 
 from __future__ import annotations
@@ -191,17 +191,16 @@ class Trainer:
 
     def _run(self) -> dict[str, Any]:
         cfg = self.cfg
-        latest = self.checkpoints.latest_step()
-        if latest is not None:
+        if self.checkpoints.latest_step() is not None:
             self._check_resumable()
         self._write_run_files()
         data = self._data_iterator("train", None)
-        if latest is None:
+        restored = self.checkpoints.restore_latest(self._abstract_state())
+        if restored is None:
             state, step = self._fresh_state(), 0
         else:
-            state, data_state = self.checkpoints.restore(latest, self._abstract_state())
+            step, state, data_state = restored
             data.set_state(data_state)
-            step = latest
         train_step = jax.jit(
             make_train_step(self.graphdef, self.optimizer, self.schedule, cfg.data.micro_batches),
             in_shardings=(self.shardings, self.batch_sharding),
