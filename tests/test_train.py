@@ -188,8 +188,8 @@ def test_sigkill_then_rerun_resumes_bitwise(corpus, reference, tmp_path):
     assert resumed == reference[1]  # bitwise: every logged step, before and after the kill
 
 
-def train_two_processes(corpus, run_dir, *extra):
-    """Run the training command as two jax.distributed processes of one CPU device each."""
+def start_two_processes(corpus, run_dir, *extra) -> list[subprocess.Popen]:
+    """Start the training command as two jax.distributed processes of one CPU device each."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -199,7 +199,7 @@ def train_two_processes(corpus, run_dir, *extra):
         "mesh.num_processes=2",
         *extra,
     ]
-    processes = [
+    return [
         subprocess.Popen(
             command(corpus, run_dir, *distributed, f"mesh.process_id={i}"),
             env=single_device_env(),
@@ -210,6 +210,11 @@ def train_two_processes(corpus, run_dir, *extra):
         )
         for i in range(2)
     ]
+
+
+def train_two_processes(corpus, run_dir, *extra):
+    """Run the training command as two processes to the end."""
+    processes = start_two_processes(corpus, run_dir, *extra)
     outputs = [p.communicate(timeout=300)[0] for p in processes]
     assert [p.returncode for p in processes] == [0, 0], outputs
 

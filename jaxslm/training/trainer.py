@@ -2,7 +2,8 @@
 checkpoints, logs and stop conditions (budget, wall clock, SIGTERM).
 
 A run resumes by itself: when RUN_DIR/checkpoints holds a checkpoint, training continues from
-the newest intact one (model, optimizer, step and data iterator).
+the newest intact one (model, optimizer, step and data iterator). One process at a time trains
+in a run directory (RUN_DIR/run.lock).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from jaxslm.training.metrics_log import MetricsLog
 from jaxslm.training.optimizer import learning_rate_schedule, make_optimizer
 from jaxslm.training.placement import batch_sharding, param_shardings, state_shardings
 from jaxslm.training.run_checkpoints import RunCheckpoints
+from jaxslm.training.run_lock import lock_run_dir
 from jaxslm.training.setup import pipeline_config, plan_run, save_tokenizer
 from jaxslm.training.step import init_state, make_eval_step, make_train_step, scratch_state
 from jaxslm.training.task_eval import TaskEvaluator
@@ -54,6 +56,16 @@ class Trainer:
         self.primary = jax.process_index() == 0
         self.mesh = make_mesh(cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.tensor)
         self._check_batch()
+        self.lock = lock_run_dir(self.run_dir, self.primary)
+        try:
+            self._plan()
+        except BaseException:
+            self.lock.release()
+            raise
+
+    def _plan(self) -> None:
+        """Model, optimizer, shardings and checkpoints of the run (under the run's lock)."""
+        cfg = self.cfg
         self.plan = plan_run(cfg)
         self._report_attention()
         self.total_steps = cfg.total_steps
@@ -186,8 +198,11 @@ class Trainer:
 
     def run(self) -> dict[str, Any]:
         """Train until the budget, a SIGTERM or the wall-clock limit; returns a summary."""
-        with jax.set_mesh(self.mesh):
-            return self._run()
+        try:
+            with jax.set_mesh(self.mesh):
+                return self._run()
+        finally:
+            self.lock.release()
 
     def _run(self) -> dict[str, Any]:
         cfg = self.cfg
