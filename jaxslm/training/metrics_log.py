@@ -81,6 +81,8 @@ class MetricsLog:
         if self.file is not None:
             self.file.flush()
             os.fsync(self.file.fileno())
+        if self.writer is not None:
+            self.writer.flush()
 
     def message(self, text: str) -> None:
         """Print a line without breaking the progress bar."""
