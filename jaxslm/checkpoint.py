@@ -6,8 +6,8 @@ Layout of CKPT_DIR:
   tokenizer/    tokenizer.json and config files with the unit and modality tokens
 
 A training run directory (`python -m jaxslm.train`) also loads as a checkpoint: it holds
-jaxslm.json and tokenizer/, and its parameters are the `params` item of the latest step
-under checkpoints/.
+jaxslm.json and tokenizer/, and its parameters are the `params` item of the newest intact step
+under checkpoints/ (a damaged newer one is skipped with a warning; see checkpoint_fallback).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
 
+from jaxslm.checkpoint_fallback import newest_intact, reading
 from jaxslm.errors import JaxslmError
 from jaxslm.fsutil import atomic_write_text
 from jaxslm.hostmem import cpu_device, to_cpu_array
@@ -98,11 +99,12 @@ def read_metadata(directory: str | Path) -> tuple[ModelConfig, SpeechVocab, dict
     )
 
 
-def params_path(directory: str | Path) -> Path:
-    """The Orbax parameter directory of a model checkpoint or of a run's latest checkpoint."""
+def params_candidates(directory: str | Path) -> list[Path]:
+    """The Orbax parameter directories to read, best first: a model checkpoint's params/, or the
+    params/ of a run's checkpoints from the newest (read through `newest_intact`)."""
     directory = Path(directory).absolute()
     if (directory / PARAMS_DIR).is_dir():
-        return directory / PARAMS_DIR
+        return [directory / PARAMS_DIR]
     steps_dir = directory / RUN_CHECKPOINTS_DIR
     steps = [
         int(p.name)
@@ -114,7 +116,7 @@ def params_path(directory: str | Path) -> Path:
             f"{directory}: no parameters found (neither {PARAMS_DIR}/ nor a finished checkpoint "
             f"under {RUN_CHECKPOINTS_DIR}/)"
         )
-    return steps_dir / str(max(steps)) / PARAMS_DIR
+    return [steps_dir / str(step) / PARAMS_DIR for step in sorted(steps, reverse=True)]
 
 
 def load_tokenizer(directory: str | Path, vocab: SpeechVocab) -> TextTokenizer | None:
@@ -130,7 +132,8 @@ def abstract_params(cfg: ModelConfig) -> dict:
 
 
 def restore_params(directory: str | Path, cfg: ModelConfig, shardings=None) -> dict:
-    """Restore the parameter tree; `shardings` (a matching tree) places it, else one CPU device."""
+    """Restore the parameter tree of a checkpoint, or of a run's newest intact checkpoint;
+    `shardings` (a matching tree) places it, else one CPU device."""
     abstract = abstract_params(cfg)
     if shardings is None:
         cpu = jax.sharding.SingleDeviceSharding(cpu_device())
@@ -142,12 +145,17 @@ def restore_params(directory: str | Path, cfg: ModelConfig, shardings=None) -> d
     )
     # Restoring 1 GB at a time keeps the host peak near one model copy (and was faster on CPU).
     handler = ocp.StandardCheckpointHandler(restore_concurrent_gb=RESTORE_CONCURRENT_GB)
-    with ocp.Checkpointer(handler) as checkpointer:
-        return checkpointer.restore(params_path(directory), args=ocp.args.StandardRestore(target))
+
+    def read(params_dir: Path) -> dict:
+        with reading(params_dir), ocp.Checkpointer(handler) as checkpointer:
+            return checkpointer.restore(params_dir, args=ocp.args.StandardRestore(target))
+
+    return newest_intact(params_candidates(directory), read)[1]
 
 
-def restore_param(directory: str | Path, cfg: ModelConfig, path: tuple[str, ...]) -> np.ndarray:
-    """One parameter (e.g. ("layers", "mlp", "up", "kernel")) restored alone onto the host."""
+def restore_param(params_dir: Path, cfg: ModelConfig, path: tuple[str, ...]) -> np.ndarray:
+    """One parameter (e.g. ("layers", "mlp", "up", "kernel")) of the Orbax parameter directory
+    `params_dir` restored alone onto the host; DamagedCheckpoint when it cannot be read."""
     leaf = abstract_params(cfg)
     for key in path:
         leaf = leaf[key]
@@ -161,8 +169,8 @@ def restore_param(directory: str | Path, cfg: ModelConfig, path: tuple[str, ...]
         lambda s: ocp.ArrayRestoreArgs(sharding=cpu, global_shape=s.shape, dtype=s.dtype), item
     )
     args = ocp.args.PyTreeRestore(item=item, restore_args=restore_args, partial_restore=True)
-    with ocp.Checkpointer(ocp.PyTreeCheckpointHandler()) as checkpointer:
-        restored = checkpointer.restore(params_path(directory), args=args)
+    with reading(params_dir), ocp.Checkpointer(ocp.PyTreeCheckpointHandler()) as checkpointer:
+        restored = checkpointer.restore(params_dir, args=args)
     for key in path:
         restored = restored[key]
     return np.asarray(restored)

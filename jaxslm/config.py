@@ -601,6 +601,12 @@ def _coerce(value: Any, hint: Any, key: str, where: str) -> Any:
     if result is _INVALID:
         expected = _describe(base) + (" or null" if base is not hint else "")
         raise JaxslmError(f"{where}: {key} must be {expected}, got {value!r}")
+    numbers = result if isinstance(result, tuple) else (result,)
+    if any(isinstance(n, float) and not math.isfinite(n) for n in numbers):
+        unset = " (or null)" if base is not hint else ""
+        raise JaxslmError(
+            f"{where}: {key}={value!r} must be finite, not inf or nan: give a number{unset}"
+        )
     return result
 
 

@@ -132,6 +132,24 @@ def test_value_checks(overrides, fragments):
     _fails(None, overrides, *fragments)
 
 
+@pytest.mark.parametrize(
+    "override",
+    [
+        "optimizer.lr=.inf",
+        "optimizer.lr=nan",
+        "data.interleave_lam=-inf",
+        "budget.max_seconds=.inf",
+        "data.stream_weights=[1,.nan,0]",
+    ],
+)
+def test_non_finite_numbers_are_refused(override):
+    _fails(None, [STEPS, override], override.split("=")[0], "must be finite")
+
+
+def test_non_finite_number_in_a_file(tmp_path):
+    _fails(_write(tmp_path, "optimizer:\n  eps: .nan\n"), [STEPS], "exp.yaml", "optimizer.eps")
+
+
 def test_file_errors(tmp_path):
     _fails(tmp_path / "missing.yaml", [], "missing.yaml", "cannot read")
     _fails(_write(tmp_path, "model: [\n"), [], "not valid YAML")

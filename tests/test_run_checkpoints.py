@@ -26,3 +26,21 @@ def test_keeps_latest_and_best_and_restores(tmp_path, per_process_data):
     np.testing.assert_array_equal(state["params"]["w"], [2.0, 2.0, 2.0])
     assert int(state["step"]) == 2
     assert data_state == {"position": 2, "rows": [2, "abc"]}
+
+
+def test_data_state_of_another_process_count_is_refused(tmp_path):
+    """Named as such, not mistaken for a damaged checkpoint (which would be set aside)."""
+    from jaxslm.errors import JaxslmError
+
+    checkpoints = RunCheckpoints(
+        tmp_path, keep=2, keep_best=False, async_save=False, per_process_data=True
+    )
+    state = {"params": {"w": jnp.zeros(3)}, "step": jnp.int32(1)}
+    checkpoints.save(1, state, {"position": 1})
+    data_dir = checkpoints.directory / "1" / "data"
+    (data_dir / "process_0-of-1.json").rename(data_dir / "process_0-of-2.json")
+    abstract = jax.eval_shape(lambda: state)
+    with pytest.raises(JaxslmError, match="same number of processes"):
+        checkpoints.restore_latest(abstract)
+    checkpoints.close()
+    assert (checkpoints.directory / "1").is_dir()

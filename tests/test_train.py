@@ -212,8 +212,8 @@ def test_sigkill_then_rerun_resumes_bitwise(corpus, reference, tmp_path):
     assert resumed == reference[1]  # bitwise: every logged step, before and after the kill
 
 
-def train_two_processes(corpus, run_dir, *extra):
-    """Run the training command as two jax.distributed processes of one CPU device each."""
+def start_two_processes(corpus, run_dir, *extra) -> list[subprocess.Popen]:
+    """Start the training command as two jax.distributed processes of one CPU device each."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -223,7 +223,7 @@ def train_two_processes(corpus, run_dir, *extra):
         "mesh.num_processes=2",
         *extra,
     ]
-    processes = [
+    return [
         subprocess.Popen(
             command(corpus, run_dir, *distributed, f"mesh.process_id={i}"),
             env=single_device_env(),
@@ -234,6 +234,11 @@ def train_two_processes(corpus, run_dir, *extra):
         )
         for i in range(2)
     ]
+
+
+def train_two_processes(corpus, run_dir, *extra):
+    """Run the training command as two processes to the end."""
+    processes = start_two_processes(corpus, run_dir, *extra)
     outputs = [p.communicate(timeout=300)[0] for p in processes]
     assert [p.returncode for p in processes] == [0, 0], outputs
 
@@ -277,12 +282,15 @@ def test_bad_configs_fail_before_any_work(tmp_path, extra, message):
     assert not corpus.exists() and not (tmp_path / "run").exists()
 
 
-def test_resume_refuses_a_different_model(corpus, reference, tmp_path):
+@pytest.mark.parametrize(
+    "change, key", [("model.hidden_size=64", "model.hidden_size"), ("seed=1", "whose seed differ")]
+)
+def test_resume_refuses_a_different_model_or_seed(corpus, reference, tmp_path, change, key):
     import shutil
 
     from jaxslm.errors import JaxslmError
 
     run_dir = tmp_path / "run"
     shutil.copytree(reference[0], run_dir)
-    with pytest.raises(JaxslmError, match="model.hidden_size"):
-        train_here(corpus, run_dir, "model.hidden_size=64")
+    with pytest.raises(JaxslmError, match=key):
+        train_here(corpus, run_dir, change)

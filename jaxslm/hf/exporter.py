@@ -16,7 +16,14 @@ import ml_dtypes
 import numpy as np
 from tqdm import tqdm
 
-from jaxslm.checkpoint import TOKENIZER_DIR, abstract_params, read_metadata, restore_param
+from jaxslm.checkpoint import (
+    TOKENIZER_DIR,
+    abstract_params,
+    params_candidates,
+    read_metadata,
+    restore_param,
+)
+from jaxslm.checkpoint_fallback import newest_intact
 from jaxslm.fsutil import atomic_directory, prepare_output
 from jaxslm.hf.config_map import generation_config, hf_config_from_model
 from jaxslm.hf.param_map import param_maps
@@ -39,26 +46,32 @@ def export_hf(
     out_path = prepare_output(out_dir, overwrite)
     cfg, vocab, _ = read_metadata(ckpt_dir)
     dtype = dtype or cfg.param_dtype
-    params = _ParamInHand(ckpt_dir, cfg, [m.path for m in param_maps(cfg)])
-    tensors = _plan_tensors(params, cfg, vocab.size, NUMPY_DTYPES[dtype])
-    with atomic_directory(out_path, overwrite) as staging, contextlib.closing(params):
-        with tqdm(total=len(tensors), desc="export", unit="tensor") as bar:
-            write_model(staging, tensors, max_shard_bytes, progress=bar.update)
-        _write_json(staging / "config.json", hf_config_from_model(cfg, vocab, dtype))
-        _write_json(staging / "generation_config.json", generation_config(vocab))
-        tokenizer_dir = ckpt_dir / TOKENIZER_DIR
-        if tokenizer_dir.is_dir():
-            for path in sorted(tokenizer_dir.iterdir()):
-                shutil.copyfile(path, staging / path.name)
+
+    def export_from(params_dir: Path) -> None:
+        params = _ParamInHand(params_dir, cfg, [m.path for m in param_maps(cfg)])
+        tensors = _plan_tensors(params, cfg, vocab.size, NUMPY_DTYPES[dtype])
+        with atomic_directory(out_path, overwrite) as staging, contextlib.closing(params):
+            with tqdm(total=len(tensors), desc="export", unit="tensor") as bar:
+                write_model(staging, tensors, max_shard_bytes, progress=bar.update)
+            _write_json(staging / "config.json", hf_config_from_model(cfg, vocab, dtype))
+            _write_json(staging / "generation_config.json", generation_config(vocab))
+            tokenizer_dir = ckpt_dir / TOKENIZER_DIR
+            if tokenizer_dir.is_dir():
+                for path in sorted(tokenizer_dir.iterdir()):
+                    shutil.copyfile(path, staging / path.name)
+
+    # A damaged parameter file ends this export; it then starts over from an older checkpoint.
+    newest_intact(params_candidates(ckpt_dir), export_from)
     return out_path
 
 
 class _ParamInHand:
-    """Restores parameters on demand in `order`, holding the one in hand and the next one,
-    which is restored in the background while the current one is written."""
+    """Restores parameters of the Orbax directory `params_dir` on demand in `order`, holding
+    the one in hand and the next one, which is restored in the background while the current one
+    is written."""
 
-    def __init__(self, ckpt_dir: Path, cfg: ModelConfig, order: list[tuple[str, ...]]):
-        self.ckpt_dir, self.cfg, self.order = ckpt_dir, cfg, order
+    def __init__(self, params_dir: Path, cfg: ModelConfig, order: list[tuple[str, ...]]):
+        self.params_dir, self.cfg, self.order = params_dir, cfg, order
         self.restorer = ThreadPoolExecutor(max_workers=1)
         self.pending: dict[tuple[str, ...], Future] = {}
         self.path: tuple[str, ...] | None = None
@@ -66,7 +79,9 @@ class _ParamInHand:
 
     def _restore(self, path: tuple[str, ...]) -> Future:
         if path not in self.pending:
-            self.pending[path] = self.restorer.submit(restore_param, self.ckpt_dir, self.cfg, path)
+            self.pending[path] = self.restorer.submit(
+                restore_param, self.params_dir, self.cfg, path
+            )
         return self.pending[path]
 
     def get(self, path: tuple[str, ...]) -> np.ndarray:

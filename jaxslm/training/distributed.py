@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 
 import jax
+import numpy as np
 
 from jaxslm.config import MeshSection
 
@@ -25,3 +26,12 @@ def initialize(mesh: MeshSection) -> None:
         jax.distributed.initialize(mesh.coordinator_address, mesh.num_processes, mesh.process_id)
     else:
         jax.distributed.initialize()
+
+
+def from_primary(flag: bool) -> bool:
+    """Process 0's `flag`, on every process (a collective when there are several)."""
+    if jax.process_count() == 1:
+        return flag
+    from jax.experimental import multihost_utils
+
+    return bool(multihost_utils.broadcast_one_to_all(np.int32(flag)))

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import warnings
 from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
+from jaxslm.errors import JaxslmError
 from jaxslm.fsutil import atomic_write_text
 
 METRICS_FILE = "metrics.jsonl"
@@ -17,7 +20,8 @@ METRICS_FILE = "metrics.jsonl"
 
 class MetricsLog:
     """Appends logged steps to RUN_DIR/metrics.jsonl (and TensorBoard); on resume, drops lines
-    of steps after the restored checkpoint, which the resumed run logs again."""
+    of steps after the restored checkpoint, which the resumed run logs again, and a last line
+    that a killed run left half-written."""
 
     def __init__(
         self,
@@ -75,6 +79,14 @@ class MetricsLog:
             {k: f"{v:.4f}" if isinstance(v, float) else v for k, v in shown.items()}, refresh=False
         )
 
+    def sync(self) -> None:
+        """Put every record written so far on disk (called before a checkpoint is saved)."""
+        if self.file is not None:
+            self.file.flush()
+            os.fsync(self.file.fileno())
+        if self.writer is not None:
+            self.writer.flush()
+
     def message(self, text: str) -> None:
         """Print a line without breaking the progress bar."""
         self.bar.write(text)
@@ -94,16 +106,38 @@ def _json_value(value: Any) -> Any:
 
 
 def _truncate_after(path: Path, step: int) -> None:
-    """Keep only the lines of steps <= `step` (written atomically)."""
+    """Keep only the records of steps <= `step` (written atomically)."""
     if not path.is_file():
         return
-    kept = [
-        line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step
-    ]
+    kept = [line for line, record in _records(path) if record["step"] <= step]
     atomic_write_text(path, "".join(line + "\n" for line in kept))
 
 
+def _records(path: Path) -> list[tuple[str, dict[str, Any]]]:
+    """(line, record) for each record of a metrics file. A broken last line (a run killed while
+    writing it) is dropped with a warning; a broken line before it stops with an error."""
+    lines = path.read_text().splitlines()
+    last = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
+    records = []
+    for index, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            record = None
+        if isinstance(record, dict) and isinstance(record.get("step"), int):
+            records.append((line, record))
+        elif index == last:
+            warnings.warn(f"{path}: dropped a half-written last line: {line[:60]!r}", stacklevel=3)
+        else:
+            raise JaxslmError(
+                f"{path}: line {index + 1} is not a metrics record ({line[:60]!r}); "
+                "repair or delete that line, then rerun"
+            )
+    return records
+
+
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
-    """Every record of RUN_DIR/metrics.jsonl."""
-    path = Path(run_dir) / METRICS_FILE
-    return [json.loads(line) for line in path.read_text().splitlines() if line]
+    """Every record of RUN_DIR/metrics.jsonl (a half-written last line is left out)."""
+    return [record for _, record in _records(Path(run_dir) / METRICS_FILE)]

@@ -5,23 +5,30 @@ Each step directory holds the items
   train    optimizer state and step counters
   data     the data iterator's state: one JSON for the run (`shard_by: rows`, every process
            reads the same stream) or one file per process (`shard_by: records`)
-Keeps the latest `keep` checkpoints plus the one with the best held-out loss.
+Keeps the latest `keep` checkpoints plus the one with the best held-out loss. A resume reads
+the newest intact checkpoint and moves damaged newer ones to RUN_DIR/damaged_checkpoints/.
 """
 
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
 import grain
+import jax
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
 from orbax.checkpoint.checkpoint_managers import preservation_policy as policies
 
 from jaxslm.checkpoint import RUN_CHECKPOINTS_DIR
+from jaxslm.checkpoint_fallback import DamagedCheckpoint, newest_intact, reading
 from jaxslm.errors import JaxslmError
 
 BEST_METRIC = "eval_loss"
+DATA_ITEM = "data"  # the item (and folder) of the data-iterator state
+DAMAGED_DIR = "damaged_checkpoints"
 
 
 class FrozenIteratorState:
@@ -87,9 +94,27 @@ class RunCheckpoints:
             return grain.checkpoint.CheckpointSave(FrozenIteratorState(data_state))
         return ocp.args.JsonSave(data_state)
 
+    def restore_latest(self, abstract_state: dict) -> tuple[int, dict, dict] | None:
+        """The newest intact checkpoint: its step, train state (placed as `abstract_state`'s
+        shardings say) and data state; None when there is no checkpoint. Damaged newer ones
+        are moved to RUN_DIR/damaged_checkpoints/ with a warning (see checkpoint_fallback)."""
+        steps = sorted(self.manager.all_steps(), reverse=True)
+        if not steps:
+            return None
+        candidates = [self.directory / str(step) for step in steps]
+        chosen, (state, data_state) = newest_intact(
+            candidates, lambda step_dir: self.restore(int(step_dir.name), abstract_state)
+        )
+        step = int(chosen.name)
+        self._set_aside([path for path in candidates if int(path.name) > step])
+        return step, state, data_state
+
     def restore(self, step: int, abstract_state: dict) -> tuple[dict, dict]:
-        """The train state (placed as `abstract_state`'s shardings say) and the data state."""
+        """The train state (placed as `abstract_state`'s shardings say) and the data state of
+        checkpoint `step`; DamagedCheckpoint when it cannot be read."""
         train = {k: v for k, v in abstract_state.items() if k != "params"}
+        step_dir = self.directory / str(step)
+        self._check_data_processes(step_dir)
         data = (
             grain.checkpoint.CheckpointRestore(FrozenIteratorState())
             if self.per_process_data
@@ -101,17 +126,53 @@ class RunCheckpoints:
             data=data,
         )
         try:
-            restored = self.manager.restore(step, args=args)
-        except ValueError as error:
+            with reading(step_dir):
+                restored = self.manager.restore(step, args=args)
+        except DamagedCheckpoint as damage:
+            if jax.process_count() == 1:
+                raise
+            # Only the processes that read the damaged file fail here: they cannot agree with
+            # the others on an older checkpoint.
             raise JaxslmError(
-                f"{self.directory / str(step)}: cannot restore the data iterator ({error}); a run "
-                "with data.shard_by=records must resume on the same number of processes "
-                "(use data.shard_by=rows for runs that change host count)"
-            ) from error
+                f"{step_dir} is damaged: {damage}; move it out of {self.directory} and rerun "
+                "to resume from the previous checkpoint"
+            ) from None
         data_state = restored["data"]
         if self.per_process_data:
             data_state = data_state.state
         return {"params": restored["params"], **restored["train"]}, data_state
+
+    def _check_data_processes(self, step_dir: Path) -> None:
+        """Refuse a `shard_by: records` checkpoint written by another number of processes."""
+        data_dir = step_dir / DATA_ITEM
+        saved = sorted(p.name for p in data_dir.glob("process_*-of-*.json"))
+        mine = f"process_{jax.process_index()}-of-{jax.process_count()}.json"
+        if self.per_process_data and saved and mine not in saved:
+            raise JaxslmError(
+                f"{data_dir} holds the data iterators of another number of processes "
+                f"({', '.join(saved)}); a run with data.shard_by=records must resume on the "
+                "same number of processes (use data.shard_by=rows for runs that change host "
+                "count)"
+            )
+
+    def _set_aside(self, damaged: list[Path]) -> None:
+        """Move damaged checkpoints to RUN_DIR/damaged_checkpoints/ (the primary process), so
+        that the resumed run can save those steps again."""
+        if not damaged:
+            return
+        aside = self.directory.parent / DAMAGED_DIR
+        if jax.process_index() == 0:
+            aside.mkdir(exist_ok=True)
+            for path in damaged:
+                target = aside / path.name
+                suffix = 1
+                while target.exists():
+                    target, suffix = aside / f"{path.name}-{suffix}", suffix + 1
+                path.rename(target)
+                warnings.warn(f"moved the damaged checkpoint {path} to {target}", stacklevel=3)
+        if jax.process_count() > 1:
+            multihost_utils.sync_global_devices("jaxslm: damaged checkpoints set aside")
+        self.manager.reload()
 
     def wait(self) -> None:
         """Block until pending asynchronous saves are on disk."""

@@ -2,7 +2,8 @@
 checkpoints, logs and stop conditions (budget, wall clock, SIGTERM).
 
 A run resumes by itself: when RUN_DIR/checkpoints holds a checkpoint, training continues from
-the latest one (model, optimizer, step and data iterator).
+the newest intact one (model, optimizer, step and data iterator). One process at a time trains
+in a run directory (RUN_DIR/run.lock).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from jaxslm.training.metrics_log import MetricsLog
 from jaxslm.training.optimizer import learning_rate_schedule, make_optimizer
 from jaxslm.training.placement import batch_sharding, param_shardings, state_shardings
 from jaxslm.training.run_checkpoints import RunCheckpoints
+from jaxslm.training.run_lock import lock_run_dir
 from jaxslm.training.setup import pipeline_config, plan_run, save_tokenizer
 from jaxslm.training.step import init_state, make_eval_step, make_train_step, scratch_state
 from jaxslm.training.stream_mix import StreamTokens
@@ -38,6 +40,8 @@ from jaxslm.training.task_eval import TaskEvaluator
 
 CONFIG_FILE = "config.yaml"
 RESUME_SECTIONS = ("model", "vocab", "data")
+# Top-level keys a resumed run keeps: initialisation and interleaving derive from the seed.
+RESUME_KEYS = ("seed",)
 # Keys of RESUME_SECTIONS that change how a run computes, not what it trains: a resumed run may
 # change them (another kernel or remat policy on another machine).
 RUNTIME_KEYS = ("model.attention", "model.remat", "model.scan_layers")
@@ -53,6 +57,16 @@ class Trainer:
         self.primary = jax.process_index() == 0
         self.mesh = make_mesh(cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.tensor)
         self._check_batch()
+        self.lock = lock_run_dir(self.run_dir, self.primary)
+        try:
+            self._plan()
+        except BaseException:
+            self.lock.release()
+            raise
+
+    def _plan(self) -> None:
+        """Model, optimizer, shardings and checkpoints of the run (under the run's lock)."""
+        cfg = self.cfg
         self.plan = plan_run(cfg)
         self._report_attention()
         self.total_steps = cfg.total_steps
@@ -164,8 +178,8 @@ class Trainer:
             save_tokenizer(self.plan, tokenizer_dir)
 
     def _check_resumable(self) -> None:
-        """A resumed run must train the same model on the same data (budgets may change, and
-        so may how the model runs: RUNTIME_KEYS)."""
+        """A resumed run must train the same model on the same data from the same seed (budgets
+        may change, and so may how the model runs: RUNTIME_KEYS)."""
         saved_path = self.run_dir / CONFIG_FILE
         if not saved_path.is_file():
             return
@@ -177,6 +191,7 @@ class Trainer:
             if vars(getattr(saved, section))[key] != value
             and f"{section}.{key}" not in RUNTIME_KEYS
         ]
+        changed += [key for key in RESUME_KEYS if getattr(saved, key) != getattr(self.cfg, key)]
         if changed:
             raise JaxslmError(
                 f"{self.run_dir} holds a run whose {', '.join(changed)} differ from this config; "
@@ -185,22 +200,24 @@ class Trainer:
 
     def run(self) -> dict[str, Any]:
         """Train until the budget, a SIGTERM or the wall-clock limit; returns a summary."""
-        with jax.set_mesh(self.mesh):
-            return self._run()
+        try:
+            with jax.set_mesh(self.mesh):
+                return self._run()
+        finally:
+            self.lock.release()
 
     def _run(self) -> dict[str, Any]:
         cfg = self.cfg
-        latest = self.checkpoints.latest_step()
-        if latest is not None:
+        if self.checkpoints.latest_step() is not None:
             self._check_resumable()
         self._write_run_files()
         data = self._data_iterator("train", None)
-        if latest is None:
+        restored = self.checkpoints.restore_latest(self._abstract_state())
+        if restored is None:
             state, step = self._fresh_state(), 0
         else:
-            state, data_state = self.checkpoints.restore(latest, self._abstract_state())
+            step, state, data_state = restored
             data.set_state(data_state)
-            step = latest
         train_step = jax.jit(
             make_train_step(self.graphdef, self.optimizer, self.schedule, cfg.data.micro_batches),
             in_shardings=(self.shardings, self.batch_sharding),
@@ -246,6 +263,11 @@ class Trainer:
                         tasks.metrics(state["params"], step)
                     )
                 if step % cfg.checkpoint.every_steps == 0:
+                    # A checkpoint commits only after its step's record is on disk.
+                    throughput.exclude(time.perf_counter() - paused)
+                    self._report(pending, log, throughput, summary)
+                    pending, paused = None, time.perf_counter()
+                    log.sync()
                     self.checkpoints.save(step, state, data.get_state(), eval_loss)
                     saved_step = step
                 throughput.exclude(time.perf_counter() - paused)
@@ -255,6 +277,7 @@ class Trainer:
             if tasks is not None and tasks.summaries:
                 log.message(f"benchmarks at step {tasks.step}:\n{format_table(tasks.summaries)}")
             if step != saved_step:
+                log.sync()
                 self.checkpoints.save(step, state, data.get_state())
             log.message(
                 f"stopped at step {step}: {reason}; checkpoint in {self.checkpoints.directory}"
