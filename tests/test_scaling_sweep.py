@@ -125,3 +125,17 @@ def test_bad_sweep_configs(tmp_path):
         load_sweep(path)
     with pytest.raises(JaxslmError, match="no such sweep config"):
         load_sweep(tmp_path / "none.yaml")
+
+
+def test_finished_run_with_a_half_written_last_line(tmp_path):
+    """A kill while a metrics record was being appended leaves a broken last line: the run's
+    last complete record still decides whether it finished."""
+    from jaxslm.scaling.sweep import finished
+
+    cfg = load_config(None, [f"run_dir={tmp_path}", "budget.max_steps=2"])
+    records = [{"step": 1, "loss": 3.0}, {"step": 2, "loss": 2.5, "eval_loss": 2.6}]
+    (tmp_path / "metrics.jsonl").write_text(
+        "".join(json.dumps(r) + "\n" for r in records) + '{"step": 3, "lo'
+    )
+    with pytest.warns(UserWarning):
+        assert finished(cfg)

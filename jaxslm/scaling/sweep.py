@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import json
 import math
 import subprocess
 import sys
@@ -38,6 +37,7 @@ from jaxslm.config import TrainConfig, dump_config, load_config
 from jaxslm.errors import JaxslmError
 from jaxslm.fsutil import atomic_write_text, prepare_output_folder
 from jaxslm.textfiles import read_yaml_mapping
+from jaxslm.training.metrics_log import read_metrics
 
 RUNS_FILE = "runs.csv"
 SWEEP_KEYS = "base, out, params, tokens_per_param/flops, ..."
@@ -200,13 +200,17 @@ def write_commands(sweep: SweepConfig, runs: list[Run]) -> Path:
     return commands
 
 
+def last_record(cfg: TrainConfig) -> dict[str, Any]:
+    """The run's last complete metrics record ({} when it has none)."""
+    if not (Path(cfg.run_dir) / "metrics.jsonl").is_file():
+        return {}
+    records = read_metrics(cfg.run_dir)
+    return records[-1] if records else {}
+
+
 def finished(cfg: TrainConfig) -> bool:
     """Whether the run reached its last step with a held-out loss logged."""
-    metrics = Path(cfg.run_dir) / "metrics.jsonl"
-    if not metrics.is_file():
-        return False
-    lines = metrics.read_text().splitlines()
-    last = json.loads(lines[-1]) if lines else {}
+    last = last_record(cfg)
     return last.get("step") == cfg.budget.max_steps and "eval_loss" in last
 
 
@@ -250,7 +254,7 @@ def collect(sweep: SweepConfig, runs: list[Run]) -> Path:
         if not finished(cfg):
             continue
         model, _, _ = read_metadata(cfg.run_dir)
-        record = json.loads((Path(cfg.run_dir) / "metrics.jsonl").read_text().splitlines()[-1])
+        record = last_record(cfg)
         params, tokens = (
             param_count(model, include_embedding=False),
             run.steps * cfg.tokens_per_step,
