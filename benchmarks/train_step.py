@@ -100,7 +100,7 @@ SHAPES: dict[str, dict] = {
         head_dim=64,
         tie_word_embeddings=False,
     ),
-    # Cuervo & Marxer's speech-only Llamas (REFERENCE.md section 4), vocabulary 502; the MLP
+    # Cuervo & Marxer's speech-only Llamas (docs/reference.md section 4), vocabulary 502; the MLP
     # width follows the Llama rule (8d/3 rounded up to a multiple of 256), our assumption.
     "20m": dict(
         family="llama",

@@ -1,6 +1,6 @@
 """Speech vocabularies: where unit and modality ids live, and how new embedding rows start.
 
-Layouts follow slamkit so checkpoints interoperate (REFERENCE.md section 2):
+Layouts follow slamkit so checkpoints interoperate (docs/reference.md section 2):
 - `interleaved`: text tokenizer ids, then `<Un0>`..`<Un{K-1}>`, `<speech>`, `<text>`.
 - `speech-only`: `<PAD>` = 0, `<S>` = 1 (BOS and EOS), `<Un{i}>` = i + 2.
 - `text`: the text model's vocabulary unchanged (no speech units).

@@ -1,4 +1,4 @@
-"""Word-level speech/text interleaving (REFERENCE.md section 3) on synthetic utterances."""
+"""Word-level speech/text interleaving (docs/reference.md section 3) on synthetic utterances."""
 
 import math
 import random
@@ -64,7 +64,7 @@ def runs(flags) -> list[tuple[bool, int, int]]:
 
 
 def plain_poisson_rule(n: int, rnd: random.Random, eta: float = 0.3, lam: float = 10.0):
-    """REFERENCE.md's (slamkit's) rule, written plainly with Python's random (no cap on
+    """slamkit's rule (docs/reference.md section 3), written plainly with Python's random (no cap on
     rejections; the last span counted in full)."""
     chosen, eligible, count = set(), set(range(n)), 0
     while count < math.ceil(eta * n) and eligible:
@@ -228,7 +228,7 @@ def test_bad_input_errors():
 
 
 # Spoken share of the words with eta 0.3, lambda 10, measured with slamkit's own function
-# (REFERENCE.md section 3), by utterance length in words.
+# (docs/reference.md section 3), by utterance length in words.
 SLAMKIT_SPOKEN_SHARE = {5: 0.72, 10: 0.65, 20: 0.50, 40: 0.41, 60: 0.375, 100: 0.35}
 
 

@@ -303,7 +303,7 @@ def _speech_bounds(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per speech run, the units with start of first word <= end time <= end of last word:
     `bisect_left` / `bisect_right` within each run's utterance, on float64 times as slamkit
-    (REFERENCE.md section 3)."""
+    (docs/reference.md section 3)."""
     start_times, end_times = speech["word_starts"][first], speech["word_ends"][last]
     return _bisect(ends, lo, hi, start_times, False), _bisect(ends, lo, hi, end_times, True)
 

@@ -1,4 +1,4 @@
-"""SIMS-style word-level interleaving of speech units and text (REFERENCE.md section 3).
+"""SIMS-style word-level interleaving of speech units and text (docs/reference.md section 3).
 
 Each utterance's words are split into spoken and written ones (`choose_speech_words`), runs of
 same-modality words are merged, and the sequence becomes `<speech>` units / `<text>` text with

@@ -1,4 +1,4 @@
-"""Approach 3: L(N, D) = E + A / N^alpha + B / D^beta, fitted as REFERENCE.md section 7 says.
+"""Approach 3: L(N, D) = E + A / N^alpha + B / D^beta, fitted as docs/reference.md section 6 says.
 
 The fit minimises, over theta = (a, b, e, alpha, beta) with A = exp a, B = exp b, E = exp e,
 
@@ -19,7 +19,7 @@ by L-BFGS from every point of a grid of starts and keeps the lowest objective. W
 - Stopping rules are scipy's L-BFGS-B defaults, (f_k - f_k+1) / max(|f_k|, |f_k+1|, 1) <= ftol
   or max |gradient| <= gtol, applied to the objective divided by delta n (the mean Huber term in
   units of delta). On the raw objective, often far below 1, both rules would be absolute
-  tolerances that stop early (REFERENCE.md: averaging instead of summing stops L-BFGS early;
+  tolerances that stop early (docs/reference.md: averaging instead of summing stops L-BFGS early;
   for few runs, summing does too). The minimiser is the same, as is the objective reported.
 - Precision: the grid pass runs in float32 (2-3x faster on CPU), where each start stops at
   float32's resolution of the objective; the 32 best endpoints then continue in float64 to the
@@ -88,7 +88,7 @@ class Law:
         }
 
 
-# REFERENCE.md section 7. Cuervo & Marxer fitted with Huber delta 0.03.
+# docs/reference.md section 6. Cuervo & Marxer fitted with Huber delta 0.03.
 PUBLISHED: dict[str, Law] = {
     "speech": Law(E=1.73, A=13.9, B=39.8, alpha=0.25, beta=0.24),
     "text": Law(E=1.87, A=521.0, B=1488.0, alpha=0.35, beta=0.35),

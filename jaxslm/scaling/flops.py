@@ -1,4 +1,4 @@
-"""Parameter and FLOP accounting for MFU and compute budgets (REFERENCE.md section 8).
+"""Parameter and FLOP accounting for MFU and compute budgets (docs/reference.md section 7).
 
 Conventions, stated once and used everywhere:
 

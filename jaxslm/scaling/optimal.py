@@ -1,4 +1,4 @@
-"""Compute-optimal allocation under a fitted law (REFERENCE.md section 7) and the `plan` for a
+"""Compute-optimal allocation under a fitted law (docs/reference.md section 6) and the `plan` for a
 FLOP budget: N_opt, D_opt, the loss predicted, a model shape and a config snippet.
 
 With C = 6 N D, minimising L(N, D) = E + A / N^alpha + B / D^beta gives

@@ -2,7 +2,7 @@
 host from the batches' `stream` field (jaxslm.data.packing) and summed over processes.
 
 The stream weights are shares of samples, as slamkit's are of its chunks; these shares are of
-tokens, which is what the weights are meant to balance (REFERENCE.md section 3).
+tokens, which is what the weights are meant to balance (docs/reference.md section 3).
 """
 
 from __future__ import annotations
