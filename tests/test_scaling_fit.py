@@ -18,8 +18,9 @@ from jaxslm.config import load_config
 from jaxslm.errors import JaxslmError
 from jaxslm.scaling import sweep
 from jaxslm.scaling.__main__ import build_parser, main, run_fit
-from jaxslm.scaling.fit import Law, effective_tokens, epoch_grid, fit_law, value_and_grad
+from jaxslm.scaling.fit import fit_law
 from jaxslm.scaling.isoflop import group_budgets, isoflop_fit
+from jaxslm.scaling.law import Law, effective_tokens, epoch_grid, value_and_grad
 from jaxslm.scaling.optimal import budget_flops, compute_optimal, exponents, plan
 from jaxslm.scaling.report import PLOTS, analyse, read_fit, read_runs
 

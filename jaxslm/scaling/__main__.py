@@ -117,7 +117,7 @@ def run_fit(args: argparse.Namespace) -> int:
 
 def add_plan_parser(subparsers) -> None:
     """Register `plan (--flops C | --gpu ...) (--fit FIT | --law NAME)`."""
-    from jaxslm.scaling.fit import PUBLISHED
+    from jaxslm.scaling.law import PUBLISHED
     from jaxslm.scaling.optimal import GPUS
 
     parser = subparsers.add_parser(
@@ -154,7 +154,7 @@ def add_plan_parser(subparsers) -> None:
 
 def run_plan(args: argparse.Namespace) -> int:
     """The `plan` sub-command."""
-    from jaxslm.scaling.fit import PUBLISHED
+    from jaxslm.scaling.law import PUBLISHED
     from jaxslm.scaling.optimal import budget_flops, exponents, plan
     from jaxslm.scaling.report import read_fit
 

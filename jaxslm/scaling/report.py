@@ -21,8 +21,9 @@ import numpy as np
 
 from jaxslm.errors import JaxslmError
 from jaxslm.fsutil import atomic_directory
-from jaxslm.scaling.fit import Law, LawFit, effective_tokens, fit_law
+from jaxslm.scaling.fit import LawFit, fit_law
 from jaxslm.scaling.isoflop import IsoFlopFit, isoflop_fit, power_law
+from jaxslm.scaling.law import Law, effective_tokens
 from jaxslm.scaling.optimal import allocation_coefficient, compute_optimal, exponents
 from jaxslm.textfiles import read_utf8
 
