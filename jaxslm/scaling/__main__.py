@@ -86,7 +86,9 @@ def add_fit_parser(subparsers) -> None:
 def run_fit(args: argparse.Namespace) -> int:
     """The `fit` sub-command."""
     from jaxslm.fsutil import prepare_output
-    from jaxslm.scaling.report import analyse, read_runs, write_report
+    from jaxslm.scaling.report import analyse
+    from jaxslm.scaling.report_files import write_report
+    from jaxslm.scaling.runs_table import read_runs
 
     overwrite = args.overwrite or (args.out / "fit.json").is_file()
     prepare_output(args.out, overwrite)  # before the fit, not after it
@@ -156,7 +158,7 @@ def run_plan(args: argparse.Namespace) -> int:
     """The `plan` sub-command."""
     from jaxslm.scaling.law import PUBLISHED
     from jaxslm.scaling.optimal import budget_flops, exponents, plan
-    from jaxslm.scaling.report import read_fit
+    from jaxslm.scaling.report_files import read_fit
 
     law, fitted_flops = (PUBLISHED[args.law], None) if args.law else read_fit(args.fit)
     source = f"--law {args.law}" if args.law else str(args.fit)
