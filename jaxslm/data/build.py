@@ -21,14 +21,8 @@ from pathlib import Path
 from jaxslm.data.corpus import METADATA_FILE, SPLITS, Corpus, open_corpus, split_of, write_corpus
 from jaxslm.data.ingest import SkipReport, read_alignments, read_text_documents, read_utterances
 from jaxslm.data.records import TextDocument, Utterance
-from jaxslm.data.synthetic import (
-    EVAL_PAIRS,
-    EVAL_SETS_VERSION,
-    EVAL_TASKS,
-    SyntheticConfig,
-    SyntheticLanguage,
-    write_eval_sets,
-)
+from jaxslm.data.synthetic import SyntheticConfig, SyntheticLanguage
+from jaxslm.data.synthetic_eval import EVAL_PAIRS, EVAL_SETS_VERSION, EVAL_TASKS, write_eval_sets
 from jaxslm.errors import JaxslmError
 from jaxslm.fsutil import clear_stale_staging, prepare_output, staging_directory
 from jaxslm.text_tokenizer import train_sentencepiece
