@@ -7,7 +7,7 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import kill_once_writing
+from processes import kill_once_writing
 
 from jaxslm.data.build import build_synthetic, ensure_eval_sets, main
 from jaxslm.data.corpus import example_to_document, example_to_utterance, open_corpus
