@@ -46,7 +46,9 @@ import numpy as np  # noqa: E402
 import scipy  # noqa: E402
 from scipy.optimize import minimize  # noqa: E402
 
-from jaxslm.scaling.fit import Law, LbfgsOptions, epoch_grid, fit_law  # noqa: E402
+from jaxslm.scaling.fit import fit_law  # noqa: E402
+from jaxslm.scaling.law import Law, epoch_grid  # noqa: E402
+from jaxslm.scaling.lbfgs import LbfgsOptions  # noqa: E402
 
 DATA = os.environ.get("JAXSLM_CHINCHILLA_CSV")
 DELTA = 1e-3

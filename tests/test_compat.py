@@ -15,8 +15,8 @@ import pytest
 import soundfile
 import torch
 import torch.nn.functional as F
-from conftest import CORPUS, llama_config, qwen_config, save_hf_model, tiny_hubert
-from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
+from tiny_models import llama_config, qwen_config, save_hf_model, tiny_hubert
+from tiny_tokenizers import BOS, CORPUS, EOS, QWEN_EOS, prepend_bos, train_bpe
 
 from jaxslm import evaluate
 from jaxslm.hf.exporter import export_hf
@@ -24,7 +24,6 @@ from jaxslm.hf.importer import import_hf
 
 LAYER = 2
 UNITS = 12
-BOS, EOS, QWEN_EOS = "<|begin_of_text|>", "<|end_of_text|>", "<|endoftext|>"
 SPEECH, TEXT = "<speech>", "<text>"
 TEXTS = ["the cat sat on the mat!", 'a dog ran "to the park"!', "every word! carries", "units!"]
 
@@ -34,20 +33,13 @@ def _tokenizer(directory, llama_style: bool):
     BOS; Qwen style has only `<|endoftext|>` and adds nothing."""
     from transformers import PreTrainedTokenizerFast
 
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    trainer = trainers.BpeTrainer(
-        vocab_size=300, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
-    )
-    tokenizer.train_from_iterator(CORPUS + TEXTS, trainer)
+    tokenizer = train_bpe(CORPUS + TEXTS)
     if not llama_style:
         tokenizer.add_special_tokens([QWEN_EOS])
         fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token=QWEN_EOS)
     else:
         tokenizer.add_special_tokens([BOS, EOS])
-        tokenizer.post_processor = processors.TemplateProcessing(
-            single=f"{BOS} $A", special_tokens=[(BOS, tokenizer.token_to_id(BOS))]
-        )
+        prepend_bos(tokenizer)
         fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token=BOS, eos_token=EOS)
     assert fast.convert_ids_to_tokens(0) == "!"
     fast.save_pretrained(directory)

@@ -7,11 +7,12 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import kill_once_writing
+from processes import kill_once_writing
 
 from jaxslm.data.build import build_synthetic, ensure_eval_sets, main
 from jaxslm.data.corpus import example_to_document, example_to_utterance, open_corpus
-from jaxslm.data.synthetic import EVAL_TASKS, SyntheticConfig
+from jaxslm.data.synthetic import SyntheticConfig
+from jaxslm.data.synthetic_eval import EVAL_TASKS
 
 GOOD = [
     {"file_name": "a/one.wav", "units": [3, 7, 3, 9], "duration": [2, 1, 3, 2]},

@@ -4,7 +4,7 @@ import json
 import shutil
 
 import pytest
-from conftest import kill_once_writing
+from processes import kill_once_writing
 
 from jaxslm.hf import importer
 from jaxslm.hf.cli import main

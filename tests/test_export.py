@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import llama_config, save_hf_model, torch_logits
+from tiny_models import llama_config, save_hf_model, torch_logits
 
 import jaxslm
 from jaxslm.checkpoint import params_as_numpy, read_metadata, restore_params

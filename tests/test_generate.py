@@ -148,7 +148,7 @@ def test_bad_inputs_are_refused(llama_lm):
 def test_prefill_with_the_pallas_kernel_changes_nothing(llama_lm):
     """Generation whose prefill runs the Pallas kernel (interpret mode on the CPU) gives the
     XLA kernel's greedy tokens."""
-    from conftest import with_config
+    from tiny_models import with_config
 
     prompts = _prompts(llama_lm.vocab, seed=7, lengths=(20, 4, 11))
     want = llama_lm.generate(prompts, NEW)

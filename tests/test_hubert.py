@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import randomize
 from flax import nnx
+from tiny_models import randomize
 from transformers import HubertConfig as HFHubertConfig
 from transformers import HubertModel
 

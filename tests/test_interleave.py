@@ -5,6 +5,7 @@ import random
 
 import numpy as np
 import pytest
+from references import plain_poisson_rule, runs, slamkit_spans
 
 from jaxslm.data.interleave import (
     InterleaveConfig,
@@ -50,36 +51,6 @@ def make_utterance(rng: np.random.Generator, num_words: int, uid: str = "utt") -
         for first, stop in spans
     )
     return Utterance(uid, np.asarray(units), durations, FRAME, words)
-
-
-def runs(flags) -> list[tuple[bool, int, int]]:
-    """(flag, first, stop) of each maximal run, by a plain walk."""
-    out = []
-    for index, flag in enumerate(flags):
-        if out and out[-1][0] == flag:
-            out[-1] = (flag, out[-1][1], index + 1)
-        else:
-            out.append((flag, index, index + 1))
-    return out
-
-
-def plain_poisson_rule(n: int, rnd: random.Random, eta: float = 0.3, lam: float = 10.0):
-    """slamkit's rule (docs/reference.md section 3), written plainly with Python's random (no cap on
-    rejections; the last span counted in full)."""
-    chosen, eligible, count = set(), set(range(n)), 0
-    while count < math.ceil(eta * n) and eligible:
-        start = rnd.choice(sorted(eligible))
-        length, product, limit = 0, rnd.random(), math.exp(-lam)  # Knuth's Poisson sampler
-        while product > limit:
-            length += 1
-            product *= rnd.random()
-        span = set(range(start, min(start + length, n)))
-        if span & chosen:
-            continue
-        chosen |= span
-        count += len(span)
-        eligible -= span | {start + length}
-    return [index in chosen for index in range(n)]
 
 
 def spoken_stats(masks) -> tuple[float, float]:
@@ -230,24 +201,6 @@ def test_bad_input_errors():
 # Spoken share of the words with eta 0.3, lambda 10, measured with slamkit's own function
 # (docs/reference.md section 3), by utterance length in words.
 SLAMKIT_SPOKEN_SHARE = {5: 0.72, 10: 0.65, 20: 0.50, 40: 0.41, 60: 0.375, 100: 0.35}
-
-
-def slamkit_spans(n: int, rs: np.random.RandomState, eta: float = 0.3, lam: float = 10.0):
-    """slamkit's `select_spans_poisson` (slamkit/tokeniser/interleaving_tokeniser.py),
-    restated with numpy's legacy generator as slamkit draws: a start uniform over the
-    eligible words, a Poisson length, overlapping spans drawn again, the last span counted
-    whole, and each span's words plus the word after it no longer eligible."""
-    spoken = np.zeros(n, bool)
-    eligible, goal, count = set(range(n)), math.ceil(n * eta), 0
-    while count < goal and eligible:
-        first = rs.choice(list(eligible))
-        stop = min(first + rs.poisson(lam), n)
-        if spoken[first:stop].any():
-            continue
-        spoken[first:stop] = True
-        count += stop - first
-        eligible -= {*range(first, stop), stop}
-    return spoken
 
 
 def test_default_spoken_share_is_slamkits():

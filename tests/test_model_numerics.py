@@ -1,7 +1,7 @@
 """Imported models against transformers (PyTorch, CPU) on the same tokens."""
 
 import numpy as np
-from conftest import torch_logits, with_config
+from tiny_models import torch_logits, with_config
 
 
 def _random_tokens(high: int, shape, seed: int) -> np.ndarray:

@@ -2,6 +2,7 @@
 chunks exactly once, nothing else lost."""
 
 import numpy as np
+from references import slamkit_chunks
 
 from jaxslm.data.packing import Packer
 
@@ -14,12 +15,6 @@ def _documents(count: int, longest: int, seed: int):
         docs.append(np.arange(start, start + length, dtype=np.int32))
         start += length + 1
     return docs
-
-
-def slamkit_chunks(tokens, chunk_size: int) -> list:
-    """slamkit's `split_into_chunks` (slamkit/data/hf_dataset.py): consecutive slices of
-    `chunk_size`; the model shifts labels within each, so a chunk's first token is no target."""
-    return [tokens[i : i + chunk_size] for i in range(0, len(tokens), chunk_size)]
 
 
 def _pack(docs, length, packer=None):

@@ -12,9 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import build_tokenizer
-from test_interleave import plain_poisson_rule, runs
-from test_packing import slamkit_chunks
+from references import plain_poisson_rule, runs, slamkit_chunks
+from tiny_tokenizers import build_tokenizer
 
 from jaxslm.data.build import build_synthetic
 from jaxslm.data.corpus import COLUMNS_DIR, columns_from_source, example_to_utterance, open_corpus

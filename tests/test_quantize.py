@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import joblib
 import numpy as np
 import pytest
-from conftest import kill_once_writing
+from processes import kill_once_writing
 from safetensors.numpy import save_file
 from sklearn.cluster import KMeans, MiniBatchKMeans
 

@@ -18,10 +18,14 @@ from jaxslm.config import load_config
 from jaxslm.errors import JaxslmError
 from jaxslm.scaling import sweep
 from jaxslm.scaling.__main__ import build_parser, main, run_fit
-from jaxslm.scaling.fit import Law, effective_tokens, epoch_grid, fit_law, value_and_grad
+from jaxslm.scaling.fit import fit_law
 from jaxslm.scaling.isoflop import group_budgets, isoflop_fit
+from jaxslm.scaling.law import Law, effective_tokens, epoch_grid, value_and_grad
 from jaxslm.scaling.optimal import budget_flops, compute_optimal, exponents, plan
-from jaxslm.scaling.report import PLOTS, analyse, read_fit, read_runs
+from jaxslm.scaling.plots import PLOTS
+from jaxslm.scaling.report import analyse
+from jaxslm.scaling.report_files import read_fit
+from jaxslm.scaling.runs_table import read_runs
 
 ROOT = Path(__file__).resolve().parents[1]
 # Epoch AI's extraction of Chinchilla's runs (github.com/epoch-research/analyzing-chinchilla,

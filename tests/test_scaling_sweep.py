@@ -15,7 +15,7 @@ from jaxslm.errors import JaxslmError
 from jaxslm.models.config import ModelConfig
 from jaxslm.scaling.__main__ import main
 from jaxslm.scaling.flops import param_count
-from jaxslm.scaling.report import PLOTS
+from jaxslm.scaling.plots import PLOTS
 from jaxslm.scaling.sweep import (
     SweepConfig,
     load_sweep,

@@ -205,7 +205,7 @@ def test_scores_equal_with_the_pallas_kernel(qwen_lm):
     """Scoring with `attention: pallas` (interpret mode on the CPU): packed rows run the Pallas
     kernel; rows with shared prefixes (branch ids) fall back to the XLA kernel with a warning.
     Both give the XLA kernel's scores."""
-    from conftest import with_config
+    from tiny_models import with_config
 
     sequences = _sequences(qwen_lm.vocab, seed=16) + _story_sequences(qwen_lm.vocab, seed=16)
     want = qwen_lm.make_scorer().log_likelihood(sequences, "sum")

@@ -5,8 +5,8 @@ import json
 
 import numpy as np
 import pytest
-from conftest import qwen_config, randomize, torch_logits
 from safetensors.torch import save_file
+from tiny_models import qwen_config, randomize, torch_logits
 
 import jaxslm
 from jaxslm.errors import JaxslmError

@@ -9,13 +9,8 @@ import numpy as np
 import pytest
 
 from jaxslm.data.records import dedup, problem_with
-from jaxslm.data.synthetic import (
-    EVAL_TASKS,
-    PHENOMENA,
-    SyntheticConfig,
-    SyntheticLanguage,
-    write_eval_sets,
-)
+from jaxslm.data.synthetic import SyntheticConfig, SyntheticLanguage
+from jaxslm.data.synthetic_eval import EVAL_TASKS, PHENOMENA, write_eval_sets
 from jaxslm.errors import JaxslmError
 
 SMALL = SyntheticConfig(num_units=50, num_speakers=4, lexicon_size=120)

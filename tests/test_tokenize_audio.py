@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import soundfile
 import torch
-from conftest import tiny_hubert
+from tiny_models import tiny_hubert
 
 from jaxslm import tokenize_audio
 from jaxslm.data.records import dedup

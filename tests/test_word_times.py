@@ -8,7 +8,7 @@ from bisect import bisect_left, bisect_right
 
 import numpy as np
 import pytest
-from conftest import build_tokenizer
+from tiny_tokenizers import build_tokenizer
 
 from jaxslm.data.build import main
 from jaxslm.data.columns import widen_times

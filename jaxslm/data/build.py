@@ -21,14 +21,8 @@ from pathlib import Path
 from jaxslm.data.corpus import METADATA_FILE, SPLITS, Corpus, open_corpus, split_of, write_corpus
 from jaxslm.data.ingest import SkipReport, read_alignments, read_text_documents, read_utterances
 from jaxslm.data.records import TextDocument, Utterance
-from jaxslm.data.synthetic import (
-    EVAL_PAIRS,
-    EVAL_SETS_VERSION,
-    EVAL_TASKS,
-    SyntheticConfig,
-    SyntheticLanguage,
-    write_eval_sets,
-)
+from jaxslm.data.synthetic import SyntheticConfig, SyntheticLanguage
+from jaxslm.data.synthetic_eval import EVAL_PAIRS, EVAL_SETS_VERSION, EVAL_TASKS, write_eval_sets
 from jaxslm.errors import JaxslmError
 from jaxslm.fsutil import clear_stale_staging, prepare_output, staging_directory
 from jaxslm.text_tokenizer import train_sentencepiece
@@ -236,13 +230,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--synthetic", action="store_true", help="build the built-in toy corpus (no input files)"
     )
-    parser.add_argument(
+    _add_file_list(
+        parser,
         "--units",
-        nargs="*",
-        type=Path,
-        default=[],
-        metavar="JSONL",
-        help="unit files: lines {file_name, units, duration} (slamkit features "
+        "JSONL",
+        "unit files: lines {file_name, units, duration} (slamkit features "
         "or jaxslm.tokenize_audio output), optionally with aligned_text",
     )
     parser.add_argument(
@@ -257,21 +249,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--trust-pickle", action="store_true", help="allow a pickled (.bin) codebook"
     )
-    parser.add_argument(
-        "--alignments",
-        nargs="*",
-        type=Path,
-        default=[],
-        metavar="JSON",
-        help="slamkit alignment JSON {file: [{word, start, end}, ...]}",
+    _add_file_list(
+        parser, "--alignments", "JSON", "slamkit alignment JSON {file: [{word, start, end}, ...]}"
     )
-    parser.add_argument(
-        "--text",
-        nargs="*",
-        type=Path,
-        default=[],
-        metavar="FILE",
-        help="text corpora: .txt (one document per line) or .jsonl ('text')",
+    _add_file_list(
+        parser, "--text", "FILE", "text corpora: .txt (one document per line) or .jsonl ('text')"
     )
     parser.add_argument(
         "--num-units",
@@ -298,6 +280,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     return parser
+
+
+def _add_file_list(parser: argparse.ArgumentParser, flag: str, metavar: str, help: str) -> None:
+    """An option that takes any number of input files (default none)."""
+    parser.add_argument(flag, nargs="*", type=Path, default=[], metavar=metavar, help=help)
 
 
 def _tokenize_audio_input(args: argparse.Namespace) -> None:

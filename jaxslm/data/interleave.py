@@ -49,30 +49,21 @@ def choose_speech_words(
 
     `poisson`: SIMS spans (`_poisson_spans`; `last_span` "full" counts the last span whole as
     slamkit does, "cut" stops it at the target). `span`: `_renewed_spans`. `random`: each
-    word is speech with probability 0.5.
+    word is speech with probability 0.5. The options are checked as `InterleaveConfig` checks
+    them.
     """
-    flags = speech_flags(
-        num_words, rng, method, eta, poisson_lambda, span_prob, span_words, last_span
-    )
-    return np.asarray(flags, dtype=bool)
+    rule = InterleaveConfig(method, eta, poisson_lambda, span_prob, span_words, last_span=last_span)
+    return np.asarray(speech_flags(num_words, rng, rule), dtype=bool)
 
 
-def speech_flags(
-    num_words: int,
-    rng: random.Random,
-    method: str = "poisson",
-    eta: float = 0.3,
-    poisson_lambda: float = 10.0,
-    span_prob: float = 0.035,
-    span_words: int = 10,
-    last_span: str = "full",
-) -> list[bool]:
-    """`choose_speech_words` as a plain list (what the pipeline uses, without numpy calls)."""
-    _check_method(method)
-    if method == "poisson":
-        return _poisson_spans(num_words, rng, eta, poisson_lambda, last_span == "cut")
-    if method == "span":
-        return _renewed_spans(num_words, rng, span_prob, span_words)
+def speech_flags(num_words: int, rng: random.Random, config: InterleaveConfig) -> list[bool]:
+    """`choose_speech_words` under `config`, as a plain list (what the pipeline uses, without
+    numpy calls)."""
+    if config.method == "poisson":
+        cut_last = config.last_span == "cut"
+        return _poisson_spans(num_words, rng, config.eta, config.poisson_lambda, cut_last)
+    if config.method == "span":
+        return _renewed_spans(num_words, rng, config.span_prob, config.span_words)
     return [rng.random() < 0.5 for _ in range(num_words)]
 
 
@@ -274,13 +265,4 @@ def interleave(
 def record_flags(config: InterleaveConfig, num_words: int, record: int, epoch: int) -> list[bool]:
     """Spoken flags of record `record`'s words in `epoch` under `config`."""
     rng = record_rng(config.seed, 0 if config.frozen else epoch, record)
-    return speech_flags(
-        num_words,
-        rng,
-        config.method,
-        config.eta,
-        config.poisson_lambda,
-        config.span_prob,
-        config.span_words,
-        config.last_span,
-    )
+    return speech_flags(num_words, rng, config)

@@ -1,7 +1,7 @@
 """`python -m jaxslm.scaling COMMAND`: scaling-law fits, compute-optimal plans and sweeps.
 
-Sub-commands register themselves through an `add_parser(subparsers)` function that sets a
-`handler(args) -> exit code` default: `fit` and `plan` here, `sweep` in jaxslm.scaling.sweep.
+Each sub-command is a name, a one-line summary, a description, an `add_arguments(parser)` and a
+`handler(args) -> exit code`: `fit` and `plan` here, `sweep` in jaxslm.scaling.sweep.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ compute-optimal model and data for a budget, `sweep` a grid of training runs. Ea
 explains itself with --help.
 """
 
+FIT_SUMMARY = "fit L(N, D), IsoFLOP and downstream laws"
 FIT_HELP = """Fit scaling laws to a table of training runs and write a report.
 
 RUNS.csv: one row per run with columns params (N), tokens (D) and loss; optionally flops (C,
@@ -28,6 +29,7 @@ exponents, IsoFLOP and downstream fits, settings), DIR/summary.md and PNG plots.
 complete or not at all; an existing report there (a DIR with fit.json) is replaced.
 """
 
+PLAN_SUMMARY = "compute-optimal N, D and model for a budget"
 PLAN_HELP = """Compute-optimal model size N and tokens D for a FLOP budget under a fitted law.
 
 The budget is --flops C, or --gpu TYPE --count K --hours H [--mfu 0.4] at the GPU's dense bf16
@@ -37,14 +39,8 @@ of Cuervo & Marxer's ladder) with a config snippet for python -m jaxslm.train.
 """
 
 
-def add_fit_parser(subparsers) -> None:
-    """Register `fit RUNS.csv --out DIR`."""
-    parser = subparsers.add_parser(
-        "fit",
-        help="fit L(N, D), IsoFLOP and downstream laws",
-        description=FIT_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+def add_fit_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments of `fit RUNS.csv --out DIR`."""
     parser.add_argument("runs", type=Path, help="RUNS.csv")
     parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="report folder")
     parser.add_argument(
@@ -80,13 +76,14 @@ def add_fit_parser(subparsers) -> None:
     parser.add_argument(
         "--overwrite", action="store_true", help="replace DIR even when it is not a previous report"
     )
-    parser.set_defaults(handler=run_fit)
 
 
 def run_fit(args: argparse.Namespace) -> int:
     """The `fit` sub-command."""
     from jaxslm.fsutil import prepare_output
-    from jaxslm.scaling.report import analyse, read_runs, write_report
+    from jaxslm.scaling.report import analyse
+    from jaxslm.scaling.report_files import write_report
+    from jaxslm.scaling.runs_table import read_runs
 
     overwrite = args.overwrite or (args.out / "fit.json").is_file()
     prepare_output(args.out, overwrite)  # before the fit, not after it
@@ -115,17 +112,11 @@ def run_fit(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_plan_parser(subparsers) -> None:
-    """Register `plan (--flops C | --gpu ...) (--fit FIT | --law NAME)`."""
-    from jaxslm.scaling.fit import PUBLISHED
+def add_plan_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments of `plan (--flops C | --gpu ...) (--fit FIT | --law NAME)`."""
+    from jaxslm.scaling.law import PUBLISHED
     from jaxslm.scaling.optimal import GPUS
 
-    parser = subparsers.add_parser(
-        "plan",
-        help="compute-optimal N, D and model for a budget",
-        description=PLAN_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
     budget = parser.add_mutually_exclusive_group(required=True)
     budget.add_argument("--flops", type=float, help="training budget C in FLOPs")
     budget.add_argument("--gpu", choices=GPUS, help="GPU type (with --count and --hours)")
@@ -149,14 +140,13 @@ def add_plan_parser(subparsers) -> None:
     parser.add_argument(
         "--kv-ratio", type=int, default=1, help="query heads per KV head (default 1)"
     )
-    parser.set_defaults(handler=run_plan)
 
 
 def run_plan(args: argparse.Namespace) -> int:
     """The `plan` sub-command."""
-    from jaxslm.scaling.fit import PUBLISHED
+    from jaxslm.scaling.law import PUBLISHED
     from jaxslm.scaling.optimal import budget_flops, exponents, plan
-    from jaxslm.scaling.report import read_fit
+    from jaxslm.scaling.report_files import read_fit
 
     law, fitted_flops = (PUBLISHED[args.law], None) if args.law else read_fit(args.fit)
     source = f"--law {args.law}" if args.law else str(args.fit)
@@ -210,8 +200,19 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for register in (add_fit_parser, add_plan_parser, sweep.add_parser):
-        register(commands)
+    for name, summary, description, add_arguments, handler in (
+        ("fit", FIT_SUMMARY, FIT_HELP, add_fit_arguments, run_fit),
+        ("plan", PLAN_SUMMARY, PLAN_HELP, add_plan_arguments, run_plan),
+        ("sweep", sweep.SUMMARY, sweep.__doc__, sweep.add_arguments, sweep.run_command),
+    ):
+        command = commands.add_parser(
+            name,
+            help=summary,
+            description=description,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        add_arguments(command)
+        command.set_defaults(handler=handler)
     return parser
 
 

@@ -22,8 +22,8 @@ import numpy as np
 import yaml
 
 from jaxslm.errors import JaxslmError
-from jaxslm.scaling.fit import Law
 from jaxslm.scaling.flops import peak_flops_per_device
+from jaxslm.scaling.law import Law
 
 GPUS = ("h100", "a100", "h200")
 

@@ -39,6 +39,7 @@ from jaxslm.fsutil import atomic_write_text, prepare_output_folder
 from jaxslm.textfiles import read_yaml_mapping
 from jaxslm.training.metrics_log import read_metrics
 
+SUMMARY = "run or write out a grid of training runs and collect their results"
 RUNS_FILE = "runs.csv"
 SWEEP_KEYS = "base, out, params, tokens_per_param/flops, ..."
 
@@ -299,14 +300,8 @@ def _short(count: float) -> str:
     return f"{count:.3g}"
 
 
-def add_parser(subparsers) -> None:
-    """Register `python -m jaxslm.scaling sweep SWEEP.yaml [...]`."""
-    parser = subparsers.add_parser(
-        "sweep",
-        help="run or write out a grid of training runs and collect their results",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments of `python -m jaxslm.scaling sweep SWEEP.yaml [...]`."""
     parser.add_argument("config", type=Path, help="sweep YAML (see configs/scaling/)")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument(
@@ -320,7 +315,6 @@ def add_parser(subparsers) -> None:
     parser.add_argument(
         "--fit", action="store_true", help="then fit the scaling laws into OUT/report/"
     )
-    parser.set_defaults(handler=run_command)
 
 
 def run_command(args: argparse.Namespace) -> int:

@@ -1,0 +1,148 @@
+"""The runs table of a scaling report: RUNS.csv read and checked.
+
+RUNS.csv has one row per training run with columns `params` (N), `tokens` (D) and `loss`, and
+optionally `flops` (C; else 6 N D), `unique_tokens` or `epochs` (multi-epoch data) and metric
+columns. Every other numeric column is a downstream metric (an empty cell: not measured for that
+run), except names and the bookkeeping columns sweeps write (`total_params`, `model_flops`,
+`steps`). Text columns are ignored.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from jaxslm.errors import JaxslmError
+from jaxslm.textfiles import read_utf8
+
+REQUIRED = ("params", "tokens", "loss")
+NOT_METRICS = {
+    *REQUIRED,
+    "flops",
+    "epochs",
+    "unique_tokens",
+    "name",
+    "run",
+    "total_params",
+    "model_flops",
+    "steps",
+}
+
+
+@dataclass(frozen=True)
+class RunTable:
+    """The runs of a table: arrays over runs, metrics with NaN where not measured."""
+
+    path: str
+    params: np.ndarray
+    tokens: np.ndarray
+    loss: np.ndarray
+    flops: np.ndarray
+    unique_tokens: np.ndarray | None = None
+    metrics: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.loss)
+
+    def drop_highest_loss(self, count: int) -> RunTable:
+        """The table without its `count` highest-loss runs."""
+        keep = np.sort(np.argsort(self.loss, kind="stable")[: len(self) - count])
+        return RunTable(
+            self.path,
+            self.params[keep],
+            self.tokens[keep],
+            self.loss[keep],
+            self.flops[keep],
+            None if self.unique_tokens is None else self.unique_tokens[keep],
+            {name: values[keep] for name, values in self.metrics.items()},
+        )
+
+
+def _number(path: Path, line: int, column: str, text: str | None) -> float:
+    """A positive finite number from one cell, or an error naming the file, line and column."""
+    where = f"{path}, run {line - 1} (line {line}), column {column!r}"
+    if text is None or not text.strip():
+        raise JaxslmError(f"{where}: the value is missing")
+    try:
+        value = float(text)
+    except ValueError:
+        raise JaxslmError(f"{where}: {text!r} is not a number") from None
+    if math.isnan(value):
+        raise JaxslmError(f"{where}: the value is NaN")
+    if not (value > 0 and math.isfinite(value)):
+        raise JaxslmError(f"{where}: {text!r} must be a positive finite number")
+    return value
+
+
+def read_runs(path: str | Path) -> RunTable:
+    """Read and check RUNS.csv; errors name the file, the line and the column."""
+    path = Path(path)
+    if not path.is_file():
+        raise JaxslmError(f"{path}: no such runs table")
+    reader = csv.DictReader(io.StringIO(read_utf8(path, "runs table"), newline=""))
+    try:
+        columns = [c.strip() for c in reader.fieldnames or []]
+        rows = [{k.strip(): v for k, v in row.items() if k is not None} for row in reader]
+    except csv.Error as err:
+        raise JaxslmError(f"{path}, line {reader.line_num}: not a CSV table ({err})") from None
+    missing = [c for c in REQUIRED if c not in columns]
+    if missing:
+        raise JaxslmError(
+            f"{path}: missing column(s) {', '.join(missing)} (found: "
+            f"{', '.join(columns) or 'none'}); required: {', '.join(REQUIRED)}"
+        )
+    if not rows:
+        raise JaxslmError(f"{path}: no runs, only the header; add one row per run")
+    numeric = [c for c in REQUIRED + ("flops", "epochs", "unique_tokens") if c in columns]
+    values = {
+        c: np.array([_number(path, i + 2, c, row[c]) for i, row in enumerate(rows)])
+        for c in numeric
+    }
+    unique = values.get("unique_tokens")
+    if unique is None and "epochs" in values:
+        bad = np.flatnonzero(values["epochs"] < 1)
+        if len(bad):
+            raise JaxslmError(
+                f"{path}, run {bad[0] + 1} (line {bad[0] + 2}), column 'epochs': must be >= 1"
+            )
+        unique = values["tokens"] / values["epochs"]
+    if unique is not None:
+        bad = np.flatnonzero(unique > values["tokens"] * (1 + 1e-9))
+        if len(bad):
+            raise JaxslmError(
+                f"{path}, line {bad[0] + 2}, column 'unique_tokens': more unique tokens than tokens"
+            )
+        unique = np.minimum(unique, values["tokens"])
+        if np.allclose(unique, values["tokens"]):
+            unique = None  # no run repeats data: the plain law
+    flops = values.get("flops", 6 * values["params"] * values["tokens"])
+    return RunTable(
+        str(path),
+        values["params"],
+        values["tokens"],
+        values["loss"],
+        flops,
+        unique,
+        _metrics(rows, columns),
+    )
+
+
+def _metrics(rows: list[dict[str, str]], columns: list[str]) -> dict[str, np.ndarray]:
+    """Columns whose non-empty cells are all numbers; empty cells become NaN."""
+    out = {}
+    for column in columns:
+        if column in NOT_METRICS:
+            continue
+        cells = [(row.get(column) or "").strip() for row in rows]
+        try:
+            values = np.array([float(c) if c else math.nan for c in cells])
+        except ValueError:
+            continue
+        if np.isfinite(values).any():
+            out[column] = values
+    return out
