@@ -128,6 +128,12 @@ def place(array: np.ndarray, axes: LogicalAxes | None, mesh: Mesh | None) -> np.
     return jax.make_array_from_callback(array.shape, sharding, lambda index: array[index])
 
 
+def replicate(tree, mesh: Mesh | None):
+    """Every host array of the pytree `tree` whole on each device of `mesh` (as it is without
+    a mesh)."""
+    return jax.tree.map(lambda array: place(array, None, mesh), tree)
+
+
 def place_local(rows: np.ndarray, axes: LogicalAxes, mesh: Mesh, global_rows: int) -> jax.Array:
     """This process's `rows` of a global array of `global_rows` rows, sharded on `mesh` by its
     logical `axes` (each process passes its own rows, in process order)."""

@@ -34,6 +34,7 @@ from jaxslm.sharding import (
     mesh_context,
     place,
     power_of_two_at_least,
+    replicate,
     round_up,
 )
 from jaxslm.vocab import SpeechVocab, allowed_tokens
@@ -195,8 +196,7 @@ class Scorer:
                     start = end
         chunk = chunk_length(count // self._row_multiple, length, output.width, self.logits_bytes)
         placed = [place(a, BATCH_AXES, self.mesh) for a in (tokens, segments, branches, positions)]
-        output = jax.tree.map(lambda a: place(a, None, self.mesh), output)
-        masked = place(np.asarray(masked, np.int32), None, self.mesh)
+        output, masked = replicate((output, np.asarray(masked, np.int32)), self.mesh)
         with mesh_context(self.mesh):
             return self._score(self.graphdef, self.params, *placed, output, masked, chunk)
 

@@ -24,6 +24,7 @@ from jaxslm.sharding import (
     mesh_context,
     place,
     power_of_two_at_least,
+    replicate,
     round_up,
 )
 from jaxslm.vocab import SpeechVocab, allowed_tokens
@@ -106,8 +107,8 @@ class Generator:
         inputs = (
             place(tokens, BATCH_AXES, mesh),
             place(lengths, ("batch",), mesh),
-            jax.tree.map(lambda a: place(a, None, mesh), output),
-            place(output.at_columns(eos) & output.valid, None, mesh),
+            replicate(output, mesh),
+            replicate(output.at_columns(eos) & output.valid, mesh),
         )
         static = (max_new_tokens, cache_length, sampling)
         with mesh_context(mesh):
