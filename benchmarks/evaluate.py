@@ -89,7 +89,7 @@ from torch.utils.data import DataLoader, Dataset
 import jaxslm
 from jaxslm.backend import scorer_batch_tokens
 from jaxslm.checkpoint import read_metadata
-from jaxslm.evals.scorer import Scorer, _round_up_pow2, allowed_tokens
+from jaxslm.evals.scorer import Scorer, allowed_tokens
 from jaxslm.evals.sharing import plan_items
 from jaxslm.hf.exporter import export_hf
 from jaxslm.hf.importer import import_hf
@@ -370,8 +370,7 @@ class JaxslmPass:
         batches = scorer._batches(np.asarray([item.size for item in items]))
         held = 0
         for length, rows in batches:
-            count = min(scorer._rows(length), _round_up_pow2(len(rows), scorer._row_multiple))
-            held += count * length
+            held += scorer._padded_rows(len(rows), length) * length
         return len(batches), held
 
 

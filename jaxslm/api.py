@@ -7,7 +7,7 @@ from pathlib import Path
 import jax
 import numpy as np
 from flax import nnx
-from jax.sharding import Mesh, NamedSharding
+from jax.sharding import Mesh
 
 from jaxslm.checkpoint import abstract_params, load_tokenizer, read_metadata, restore_params
 from jaxslm.errors import JaxslmError
@@ -15,10 +15,8 @@ from jaxslm.evals.compat import SlamkitRules, check_compat
 from jaxslm.evals.scorer import Scorer
 from jaxslm.models.config import ModelConfig
 from jaxslm.models.decoder import Decoder, abstract_decoder, param_axes
-from jaxslm.sharding import logical_spec, tree_shardings
+from jaxslm.sharding import BATCH_AXES, mesh_context, place, tree_shardings
 from jaxslm.vocab import SpeechVocab
-
-BATCH_AXES = ("batch", "length")
 
 
 class SpeechLM:
@@ -62,13 +60,9 @@ class SpeechLM:
         for name, array in zip(("positions", "segment_ids"), inputs[1:], strict=True):
             if array.shape != tokens.shape:
                 raise JaxslmError(f"{name} has shape {array.shape}, tokens {tokens.shape}")
-        if self.mesh is None:
-            logits = self._forward(self._graphdef, self._params, *inputs)
-        else:
-            spec = logical_spec(BATCH_AXES, tokens.shape, self.mesh)
-            placed = [jax.device_put(a, NamedSharding(self.mesh, spec)) for a in inputs]
-            with jax.set_mesh(self.mesh):
-                logits = self._forward(self._graphdef, self._params, *placed)
+        placed = [place(a, BATCH_AXES, self.mesh) for a in inputs]
+        with mesh_context(self.mesh):
+            logits = self._forward(self._graphdef, self._params, *placed)
         return np.asarray(logits[..., : self.vocab.size])
 
     def log_likelihood(

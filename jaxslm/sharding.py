@@ -1,4 +1,5 @@
-"""Device meshes and the one table that maps logical axis names onto mesh axes.
+"""Device meshes, the one table that maps logical axis names onto mesh axes, and host arrays
+put on a mesh by those names.
 
 Parameters and activations are annotated with logical names (`embed`, `heads`, ...);
 nothing outside this module names a mesh axis.
@@ -6,6 +7,7 @@ nothing outside this module names a mesh axis.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Sequence
 
@@ -30,6 +32,8 @@ LOGICAL_RULES: dict[str, tuple[str, ...]] = {
 }
 
 LogicalAxes = Sequence[str | None]
+# Token-shaped arrays [batch, length]: rows over the data and fsdp axes, the sequence whole.
+BATCH_AXES = ("batch", "length")
 
 
 def make_mesh(
@@ -107,3 +111,41 @@ def constrain(x: jax.Array, axes: LogicalAxes) -> jax.Array:
     if mesh.empty:
         return x
     return jax.lax.with_sharding_constraint(x, logical_spec(axes, x.shape, mesh))
+
+
+def mesh_context(mesh: Mesh | None) -> contextlib.AbstractContextManager:
+    """`jax.set_mesh(mesh)`, or a context that does nothing without a mesh."""
+    return contextlib.nullcontext() if mesh is None else jax.set_mesh(mesh)
+
+
+def place(array: np.ndarray, axes: LogicalAxes | None, mesh: Mesh | None) -> np.ndarray | jax.Array:
+    """A host array that every process holds whole, sharded on `mesh` by its logical `axes`
+    (None: replicated); without a mesh the array is returned as it is."""
+    if mesh is None:
+        return array
+    axes = (None,) * array.ndim if axes is None else axes
+    sharding = named_sharding(mesh, axes, array.shape)
+    return jax.make_array_from_callback(array.shape, sharding, lambda index: array[index])
+
+
+def replicate(tree, mesh: Mesh | None):
+    """Every host array of the pytree `tree` whole on each device of `mesh` (as it is without
+    a mesh)."""
+    return jax.tree.map(lambda array: place(array, None, mesh), tree)
+
+
+def place_local(rows: np.ndarray, axes: LogicalAxes, mesh: Mesh, global_rows: int) -> jax.Array:
+    """This process's `rows` of a global array of `global_rows` rows, sharded on `mesh` by its
+    logical `axes` (each process passes its own rows, in process order)."""
+    shape = (global_rows, *rows.shape[1:])
+    return jax.make_array_from_process_local_data(named_sharding(mesh, axes, shape), rows, shape)
+
+
+def round_up(n: int, multiple: int) -> int:
+    """The smallest multiple of `multiple` that is >= n."""
+    return -(-n // multiple) * multiple
+
+
+def power_of_two_at_least(n: int) -> int:
+    """The smallest power of two >= n (1 for n <= 1): padded shapes that compile once."""
+    return 1 << (max(n, 1) - 1).bit_length()

@@ -187,13 +187,13 @@ def test_shared_prefixes_score_as_alone(qwen_lm, qwen_torch, modality):
 
 
 def test_restricted_head_equals_masked_full_head(qwen_lm, llama_lm, monkeypatch):
-    import jaxslm.evals.scorer as scorer_module
+    import jaxslm.models.head as head_module
 
     for lm in (qwen_lm, llama_lm):  # untied and tied output projections
         sequences = _sequences(lm.vocab, seed=15) + _story_sequences(lm.vocab, seed=15)
         restricted = lm.make_scorer().log_likelihood(sequences, modality="speech")
         with monkeypatch.context() as patch:
-            patch.setattr(scorer_module, "restricted_head", lambda allowed: None)
+            patch.setattr(head_module, "restricted_head", lambda allowed: None)
             full = lm.make_scorer().log_likelihood(sequences, modality="speech")
         assert np.isfinite(restricted).sum() >= 3
         np.testing.assert_array_equal(np.isfinite(restricted), np.isfinite(full))

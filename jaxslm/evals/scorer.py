@@ -15,7 +15,6 @@ are not scored and the restriction is slamkit's own (`jaxslm.evals.compat`).
 from __future__ import annotations
 
 import bisect
-import math
 from collections.abc import Callable, Sequence
 
 import jax
@@ -28,9 +27,17 @@ from jaxslm import backend
 from jaxslm.errors import JaxslmError
 from jaxslm.evals.compat import SlamkitRules
 from jaxslm.evals.sharing import Item, plan_items
-from jaxslm.models.head import chunk_length, target_log_probs
-from jaxslm.sharding import batch_shards, logical_spec
-from jaxslm.vocab import SpeechVocab, allowed_tokens, restricted_head
+from jaxslm.models.head import OutputColumns, chunk_length, output_columns, target_log_probs
+from jaxslm.sharding import (
+    BATCH_AXES,
+    batch_shards,
+    mesh_context,
+    place,
+    power_of_two_at_least,
+    replicate,
+    round_up,
+)
+from jaxslm.vocab import SpeechVocab, allowed_tokens
 
 NORMALIZATIONS = ("mean", "sum")
 MIN_BUCKET = 16
@@ -40,11 +47,10 @@ def bucket_length(length: int) -> int:
     """The padded length a sequence of `length` tokens is scored at: a power of two up to 128,
     then four steps per doubling (160, 192, 224, 256, 320, ...), so that long sequences, which
     rarely share a row, carry at most 25% padding (12% on average)."""
-    power = max(MIN_BUCKET, 1 << (length - 1).bit_length())
+    power = max(MIN_BUCKET, power_of_two_at_least(length))
     if power <= 128:
         return power
-    step = power // 8
-    return -(-length // step) * step
+    return round_up(length, power // 8)
 
 
 class Scorer:
@@ -74,7 +80,7 @@ class Scorer:
         self.logits_bytes = backend.logits_bytes() if logits_bytes is None else logits_bytes
         self._row_multiple = 1 if mesh is None else batch_shards(mesh)
         out_shardings = None if mesh is None else NamedSharding(mesh, PartitionSpec())
-        self._score = jax.jit(_score_rows, static_argnums=(0, 9), out_shardings=out_shardings)
+        self._score = jax.jit(_score_rows, static_argnums=(0, 8), out_shardings=out_shardings)
 
     def summed(
         self,
@@ -94,14 +100,14 @@ class Scorer:
         else:
             allowed = self.slamkit.allowed(self.vocab, modality, self.padded_vocab_size)
             masked = self.slamkit.masked_target
-        head = restricted_head(allowed)
+        output = output_columns(allowed)
         items, copy_of = plan_items(arrays)
         copies = np.bincount(copy_of, minlength=copy_of.max(initial=-1) + 1)
         totals = np.zeros(copies.size, np.float64)
         pending: tuple[list[list[Item]], jax.Array] | None = None
         for length, rows in self._batches(np.asarray([item.size for item in items])):
             row_items = [[items[i] for i in row] for row in rows]
-            log_probs = self._run(row_items, length, allowed, head, masked)
+            log_probs = self._run(row_items, length, output, masked)
             if pending is not None:
                 self._collect(totals, copies, *pending, on_batch)
             pending = (row_items, log_probs)
@@ -162,11 +168,17 @@ class Scorer:
         return batches
 
     def _rows(self, length: int) -> int:
-        rows = max(1, self.batch_tokens // length)
-        return math.ceil(rows / self._row_multiple) * self._row_multiple
+        return round_up(max(1, self.batch_tokens // length), self._row_multiple)
 
-    def _run(self, rows: list[list[Item]], length: int, allowed, head, masked: int) -> jax.Array:
-        count = min(self._rows(length), _round_up_pow2(len(rows), self._row_multiple))
+    def _padded_rows(self, rows: int, length: int) -> int:
+        """The rows a batch of `rows` rows of `length` is scored as: a power of two (rounded
+        up to the batch shards), at most a full batch."""
+        return min(self._rows(length), round_up(power_of_two_at_least(rows), self._row_multiple))
+
+    def _run(
+        self, rows: list[list[Item]], length: int, output: OutputColumns, masked: int
+    ) -> jax.Array:
+        count = self._padded_rows(len(rows), length)
         tokens, segments, branches, positions = np.zeros((4, count, length), np.int32)
         for row, items in enumerate(rows):
             start = 0
@@ -182,28 +194,11 @@ class Scorer:
                         first_position, first_position + piece.size
                     )
                     start = end
-        columns = self.padded_vocab_size if head is None else head.ids.size
-        rows = count // self._row_multiple
-        chunk = chunk_length(rows, length, columns, self.logits_bytes)
-        inputs = (
-            tokens,
-            segments,
-            branches,
-            positions,
-            allowed,
-            head,
-            np.asarray(masked, np.int32),
-        )
-        if self.mesh is None:
-            return self._score(self.graphdef, self.params, *inputs, chunk)
-        placed = jax.tree.map(self._place, inputs)
-        with jax.set_mesh(self.mesh):
-            return self._score(self.graphdef, self.params, *placed, chunk)
-
-    def _place(self, array: np.ndarray) -> jax.Array:
-        axes = ("batch", "length") if array.ndim == 2 else (None,) * array.ndim
-        sharding = NamedSharding(self.mesh, logical_spec(axes, array.shape, self.mesh))
-        return jax.make_array_from_callback(array.shape, sharding, lambda index: array[index])
+        chunk = chunk_length(count // self._row_multiple, length, output.width, self.logits_bytes)
+        placed = [place(a, BATCH_AXES, self.mesh) for a in (tokens, segments, branches, positions)]
+        output, masked = replicate((output, np.asarray(masked, np.int32)), self.mesh)
+        with mesh_context(self.mesh):
+            return self._score(self.graphdef, self.params, *placed, output, masked, chunk)
 
     @staticmethod
     def _collect(totals, copies, rows: list[list[Item]], log_probs, on_batch) -> None:
@@ -225,26 +220,17 @@ class Scorer:
             on_batch(done)
 
 
-def _round_up_pow2(n: int, multiple: int) -> int:
-    """The smallest power of two >= n that is a multiple of `multiple` (or `multiple`)."""
-    rows = 1 << (max(n, 1) - 1).bit_length()
-    return math.ceil(rows / multiple) * multiple
-
-
 def _score_rows(
-    graphdef, params, tokens, segment_ids, branch_ids, positions, allowed, head, masked, chunk
+    graphdef, params, tokens, segment_ids, branch_ids, positions, output, masked, chunk
 ):
     """Log-probability of each next token of the same segment and branch (or of a trunk's last
-    token's next, the first token of branch 1), per position [R, T]; 0 where unscored or where
-    the target is `masked`."""
+    token's next, the first token of branch 1) under the softmax over the `output` columns,
+    per position [R, T]; 0 where unscored or where the target is `masked`."""
     model = nnx.merge(graphdef, params)
     hidden = model.hidden_states(tokens, positions, segment_ids, branch_ids)
     targets = jnp.roll(tokens, -1, axis=1)
-    if head is None:
-        table, valid, columns = model.output_table(), allowed, targets
-    else:
-        table, valid, columns = model.output_table(head.ids), head.valid, head.index[targets]
-    log_probs = target_log_probs(hidden, table, columns, valid, chunk)
+    table, columns = output.table(model), output.column_of(targets)
+    log_probs = target_log_probs(hidden, table, columns, output.valid, chunk)
     next_segment = jnp.roll(segment_ids, -1, axis=1).at[:, -1].set(0)
     next_branch = jnp.roll(branch_ids, -1, axis=1)
     same_branch = (next_branch == branch_ids) | ((branch_ids == 0) & (next_branch == 1))

@@ -17,8 +17,17 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxslm.errors import JaxslmError
 from jaxslm.models.config import ModelConfig
-from jaxslm.sharding import constrain, logical_spec
-from jaxslm.vocab import SpeechVocab, allowed_tokens, restricted_head
+from jaxslm.models.head import OutputColumns, output_columns
+from jaxslm.sharding import (
+    BATCH_AXES,
+    constrain,
+    mesh_context,
+    place,
+    power_of_two_at_least,
+    replicate,
+    round_up,
+)
+from jaxslm.vocab import SpeechVocab, allowed_tokens
 
 CACHE_AXES = ("layers", "batch", "kv_heads", "length", "head_dim")
 MIN_PROMPT_BUCKET = 16
@@ -64,7 +73,7 @@ class Generator:
             mesh,
         )
         out = None if mesh is None else NamedSharding(mesh, PartitionSpec())
-        self._decode = jax.jit(_decode, static_argnums=(0, 8, 9, 10), out_shardings=out)
+        self._decode = jax.jit(_decode, static_argnums=(0, 6, 7, 8), out_shardings=out)
 
     def generate(
         self,
@@ -82,36 +91,30 @@ class Generator:
         are chosen among them.
         """
         arrays = self._check(prompts, max_new_tokens)
-        rows = _power_of_two(len(arrays))
-        prompt_length = max(MIN_PROMPT_BUCKET, _power_of_two(max(a.size for a in arrays)))
-        cache_length = _round_up(prompt_length + max_new_tokens, 64)
+        rows = power_of_two_at_least(len(arrays))
+        prompt_length = max(MIN_PROMPT_BUCKET, power_of_two_at_least(max(a.size for a in arrays)))
+        cache_length = round_up(prompt_length + max_new_tokens, 64)
         tokens = np.zeros((rows, prompt_length), np.int32)
         lengths = np.ones(rows, np.int32)
         for row, ids in enumerate(arrays):
             tokens[row, : ids.size] = ids
             lengths[row] = ids.size
         padded = self.config.padded_vocab_size
-        allowed = allowed_tokens(self.vocab, modality, padded)
-        head = restricted_head(allowed)
-        if head is None:
-            columns, valid, index = np.arange(padded, dtype=np.int32), allowed, None
-        else:
-            columns, valid, index = head.ids, head.valid, head.index
+        output = output_columns(allowed_tokens(self.vocab, modality, padded))
         eos = np.zeros(padded, bool)
         eos[list(self.vocab.eos_ids)] = True
-        key = jax.random.key(seed)
-        inputs = [tokens, lengths, columns, valid, eos[columns] & valid, index]
-        if self.mesh is not None:
-            axes = [("batch", "length"), ("batch",)] + [(None,)] * 4
-            inputs = [
-                a if a is None else self._place(a, x) for a, x in zip(inputs, axes, strict=True)
-            ]
+        mesh = self.mesh
+        inputs = (
+            place(tokens, BATCH_AXES, mesh),
+            place(lengths, ("batch",), mesh),
+            replicate(output, mesh),
+            replicate(output.at_columns(eos) & output.valid, mesh),
+        )
         static = (max_new_tokens, cache_length, sampling)
-        if self.mesh is None:
-            out, counts = self._decode(self.graphdef, self.params, *inputs, *static, key)
-        else:
-            with jax.set_mesh(self.mesh):
-                out, counts = self._decode(self.graphdef, self.params, *inputs, *static, key)
+        with mesh_context(mesh):
+            out, counts = self._decode(
+                self.graphdef, self.params, *inputs, *static, jax.random.key(seed)
+            )
         out, counts = np.asarray(out), np.asarray(counts)
         return [out[row, : counts[row]].tolist() for row in range(len(arrays))]
 
@@ -139,18 +142,6 @@ class Generator:
                 )
             arrays.append(ids.astype(np.int32))
         return arrays
-
-    def _place(self, array: np.ndarray, axes: tuple) -> jax.Array:
-        sharding = NamedSharding(self.mesh, logical_spec(axes, array.shape, self.mesh))
-        return jax.make_array_from_callback(array.shape, sharding, lambda index: array[index])
-
-
-def _power_of_two(n: int) -> int:
-    return 1 << (max(n, 1) - 1).bit_length()
-
-
-def _round_up(n: int, multiple: int) -> int:
-    return -(-n // multiple) * multiple
 
 
 def _choose(logits, seen, valid, sampling: Sampling, key):
@@ -187,10 +178,8 @@ def _decode(
     params,
     tokens,
     lengths,
-    columns,
-    valid,
+    output: OutputColumns,
     eos,
-    index,
     max_new,
     cache_length,
     sampling,
@@ -198,16 +187,10 @@ def _decode(
 ):
     """(generated [B, max_new] int32, count per row) for right-padded prompts.
 
-    Tokens are chosen among the vocabulary entries `columns` [K] (those `valid` may be
-    chosen; `eos` marks the EOS columns). `index` [V] maps each id to its column (-1: none)
-    when only those rows of the output projection are computed; None computes them all,
-    `columns` then being every id in order.
+    Tokens are chosen among the `output` columns [K] (those it marks valid may be chosen;
+    `eos` [K] marks the EOS columns).
     """
     model = nnx.merge(graphdef, params)
-
-    def project(hidden):
-        return model.project(hidden) if index is None else model.project_rows(hidden, columns)
-
     cfg = model.config
     rows, prompt_length = tokens.shape
     shape = (cfg.num_layers, rows, cfg.num_kv_heads, cache_length, cfg.head_dim)
@@ -219,9 +202,10 @@ def _decode(
     in_prompt = (prompt_index[None, :] < lengths[:, None]).astype(jnp.int32)
     hidden, cache = model.prefill(tokens, positions, in_prompt, cache)
     last = jnp.take_along_axis(hidden, (lengths - 1)[:, None, None], axis=1)
-    logits = project(last)[:, 0]
-    width = columns.shape[0]
-    prompt_columns = tokens if index is None else jnp.where(index[tokens] < 0, width, index[tokens])
+    logits = output.logits(model, last)[:, 0]
+    width = output.width
+    prompt_columns = output.column_of(tokens)
+    prompt_columns = jnp.where(prompt_columns < 0, width, prompt_columns)  # dropped below
     seen = jnp.zeros((rows, width), jnp.int32)
     seen = seen.at[jnp.arange(rows)[:, None], prompt_columns].max(in_prompt, mode="drop") > 0
     state = {
@@ -240,9 +224,9 @@ def _decode(
     def step(state, window: int):
         t = state["step"]
         column = _choose(
-            state["logits"], state["seen"], valid, sampling, jax.random.fold_in(key, t)
+            state["logits"], state["seen"], output.valid, sampling, jax.random.fold_in(key, t)
         )
-        token = jnp.where(state["done"], 0, columns[column])
+        token = jnp.where(state["done"], 0, output.token_of(column))
         counts = state["counts"] + (~state["done"]).astype(jnp.int32)
         done = state["done"] | eos[column]
         seen = state["seen"].at[jnp.arange(rows), column].set(True)
@@ -251,7 +235,7 @@ def _decode(
         hidden, cache = model.extend(token[:, None], slot, slot, mask, state["cache"])
         return {
             "step": t + 1,
-            "logits": project(hidden)[:, 0],
+            "logits": output.logits(model, hidden)[:, 0],
             "cache": cache,
             "seen": seen,
             "done": done,

@@ -55,22 +55,28 @@ class Attention(nnx.Module):
         key = checkpoint_name(apply_rope(self.k(x), positions, inv_freq), "key")
         return query, key, checkpoint_name(self.v(x), "value")
 
-    def __call__(self, x, positions, segments: Segments, inv_freq):
-        """Causal self-attention within `segments` (packed rows), through the kernel seam."""
+    def _output(self, attended):
+        return checkpoint_name(self.o(checkpoint_name(attended, "attention")), "attention_out")
+
+    def _attend_within(self, x, positions, segments: Segments, inv_freq):
+        """(output, keys, values) of causal self-attention within `segments`."""
         query, key, value = self._project(x, positions, inv_freq)
         attended = attention(query, key, value, segments, kernel=self.kernel)
-        return checkpoint_name(self.o(checkpoint_name(attended, "attention")), "attention_out")
+        return self._output(attended), key, value
+
+    def __call__(self, x, positions, segments: Segments, inv_freq):
+        """Causal self-attention within `segments` (packed rows), through the kernel seam."""
+        return self._attend_within(x, positions, segments, inv_freq)[0]
 
     def prefill(self, x, positions, segments: Segments, inv_freq, cache):
         """`__call__` over a prompt whose keys and values are also written into this layer's
         slots 0..T-1 of `cache` = (keys, values [layers, B, KV, S, D], layer index)."""
-        query, key, value = self._project(x, positions, inv_freq)
-        attended = attention(query, key, value, segments, kernel=self.kernel)
+        out, key, value = self._attend_within(x, positions, segments, inv_freq)
         keys, values, layer = cache
         length = x.shape[1]
         keys = keys.at[layer, :, :, :length].set(key.swapaxes(1, 2).astype(keys.dtype))
         values = values.at[layer, :, :, :length].set(value.swapaxes(1, 2).astype(values.dtype))
-        return self.o(attended), (keys, values, layer)
+        return out, (keys, values, layer)
 
     def extend(self, x, positions, slots, mask, inv_freq, cache):
         """New tokens [B, T] whose keys and values are written at `slots` [B, T] of this
@@ -84,7 +90,7 @@ class Attention(nnx.Module):
         window = mask.shape[-1]  # a narrower mask attends over the first slots only
         keys_seen, values_seen = keys[layer][:, :, :window], values[layer][:, :, :window]
         attended = dot_product_attention(query, keys_seen, values_seen, mask, "bksd")
-        return self.o(attended), (keys, values, layer)
+        return self._output(attended), (keys, values, layer)
 
 
 class MLP(nnx.Module):
@@ -112,22 +118,23 @@ class Block(nnx.Module):
         self.mlp = MLP(cfg, rngs)
 
     def __call__(self, x, positions, segments: Segments, inv_freq):
-        x = x + self.attn(self.attn_norm(x), positions, segments, inv_freq)
-        return self._mlp(x)
+        return self._residuals(x, self.attn(self.attn_norm(x), positions, segments, inv_freq))
 
     def prefill(self, x, positions, segments: Segments, inv_freq, cache):
         """The layer over a prompt, filling the KV cache (see `Attention.prefill`)."""
         attended, cache = self.attn.prefill(self.attn_norm(x), positions, segments, inv_freq, cache)
-        return self._mlp(x + attended), cache
+        return self._residuals(x, attended), cache
 
     def extend(self, x, positions, slots, mask, inv_freq, cache):
         """The layer over new tokens with a KV cache (see `Attention.extend`)."""
         attended, cache = self.attn.extend(
             self.attn_norm(x), positions, slots, mask, inv_freq, cache
         )
-        return self._mlp(x + attended), cache
+        return self._residuals(x, attended), cache
 
-    def _mlp(self, x):
+    def _residuals(self, x, attended):
+        """The layer's output from its input and the attention's output."""
+        x = x + attended
         x = x + self.mlp(self.mlp_norm(x))
         return constrain(x, ACTIVATION_AXES)
 
@@ -175,15 +182,11 @@ class Decoder(nnx.Module):
         attention within a segment to its trunk and the query's own branch."""
         segments = Segments(segment_ids, branch_ids)
         inv_freq = self._inv_freq()
-        graphdef, layer_state = nnx.split(self.layers)
 
-        def run_layer(x, state):
-            return nnx.merge(graphdef, state)(x, positions, segments, inv_freq), None
+        def run_layer(block, x, _):
+            return block(x, positions, segments, inv_freq), None
 
-        if self.config.remat != "none":
-            run_layer = jax.checkpoint(run_layer, policy=REMAT[self.config.remat])
-        x, _ = self._scan(run_layer, self._embed(tokens), layer_state)
-        return self.final_norm(x)
+        return self._run_layers(run_layer, tokens, None, remat=self.config.remat)[0]
 
     def prefill(self, tokens, positions, segment_ids, cache):
         """Final-norm hidden states of prompts [B, T] (right-padded: `segment_ids` 1 on prompt
@@ -192,10 +195,10 @@ class Decoder(nnx.Module):
         segments = Segments(segment_ids)
         inv_freq = self._inv_freq()
 
-        def run_layer(graphdef, x, positions, inv_freq, cache, state):
-            return nnx.merge(graphdef, state).prefill(x, positions, segments, inv_freq, cache)
+        def run_layer(block, x, cache):
+            return block.prefill(x, positions, segments, inv_freq, cache)
 
-        return self._cached(run_layer, tokens, positions, inv_freq, cache)
+        return self._cached(run_layer, tokens, cache)
 
     def extend(self, tokens, positions, slots, mask, cache):
         """Final-norm hidden states of new tokens [B, T] with a KV cache: their keys and
@@ -203,35 +206,42 @@ class Decoder(nnx.Module):
         token sees. Returns (hidden [B, T, embed], updated cache)."""
         inv_freq = self._inv_freq()
 
-        def run_layer(graphdef, x, positions, inv_freq, cache, state):
-            return nnx.merge(graphdef, state).extend(x, positions, slots, mask, inv_freq, cache)
+        def run_layer(block, x, cache):
+            return block.extend(x, positions, slots, mask, inv_freq, cache)
 
-        return self._cached(run_layer, tokens, positions, inv_freq, cache)
+        return self._cached(run_layer, tokens, cache)
 
-    def _cached(self, run_layer, tokens, positions, inv_freq, cache):
-        graphdef, layer_state = nnx.split(self.layers)
+    def _cached(self, run_layer, tokens, cache):
+        """The layers with the KV cache (keys, values): each layer writes its own entries."""
 
         # The whole cache rides in the scan's carry, so each layer updates its new entries in
         # place; as scanned inputs and outputs, every step would copy the whole cache.
-        def step(carry, state):
-            x, cache = carry
-            x, (keys, values, layer) = run_layer(graphdef, x, positions, inv_freq, cache, state)
-            return (x, (keys, values, layer + 1)), None
+        def run_and_count(block, x, cache):
+            x, (keys, values, layer) = run_layer(block, x, cache)
+            return x, (keys, values, layer + 1)
 
-        carry = (self._embed(tokens), (*cache, jnp.int32(0)))
-        (x, (keys, values, _)), _ = self._scan(step, carry, layer_state)
-        return self.final_norm(x), (keys, values)
+        x, (keys, values, _) = self._run_layers(run_and_count, tokens, (*cache, jnp.int32(0)))
+        return x, (keys, values)
+
+    def _run_layers(self, run_layer, tokens, carried, remat: str = "none"):
+        """(final-norm hidden states, `carried`) after every layer over the embedded `tokens`,
+        in one `lax.scan`: `run_layer(block, x, carried) -> (x, carried)`; `remat` names the
+        policy (REMAT) for the layers' activations in a backward pass."""
+        graphdef, layer_state = nnx.split(self.layers)
+
+        def step(carry, state):
+            return run_layer(nnx.merge(graphdef, state), *carry), None
+
+        if remat != "none":
+            step = jax.checkpoint(step, policy=REMAT[remat])
+        unroll = 1 if self.config.scan_layers else self.config.num_layers
+        carry = (constrain(self.embed(tokens), ACTIVATION_AXES), carried)
+        (x, carried), _ = jax.lax.scan(step, carry, layer_state, unroll=unroll)
+        return self.final_norm(x), carried
 
     def _inv_freq(self):
         cfg = self.config
         return inverse_frequencies(cfg.head_dim, cfg.rope_theta, cfg.rope_scaling)
-
-    def _embed(self, tokens):
-        return constrain(self.embed(tokens), ACTIVATION_AXES)
-
-    def _scan(self, body, carry, layer_state):
-        unroll = 1 if self.config.scan_layers else self.config.num_layers
-        return jax.lax.scan(body, carry, layer_state, unroll=unroll)
 
     def output_table(self, ids=None):
         """The output projection as a [columns, embed] table in the parameter dtype: every

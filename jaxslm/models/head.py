@@ -10,6 +10,7 @@ rows x chunk x columns x 4 bytes, and the slices run one after another in a `lax
   gradient: each slice's softmax gradient is turned into the gradients of the hidden states
   and of the table as the slice is computed, so the backward pass neither keeps nor
   recomputes any logits.
+- `output_columns`: which columns a modality restriction keeps (the scorer and generation).
 
 The table is [columns, embed]: the whole (padded) vocabulary, or some of its rows; `valid`
 [columns] marks the columns that take part (others are -inf: vocabulary padding, a banned
@@ -20,13 +21,62 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxslm.sharding import batch_shards, constrain
+from jaxslm.vocab import restricted_head
 
 PARTIAL_AXES = ("batch", "vocab", "embed")
+
+
+class OutputColumns(NamedTuple):
+    """The output head's columns under a restriction (a pytree that jitted functions take as
+    it is): every row of the padded vocabulary in order (`ids` and `index` None), or the rows
+    `ids` [K] only, `index` [padded vocab] giving each id's column (-1: none). `valid` [K]
+    marks the columns that take part."""
+
+    ids: Any
+    valid: Any
+    index: Any
+
+    @property
+    def width(self) -> int:
+        """K, the number of columns (padding ones included)."""
+        return self.valid.shape[0]
+
+    def table(self, model) -> jax.Array:
+        """The decoder's output table [K, embed] at these columns."""
+        return model.output_table(self.ids)
+
+    def logits(self, model, hidden) -> jax.Array:
+        """The decoder's float32 logits [..., K] at these columns."""
+        return model.project(hidden) if self.ids is None else model.project_rows(hidden, self.ids)
+
+    def column_of(self, tokens):
+        """The column of each token id; -1 for an id outside the columns."""
+        return tokens if self.index is None else self.index[tokens]
+
+    def token_of(self, columns):
+        """The token id of each column."""
+        return columns if self.ids is None else self.ids[columns]
+
+    def at_columns(self, per_id):
+        """A per-id array [padded vocab, ...] read at these columns: [K, ...]."""
+        return per_id if self.ids is None else per_id[self.ids]
+
+
+def output_columns(allowed: np.ndarray) -> OutputColumns:
+    """The columns to compute for the boolean mask `allowed` [padded vocab]: the allowed rows
+    only when that pays (`jaxslm.vocab.restricted_head`), else every row, `allowed` marking
+    the valid ones."""
+    head = restricted_head(allowed)
+    if head is None:
+        return OutputColumns(None, allowed, None)
+    return OutputColumns(head.ids, head.valid, head.index)
 
 
 def chunk_length(rows: int, length: int, columns: int, budget_bytes: int) -> int:

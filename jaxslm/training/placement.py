@@ -1,19 +1,16 @@
 """Where the train state and the batches live on the mesh: NamedShardings from the logical
-rules, and per-process batch shards assembled into global arrays."""
+rules."""
 
 from __future__ import annotations
 
 import jax
-import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxslm.checkpoint import abstract_params
 from jaxslm.models.config import ModelConfig
 from jaxslm.models.decoder import abstract_decoder, param_axes
-from jaxslm.sharding import logical_spec, tree_shardings
-
-BATCH_AXES = ("batch", "length")
+from jaxslm.sharding import BATCH_AXES, named_sharding, tree_shardings
 
 
 def param_shardings(mesh: Mesh, cfg: ModelConfig) -> dict:
@@ -41,16 +38,4 @@ def state_shardings(mesh: Mesh, cfg: ModelConfig, optimizer: optax.GradientTrans
 
 def batch_sharding(mesh: Mesh, global_shape: tuple[int, int]) -> NamedSharding:
     """Rows spread over the data and fsdp axes, the sequence whole."""
-    return NamedSharding(mesh, logical_spec(BATCH_AXES, global_shape, mesh))
-
-
-def global_batch(
-    local: dict[str, np.ndarray], mesh: Mesh, global_rows: int
-) -> dict[str, jax.Array]:
-    """This process's rows of every batch field assembled into global sharded arrays."""
-    arrays = {}
-    for name, rows in local.items():
-        shape = (global_rows, *rows.shape[1:])
-        sharding = batch_sharding(mesh, shape)
-        arrays[name] = jax.make_array_from_process_local_data(sharding, rows, shape)
-    return arrays
+    return named_sharding(mesh, BATCH_AXES, global_shape)

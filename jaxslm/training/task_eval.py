@@ -1,4 +1,5 @@
-"""The likelihood benchmarks of `eval.tasks`, scored with the live training parameters."""
+"""The likelihood benchmarks of `eval.tasks`, scored with the live training parameters (a hook
+of the train loop, jaxslm.training.hooks)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from jaxslm.models.decoder import abstract_decoder
 
 
 class TaskEvaluator:
-    """Runs `eval.tasks` on the current parameters; results are flat metrics `<task>_accuracy`
+    """Runs `eval.tasks` on the current parameters at the run's last step and every
+    `eval.tasks_every_steps` (0: only the last); results are flat metrics `<task>_accuracy`
     (and `<task>_macro_accuracy` where a task has parts). Scores are computed in float32, as
     slamkit and `python -m jaxslm.evaluate` compute them, whatever the training compute
     dtype."""
@@ -30,6 +32,7 @@ class TaskEvaluator:
         self.requests = [TaskRequest(name, _task_data(directory, name)) for name in cfg.eval.tasks]
         self.builder = SequenceBuilder(plan.vocab, plan.tokenizer)
         padded = plan.model.padded_vocab_size
+        self.every, self.total_steps = cfg.eval.tasks_every_steps, cfg.total_steps
         self.summaries: dict[str, dict] = {}
         self.step = 0
         scoring = plan.model.replace(dtype="float32", remat="none")
@@ -37,6 +40,12 @@ class TaskEvaluator:
         self.scorer = Scorer(
             graphdef, None, plan.vocab, padded, mesh, cfg.eval.tasks_batch_tokens or None
         )
+
+    def due(self, step: int) -> bool:
+        return step == self.total_steps or (self.every > 0 and step % self.every == 0)
+
+    def run(self, step: int, state: dict, results: dict[str, float]) -> None:
+        results.update(self.metrics(state["params"], step))
 
     def metrics(self, params, step: int) -> dict[str, float]:
         """Accuracy per task (and macro accuracy over parts) with `params` at `step`."""

@@ -1,0 +1,118 @@
+"""What the train loop does between steps: hooks that run when they are due (held-out loss,
+the benchmarks of `eval.tasks` in jaxslm.training.task_eval, checkpoints), in the order the
+trainer lists them, and the reasons to stop (step budget, wall clock, SIGTERM)."""
+
+from __future__ import annotations
+
+import signal
+import time
+from typing import Protocol
+
+import jax
+from flax import nnx
+
+from jaxslm.config import TrainConfig
+from jaxslm.training.batches import BatchSource
+from jaxslm.training.loss import mean_losses
+from jaxslm.training.run_checkpoints import RunCheckpoints
+from jaxslm.training.step import make_eval_step
+from jaxslm.training.step_report import StepReporter
+
+
+class Hook(Protocol):
+    """An action of the train loop after the steps it is due at."""
+
+    def due(self, step: int) -> bool:
+        """Whether to run after `step`."""
+
+    def run(self, step: int, state: dict, results: dict[str, float]) -> None:
+        """Act on the train `state` after `step`; metrics go into `results` (the step's
+        logged record)."""
+
+
+class HeldOut:
+    """Every `eval.every_steps` steps: the held-out losses over the first `eval.batches`
+    batches of `eval.split` (read once), `eval_loss` and `eval_loss_<modality>`."""
+
+    def __init__(
+        self, cfg: TrainConfig, batches: BatchSource, graphdef: nnx.GraphDef, param_shardings
+    ):
+        self.every = cfg.eval.every_steps
+        self.batches = batches.first(cfg.eval.split, cfg.eval.batches)
+        self.step = jax.jit(
+            make_eval_step(graphdef), in_shardings=(param_shardings, batches.sharding)
+        )
+
+    def due(self, step: int) -> bool:
+        return step % self.every == 0
+
+    def run(self, step: int, state: dict, results: dict[str, float]) -> None:
+        results.update(self.losses(state["params"]))
+
+    def losses(self, params: dict) -> dict[str, float]:
+        """Mean held-out losses: `eval_loss` and `eval_loss_<modality>`."""
+        totals = None
+        for batch in self.batches:
+            sums = self.step(params, batch)
+            totals = sums if totals is None else jax.tree.map(jax.numpy.add, totals, sums)
+        return {f"eval_{k}": v for k, v in mean_losses(jax.device_get(totals)).items()}
+
+
+class Checkpointing:
+    """Every `checkpoint.every_steps` steps, and at the end of the run: the train state and the
+    data iterator's position. A checkpoint commits only after its step's record is on disk."""
+
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        checkpoints: RunCheckpoints,
+        data,
+        reporter: StepReporter,
+        step: int,
+    ):
+        """`data`: the train iterator; `step`: the step the run starts from (saved already)."""
+        self.every = cfg.checkpoint.every_steps
+        self.checkpoints, self.data, self.reporter = checkpoints, data, reporter
+        self.saved_step = step
+
+    def due(self, step: int) -> bool:
+        return step % self.every == 0
+
+    def run(self, step: int, state: dict, results: dict[str, float]) -> None:
+        self.save(step, state, results.get("eval_loss"))
+
+    def save(self, step: int, state: dict, eval_loss: float | None = None) -> None:
+        """Write the records up to `step`, then its checkpoint (`eval_loss` ranks it for
+        `checkpoint.keep_best`)."""
+        self.reporter.sync()
+        self.checkpoints.save(step, state, self.data.get_state(), eval_loss)
+        self.saved_step = step
+
+    def save_unsaved(self, step: int, state: dict) -> None:
+        """Save `step` unless its checkpoint exists (the end of the run)."""
+        if step != self.saved_step:
+            self.save(step, state)
+
+
+class StopRequests:
+    """Why the run should stop now: the step budget, the wall clock, or SIGTERM."""
+
+    def __init__(self, max_seconds: float | None):
+        self.deadline = None if max_seconds is None else time.monotonic() + max_seconds
+        self.terminated = False
+        self.previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+
+    def _on_sigterm(self, signum, frame) -> None:
+        self.terminated = True
+
+    def reason(self, step: int, total_steps: int | None) -> str | None:
+        if self.terminated:
+            return "SIGTERM (checkpoint saved before exit)"
+        if total_steps is not None and step >= total_steps:
+            return f"the budget of {total_steps} steps is reached"
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            return "the wall-clock budget budget.max_seconds is spent"
+        return None
+
+    def restore(self) -> None:
+        signal.signal(signal.SIGTERM, self.previous)
