@@ -88,11 +88,11 @@ from torch.utils.data import DataLoader, Dataset
 
 import jaxslm
 from jaxslm.backend import scorer_batch_tokens
-from jaxslm.checkpoint import read_metadata
 from jaxslm.evals.scorer import Scorer, _round_up_pow2, allowed_tokens
 from jaxslm.evals.sharing import plan_items
 from jaxslm.hf.exporter import export_hf
 from jaxslm.hf.importer import import_hf
+from jaxslm.model_dir import read_metadata
 from jaxslm.vocab import SpeechVocab
 
 UNITS = 500

@@ -68,8 +68,8 @@ from flax import nnx
 from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config
 
 from jaxslm.backend import ATTENTION_KERNELS
-from jaxslm.models.config import REMAT_POLICIES, ModelConfig
 from jaxslm.models.decoder import abstract_decoder
+from jaxslm.models.model_config import REMAT_POLICIES, ModelConfig
 from jaxslm.scaling.flops import mfu, param_count, peak_flops_per_device
 from jaxslm.sharding import make_mesh
 from jaxslm.training.optimizer import make_optimizer

@@ -21,7 +21,7 @@ from jaxslm.backend import ATTENTION_KERNELS
 from jaxslm.data.interleave import LAST_SPANS, METHODS
 from jaxslm.errors import JaxslmError
 from jaxslm.fsutil import atomic_write_text
-from jaxslm.models.config import DTYPES, FAMILIES, REMAT_POLICIES
+from jaxslm.models.model_config import DTYPES, FAMILIES, REMAT_POLICIES
 from jaxslm.textfiles import read_yaml_mapping
 from jaxslm.vocab import MODES
 

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from jaxslm.checkpoint import params_as_numpy, read_metadata, restore_params
 from jaxslm.errors import JaxslmError
+from jaxslm.model_dir import params_as_numpy, read_metadata, restore_params
 from jaxslm.vocab import SpeechVocab, resize_rows
 
 

@@ -14,7 +14,7 @@ gets no more than its weight of them. Each process reads records
 `process_index::process_count` of every stream, so processes see disjoint documents whose union
 is the one-process stream, and packs its own rows.
 
-Samples are mixed `block_samples` at a time (jaxslm.data.schedule draws the streams,
+Samples are mixed `block_samples` at a time (jaxslm.data.record_order draws the streams,
 jaxslm.data.samples gives each stream's samples from its documents, encoded by
 jaxslm.data.encode from the corpus's columnar copy; jaxslm.data.packing packs them) inside one
 Grain dataset, `PackedBatches`, behind Grain's thread prefetch. A step is `batch_size` full
@@ -39,8 +39,8 @@ from jaxslm.data.corpus import Corpus
 from jaxslm.data.encode import ChunkEncoder
 from jaxslm.data.interleave import InterleaveConfig
 from jaxslm.data.packing import ROW_FIELDS, Packer
+from jaxslm.data.record_order import StreamOrder, block_picks
 from jaxslm.data.samples import SampleStream
-from jaxslm.data.schedule import StreamOrder, block_picks
 from jaxslm.errors import JaxslmError
 from jaxslm.text_tokenizer import TextTokenizer
 from jaxslm.vocab import SpeechVocab

@@ -16,7 +16,7 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxslm.errors import JaxslmError
-from jaxslm.models.config import ModelConfig
+from jaxslm.models.model_config import ModelConfig
 from jaxslm.sharding import constrain, logical_spec
 from jaxslm.vocab import SpeechVocab, allowed_tokens, restricted_head
 

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from jaxslm.errors import JaxslmError
-from jaxslm.models.config import DTYPES
+from jaxslm.models.model_config import DTYPES
 from jaxslm.vocab import MODES, ROW_INIT_METHODS
 
 DESCRIPTION = """Convert between HF checkpoints and jaxslm checkpoints.

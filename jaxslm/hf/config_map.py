@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from jaxslm.errors import JaxslmError
-from jaxslm.models.config import Llama3RopeScaling, ModelConfig
+from jaxslm.models.model_config import Llama3RopeScaling, ModelConfig
 from jaxslm.vocab import SpeechVocab
 
 ARCHITECTURES = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM"}

@@ -7,14 +7,14 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from jaxslm.checkpoint import TOKENIZER_DIR, read_metadata
 from jaxslm.config import TrainConfig
 from jaxslm.data.build import build_synthetic, ensure_eval_sets
 from jaxslm.data.corpus import Corpus, open_corpus
 from jaxslm.data.interleave import InterleaveConfig
 from jaxslm.data.pipeline import PipelineConfig
 from jaxslm.errors import JaxslmError
-from jaxslm.models.config import ModelConfig
+from jaxslm.model_dir import TOKENIZER_DIR, read_metadata
+from jaxslm.models.model_config import ModelConfig
 from jaxslm.text_tokenizer import TextTokenizer, load_text_tokenizer, speech_only_tokenizer
 from jaxslm.vocab import SpeechVocab
 

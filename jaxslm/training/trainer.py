@@ -18,11 +18,11 @@ import numpy as np
 from flax import nnx
 
 from jaxslm import backend
-from jaxslm.checkpoint import TOKENIZER_DIR, restore_params, write_metadata
 from jaxslm.config import TrainConfig, dump_config, load_config
 from jaxslm.data.pipeline import make_pipeline
 from jaxslm.errors import JaxslmError
 from jaxslm.evals.runner import format_table
+from jaxslm.model_dir import TOKENIZER_DIR, restore_params, write_metadata
 from jaxslm.models.decoder import abstract_decoder
 from jaxslm.scaling.flops import peak_flops_per_device, train_flops
 from jaxslm.sharding import make_mesh
@@ -31,10 +31,10 @@ from jaxslm.training.loss import mean_losses
 from jaxslm.training.metrics_log import MetricsLog
 from jaxslm.training.optimizer import learning_rate_schedule, make_optimizer
 from jaxslm.training.placement import batch_sharding, param_shardings, state_shardings
-from jaxslm.training.run_checkpoints import RunCheckpoints
 from jaxslm.training.run_lock import lock_run_dir
 from jaxslm.training.setup import pipeline_config, plan_run, save_tokenizer
 from jaxslm.training.step import init_state, make_eval_step, make_train_step, scratch_state
+from jaxslm.training.step_checkpoints import RunCheckpoints
 from jaxslm.training.stream_mix import StreamTokens
 from jaxslm.training.task_eval import TaskEvaluator
 
