@@ -29,8 +29,9 @@ from jaxslm.errors import JaxslmError
 from jaxslm.evals.compat import SlamkitRules
 from jaxslm.evals.sharing import Item, plan_items
 from jaxslm.models.head import chunk_length, target_log_probs
+from jaxslm.models.restricted_head import restricted_head
 from jaxslm.sharding import batch_shards, logical_spec
-from jaxslm.vocab import SpeechVocab, allowed_tokens, restricted_head
+from jaxslm.vocab import SpeechVocab, allowed_tokens
 
 NORMALIZATIONS = ("mean", "sum")
 MIN_BUCKET = 16

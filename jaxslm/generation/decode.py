@@ -17,8 +17,9 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxslm.errors import JaxslmError
 from jaxslm.models.model_config import ModelConfig
+from jaxslm.models.restricted_head import restricted_head
 from jaxslm.sharding import constrain, logical_spec
-from jaxslm.vocab import SpeechVocab, allowed_tokens, restricted_head
+from jaxslm.vocab import SpeechVocab, allowed_tokens
 
 CACHE_AXES = ("layers", "batch", "kv_heads", "length", "head_dim")
 MIN_PROMPT_BUCKET = 16

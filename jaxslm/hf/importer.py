@@ -23,12 +23,13 @@ from jaxslm.hf.config_map import (
     unwrap_slamkit,
 )
 from jaxslm.hf.param_map import ParamMap, param_maps
+from jaxslm.hf.row_init import resize_rows
 from jaxslm.hf.safetensors_io import WeightStore
 from jaxslm.hf.vocab_plan import VocabSource, find_tokenizer, output_tokenizer, plan_vocab
 from jaxslm.hostmem import aligned_empty, transform_on_cpu
 from jaxslm.model_dir import TOKENIZER_DIR, abstract_params, write_checkpoint
 from jaxslm.models.model_config import ModelConfig
-from jaxslm.vocab import SpeechVocab, resize_rows
+from jaxslm.vocab import SpeechVocab
 
 log = logging.getLogger(__name__)
 
