@@ -88,71 +88,18 @@ from torch.utils.data import DataLoader, Dataset
 
 import jaxslm
 from jaxslm.backend import scorer_batch_tokens
-from jaxslm.checkpoint import read_metadata
 from jaxslm.evals.scorer import Scorer, allowed_tokens
 from jaxslm.evals.sharing import plan_items
 from jaxslm.hf.exporter import export_hf
 from jaxslm.hf.importer import import_hf
+from jaxslm.model_dir import read_metadata
+from jaxslm.models.presets import get_preset, hf_config_kwargs
 from jaxslm.vocab import SpeechVocab
 
 UNITS = 500
-# Cuervo & Marxer's speech-only Llamas (vocabulary 502, MLP width by the Llama rule, as in
-# benchmarks/train_step.py) and an interleaved Qwen2.5-0.5B (151,665-entry tokenizer).
-SHAPES: dict[str, dict] = {
-    "tiny": dict(
-        family="llama",
-        mode="speech-only",
-        vocab_size=UNITS + 2,
-        hidden_size=64,
-        intermediate_size=192,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-        head_dim=16,
-        tie_word_embeddings=False,
-    ),
-    "20m": dict(
-        family="llama",
-        mode="speech-only",
-        vocab_size=UNITS + 2,
-        hidden_size=512,
-        intermediate_size=1536,
-        num_hidden_layers=6,
-        num_attention_heads=8,
-        num_key_value_heads=8,
-        head_dim=64,
-        tie_word_embeddings=False,
-    ),
-    "85m": dict(
-        family="llama",
-        mode="speech-only",
-        vocab_size=UNITS + 2,
-        hidden_size=768,
-        intermediate_size=2048,
-        num_hidden_layers=12,
-        num_attention_heads=12,
-        num_key_value_heads=12,
-        head_dim=64,
-        tie_word_embeddings=False,
-    ),
-    "qwen0.5b": dict(
-        family="qwen2",
-        mode="interleaved",
-        vocab_size=151936,
-        text_size=151665,
-        hidden_size=896,
-        intermediate_size=4864,
-        num_hidden_layers=24,
-        num_attention_heads=14,
-        num_key_value_heads=2,
-        head_dim=64,
-        tie_word_embeddings=True,
-        rope_theta=1e6,
-        rms_norm_eps=1e-6,
-        bos_token_id=151643,
-        eos_token_id=151643,
-    ),
-}
+# jaxslm.models.presets: speech-only tiny, 20m and 85m (Cuervo & Marxer's Llamas), imported
+# speech-only as they are (502 rows); the text LM Qwen2.5-0.5B, imported interleaved.
+SHAPES = ("tiny", "20m", "85m", "qwen0.5b")
 TASKS = {
     # (min units, max units, max |neg - pos| length difference); the cloze tasks are built apart
     "swuggy": (10, 40, 3),
@@ -177,18 +124,20 @@ class Model:
 
 def build_model(shape: str, work: Path) -> Model:
     """A random HF model of `shape` in work/hf, imported by jaxslm into work/ckpt."""
-    spec = dict(SHAPES[shape])
-    family, mode = spec.pop("family"), spec.pop("mode")
-    text_size = spec.pop("text_size", None)
+    preset = get_preset(shape)
+    mode = "speech-only" if preset.speech_only else "interleaved"
+    config = hf_config(shape)
     hf_dir, ckpt = work / "hf", work / "ckpt"
     if not ckpt.exists():
-        print(f"building a random {shape} {family} in {hf_dir} ...", flush=True)
-        params = save_random_hf(family, spec, text_size, hf_dir)
+        print(f"building a random {shape} {config.model_type} in {hf_dir} ...", flush=True)
+        params = save_random_hf(config, hf_dir)
+        if not preset.speech_only:
+            save_word_tokenizer(preset.tokenizer_size, preset.eos_id, hf_dir)
         print(f"  {params / 1e6:.1f}M parameters; importing with jaxslm ...", flush=True)
         import_hf(hf_dir, ckpt, speech_units=UNITS, mode=mode)
     vocab = read_metadata(ckpt)[1]
     torch_dir = hf_dir
-    if vocab.size != spec["vocab_size"]:  # new rows sampled by jaxslm: torch reads its export
+    if vocab.size != config.vocab_size:  # new rows sampled by jaxslm: torch reads its export
         torch_dir = work / "export"
         if not torch_dir.exists():
             print("  exporting the imported checkpoint for transformers ...", flush=True)
@@ -196,15 +145,21 @@ def build_model(shape: str, work: Path) -> Model:
     return Model(ckpt, torch_dir, vocab)
 
 
-def save_random_hf(family: str, spec: dict, text_size: int | None, out: Path) -> int:
-    """Save a transformers model with random weights that make the logits vary (std ~1)."""
-    from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config
+def hf_config(shape: str):
+    """The transformers config of preset `shape`: the speech-only model of UNITS units, or the
+    text LM with its special ids."""
+    from transformers import AutoConfig
 
-    common = dict(max_position_embeddings=4096, use_cache=False)
-    if family == "llama":
-        config = LlamaConfig(**spec, **common, bos_token_id=1, eos_token_id=1, pad_token_id=0)
-    else:
-        config = Qwen2Config(**spec, **common, use_sliding_window=False)
+    units = UNITS if get_preset(shape).speech_only else None
+    keys = hf_config_kwargs(shape, units, max_position_embeddings=4096)
+    return AutoConfig.for_model(**keys, use_cache=False)
+
+
+def save_random_hf(config, out: Path) -> int:
+    """Save a transformers model of `config` with random weights that make the logits vary
+    (std ~1); returns its parameter count."""
+    from transformers import AutoModelForCausalLM
+
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     generator = torch.Generator().manual_seed(0)
@@ -218,8 +173,6 @@ def save_random_hf(family: str, spec: dict, text_size: int | None, out: Path) ->
             else:  # [out, in] and [vocab, embed]: unit-scale outputs for unit-RMS inputs
                 param.copy_(noise / param.shape[-1] ** 0.5)
     model.save_pretrained(out)
-    if text_size is not None:
-        save_word_tokenizer(text_size, spec["eos_token_id"], out)
     return sum(p.numel() for p in model.parameters())
 
 

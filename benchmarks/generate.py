@@ -64,21 +64,18 @@ import numpy as np
 import torch
 from compile_clock import CompileClock
 from evaluate import build_model
-from transformers import AutoModelForCausalLM, LlamaConfig
+from transformers import AutoConfig, AutoModelForCausalLM
 
 import jaxslm
 from jaxslm.api import SpeechLM
 from jaxslm.hf.importer import import_hf
+from jaxslm.models.presets import get_preset, hf_config_kwargs
 from jaxslm.vocab import SpeechVocab, allowed_tokens
 
 UNITS = 500  # speech-only vocabulary: <PAD> = 0, <S> = 1 (BOS and EOS), units 2..501
-BOS = 1
-SHAPES: dict[str, dict] = {
-    "tiny": dict(hidden_size=64, intermediate_size=192, num_layers=2, num_heads=4, head_dim=16),
-    # Cuervo & Marxer's speech-only Llamas; MLP widths as in benchmarks/train_step.py.
-    "20m": dict(hidden_size=512, intermediate_size=1536, num_layers=6, num_heads=8, head_dim=64),
-    "85m": dict(hidden_size=768, intermediate_size=2048, num_layers=12, num_heads=12, head_dim=64),
-}
+# jaxslm.models.presets: speech-only tiny, 20m and 85m (Cuervo & Marxer's Llamas); qwen0.5b is
+# benchmarks/evaluate.py's interleaved Qwen2.5-0.5B.
+SHAPES = ("tiny", "20m", "85m", "qwen0.5b")
 MODES = {
     "greedy": dict(temperature=0.0, top_k=None),
     "sample": dict(temperature=0.8, top_k=25),
@@ -86,29 +83,13 @@ MODES = {
 
 
 def save_hf_model(shape: str, directory: Path, seed: int) -> None:
-    """A randomly initialised HF Llama of `shape` (vocabulary 502, float32) in `directory`."""
-    s = SHAPES[shape]
-    config = LlamaConfig(
-        vocab_size=UNITS + 2,
-        hidden_size=s["hidden_size"],
-        intermediate_size=s["intermediate_size"],
-        num_hidden_layers=s["num_layers"],
-        num_attention_heads=s["num_heads"],
-        num_key_value_heads=s["num_heads"],
-        head_dim=s["head_dim"],
-        tie_word_embeddings=False,
-        rms_norm_eps=1e-5,
-        rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
-        max_position_embeddings=2048,
-        # 0.05 rather than HF's 0.02: at 0.02 the random 20m model's greedy continuations
-        # collapse onto one or two repeated units (logit std 0.45), which would make the greedy
-        # agreement check trivial; at 0.05 (logit std 1.1) rows hold about 50 distinct units
-        # in 60 tokens.
-        initializer_range=0.05,
-        pad_token_id=0,
-        bos_token_id=BOS,
-        eos_token_id=BOS,
-    )
+    """A randomly initialised HF Llama of the speech-only preset `shape` (vocabulary 502,
+    float32) in `directory`."""
+    # initializer_range 0.05 rather than HF's 0.02: at 0.02 the random 20m model's greedy
+    # continuations collapse onto one or two repeated units (logit std 0.45), which would make
+    # the greedy agreement check trivial; at 0.05 (logit std 1.1) rows hold about 50 distinct
+    # units in 60 tokens.
+    config = AutoConfig.for_model(**hf_config_kwargs(shape, UNITS, initializer_range=0.05))
     torch.manual_seed(seed)
     AutoModelForCausalLM.from_config(config, dtype=torch.float32).save_pretrained(directory)
 
@@ -116,7 +97,7 @@ def save_hf_model(shape: str, directory: Path, seed: int) -> None:
 def load_sides(shape: str, work: Path, seed: int, device: str) -> tuple[SpeechLM, object, int]:
     """(jaxslm model without EOS ids, transformers model without EOS id, BOS id) of the same
     weights; the BOS is the vocabulary's, or its first EOS where it has none (Qwen)."""
-    if shape in SHAPES:
+    if get_preset(shape).speech_only:
         hf_dir, ckpt_dir = work / "hf", work / "ckpt"
         save_hf_model(shape, hf_dir, seed)
         import_hf(hf_dir, ckpt_dir, speech_units=UNITS, mode="speech-only")
@@ -227,9 +208,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument(
-        "--shape", choices=[*SHAPES, "qwen0.5b"], default="20m", help="model shape (default 20m)"
-    )
+    parser.add_argument("--shape", choices=SHAPES, default="20m", help="model shape (default 20m)")
     parser.add_argument(
         "--batch", type=int, nargs="+", default=[1, 16], help="rows per generate call (list)"
     )

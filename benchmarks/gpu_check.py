@@ -178,12 +178,15 @@ ERROR_LIMIT = 0.1  # max abs error of an attention variant's out/dq/dk/dv (bf16)
 SPEEDUP_TARGET = 1.2  # jaxslm tokens/s over torch.compile's
 MFU_TARGET = 0.45
 TRAINER_TOLERANCE = 0.10  # trainer MFU within 10% of the benchmark's
+NUM_UNITS = 500  # train_step.py's speech units
 FLEX = "torch flex_attention"
 
 
 @dataclass(frozen=True)
 class Mode:
-    """The shapes of a run: full (the GPU measurement) or small (a CPU test of this script)."""
+    """The shapes of a run: full (the GPU measurement) or small (a CPU test of this script).
+    `shape` is a preset of jaxslm.models.presets, train_step.py's --shape and the trainer's
+    model.preset, with NUM_UNITS speech units after its text tokenizer's entries."""
 
     small: bool
     shape: str
@@ -191,42 +194,15 @@ class Mode:
     batch: int
     dtype: str
     steps: tuple[str, ...]  # train_step.py's --steps/--warmup/--repeat
-    trainer_model: dict
-    tokenizer_size: int
-    num_units: int
     skip_steps: int
 
     @classmethod
     def make(cls, small: bool) -> Mode:
         if small:
-            model = dict(
-                hidden_size=256,
-                intermediate_size=768,
-                num_layers=4,
-                num_heads=4,
-                num_kv_heads=2,
-                head_dim=64,
-                tie_word_embeddings=False,
-                rope_theta=10000.0,
-                dtype="float32",
-            )
             steps = ("--steps", "3", "--warmup", "1", "--repeat", "3")
-            # train_step.py's `small`: vocabulary 1024 = 522 text entries + 500 units + 2 markers
-            return cls(True, "small", 256, 2, "float32", steps, model, 522, 500, 3)
-        model = dict(
-            hidden_size=2048,
-            intermediate_size=8192,
-            num_layers=16,
-            num_heads=32,
-            num_kv_heads=8,
-            head_dim=64,
-            tie_word_embeddings=True,
-            rope_theta=500000.0,
-            dtype="bfloat16",
-        )
+            return cls(True, "small", 256, 2, "float32", steps, 3)
         steps = ("--steps", "5", "--warmup", "2", "--repeat", "3")
-        # train_step.py's `llama1b`: vocabulary 128256 + 500 units + 2 markers
-        return cls(False, "llama1b", 2048, 8, "bfloat16", steps, model, 128256, 500, 5)
+        return cls(False, "llama1b", 2048, 8, "bfloat16", steps, 5)
 
 
 @dataclass
@@ -489,17 +465,15 @@ class Check:
         sections = {
             "model": dict(
                 init=None,
-                family="llama",
-                **{k: v for k, v in m.trainer_model.items() if k != "dtype"},
-                max_position_embeddings=max(m.seq_len, 8192),
+                preset=m.shape,
                 param_dtype="float32",
-                dtype=m.trainer_model["dtype"],
+                dtype=m.dtype,
                 remat=remat,
                 attention="auto",
             ),
             "vocab": dict(
                 mode="interleaved",
-                num_units=m.num_units,
+                num_units=NUM_UNITS,
                 tokenizer=str(self.work / "tokenizer"),
             ),
             "data": dict(
@@ -526,7 +500,7 @@ class Check:
     def stage_trainer(self, result: StageResult, log_path: Path, deadline: float) -> str:
         m = self.mode
         prepare = [self.py, str(THIS), "--internal", "prepare-trainer", "--work", str(self.work)]
-        prepare += ["--tokenizer-size", str(m.tokenizer_size), "--num-units", str(m.num_units)]
+        prepare += ["--preset", m.shape, "--num-units", str(NUM_UNITS)]
         status, seconds = run_command(prepare, log_path, deadline, child_env())
         result.data = {"prepare_seconds": seconds}
         if status != "ok":
@@ -880,8 +854,8 @@ def jax_cuda_versions() -> dict[str, int]:
     return found
 
 
-def internal_prepare_trainer(work: Path, tokenizer_size: int, num_units: int) -> None:
-    """The trainer's inputs: a byte-level HF tokenizer of exactly `tokenizer_size` entries
+def internal_prepare_trainer(work: Path, preset: str, num_units: int) -> None:
+    """The trainer's inputs: a byte-level HF tokenizer of exactly the preset's tokenizer length
     (BOS and EOS, the 256 byte symbols, then filler entries, as Llama 3's size) and the
     built-in synthetic corpus with `num_units` speech units."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
@@ -889,9 +863,11 @@ def internal_prepare_trainer(work: Path, tokenizer_size: int, num_units: int) ->
 
     from jaxslm.data.build import build_synthetic
     from jaxslm.data.synthetic import SyntheticConfig
+    from jaxslm.models.presets import get_preset
     from jaxslm.text_tokenizer import load_text_tokenizer
 
     start = time.perf_counter()
+    tokenizer_size = get_preset(preset).tokenizer_size
     bos, eos = "<|begin_of_text|>", "<|end_of_text|>"
     vocab = {bos: 0, eos: 1}
     for symbol in sorted(pre_tokenizers.ByteLevel.alphabet()):
@@ -965,7 +941,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--internal", choices=["env", "prepare-trainer"], help=argparse.SUPPRESS)
     parser.add_argument("--json", type=Path, help=argparse.SUPPRESS)
-    parser.add_argument("--tokenizer-size", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--preset", help=argparse.SUPPRESS)
     parser.add_argument("--num-units", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.stages = [s.strip() for s in args.stages.split(",") if s.strip()]
@@ -985,7 +961,7 @@ def main(argv: list[str] | None = None) -> int:
         internal_env(args.json)
         return 0
     if args.internal == "prepare-trainer":
-        internal_prepare_trainer(Path(args.work), args.tokenizer_size, args.num_units)
+        internal_prepare_trainer(Path(args.work), args.preset, args.num_units)
         return 0
     Check(args).run()
     return 0

@@ -9,7 +9,7 @@ float32 master parameters, float32 cross-entropy over every position, one device
           CUDA), torch.compile on CUDA (eager when it fails); float32, or bfloat16 autocast
           when --dtype bfloat16
 
-    python benchmarks/train_step.py [--shape small|20m|85m|qwen0.5b|llama1b] [--batch 8]
+    python benchmarks/train_step.py [--shape tiny|small|20m|85m|qwen0.5b|llama1b] [--batch 8]
         [--seq-len 256] [--steps 10] [--warmup 3] [--repeat 3] [--dtype float32|bfloat16]
         [--side both|jaxslm|torch] [--remat none|full|save_dots|save_projections]
         [--documents 1] [--torch-compile auto|on|off]
@@ -20,8 +20,10 @@ Issue 9's GPU measurement, for example:
     python benchmarks/train_step.py --shape llama1b --seq-len 2048 --batch 4 --documents 4 \
         --remat save_projections
 
-qwen0.5b and llama1b carry the interleaved vocabulary of slamkit's SIMS models (the text
-tokenizer's ids + 500 units + 2 markers). Peak memory is the device's peak on CUDA (jax
+The shapes are jaxslm.models.presets' with 500 speech units: qwen0.5b (Qwen2.5-0.5B), llama1b
+(Llama-3.2-1B, its llama3 RoPE scaling included) and small carry the interleaved vocabulary of
+slamkit's SIMS models (the text tokenizer's ids + 500 units + 2 markers), tiny, 20m and 85m
+the speech-only one (502 ids). Peak memory is the device's peak on CUDA (jax
 `memory_stats`, torch `max_memory_allocated`) and, on the CPU, what XLA's plan of the
 compiled step holds: its buffers and temporaries (none for torch there).
 
@@ -65,11 +67,13 @@ import numpy as np
 import optax
 import torch
 from flax import nnx
-from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config
+from transformers import AutoConfig, AutoModelForCausalLM
 
 from jaxslm.backend import ATTENTION_KERNELS
-from jaxslm.models.config import REMAT_POLICIES, ModelConfig
+from jaxslm.hf.config_map import hf_architecture
 from jaxslm.models.decoder import abstract_decoder
+from jaxslm.models.model_config import REMAT_POLICIES, ModelConfig
+from jaxslm.models.presets import speech_model_config
 from jaxslm.scaling.flops import mfu, param_count, peak_flops_per_device
 from jaxslm.sharding import make_mesh
 from jaxslm.training.optimizer import make_optimizer
@@ -77,83 +81,10 @@ from jaxslm.training.placement import batch_sharding, state_shardings
 from jaxslm.training.step import make_train_step, scratch_state
 from jaxslm.vocab import SPEECH
 
-SHAPES: dict[str, dict] = {
-    "tiny": dict(
-        family="llama",
-        vocab_size=512,
-        hidden_size=64,
-        intermediate_size=192,
-        num_layers=2,
-        num_heads=4,
-        num_kv_heads=2,
-        head_dim=16,
-        tie_word_embeddings=False,
-    ),
-    "small": dict(
-        family="llama",
-        vocab_size=1024,
-        hidden_size=256,
-        intermediate_size=768,
-        num_layers=4,
-        num_heads=4,
-        num_kv_heads=2,
-        head_dim=64,
-        tie_word_embeddings=False,
-    ),
-    # Cuervo & Marxer's speech-only Llamas (docs/reference.md section 4), vocabulary 502; the MLP
-    # width follows the Llama rule (8d/3 rounded up to a multiple of 256), our assumption.
-    "20m": dict(
-        family="llama",
-        vocab_size=502,
-        hidden_size=512,
-        intermediate_size=1536,
-        num_layers=6,
-        num_heads=8,
-        num_kv_heads=8,
-        head_dim=64,
-        tie_word_embeddings=False,
-    ),
-    "85m": dict(
-        family="llama",
-        vocab_size=502,
-        hidden_size=768,
-        intermediate_size=2048,
-        num_layers=12,
-        num_heads=12,
-        num_kv_heads=12,
-        head_dim=64,
-        tie_word_embeddings=False,
-    ),
-    # Issue 9's shapes, with the interleaved vocabulary of slamkit's SIMS models: the text
-    # tokenizer's ids (not the checkpoint's padded rows) + 500 units + 2 modality markers.
-    "qwen0.5b": dict(  # Qwen2.5-0.5B
-        family="qwen2",
-        vocab_size=151665 + 502,
-        hidden_size=896,
-        intermediate_size=4864,
-        num_layers=24,
-        num_heads=14,
-        num_kv_heads=2,
-        head_dim=64,
-        tie_word_embeddings=True,
-        qkv_bias=True,
-        rope_theta=1e6,
-        rms_norm_eps=1e-6,
-    ),
-    "llama1b": dict(  # Llama-3.2-1B (RoPE without its llama3 scaling: same cost)
-        family="llama",
-        vocab_size=128256 + 502,
-        hidden_size=2048,
-        intermediate_size=8192,
-        num_layers=16,
-        num_heads=32,
-        num_kv_heads=8,
-        head_dim=64,
-        tie_word_embeddings=True,
-        rope_theta=5e5,
-        rms_norm_eps=1e-5,
-    ),
-}
+# jaxslm.models.presets, each with 500 speech units: interleaved after the text tokenizer's ids
+# (+ 2 markers) for the text LMs (small, qwen0.5b, llama1b), speech-only (502 ids) for the rest.
+SHAPES = ("tiny", "small", "20m", "85m", "qwen0.5b", "llama1b")
+UNITS = 500
 LEARNING_RATE, BETAS, EPS, WEIGHT_DECAY, CLIP_NORM = 1e-4, (0.9, 0.95), 1e-8, 0.1, 1.0
 
 
@@ -169,15 +100,10 @@ class Measured:
 def model_config(
     shape: str, seq_len: int, dtype: str, remat: str, attention: str = "auto"
 ) -> ModelConfig:
-    """The preset `shape` with float32 parameters, `dtype` compute, `remat` and the attention
-    kernel `attention`."""
-    return ModelConfig(
-        **SHAPES[shape],
-        max_position_embeddings=max(seq_len, 8192),
-        dtype=dtype,
-        remat=remat,
-        attention=attention,
-    )
+    """The preset `shape` with 500 speech units, float32 parameters, `dtype` compute, `remat`,
+    the attention kernel `attention` and room for `seq_len` positions."""
+    cfg = speech_model_config(shape, UNITS, dtype=dtype, remat=remat, attention=attention)
+    return cfg.replace(max_position_embeddings=max(seq_len, cfg.max_position_embeddings))
 
 
 def token_batch(cfg: ModelConfig, batch: int, seq_len: int) -> tuple[np.ndarray, np.ndarray]:
@@ -202,24 +128,7 @@ def packed_layout(batch: int, seq_len: int, documents: int) -> tuple[np.ndarray,
 
 def torch_model(cfg: ModelConfig) -> torch.nn.Module:
     """A randomly initialised transformers causal LM of `cfg`'s shape (float32, SDPA)."""
-    shape = dict(
-        vocab_size=cfg.vocab_size,
-        hidden_size=cfg.hidden_size,
-        intermediate_size=cfg.intermediate_size,
-        num_hidden_layers=cfg.num_layers,
-        num_attention_heads=cfg.num_heads,
-        num_key_value_heads=cfg.num_kv_heads,
-        head_dim=cfg.head_dim,
-        tie_word_embeddings=cfg.tie_word_embeddings,
-        rms_norm_eps=cfg.rms_norm_eps,
-        rope_parameters={"rope_type": "default", "rope_theta": cfg.rope_theta},
-        max_position_embeddings=cfg.max_position_embeddings,
-        use_cache=False,
-    )
-    if cfg.family == "llama":
-        hf_config = LlamaConfig(**shape, attention_bias=cfg.qkv_bias, mlp_bias=cfg.mlp_bias)
-    else:
-        hf_config = Qwen2Config(**shape, use_sliding_window=False)
+    hf_config = AutoConfig.for_model(**hf_architecture(cfg), use_cache=False)
     torch.manual_seed(0)
     return AutoModelForCausalLM.from_config(
         hf_config, attn_implementation="sdpa", dtype=torch.float32

@@ -9,12 +9,12 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh
 
-from jaxslm.checkpoint import abstract_params, load_tokenizer, read_metadata, restore_params
 from jaxslm.errors import JaxslmError
 from jaxslm.evals.compat import SlamkitRules, check_compat
 from jaxslm.evals.scorer import Scorer
-from jaxslm.models.config import ModelConfig
+from jaxslm.model_dir import abstract_params, load_tokenizer, read_metadata, restore_params
 from jaxslm.models.decoder import Decoder, abstract_decoder, param_axes
+from jaxslm.models.model_config import ModelConfig
 from jaxslm.sharding import BATCH_AXES, mesh_context, place, tree_shardings
 from jaxslm.vocab import SpeechVocab
 

@@ -205,10 +205,10 @@ def main(argv: list[str] | None = None) -> int:
 def evaluate(args: argparse.Namespace, requests, mesh_sizes) -> dict:
     """Load the model once, run every request, write --out / --pairs-out; returns the results."""
     import jaxslm
-    from jaxslm.checkpoint import load_tokenizer
     from jaxslm.evals.runner import run_task
     from jaxslm.evals.tasks import SequenceBuilder
     from jaxslm.fsutil import atomic_write_text
+    from jaxslm.model_dir import load_tokenizer
     from jaxslm.sharding import make_mesh
 
     mesh = make_mesh(*mesh_sizes)

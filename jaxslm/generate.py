@@ -121,9 +121,9 @@ def generate(args: argparse.Namespace) -> list[dict]:
     from tqdm import tqdm
 
     import jaxslm
-    from jaxslm.checkpoint import load_tokenizer
     from jaxslm.fsutil import prepare_output_file
     from jaxslm.generation.prompts import PromptBuilder
+    from jaxslm.model_dir import load_tokenizer
 
     if args.n < 1 or args.batch_size < 1:
         raise JaxslmError("--n and --batch-size must be positive")

@@ -2,7 +2,7 @@
 
 The same command starts a run and resumes it: when RUN_DIR/checkpoints holds a checkpoint,
 training continues from the latest one (model, optimizer, step and data iterator). Keys are
-`section.key` as in configs/tiny.yaml (see jaxslm/config.py for every key and its default);
+`section.key` as in configs/tiny.yaml (see jaxslm/config/ for every key and its default);
 `run_dir=PATH` sets where checkpoints, metrics.jsonl and TensorBoard files go.
 """
 

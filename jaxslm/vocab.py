@@ -1,4 +1,4 @@
-"""Speech vocabularies: where unit and modality ids live, and how new embedding rows start.
+"""Speech vocabularies: where unit and modality ids live, and which ids a modality keeps.
 
 Layouts follow slamkit so checkpoints interoperate (docs/reference.md section 2):
 - `interleaved`: text tokenizer ids, then `<Un0>`..`<Un{K-1}>`, `<speech>`, `<text>`.
@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
@@ -22,7 +22,6 @@ TEXT, SPEECH, MARKER = 0, 1, 2
 SPEECH_MARKER, TEXT_MARKER = "<speech>", "<text>"
 MODALITIES = ("speech", "text")
 SPEECH_ONLY_PAD, SPEECH_ONLY_BOUNDARY = "<PAD>", "<S>"
-ROW_INIT_METHODS = ("mean_cov", "mean", "normal")
 
 
 def unit_token(index: int) -> str:
@@ -192,87 +191,3 @@ def slamkit_allowed_tokens(
         allowed[vocab.text_size : vocab.size] = False
         allowed[[*specials, *marker_first_ids]] = True
     return allowed
-
-
-class RestrictedHead(NamedTuple):
-    """The output rows a modality restriction keeps: `ids` [K] (K a multiple of 128, padded
-    with repeats that `valid` [K] marks False) and `index` [padded vocab] mapping each id to
-    its column in `ids`, or -1 for banned ids."""
-
-    ids: np.ndarray
-    valid: np.ndarray
-    index: np.ndarray
-
-
-def restricted_head(allowed: np.ndarray) -> RestrictedHead | None:
-    """The rows to compute for the boolean mask `allowed`, or None when it keeps more than
-    half of the vocabulary (then the full projection, masked, is cheaper than a gather)."""
-    kept = np.flatnonzero(allowed).astype(np.int32)
-    if 2 * kept.size > allowed.size:
-        return None
-    width = max(128, -(-kept.size // 128) * 128)
-    ids = np.full(width, kept[0], np.int32)
-    ids[: kept.size] = kept
-    index = np.full(allowed.size, -1, np.int32)
-    index[kept] = np.arange(kept.size, dtype=np.int32)
-    return RestrictedHead(ids, np.arange(width) < kept.size, index)
-
-
-def resize_rows(
-    matrix: np.ndarray,
-    new_rows: int,
-    method: str = "mean_cov",
-    seed: int = 0,
-    std: float = 0.02,
-    out: np.ndarray | None = None,
-) -> np.ndarray:
-    """`matrix` [rows, width] resized to `new_rows`, like transformers' resize_token_embeddings.
-
-    The first min(rows, new_rows) rows are kept. Added rows are drawn from N(mean, 1e-9 x cov)
-    of the old rows (`mean_cov`; the mean itself when rows <= width, where that covariance is
-    singular and transformers falls back to the mean), set to the mean (`mean`), or drawn from
-    N(0, std) (`normal`). Deterministic given `seed`. The result is written into `out`
-    [new_rows, width] when given (any float dtype), else into a new array of `matrix.dtype`.
-    """
-    if method not in ROW_INIT_METHODS:
-        raise JaxslmError(f"row init method {method!r} is not one of {ROW_INIT_METHODS}")
-    rows, width = matrix.shape
-    if out is None:
-        out = np.empty((new_rows, width), dtype=matrix.dtype)
-    kept = min(rows, new_rows)
-    out[:kept] = matrix[:kept]
-    added = new_rows - kept
-    if added:
-        out[kept:] = _new_rows(matrix, added, method, np.random.default_rng(seed), std)
-    return out
-
-
-def _new_rows(matrix, count, method, rng, std) -> np.ndarray:
-    rows, width = matrix.shape
-    if method == "normal":
-        return rng.normal(0.0, std, size=(count, width))
-    mean = _row_mean(matrix)
-    if method == "mean" or rows <= width:
-        return np.broadcast_to(mean, (count, width))
-    return mean + np.sqrt(1e-9 / rows) * _centred_projection(matrix, mean, count, rng)
-
-
-def _row_mean(matrix: np.ndarray, chunk: int = 8192) -> np.ndarray:
-    total = np.zeros(matrix.shape[1])
-    for start in range(0, matrix.shape[0], chunk):
-        total += matrix[start : start + chunk].astype(np.float64).sum(axis=0)
-    return total / matrix.shape[0]
-
-
-def _centred_projection(matrix, mean, count, rng, chunk: int = 8192) -> np.ndarray:
-    """(X - mean)^T G with G ~ N(0, 1) [rows, count], as [count, width].
-
-    Its rows have covariance rows x cov(X), so scaling by 1/sqrt(rows) samples N(0, cov(X))
-    without forming the width x width covariance (count/width times fewer flops).
-    """
-    total = np.zeros((matrix.shape[1], count))
-    mean32 = mean.astype(np.float32)
-    for start in range(0, matrix.shape[0], chunk):
-        block = matrix[start : start + chunk].astype(np.float32) - mean32
-        total += block.T @ rng.standard_normal((block.shape[0], count), dtype=np.float32)
-    return total.T

@@ -237,3 +237,84 @@ def test_errors_raise_in_process_without_io(tmp_path):
 def test_shipped_configs_load(path):
     cfg = load_config(path)
     assert cfg.name == path.stem and cfg.total_steps
+
+
+def test_default_shape_is_the_tiny_preset():
+    """Without a preset, a scratch model is the tiny preset's: the shape keys' old defaults,
+    RoPE theta 10,000, and q/k/v biases exactly for Qwen2."""
+    from jaxslm.models.model_config import ModelConfig
+    from jaxslm.models.presets import preset_model_config
+
+    model = load_config(None, [STEPS]).model
+    assert (model.hidden_size, model.num_layers, model.max_position_embeddings) == (64, 2, 2048)
+    expected = ModelConfig(
+        family="llama",
+        vocab_size=300,
+        hidden_size=64,
+        intermediate_size=192,
+        num_layers=2,
+        num_heads=4,
+        num_kv_heads=2,
+        head_dim=16,
+        tie_word_embeddings=True,
+        rope_theta=10000.0,
+        max_position_embeddings=2048,
+    )
+    assert model.scratch_model(300) == expected == preset_model_config("tiny", 300)
+    qwen = load_config(None, [STEPS, "model.family=qwen2", "model.rope_theta=1e6"]).model
+    scratch = qwen.scratch_model(300)
+    assert (scratch.qkv_bias, scratch.out_bias, scratch.rope_theta) == (True, False, 1e6)
+
+
+def test_preset_gives_the_shape_and_set_keys_replace_it(tmp_path):
+    from jaxslm.models.presets import preset_model_config, speech_model_config
+
+    cfg = load_config(None, [STEPS, "model.preset=qwen0.5b", "data.seq_len=2048"])
+    model = cfg.model
+    assert (model.family, model.hidden_size, model.num_layers) == ("qwen2", 896, 24)
+    assert model.scratch_model(1000) == preset_model_config("qwen0.5b", 1000)
+    assert model.scratch_model(1000).rope_theta == 1e6
+    changed = [
+        "model.preset=20m",
+        "model.num_layers=2",
+        "model.rope_theta=5e5",
+        "model.dtype=bfloat16",
+    ]
+    model = load_config(None, [STEPS, *changed]).model
+    assert (model.hidden_size, model.num_layers) == (512, 2)
+    expected = speech_model_config("20m", 500, num_layers=2, rope_theta=5e5, dtype="bfloat16")
+    assert model.scratch_model(502) == expected
+    dumped = load_config(None, [STEPS, *changed])
+    dump_config(dumped, tmp_path / "config.yaml")
+    assert load_config(tmp_path / "config.yaml") == dumped
+    _fails(None, [STEPS, "model.preset=gpt2"], "model.preset='gpt2'", "must be one of", "20m")
+
+
+def test_init_ignores_the_shape_with_a_warning():
+    import warnings
+
+    init = "model.init=ckpt/qwen"
+    with pytest.warns(UserWarning, match=r"model.preset, model.hidden_size: ignored") as caught:
+        cfg = load_config(None, [STEPS, init, "model.preset=20m", "model.hidden_size=128"])
+    assert "model.init=ckpt/qwen gives the model's shape" in str(caught[0].message)
+    assert cfg.model.hidden_size == 128
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_config(None, [STEPS, init, "model.rope_theta=1e4", "model.dtype=bfloat16"])
+        load_config(None, [STEPS, init, "model.hidden_size=64"])  # a default, as old dumps hold
+
+
+def test_batch_split_one_rule():
+    """The config, the trainer (`check_batch_split(shards, processes)`) and the pipeline apply
+    one rule to how a step's rows split."""
+    from jaxslm.data.batch_split import check_batch_split
+
+    data = load_config(None, [STEPS, "data.batch_size=12", "data.micro_batches=2"]).data
+    data.check_batch_split(3, processes=2)
+    with pytest.raises(JaxslmError, match="6 rows per micro-batch do not split over mesh"):
+        data.check_batch_split(4)
+    with pytest.raises(JaxslmError, match=r"data.batch_size=12 does not split over 5 processes"):
+        data.check_batch_split(1, processes=5)
+    with pytest.raises(JaxslmError, match=r"data.samples_per_step=3 does not split over 2"):
+        check_batch_split(4, processes=2, samples_per_step=3)
+    _fails(None, [STEPS, "mesh.data=4", "data.batch_size=6"], "mesh data x fsdp = 4 devices")

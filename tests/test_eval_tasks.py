@@ -254,7 +254,7 @@ def test_interleaved_sequences_equal_slamkit_strings(name, request, tmp_path):
     the whole string with the extended HF tokenizer (add_special_tokens=True)."""
     from transformers import AutoTokenizer
 
-    from jaxslm.checkpoint import TOKENIZER_DIR, load_tokenizer, read_metadata
+    from jaxslm.model_dir import TOKENIZER_DIR, load_tokenizer, read_metadata
 
     ckpt = request.getfixturevalue(f"{name}_ckpt")
     _, vocab, _ = read_metadata(ckpt)

@@ -8,10 +8,10 @@ import torch
 from tiny_models import llama_config, save_hf_model, torch_logits
 
 import jaxslm
-from jaxslm.checkpoint import params_as_numpy, read_metadata, restore_params
 from jaxslm.hf.exporter import export_hf
 from jaxslm.hf.importer import import_hf
 from jaxslm.hf.safetensors_io import INDEX_FILE, SafetensorsFile
+from jaxslm.model_dir import params_as_numpy, read_metadata, restore_params
 
 
 def _mixed_tokens(lm, length: int, seed: int) -> np.ndarray:

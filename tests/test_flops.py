@@ -16,6 +16,7 @@ from flax import nnx
 from jaxslm.hf.config_map import model_config_from_hf
 from jaxslm.models import Decoder, ModelConfig
 from jaxslm.models.decoder import abstract_decoder
+from jaxslm.models.presets import speech_model_config, text_model_config
 from jaxslm.scaling.flops import (
     forward_flops,
     matmul_params,
@@ -79,32 +80,16 @@ def test_param_count_matches_transformers_and_decoder(name):
 
 
 def test_published_sizes():
-    llama_1b = ModelConfig(  # Llama-3.2-1B
-        family="llama",
-        vocab_size=128256,
-        hidden_size=2048,
-        intermediate_size=8192,
-        num_layers=16,
-        num_heads=32,
-        num_kv_heads=8,
-        head_dim=64,
-        tie_word_embeddings=True,
-    )
+    """The preset registry against the published parameter counts."""
+    llama_1b = text_model_config("llama1b")  # Llama-3.2-1B
     assert param_count(llama_1b) == 1_235_814_400
-    qwen_05b = ModelConfig(  # Qwen2.5-0.5B: 0.49B parameters, 0.36B non-embedding
-        family="qwen2",
-        vocab_size=151936,
-        hidden_size=896,
-        intermediate_size=4864,
-        num_layers=24,
-        num_heads=14,
-        num_kv_heads=2,
-        head_dim=64,
-        tie_word_embeddings=True,
-        qkv_bias=True,
-    )
+    qwen_05b = text_model_config("qwen0.5b")  # Qwen2.5-0.5B: 0.49B parameters, 0.36B non-embedding
     assert param_count(qwen_05b) == 494_032_768
     assert round(param_count(qwen_05b, include_embedding=False) / 1e9, 2) == 0.36
+    for name, millions in (("20m", 20), ("85m", 85)):  # Cuervo & Marxer's speech-only Llamas
+        speech = speech_model_config(name, 500)
+        assert speech.vocab_size == 502
+        assert round(param_count(speech, include_embedding=False) / 1e6) == millions
     # Hand count for Llama-3.2-1B at batch 1, context 2048: 2 N_matmul per token + attention.
     layers_matmul = 16 * (2048 * 64 * (2 * 32 + 2 * 8) + 3 * 2048 * 8192)
     head = 128256 * 2048

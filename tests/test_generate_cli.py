@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from jaxslm import generate
-from jaxslm.checkpoint import TOKENIZER_DIR, load_tokenizer, read_metadata
 from jaxslm.errors import JaxslmError
 from jaxslm.generation.prompts import Piece, PromptBuilder, cut_units
+from jaxslm.model_dir import TOKENIZER_DIR, load_tokenizer, read_metadata
 from jaxslm.vocab import SpeechVocab
 
 

@@ -20,7 +20,7 @@ from jaxslm.data.corpus import COLUMNS_DIR, columns_from_source, example_to_utte
 from jaxslm.data.encode import ChunkEncoder, DocumentEncoder
 from jaxslm.data.interleave import InterleaveConfig
 from jaxslm.data.pipeline import PipelineConfig, make_pipeline
-from jaxslm.data.schedule import StreamOrder
+from jaxslm.data.record_order import StreamOrder
 from jaxslm.data.synthetic import SyntheticConfig
 from jaxslm.errors import JaxslmError
 from jaxslm.text_tokenizer import HFTokenizer, load_text_tokenizer

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxslm.training.run_checkpoints import RunCheckpoints
+from jaxslm.training.step_checkpoints import RunCheckpoints
 
 
 @pytest.mark.parametrize("per_process_data", [False, True])

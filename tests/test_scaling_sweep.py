@@ -12,7 +12,7 @@ from jaxslm.config import load_config
 from jaxslm.data.build import build_synthetic
 from jaxslm.data.synthetic import SyntheticConfig
 from jaxslm.errors import JaxslmError
-from jaxslm.models.config import ModelConfig
+from jaxslm.models.model_config import ModelConfig
 from jaxslm.scaling.__main__ import main
 from jaxslm.scaling.flops import param_count
 from jaxslm.scaling.plots import PLOTS

@@ -11,9 +11,9 @@ import pytest
 import torch
 from flax import nnx
 
-from jaxslm.models.config import ModelConfig
 from jaxslm.models.decoder import Decoder
 from jaxslm.models.head import nll_sum
+from jaxslm.models.model_config import ModelConfig
 from jaxslm.training.loss import loss_sums, mean_losses
 from jaxslm.training.optimizer import learning_rate_schedule, make_optimizer
 from jaxslm.training.step import init_state, make_train_step

@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from jaxslm.checkpoint import params_as_numpy, read_metadata, restore_params
 from jaxslm.errors import JaxslmError
-from jaxslm.vocab import SpeechVocab, resize_rows
+from jaxslm.hf.row_init import resize_rows
+from jaxslm.model_dir import params_as_numpy, read_metadata, restore_params
+from jaxslm.vocab import SpeechVocab
 
 
 def test_interleaved_layout_starts_after_the_tokenizer():

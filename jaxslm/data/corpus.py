@@ -230,6 +230,16 @@ class Corpus:
     def frame_seconds(self) -> float:
         return float(self.metadata["frame_seconds"])
 
+    def check_units(self, num_units: int) -> None:
+        """Refuse a vocabulary of `num_units` speech units (0: none to check) other than the
+        corpus's."""
+        if num_units and num_units != self.num_units:
+            raise JaxslmError(
+                f"data.corpus={self.directory} has {self.num_units} speech units but the "
+                f"vocabulary has {num_units}: import the model with --speech-units "
+                f"{self.num_units}"
+            )
+
     def has(self, stream: str) -> bool:
         """Whether the corpus holds `speech` or `text` records."""
         return stream in self.metadata["counts"]

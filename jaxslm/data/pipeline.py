@@ -14,7 +14,7 @@ gets no more than its weight of them. Each process reads records
 `process_index::process_count` of every stream, so processes see disjoint documents whose union
 is the one-process stream, and packs its own rows.
 
-Samples are mixed `block_samples` at a time (jaxslm.data.schedule draws the streams,
+Samples are mixed `block_samples` at a time (jaxslm.data.record_order draws the streams,
 jaxslm.data.samples gives each stream's samples from its documents, encoded by
 jaxslm.data.encode from the corpus's columnar copy; jaxslm.data.packing packs them) inside one
 Grain dataset, `PackedBatches`, behind Grain's thread prefetch. A step is `batch_size` full
@@ -35,18 +35,17 @@ import grain
 import jax
 import numpy as np
 
+from jaxslm.data.batch_split import check_batch_split
 from jaxslm.data.corpus import Corpus
 from jaxslm.data.encode import ChunkEncoder
 from jaxslm.data.interleave import InterleaveConfig
 from jaxslm.data.packing import ROW_FIELDS, Packer
+from jaxslm.data.record_order import SIMS_WEIGHTS, StreamOrder, block_picks, check_stream_weights
 from jaxslm.data.samples import SampleStream
-from jaxslm.data.schedule import StreamOrder, block_picks
 from jaxslm.errors import JaxslmError
 from jaxslm.text_tokenizer import TextTokenizer
 from jaxslm.vocab import SpeechVocab
 
-STREAMS = ("text", "interleaved", "speech")
-SIMS_WEIGHTS = (0.2024, 0.5433, 0.2543)
 STATE_FORMAT = 2  # per-sample mixing; states of per-document mixing (no "format") are refused
 
 
@@ -91,20 +90,10 @@ def make_pipeline(
     """
     index = jax.process_index() if process_index is None else process_index
     count = jax.process_count() if process_count is None else process_count
-    for name in ("batch_size", "samples_per_step"):
-        value = getattr(config, name)
-        if value is not None and value % count:
-            raise JaxslmError(f"{name} {value} is not divisible by the {count} processes")
-    if config.samples_per_step is not None and config.samples_per_step > config.batch_size:
-        raise JaxslmError(
-            f"samples_per_step {config.samples_per_step} exceeds batch_size "
-            f"{config.batch_size} rows: raise batch_size to at least {config.samples_per_step}"
-        )
-    if vocab.num_units and vocab.num_units != corpus.num_units:
-        raise JaxslmError(
-            f"{corpus.directory}: corpus has {corpus.num_units} units, the model vocabulary "
-            f"{vocab.num_units}"
-        )
+    check_batch_split(
+        config.batch_size, processes=count, samples_per_step=config.samples_per_step, prefix=""
+    )
+    corpus.check_units(vocab.num_units)
     weights = _weights(vocab, config)
     codes = [code for code, weight in enumerate(weights) if weight > 0]
     kinds = {"speech": any(weights[1:]), "text": weights[0] > 0}
@@ -143,12 +132,8 @@ def _weights(vocab: SpeechVocab, config: PipelineConfig) -> tuple[float, float, 
         return (0.0, 0.0, 1.0)
     if vocab.mode == "text":
         return (1.0, 0.0, 0.0)
-    weights = tuple(float(w) for w in config.stream_weights)
-    if len(weights) != 3 or min(weights) < 0 or sum(weights) <= 0:
-        raise JaxslmError(
-            f"stream_weights {config.stream_weights}: give three non-negative weights for {STREAMS}"
-        )
-    return weights
+    check_stream_weights(config.stream_weights)
+    return tuple(float(w) for w in config.stream_weights)
 
 
 class PackedBatches(grain.IterDataset):

@@ -12,7 +12,7 @@ import numpy as np
 
 from jaxslm.data.encode import ChunkEncoder
 from jaxslm.data.packing import cut_document
-from jaxslm.data.schedule import StreamOrder
+from jaxslm.data.record_order import StreamOrder
 
 Sample = tuple[np.ndarray, np.ndarray]  # token ids, modality (views into an encoded batch)
 Position = tuple[int, int]  # document position in the StreamOrder, piece within it

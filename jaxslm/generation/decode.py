@@ -16,8 +16,8 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxslm.errors import JaxslmError
-from jaxslm.models.config import ModelConfig
 from jaxslm.models.head import OutputColumns, output_columns
+from jaxslm.models.model_config import ModelConfig
 from jaxslm.sharding import (
     BATCH_AXES,
     constrain,

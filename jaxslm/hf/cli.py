@@ -6,8 +6,9 @@ import argparse
 import sys
 
 from jaxslm.errors import JaxslmError
-from jaxslm.models.config import DTYPES
-from jaxslm.vocab import MODES, ROW_INIT_METHODS
+from jaxslm.hf.row_init import ROW_INIT_METHODS
+from jaxslm.models.model_config import DTYPES
+from jaxslm.vocab import MODES
 
 DESCRIPTION = """Convert between HF checkpoints and jaxslm checkpoints.
 

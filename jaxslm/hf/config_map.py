@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from jaxslm.errors import JaxslmError
-from jaxslm.models.config import Llama3RopeScaling, ModelConfig
+from jaxslm.models.model_config import Llama3RopeScaling, ModelConfig, family_biases
 from jaxslm.vocab import SpeechVocab
 
 ARCHITECTURES = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM"}
@@ -45,7 +45,6 @@ def model_config_from_hf(hf: dict[str, Any], source: Path, param_dtype: str) -> 
     try:
         heads = hf["num_attention_heads"]
         theta, scaling = _rope(hf, source)
-        attention_bias = bool(hf.get("attention_bias", False))
         return ModelConfig(
             family=family,
             vocab_size=hf["vocab_size"],
@@ -60,8 +59,7 @@ def model_config_from_hf(hf: dict[str, Any], source: Path, param_dtype: str) -> 
             rope_theta=theta,
             rope_scaling=scaling,
             max_position_embeddings=hf.get("max_position_embeddings", 8192),
-            qkv_bias=True if family == "qwen2" else attention_bias,
-            out_bias=False if family == "qwen2" else attention_bias,
+            **family_biases(family, bool(hf.get("attention_bias", False))),
             mlp_bias=bool(hf.get("mlp_bias", False)),
             initializer_range=hf.get("initializer_range", 0.02),
             param_dtype=param_dtype,
@@ -88,12 +86,13 @@ def _rope(hf: dict[str, Any], source: Path) -> tuple[float, Llama3RopeScaling | 
     )
 
 
-def hf_config_from_model(cfg: ModelConfig, vocab: SpeechVocab, torch_dtype: str) -> dict[str, Any]:
-    """A plain HF config.json dict that transformers loads with no custom code."""
+def hf_architecture(cfg: ModelConfig) -> dict[str, Any]:
+    """The HF config.json keys of `cfg`'s architecture, over its `vocab_size` ids: no special
+    ids and no dtype (transformers' `AutoConfig.for_model(**keys)` builds it)."""
     hf: dict[str, Any] = {
         "architectures": [ARCHITECTURES[cfg.family]],
         "model_type": cfg.family,
-        "vocab_size": vocab.size,
+        "vocab_size": cfg.vocab_size,
         "hidden_size": cfg.hidden_size,
         "intermediate_size": cfg.intermediate_size,
         "num_hidden_layers": cfg.num_layers,
@@ -108,18 +107,29 @@ def hf_config_from_model(cfg: ModelConfig, vocab: SpeechVocab, torch_dtype: str)
         "tie_word_embeddings": cfg.tie_word_embeddings,
         "initializer_range": cfg.initializer_range,
         "attention_dropout": 0.0,
-        "use_cache": True,
-        "torch_dtype": torch_dtype,
-        "bos_token_id": vocab.bos_id,
-        "eos_token_id": _eos(vocab),
-        "pad_token_id": vocab.pad_id,
-        SPEECH_VOCAB_KEY: vocab.to_dict(),
     }
     if cfg.family == "llama":
         hf.update(attention_bias=cfg.qkv_bias, mlp_bias=cfg.mlp_bias)
     else:
         hf.update(use_sliding_window=False, sliding_window=None, max_window_layers=cfg.num_layers)
     return hf
+
+
+def hf_special_ids(vocab: SpeechVocab) -> dict[str, Any]:
+    """The HF config.json keys of the vocabulary's BOS, EOS and pad ids."""
+    return {"bos_token_id": vocab.bos_id, "eos_token_id": _eos(vocab), "pad_token_id": vocab.pad_id}
+
+
+def hf_config_from_model(cfg: ModelConfig, vocab: SpeechVocab, torch_dtype: str) -> dict[str, Any]:
+    """A plain HF config.json dict that transformers loads with no custom code."""
+    return {
+        **hf_architecture(cfg),
+        "vocab_size": vocab.size,
+        "use_cache": True,
+        "torch_dtype": torch_dtype,
+        **hf_special_ids(vocab),
+        SPEECH_VOCAB_KEY: vocab.to_dict(),
+    }
 
 
 def _rope_scaling_dict(scaling: Llama3RopeScaling | None) -> dict[str, Any] | None:

@@ -16,20 +16,20 @@ import ml_dtypes
 import numpy as np
 from tqdm import tqdm
 
-from jaxslm.checkpoint import (
-    TOKENIZER_DIR,
-    abstract_params,
-    params_candidates,
-    read_metadata,
-    restore_param,
-)
 from jaxslm.checkpoint_fallback import newest_intact
 from jaxslm.fsutil import atomic_directory, prepare_output
 from jaxslm.hf.config_map import generation_config, hf_config_from_model
 from jaxslm.hf.param_map import param_maps
 from jaxslm.hf.safetensors_io import HF_MAX_SHARD_BYTES, PlannedTensor, write_model
 from jaxslm.hostmem import transform_on_cpu
-from jaxslm.models.config import ModelConfig
+from jaxslm.model_dir import (
+    TOKENIZER_DIR,
+    abstract_params,
+    params_candidates,
+    read_metadata,
+    restore_param,
+)
+from jaxslm.models.model_config import ModelConfig
 
 NUMPY_DTYPES = {"float32": np.dtype(np.float32), "bfloat16": np.dtype(ml_dtypes.bfloat16)}
 

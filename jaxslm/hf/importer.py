@@ -14,7 +14,6 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from jaxslm.checkpoint import TOKENIZER_DIR, abstract_params, write_checkpoint
 from jaxslm.errors import JaxslmError
 from jaxslm.fsutil import atomic_directory, prepare_output
 from jaxslm.hf.config_map import (
@@ -24,11 +23,13 @@ from jaxslm.hf.config_map import (
     unwrap_slamkit,
 )
 from jaxslm.hf.param_map import ParamMap, param_maps
+from jaxslm.hf.row_init import resize_rows
 from jaxslm.hf.safetensors_io import WeightStore
 from jaxslm.hf.vocab_plan import VocabSource, find_tokenizer, output_tokenizer, plan_vocab
 from jaxslm.hostmem import aligned_empty, transform_on_cpu
-from jaxslm.models.config import ModelConfig
-from jaxslm.vocab import SpeechVocab, resize_rows
+from jaxslm.model_dir import TOKENIZER_DIR, abstract_params, write_checkpoint
+from jaxslm.models.model_config import ModelConfig
+from jaxslm.vocab import SpeechVocab
 
 log = logging.getLogger(__name__)
 

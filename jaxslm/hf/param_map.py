@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from jaxslm.models.config import ModelConfig
+from jaxslm.models.model_config import ModelConfig
 
 KERNEL, FLAT, SAME = "kernel", "flat", "same"
 

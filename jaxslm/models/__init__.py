@@ -5,7 +5,7 @@
 
 from typing import Any
 
-from jaxslm.models.config import Llama3RopeScaling, ModelConfig
+from jaxslm.models.model_config import Llama3RopeScaling, ModelConfig
 
 __all__ = ["Decoder", "Llama3RopeScaling", "ModelConfig"]
 

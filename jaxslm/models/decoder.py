@@ -9,8 +9,8 @@ from jax.ad_checkpoint import checkpoint_name
 
 from jaxslm.models.attention import Segments, attention
 from jaxslm.models.attention_xla import dot_product_attention
-from jaxslm.models.config import ModelConfig
 from jaxslm.models.layers import Dense, Embed, RMSNorm, logits_against
+from jaxslm.models.model_config import ModelConfig
 from jaxslm.models.rope import apply_rope, inverse_frequencies
 from jaxslm.sharding import constrain
 

@@ -27,8 +27,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxslm.models.restricted_head import restricted_head
 from jaxslm.sharding import batch_shards, constrain
-from jaxslm.vocab import restricted_head
 
 PARTIAL_AXES = ("batch", "vocab", "embed")
 
@@ -71,7 +71,7 @@ class OutputColumns(NamedTuple):
 
 def output_columns(allowed: np.ndarray) -> OutputColumns:
     """The columns to compute for the boolean mask `allowed` [padded vocab]: the allowed rows
-    only when that pays (`jaxslm.vocab.restricted_head`), else every row, `allowed` marking
+    only when that pays (`jaxslm.models.restricted_head`), else every row, `allowed` marking
     the valid ones."""
     head = restricted_head(allowed)
     if head is None:

@@ -7,7 +7,7 @@ import math
 import jax.numpy as jnp
 import numpy as np
 
-from jaxslm.models.config import Llama3RopeScaling
+from jaxslm.models.model_config import Llama3RopeScaling
 
 
 def inverse_frequencies(

@@ -17,7 +17,7 @@ Conventions, stated once and used everywhere:
 
 from __future__ import annotations
 
-from jaxslm.models.config import ModelConfig
+from jaxslm.models.model_config import ModelConfig
 
 # Dense (non-sparse) 16-bit tensor-core / MXU peaks, FLOP/s per device, from vendor datasheets.
 # Matched against jax's `device.device_kind`, lower-cased, in order: the first substring wins.

@@ -143,7 +143,7 @@ class Run:
 
 def shape_params(shape: dict[str, int], family: str = "llama") -> int:
     """Non-embedding parameters of a `shape_for` shape (the `params` of runs.csv)."""
-    from jaxslm.models.config import ModelConfig
+    from jaxslm.models.model_config import ModelConfig
     from jaxslm.scaling.flops import param_count
 
     model = ModelConfig(family=family, vocab_size=1, tie_word_embeddings=True, **shape)
@@ -246,7 +246,7 @@ def collect(sweep: SweepConfig, runs: list[Run]) -> Path:
     benchmark accuracies. `params` counts non-embedding weights and `flops` is 6 x params x
     tokens (the convention of the fits); `total_params` counts all weights and `model_flops`
     is jaxslm's exact training count (LM head and attention included)."""
-    from jaxslm.checkpoint import read_metadata
+    from jaxslm.model_dir import read_metadata
     from jaxslm.scaling.flops import param_count, train_flops
 
     rows = []

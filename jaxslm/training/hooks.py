@@ -14,8 +14,8 @@ from flax import nnx
 from jaxslm.config import TrainConfig
 from jaxslm.training.batches import BatchSource
 from jaxslm.training.loss import mean_losses
-from jaxslm.training.run_checkpoints import RunCheckpoints
 from jaxslm.training.step import make_eval_step
+from jaxslm.training.step_checkpoints import RunCheckpoints
 from jaxslm.training.step_report import StepReporter
 
 

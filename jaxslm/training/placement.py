@@ -7,9 +7,9 @@ import jax
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from jaxslm.checkpoint import abstract_params
-from jaxslm.models.config import ModelConfig
+from jaxslm.model_dir import abstract_params
 from jaxslm.models.decoder import abstract_decoder, param_axes
+from jaxslm.models.model_config import ModelConfig
 from jaxslm.sharding import BATCH_AXES, named_sharding, tree_shardings
 
 

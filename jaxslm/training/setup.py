@@ -7,18 +7,16 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from jaxslm.checkpoint import TOKENIZER_DIR, read_metadata
 from jaxslm.config import TrainConfig
 from jaxslm.data.build import build_synthetic, ensure_eval_sets
 from jaxslm.data.corpus import Corpus, open_corpus
 from jaxslm.data.interleave import InterleaveConfig
 from jaxslm.data.pipeline import PipelineConfig
 from jaxslm.errors import JaxslmError
-from jaxslm.models.config import ModelConfig
+from jaxslm.model_dir import TOKENIZER_DIR, read_metadata
+from jaxslm.models.model_config import ModelConfig
 from jaxslm.text_tokenizer import TextTokenizer, load_text_tokenizer, speech_only_tokenizer
 from jaxslm.vocab import SpeechVocab
-
-SCRATCH_ROPE_THETA = 10000.0
 
 
 @dataclass(frozen=True)
@@ -38,7 +36,7 @@ def plan_run(cfg: TrainConfig) -> RunPlan:
     corpus = _corpus(cfg)
     if cfg.model.init is None:
         vocab, tokenizer, files = _scratch_vocab(cfg, corpus)
-        model = _scratch_model(cfg, vocab)
+        model = cfg.model.scratch_model(vocab.size)
         init_dir = None
     else:
         init_dir = Path(cfg.model.init)
@@ -51,13 +49,8 @@ def plan_run(cfg: TrainConfig) -> RunPlan:
         files = init_dir / TOKENIZER_DIR
         tokenizer_path = Path(cfg.vocab.tokenizer) if cfg.vocab.tokenizer else files
         tokenizer = None if vocab.mode == "speech-only" else load_text_tokenizer(tokenizer_path)
-        model = model.replace(rope_theta=cfg.model.rope_theta or model.rope_theta, **_numerics(cfg))
-    if vocab.num_units and vocab.num_units != corpus.num_units:
-        raise JaxslmError(
-            f"data.corpus={corpus.directory} has {corpus.num_units} speech units but the "
-            f"vocabulary has {vocab.num_units}: import the model with --speech-units "
-            f"{corpus.num_units}"
-        )
+        model = cfg.model.applied_to(model)
+    corpus.check_units(vocab.num_units)
     return RunPlan(model, vocab, tokenizer, files, corpus, init_dir)
 
 
@@ -124,34 +117,3 @@ def _scratch_vocab(
     units = 0 if cfg.vocab.mode == "text" else num_units
     vocab = SpeechVocab(cfg.vocab.mode, len(tokenizer), units, tokenizer.bos_id, eos)
     return vocab, tokenizer, source
-
-
-def _scratch_model(cfg: TrainConfig, vocab: SpeechVocab) -> ModelConfig:
-    m = cfg.model
-    qwen = m.family == "qwen2"
-    return ModelConfig(
-        family=m.family,
-        vocab_size=vocab.size,
-        hidden_size=m.hidden_size,
-        intermediate_size=m.intermediate_size,
-        num_layers=m.num_layers,
-        num_heads=m.num_heads,
-        num_kv_heads=m.num_kv_heads,
-        head_dim=m.head_dim,
-        tie_word_embeddings=m.tie_word_embeddings,
-        rope_theta=m.rope_theta or SCRATCH_ROPE_THETA,
-        max_position_embeddings=m.max_position_embeddings,
-        qkv_bias=qwen,
-        **_numerics(cfg),
-    )
-
-
-def _numerics(cfg: TrainConfig) -> dict:
-    m = cfg.model
-    return dict(
-        param_dtype=m.param_dtype,
-        dtype=m.dtype,
-        remat=m.remat,
-        scan_layers=m.scan_layers,
-        attention=m.attention,
-    )

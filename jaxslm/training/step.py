@@ -19,9 +19,9 @@ import optax
 from flax import nnx
 
 from jaxslm import backend
-from jaxslm.models.config import ModelConfig
 from jaxslm.models.decoder import Decoder
 from jaxslm.models.head import chunk_length, nll_sum
+from jaxslm.models.model_config import ModelConfig
 from jaxslm.sharding import batch_shards
 from jaxslm.training.loss import loss_sums
 

@@ -13,7 +13,7 @@ import numpy as np
 
 from jaxslm.config import TrainConfig
 from jaxslm.errors import JaxslmError
-from jaxslm.models.config import ModelConfig
+from jaxslm.models.model_config import ModelConfig
 from jaxslm.scaling.flops import peak_flops_per_device, train_flops
 from jaxslm.training.loss import mean_losses
 from jaxslm.training.metrics_log import MetricsLog

@@ -17,10 +17,10 @@ import jax
 from flax import nnx
 
 from jaxslm import backend
-from jaxslm.checkpoint import TOKENIZER_DIR, restore_params, write_metadata
 from jaxslm.config import TrainConfig, dump_config, load_config
 from jaxslm.errors import JaxslmError
 from jaxslm.evals.runner import format_table
+from jaxslm.model_dir import TOKENIZER_DIR, restore_params, write_metadata
 from jaxslm.models.decoder import abstract_decoder
 from jaxslm.sharding import make_mesh
 from jaxslm.training import distributed
@@ -29,10 +29,10 @@ from jaxslm.training.hooks import Checkpointing, HeldOut, Hook, StopRequests
 from jaxslm.training.metrics_log import MetricsLog
 from jaxslm.training.optimizer import learning_rate_schedule, make_optimizer
 from jaxslm.training.placement import param_shardings, state_shardings
-from jaxslm.training.run_checkpoints import RunCheckpoints
 from jaxslm.training.run_lock import lock_run_dir
 from jaxslm.training.setup import plan_run, save_tokenizer
 from jaxslm.training.step import init_state, make_train_step, scratch_state
+from jaxslm.training.step_checkpoints import RunCheckpoints
 from jaxslm.training.step_report import StepReporter, Throughput
 from jaxslm.training.stream_mix import StreamTokens
 from jaxslm.training.task_eval import TaskEvaluator
@@ -108,13 +108,8 @@ class Trainer:
             print(f"attention kernel: {kernel} (model.attention={model.attention})", flush=True)
 
     def _check_batch(self) -> None:
-        data = self.cfg.data
-        data.check_batch_split(self.mesh.shape["data"] * self.mesh.shape["fsdp"])
-        if data.batch_size % jax.process_count():
-            raise JaxslmError(
-                f"data.batch_size={data.batch_size} does not split over "
-                f"{jax.process_count()} processes"
-            )
+        shards = self.mesh.shape["data"] * self.mesh.shape["fsdp"]
+        self.cfg.data.check_batch_split(shards, jax.process_count())
 
     def _fresh_state(self) -> dict:
         model_cfg, seed = self.plan.model, self.cfg.seed

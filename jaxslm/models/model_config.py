@@ -9,11 +9,20 @@ from typing import Any
 
 from jaxslm.backend import ATTENTION_KERNELS
 from jaxslm.errors import JaxslmError
+from jaxslm.value_checks import one_of, positive, require
 
 VOCAB_MULTIPLE = 128
 FAMILIES = ("llama", "qwen2")
 REMAT_POLICIES = ("none", "full", "save_dots", "save_projections")
 DTYPES = ("float32", "bfloat16")
+SHAPE_FIELDS = (
+    "hidden_size",
+    "intermediate_size",
+    "num_layers",
+    "num_heads",
+    "num_kv_heads",
+    "head_dim",
+)
 
 
 @dataclass(frozen=True)
@@ -57,25 +66,11 @@ class ModelConfig:
     attention: str = "auto"
 
     def __post_init__(self) -> None:
-        if self.family not in FAMILIES:
-            raise JaxslmError(f"model family {self.family!r} is not one of {FAMILIES}")
-        if self.num_heads % self.num_kv_heads:
-            raise JaxslmError(
-                f"num_heads={self.num_heads} must be a multiple of num_kv_heads={self.num_kv_heads}"
-            )
-        if self.head_dim % 2:
-            raise JaxslmError(f"head_dim={self.head_dim} must be even for RoPE")
-        for field in ("param_dtype", "dtype"):
-            if getattr(self, field) not in DTYPES:
-                raise JaxslmError(f"{field}={getattr(self, field)!r} is not one of {DTYPES}")
+        check_decoder(self)
         if self.family == "llama" and self.qkv_bias != self.out_bias:
             raise JaxslmError("llama: qkv_bias and out_bias must match (HF attention_bias)")
         if self.family == "qwen2" and not (self.qkv_bias and not self.out_bias):
             raise JaxslmError("qwen2: q/k/v projections have biases and o does not")
-        if self.remat not in REMAT_POLICIES:
-            raise JaxslmError(f"remat={self.remat!r} is not one of {REMAT_POLICIES}")
-        if self.attention not in ATTENTION_KERNELS:
-            raise JaxslmError(f"attention={self.attention!r} is not one of {ATTENTION_KERNELS}")
 
     @property
     def padded_vocab_size(self) -> int:
@@ -101,3 +96,30 @@ class ModelConfig:
         if fields.get("rope_scaling") is not None:
             fields["rope_scaling"] = Llama3RopeScaling(**fields["rope_scaling"])
         return cls(**fields)
+
+
+def family_biases(family: str, attention_bias: bool = False) -> dict[str, bool]:
+    """`qkv_bias` and `out_bias` of a family: Qwen2 has q/k/v biases and no o bias; Llama has
+    HF's `attention_bias` on all four projections (none in Llama 3)."""
+    if family == "qwen2":
+        return {"qkv_bias": True, "out_bias": False}
+    return {"qkv_bias": attention_bias, "out_bias": attention_bias}
+
+
+def check_decoder(fields: Any, prefix: str = "") -> None:
+    """Refuse a decoder that cannot be built: `fields` has ModelConfig's family, shape, RoPE
+    theta, dtype, remat and attention attributes (a ModelConfig, or the training config's model
+    section, whose messages name each field `prefix + name`)."""
+    one_of(f"{prefix}family", fields.family, FAMILIES)
+    one_of(f"{prefix}attention", fields.attention, ATTENTION_KERNELS)
+    for name in ("param_dtype", "dtype"):
+        one_of(f"{prefix}{name}", getattr(fields, name), DTYPES)
+    one_of(f"{prefix}remat", fields.remat, REMAT_POLICIES)
+    positive(fields, prefix, *SHAPE_FIELDS, "rope_theta", "max_position_embeddings")
+    require(
+        fields.num_heads % fields.num_kv_heads == 0,
+        f"{prefix}num_heads",
+        fields.num_heads,
+        f"must be a multiple of {prefix}num_kv_heads={fields.num_kv_heads}",
+    )
+    require(fields.head_dim % 2 == 0, f"{prefix}head_dim", fields.head_dim, "must be even (RoPE)")

@@ -1,4 +1,5 @@
-"""Checkpoints of a training run: an Orbax CheckpointManager under RUN_DIR/checkpoints.
+"""A training run's step checkpoints: an Orbax CheckpointManager under RUN_DIR/checkpoints
+(a model checkpoint directory is jaxslm.model_dir).
 
 Each step directory holds the items
   params   the decoder parameters (the same layout as a model checkpoint's params/)
@@ -22,9 +23,9 @@ import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 from orbax.checkpoint.checkpoint_managers import preservation_policy as policies
 
-from jaxslm.checkpoint import RUN_CHECKPOINTS_DIR
 from jaxslm.checkpoint_fallback import DamagedCheckpoint, newest_intact, reading
 from jaxslm.errors import JaxslmError
+from jaxslm.model_dir import RUN_CHECKPOINTS_DIR
 
 BEST_METRIC = "eval_loss"
 DATA_ITEM = "data"  # the item (and folder) of the data-iterator state

@@ -7,11 +7,27 @@ from a position replays exactly what the original did from there.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from jaxslm.errors import JaxslmError
+from jaxslm.value_checks import require
 
+STREAMS = ("text", "interleaved", "speech")
+SIMS_WEIGHTS = (0.2024, 0.5433, 0.2543)
 MIX_KEY = 7_919  # separates the mixing draws from the shuffles
+
+
+def check_stream_weights(weights: Sequence[float], key: str = "stream_weights") -> None:
+    """Refuse stream weights (text, interleaved, speech) that cannot be drawn from: not three,
+    one negative, or none positive."""
+    require(
+        len(weights) == len(STREAMS) and min(weights) >= 0 and sum(weights) > 0,
+        key,
+        list(weights),
+        "must be 3 weights >= 0 (text, interleaved, speech) with a positive sum",
+    )
 
 
 class StreamOrder:

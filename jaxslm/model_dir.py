@@ -1,4 +1,5 @@
-"""jaxslm model checkpoints: Orbax parameters plus a JSON file with model config and vocabulary.
+"""A jaxslm model checkpoint directory: Orbax parameters plus a JSON file with model config and
+vocabulary (a training run's step checkpoints are jaxslm.training.step_checkpoints).
 
 Layout of CKPT_DIR:
   jaxslm.json   {"format": 1, "model": ModelConfig, "vocab": SpeechVocab, "source": {...}}
@@ -28,8 +29,8 @@ from jaxslm.checkpoint_fallback import newest_intact, reading
 from jaxslm.errors import JaxslmError
 from jaxslm.fsutil import atomic_write_text
 from jaxslm.hostmem import cpu_device, to_cpu_array
-from jaxslm.models.config import ModelConfig
 from jaxslm.models.decoder import abstract_decoder
+from jaxslm.models.model_config import ModelConfig
 from jaxslm.text_tokenizer import TextTokenizer, load_text_tokenizer
 from jaxslm.vocab import SpeechVocab
 
