@@ -139,3 +139,14 @@ def test_finished_run_with_a_half_written_last_line(tmp_path):
     )
     with pytest.warns(UserWarning):
         assert finished(cfg)
+
+
+def test_qwen2_shapes_count_their_biases():
+    """A qwen2 sweep base counts each layer's q/k/v biases (it used to be refused)."""
+    from jaxslm.scaling.sweep import shape_for, shape_params
+
+    shape = shape_for(1e6, 64, 32, 1)
+    biases = (
+        shape["num_layers"] * shape["head_dim"] * (shape["num_heads"] + 2 * shape["num_kv_heads"])
+    )
+    assert shape_params(shape, "qwen2") == shape_params(shape, "llama") + biases

@@ -143,10 +143,11 @@ class Run:
 
 def shape_params(shape: dict[str, int], family: str = "llama") -> int:
     """Non-embedding parameters of a `shape_for` shape (the `params` of runs.csv)."""
-    from jaxslm.models.model_config import ModelConfig
+    from jaxslm.models.model_config import ModelConfig, family_biases
     from jaxslm.scaling.flops import param_count
 
-    model = ModelConfig(family=family, vocab_size=1, tie_word_embeddings=True, **shape)
+    biases = family_biases(family)
+    model = ModelConfig(family=family, vocab_size=1, tie_word_embeddings=True, **shape, **biases)
     return param_count(model, include_embedding=False)
 
 
