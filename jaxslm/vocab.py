@@ -2,7 +2,9 @@
 
 Layouts follow slamkit so checkpoints interoperate (docs/reference.md section 2):
 - `interleaved`: text tokenizer ids, then `<Un0>`..`<Un{K-1}>`, `<speech>`, `<text>`.
-- `speech-only`: `<PAD>` = 0, `<S>` = 1 (BOS and EOS), `<Un{i}>` = i + 2.
+- `speech-only`: `<PAD>` = 0, `<S>` = 1 (BOS and EOS), `<Un{i}>` = i + 2; or, with
+  `units_first` (Cuervo & Marxer's layout, docs/reference.md section 2), `<Un{i}>` = i,
+  `<S>` = K (their EOS, which also starts each sequence) and `<PAD>` = K + 1 when present.
 - `text`: the text model's vocabulary unchanged (no speech units).
 """
 
@@ -22,6 +24,7 @@ TEXT, SPEECH, MARKER = 0, 1, 2
 SPEECH_MARKER, TEXT_MARKER = "<speech>", "<text>"
 MODALITIES = ("speech", "text")
 SPEECH_ONLY_PAD, SPEECH_ONLY_BOUNDARY = "<PAD>", "<S>"
+SPEECH_LAYOUTS = ("slamkit", "cuervo-marxer")  # speech-only id layouts: PAD/S/units, units/S/PAD
 
 
 def unit_token(index: int) -> str:
@@ -35,6 +38,7 @@ class SpeechVocab:
 
     `text_size` is len(text tokenizer) for `interleaved` and the text model's vocabulary for
     `text`; it is 0 for `speech-only`. `eos_ids` may hold several ids (Llama 3 instruct).
+    `units_first` (speech-only): units take ids 0..K-1, then `<S>` and an optional `<PAD>`.
     """
 
     mode: str
@@ -43,6 +47,7 @@ class SpeechVocab:
     bos_id: int | None = None
     eos_ids: tuple[int, ...] = ()
     pad_id: int | None = None
+    units_first: bool = False
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -51,22 +56,35 @@ class SpeechVocab:
             raise JaxslmError(f"{self.mode} vocabulary needs num_units > 0, got {self.num_units}")
         if self.mode == "text" and self.num_units:
             raise JaxslmError("a text vocabulary has no speech units: use mode 'interleaved'")
+        if self.units_first and self.mode != "speech-only":
+            raise JaxslmError(
+                f"units_first is a speech-only layout; this vocabulary is {self.mode}"
+            )
 
     @classmethod
-    def speech_only(cls, num_units: int) -> SpeechVocab:
-        """The TWIST/Slam layout: `<PAD>`, `<S>`, units."""
-        return cls("speech-only", 0, num_units, bos_id=1, eos_ids=(1,), pad_id=0)
+    def speech_only(cls, num_units: int, layout: str = "slamkit", pad: bool = True) -> SpeechVocab:
+        """A speech-only vocabulary: `layout` "slamkit" (TWIST/Slam: `<PAD>`, `<S>`, units) or
+        "cuervo-marxer" (units, `<S>` = K, and `<PAD>` = K + 1 unless `pad` is False)."""
+        if layout not in SPEECH_LAYOUTS:
+            raise JaxslmError(f"speech-only layout {layout!r} is not one of {SPEECH_LAYOUTS}")
+        if layout == "slamkit":
+            return cls("speech-only", 0, num_units, bos_id=1, eos_ids=(1,), pad_id=0)
+        pad_id = num_units + 1 if pad else None
+        boundary = num_units
+        return cls("speech-only", 0, num_units, boundary, (boundary,), pad_id, units_first=True)
 
     @property
     def unit_offset(self) -> int:
         """Id of `<Un0>`."""
-        return 2 if self.mode == "speech-only" else self.text_size
+        if self.mode == "speech-only":
+            return 0 if self.units_first else 2
+        return self.text_size
 
     @property
     def size(self) -> int:
         """Real vocabulary size V."""
         if self.mode == "speech-only":
-            return self.num_units + 2
+            return self.num_units + (1 + (self.pad_id is not None) if self.units_first else 2)
         if self.mode == "text":
             return self.text_size
         return self.text_size + self.num_units + 2
@@ -107,6 +125,8 @@ class SpeechVocab:
         if self.mode == "text":
             return []
         units = [unit_token(i) for i in range(self.num_units)]
+        if self.units_first:
+            return [*units, SPEECH_ONLY_BOUNDARY, *([SPEECH_ONLY_PAD] * (self.pad_id is not None))]
         if self.mode == "speech-only":
             return [SPEECH_ONLY_PAD, SPEECH_ONLY_BOUNDARY, *units]
         return [*units, SPEECH_MARKER, TEXT_MARKER]

@@ -129,3 +129,30 @@ def test_speech_only_import_truncates_rows(qwen_hf, tmp_path):
     with torch.no_grad():
         reference = model(torch.as_tensor(tokens)).logits.numpy()
     np.testing.assert_allclose(jaxslm.load(ckpt).logits(tokens), reference, atol=1e-4, rtol=1e-4)
+
+
+def test_cuervo_marxer_layout():
+    """Units first, then <S> (their EOS, K) and <PAD> (K + 1), as their scaling configs'
+    vocabulary 502 (slm_scaling configs/scaling/README.md); the tokenizer agrees."""
+    from jaxslm.text_tokenizer import speech_only_tokenizer
+
+    vocab = SpeechVocab.speech_only(500, "cuervo-marxer")
+    assert (vocab.size, vocab.unit_offset, vocab.bos_id, vocab.eos_ids, vocab.pad_id) == (
+        502,
+        0,
+        500,
+        (500,),
+        501,
+    )
+    assert SpeechVocab.from_dict(vocab.to_dict()) == vocab
+    assert vocab.modality([0, 499, 500, 501]).tolist() == [1, 1, 2, 2]
+    tokenizer = speech_only_tokenizer(vocab).tokenizer
+    assert [tokenizer.token_to_id(t) for t in ("<Un0>", "<Un499>", "<S>", "<PAD>")] == [
+        0,
+        499,
+        500,
+        501,
+    ]
+    assert SpeechVocab.speech_only(500, "cuervo-marxer", pad=False).size == 501
+    with pytest.raises(JaxslmError, match="layout"):
+        SpeechVocab.speech_only(500, "other")

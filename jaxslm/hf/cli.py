@@ -14,8 +14,10 @@ DESCRIPTION = """Convert between HF checkpoints and jaxslm checkpoints.
 
 import-hf reads a HF Llama 3.x / Qwen2(.5) directory (config.json, safetensors, tokenizer) or a
 slamkit checkpoint, adds K speech units and the <speech>/<text> markers to the vocabulary, and
-writes a jaxslm checkpoint. export-hf writes a jaxslm checkpoint back as a plain HF directory
-that AutoModelForCausalLM and AutoTokenizer load with no custom code.
+writes a jaxslm checkpoint. import-slm-scaling reads Cuervo & Marxer's scaling checkpoints
+(github tiagoCuervo/slm_scaling: a native directory or a training .pt). export-hf writes a
+jaxslm checkpoint back as a plain HF directory that AutoModelForCausalLM and AutoTokenizer
+load with no custom code.
 """
 
 
@@ -68,6 +70,27 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--seed", type=int, default=0, help="seed for new embedding rows")
     imp.add_argument("--overwrite", action="store_true", help="replace an existing OUT_DIR")
 
+    slm = commands.add_parser(
+        "import-slm-scaling",
+        help="Cuervo & Marxer's slm_scaling checkpoint (native directory or .pt) -> jaxslm",
+    )
+    slm.add_argument("source", help="native directory (config.json + safetensors) or .pt file")
+    slm.add_argument("out_dir", help="jaxslm checkpoint directory to create")
+    slm.add_argument(
+        "--speech-units",
+        type=int,
+        default=None,
+        metavar="K",
+        help="units K (default vocab_size - 2: units, EOS, PAD; vocab_size - 1: no PAD)",
+    )
+    slm.add_argument(
+        "--dtype",
+        choices=DTYPES,
+        default=None,
+        help="parameter dtype (default: bfloat16 if the weights are, else float32)",
+    )
+    slm.add_argument("--overwrite", action="store_true", help="replace an existing OUT_DIR")
+
     exp = commands.add_parser("export-hf", help="jaxslm checkpoint -> plain HF directory")
     exp.add_argument("ckpt_dir", help="jaxslm checkpoint directory")
     exp.add_argument("hf_out_dir", help="HF directory to create")
@@ -93,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from jaxslm.hf.exporter import export_hf
     from jaxslm.hf.importer import import_hf
+    from jaxslm.hf.slm_scaling import import_slm_scaling
 
     try:
         if args.command == "import-hf":
@@ -106,6 +130,10 @@ def main(argv: list[str] | None = None) -> int:
                 init=args.init,
                 seed=args.seed,
                 overwrite=args.overwrite,
+            )
+        elif args.command == "import-slm-scaling":
+            out = import_slm_scaling(
+                args.source, args.out_dir, args.speech_units, args.dtype, args.overwrite
             )
         else:
             out = export_hf(

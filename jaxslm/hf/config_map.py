@@ -15,7 +15,8 @@ SLAMKIT_WEIGHT_PREFIX = "lm."
 SPEECH_VOCAB_KEY = "jaxslm_speech_vocab"
 SUPPORTED_MESSAGE = (
     "supported: model_type 'llama' (Llama 3.x), 'qwen2' (Qwen2 / Qwen2.5), and slamkit "
-    f"'{SLAMKIT_MODEL_TYPE}' checkpoints wrapping one of those"
+    f"'{SLAMKIT_MODEL_TYPE}' checkpoints wrapping one of those; Cuervo & Marxer's 'slm' "
+    "checkpoints go through `jaxslm-convert import-slm-scaling`"
 )
 
 

@@ -54,7 +54,7 @@ def import_hf(
     hf_dir = Path(hf_dir)
     out_path = prepare_output(out_dir, overwrite)
     config_path = hf_dir / "config.json"
-    hf = _read_json(config_path)
+    hf = read_json_object(config_path)
     is_slamkit = hf.get("model_type") == SLAMKIT_MODEL_TYPE
     base = unwrap_slamkit(hf, config_path) if is_slamkit else hf
     store = WeightStore(hf_dir)
@@ -67,8 +67,8 @@ def import_hf(
     vocab = plan_vocab(vocab_source, speech_units, mode)
     cfg = source_cfg.replace(vocab_size=vocab.size)
     maps = param_maps(cfg)
-    _check_tensors(store, prefix, maps, source_cfg, cfg, hf_dir)
-    params = _convert(store, prefix, maps, cfg, vocab, init, seed)
+    check_tensors(store, prefix, maps, source_cfg, cfg, hf_dir)
+    params = convert_tensors(store, prefix, maps, cfg, vocab, init, seed)
     source = {"hf_dir": str(hf_dir.absolute()), "slamkit": is_slamkit, "init": init, "seed": seed}
     with atomic_directory(out_path, overwrite) as staging:
         write_checkpoint(staging, params, cfg, vocab, source)
@@ -78,9 +78,10 @@ def import_hf(
     return out_path
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def read_json_object(path: Path) -> dict[str, Any]:
+    """The JSON object of a model directory's config.json, or a one-line error."""
     if not path.is_file():
-        raise JaxslmError(f"{path} not found: a HF model directory needs config.json")
+        raise JaxslmError(f"{path} not found: a model directory needs config.json")
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
@@ -110,7 +111,7 @@ def _hf_names(m: ParamMap, prefix: str, num_layers: int) -> list[str]:
     return [prefix + m.hf_name]
 
 
-def _check_tensors(
+def check_tensors(
     store: WeightStore,
     prefix: str,
     maps: list[ParamMap],
@@ -118,7 +119,8 @@ def _check_tensors(
     cfg: ModelConfig,
     hf_dir: Path,
 ) -> None:
-    """Every expected tensor is present with the shape the config implies."""
+    """Every expected tensor of `store` (safetensors, or any object with the same `names`,
+    `info`, `read` and `in`) is present with the shape the config implies."""
     abstract = abstract_params(cfg)
     expected: set[str] = set()
     for m in maps:
@@ -130,19 +132,19 @@ def _check_tensors(
         for name in _hf_names(m, prefix, cfg.num_layers):
             expected.add(name)
             if name not in store:
-                raise JaxslmError(f"{hf_dir}: weight {name} is missing from the safetensors files")
+                raise JaxslmError(f"{hf_dir}: weight {name} is missing from its weights")
             info = store.info(name)
             if info.shape != hf_shape:
                 raise JaxslmError(
                     f"{info.path}: {name} has shape {list(info.shape)} but config.json implies "
-                    f"{list(hf_shape)}; the weights and config.json do not belong together"
+                    f"{list(hf_shape)}; the weights and the config do not belong together"
                 )
     ignored = sorted(set(store.names()) - expected)
     if ignored:
         log.warning("ignoring %d tensors not used by the model: %s", len(ignored), ignored[:8])
 
 
-def _convert(
+def convert_tensors(
     store: WeightStore,
     prefix: str,
     maps: list[ParamMap],
