@@ -130,12 +130,13 @@ def _training_checkpoint(path: Path, state, extra=None) -> Path:
     model["_orig_mod.output.weight"] = model["_orig_mod.tok_embeddings.weight"]
     rng = {"python": random.getstate(), "numpy": np.random.get_state()}
     rng |= {"torch": torch.get_rng_state()}
+    args = {k: v for k, v in ARGS.items() if k != "block_size"}
     payload = {
         "format_version": 1,
         "model": model,
         "optimizer": {"state": {}, "param_groups": [{"lr": 5e-4, "params": [0]}]},
         "step": 10,
-        "model_args": {**{k: v for k, v in ARGS.items() if k != "block_size"}, "max_block_size": 64},
+        "model_args": {**args, "max_block_size": ARGS["block_size"]},
         "rng_by_rank": [{"global": rng, "train": np.random.default_rng(0).bit_generator.state}],
         **(extra or {}),
     }
