@@ -15,6 +15,10 @@ cross-modal StoryCloze `<base>_{mutual,correct,incorrect}.{wav,txt}`. Audio in f
 tokenized with --hubert/--layer/--codebook (as `python -m jaxslm.tokenize_audio` does), or read
 from --units, the JSONL that command writes.
 
+--convention cuervo-marxer scores as Cuervo & Marxer's scaling paper does (mean unit NLL
+without a terminal EOS; sBLIMP macro over phenomena and voice-pair accuracy, with voices from
+ZeroSpeech's gold.csv or the layout; see jaxslm.evals.cuervo_marxer).
+
 Scores are float32 (--dtype). --compat slamkit reproduces slamkit's own numbers where its rules
 differ from jaxslm's: targets equal to id 0 are not scored, its modality restriction, and audio
 tokenized in zero-padded batches of --slamkit-batch-size pairs (see the README).
@@ -29,6 +33,7 @@ from pathlib import Path
 
 from jaxslm.errors import JaxslmError
 from jaxslm.evals.compat import COMPAT_MODES, SLAMKIT_BATCH_SIZE
+from jaxslm.evals.cuervo_marxer import CONVENTIONS
 from jaxslm.evals.tasks import CROSS_MODAL_SETTINGS, SALMON_PARTS, TASKS
 
 RESULTS_FORMAT = 1
@@ -116,6 +121,19 @@ def _parser() -> argparse.ArgumentParser:
         default="-1,1,1",
         help="data,fsdp,tensor mesh sizes over the devices (-1 fills; default all data-parallel)",
     )
+    parser.add_argument(
+        "--convention",
+        choices=CONVENTIONS,
+        default="slamkit",
+        help="scoring convention: slamkit's (default) or cuervo-marxer (their scaling paper: "
+        "mean unit NLL without terminal EOS, sBLIMP macro and voice-pair accuracy)",
+    )
+    parser.add_argument(
+        "--gold",
+        type=Path,
+        help="with --convention cuervo-marxer: ZeroSpeech gold.csv of the sBLIMP task "
+        "(default: DATA/gold.csv when present; else voices are subfolders)",
+    )
     parser.add_argument("--out", type=Path, help="write results JSON here")
     parser.add_argument("--pairs-out", type=Path, help="write per-pair log-likelihoods (JSONL)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -124,6 +142,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def resolve_requests(args: argparse.Namespace):
     """The (task, data) list from --task/--data/--data-dir, checked before any model work."""
+    from jaxslm.evals.cuervo_marxer import check_convention
     from jaxslm.evals.runner import TaskRequest, find_task_data
     from jaxslm.evals.tasks import task_spec
 
@@ -135,6 +154,7 @@ def resolve_requests(args: argparse.Namespace):
         raise JaxslmError(
             "--slamkit-batch-size takes a positive number of pairs, with --compat slamkit"
         )
+    _check_convention_flags(args)
     names = list(args.task)
     if args.data_dir is not None:
         if args.data:
@@ -156,6 +176,7 @@ def resolve_requests(args: argparse.Namespace):
     requests = []
     for name, path in zip(names, paths, strict=True):
         task_spec(name)
+        check_convention(args.convention, name)
         if not path.exists():
             raise JaxslmError(f"--task {name}: data {path} does not exist")
         parts = tuple(args.salmon_parts) if args.salmon_parts else None
@@ -163,6 +184,24 @@ def resolve_requests(args: argparse.Namespace):
     if len({r.name for r in requests}) != len(requests):
         raise JaxslmError("a task is named twice; run it once per call")
     return requests
+
+
+def _check_convention_flags(args: argparse.Namespace) -> None:
+    """The cuervo-marxer convention fixes the normalisation, restriction and rules."""
+    if args.gold is not None and not args.gold.is_file():
+        raise JaxslmError(f"--gold {args.gold}: no such file")
+    if args.convention != "cuervo-marxer":
+        if args.gold is not None:
+            raise JaxslmError("--gold goes with --convention cuervo-marxer")
+        return
+    fixed = {"--normalize sum": args.normalize != "mean", "--modality": args.modality}
+    fixed["--compat slamkit"] = args.compat != "jaxslm"
+    clashes = [flag for flag, given in fixed.items() if given]
+    if clashes:
+        raise JaxslmError(
+            f"--convention cuervo-marxer fixes mean NLL, no modality restriction and its own "
+            f"rules; drop {', '.join(clashes)}"
+        )
 
 
 def check_outputs(args: argparse.Namespace) -> None:
@@ -205,6 +244,7 @@ def main(argv: list[str] | None = None) -> int:
 def evaluate(args: argparse.Namespace, requests, mesh_sizes) -> dict:
     """Load the model once, run every request, write --out / --pairs-out; returns the results."""
     import jaxslm
+    from jaxslm.evals.cuervo_marxer import run_convention
     from jaxslm.evals.runner import run_task
     from jaxslm.evals.tasks import SequenceBuilder
     from jaxslm.fsutil import atomic_write_text
@@ -219,7 +259,12 @@ def evaluate(args: argparse.Namespace, requests, mesh_sizes) -> dict:
     summaries, pair_lines = {}, []
     for request in requests:
         progress = not args.no_progress
-        result = run_task(scorer, builder, request, args.normalize, args.modality, progress, audio)
+        if args.convention == "cuervo-marxer":
+            result = run_convention(scorer, builder, request, args.gold, progress, audio)
+        else:
+            result = run_task(
+                scorer, builder, request, args.normalize, args.modality, progress, audio
+            )
         summaries[request.name] = result.summary
         pair_lines += [json.dumps({"task": request.name, **pair}) for pair in result.pairs]
     results = {
@@ -230,6 +275,7 @@ def evaluate(args: argparse.Namespace, requests, mesh_sizes) -> dict:
             "modality": args.modality,
             "dtype": lm.config.dtype,
             "compat": args.compat,
+            "convention": args.convention,
             "batch_tokens": scorer.batch_tokens,
             "mesh": dict(mesh.shape),
         },
