@@ -11,7 +11,7 @@ from jaxslm.data.interleave import LAST_SPANS, METHODS
 from jaxslm.data.record_order import SIMS_WEIGHTS, check_stream_weights
 from jaxslm.errors import JaxslmError
 from jaxslm.value_checks import non_negative, one_of, positive, require
-from jaxslm.vocab import MODES
+from jaxslm.vocab import MODES, SPEECH_LAYOUTS
 
 DECAYS = ("cosine", "linear", "constant")
 SHARD_BY = ("records", "rows")
@@ -21,14 +21,17 @@ BATCH_UNITS = ("rows", "samples")
 @dataclass(frozen=True)
 class VocabSection:
     """The vocabulary layout. `num_units` None: the corpus's; `tokenizer` None: the corpus's
-    built-in tokenizer or the init checkpoint's."""
+    built-in tokenizer or the init checkpoint's; `speech_layout` (speech-only): slamkit's
+    `<PAD>`, `<S>`, units, or cuervo-marxer's units, `<S>`, `<PAD>`."""
 
     mode: str = "interleaved"
     num_units: int | None = None
     tokenizer: str | None = None
+    speech_layout: str = "slamkit"
 
     def __post_init__(self) -> None:
         one_of("vocab.mode", self.mode, MODES)
+        one_of("vocab.speech_layout", self.speech_layout, SPEECH_LAYOUTS)
         positive(self, "vocab.", "num_units")
         require(
             self.mode != "text" or self.num_units is None,

@@ -9,12 +9,16 @@ or speech-only), and HF config keys for transformers (through jaxslm.hf.config_m
     name       what                                                       vocabulary
     tiny       a 2-layer test shape; the training config's default shape  speech-only
     small      a 4-layer CPU benchmark shape                              toy text LM, 522 ids
-    20m, 85m   Cuervo & Marxer's speech-only Llamas (docs/reference.md 4) speech-only
+    20m, 85m,  Cuervo & Marxer's speech-only ladder (docs/reference.md 4) speech-only
+    155m, 309m,
+    823m
     qwen0.5b   Qwen2.5-0.5B                                               151,665 tokenizer ids
     llama1b    Llama-3.2-1B                                               128,256 tokenizer ids
 
-The speech-only shapes' MLP widths follow the Llama rule (8d/3 rounded up to a multiple of
-256), our assumption, and their RoPE theta is 10,000, as jaxslm trains from scratch.
+The ladder's shapes are their TransformerLM's (github tiagoCuervo/slm_scaling,
+src/slm/model.py and configs/scaling/*.json): head_dim 64, the embedding tied to the output,
+MLP width int(8d/3) rounded up to a multiple of 256, RoPE theta 10,000, RMSNorm eps 1e-5 and
+2,050 positions (their `block_size`).
 """
 
 from __future__ import annotations
@@ -67,11 +71,34 @@ def _shape(hidden: int, intermediate: int, layers: int, heads: int, kv_heads: in
     }
 
 
+def _ladder(width: int, layers: int, intermediate: int) -> dict[str, Any]:
+    """A rung of Cuervo & Marxer's ladder: heads of 64, tied, 2,050 positions."""
+    heads = width // 64
+    return _shape(
+        width,
+        intermediate,
+        layers,
+        heads,
+        heads,
+        tie_word_embeddings=True,
+        max_position_embeddings=LADDER_CONTEXT,
+    )
+
+
+LADDER_CONTEXT = 2050  # their block_size: 2,050 tokens per sequence
 PRESETS: dict[str, Preset] = {
     "tiny": Preset(_shape(64, 192, 2, 4, 2, head_dim=16, tie_word_embeddings=True)),
     "small": Preset(_shape(256, 768, 4, 4, 2), text_vocab_size=522, tokenizer_size=522),
-    "20m": Preset(_shape(512, 1536, 6, 8, 8)),
-    "85m": Preset(_shape(768, 2048, 12, 12, 12)),
+    **{
+        name: Preset(_ladder(width, layers, mlp))
+        for name, width, layers, mlp in (
+            ("20m", 512, 6, 1536),
+            ("85m", 768, 12, 2048),
+            ("155m", 1024, 12, 2816),
+            ("309m", 1024, 24, 2816),
+            ("823m", 2048, 16, 5632),
+        )
+    },
     "qwen0.5b": Preset(
         _shape(
             896,

@@ -85,6 +85,14 @@ def train_flops(cfg: ModelConfig, batch: int, seq_len: int) -> float:
     return 3 * forward_flops(cfg, batch, seq_len)
 
 
+def nanogpt_flops_per_token(cfg: ModelConfig, seq_len: int) -> float:
+    """Training FLOPs per token by nanoGPT's (PaLM's) estimate, which Cuervo & Marxer's MFU
+    figures use: 6 N + 12 L H Q T, N every parameter (a tied table once, norms included), Q the
+    head size and T the context; attention counted whole, not causally halved."""
+    attention = 12 * cfg.num_layers * cfg.num_heads * cfg.head_dim * seq_len
+    return float(6 * param_count(cfg) + attention)
+
+
 def peak_flops_per_device(device_kind: str, dtype: str) -> float | None:
     """Dense peak FLOP/s of one accelerator for `dtype` matmuls, or None when unknown.
 

@@ -12,12 +12,20 @@ A sweep config is YAML:
   head_dim: 32
   kv_ratio: 2                      # query heads per KV head
   overrides: [optimizer.lr=3e-3]   # applied to every run
+  steps: []                        # ... and/or explicit update counts per run
 
 The shape rule (a Llama family as Cuervo & Marxer's 20M-823M ladder): with SwiGLU width 8/3 d
 a layer holds about 12 d^2 weights, so N = 12 L d^2 with d = aspect x L gives
 d = (aspect N / 12)^(1/3), rounded to a multiple of head_dim, and L = N / (12 d^2). Each run's
 schedule spans its own token budget (budget.max_steps), and its held-out loss is measured at
 its last step.
+
+`family: cuervo-marxer` runs Cuervo & Marxer's ladder instead of the shape rule
+(jaxslm.scaling.ladder): `sizes` (default all of 20m, 85m, 155m, 309m, 823m) with their
+shapes, their 2,050-token sequences, sequences per update, accumulation and warmup
+(`paper_batch: false` keeps the base config's batch), and as budgets their scaling curve's
+update counts (the first `curve_points` of each size; default all) unless `steps`,
+`tokens_per_param` or `flops` are given (see configs/scaling/cuervo_marxer_sweep.yaml).
 """
 
 from __future__ import annotations
@@ -36,12 +44,14 @@ from typing import Any
 from jaxslm.config import TrainConfig, dump_config, load_config
 from jaxslm.errors import JaxslmError
 from jaxslm.fsutil import atomic_write_text, prepare_output_folder
+from jaxslm.models.model_config import SHAPE_FIELDS
+from jaxslm.scaling.ladder import FAMILIES, LADDER, batch_keys, check_sizes, shape_keys
 from jaxslm.textfiles import read_yaml_mapping
 from jaxslm.training.metrics_log import read_metrics
 
 SUMMARY = "run or write out a grid of training runs and collect their results"
 RUNS_FILE = "runs.csv"
-SWEEP_KEYS = "base, out, params, tokens_per_param/flops, ..."
+SWEEP_KEYS = "base, out, params, tokens_per_param/flops/steps, family, sizes, ..."
 
 
 @dataclass(frozen=True)
@@ -50,21 +60,36 @@ class SweepConfig:
 
     base: str
     out: str
-    params: tuple[float, ...]
+    params: tuple[float, ...] = ()
     tokens_per_param: tuple[float, ...] = ()
     flops: tuple[float, ...] = ()
     aspect: float = 32.0
     head_dim: int = 32
     kv_ratio: int = 1
     overrides: tuple[str, ...] = ()
+    steps: tuple[float, ...] = ()
+    family: str = "rule"
+    sizes: tuple[str, ...] = ()
+    curve_points: int | None = None
+    paper_batch: bool = True
 
     def __post_init__(self) -> None:
+        if self.family not in FAMILIES:
+            raise JaxslmError(f"sweep: family {self.family!r} is not one of {FAMILIES}")
+        budgets = (*self.tokens_per_param, *self.flops, *self.steps)
+        if budgets and min(budgets) <= 0:
+            raise JaxslmError("sweep: tokens_per_param, flops and steps must be positive")
+        if self.family == "cuervo-marxer":
+            check_sizes(self.sizes)
+            if self.params:
+                raise JaxslmError("sweep: family cuervo-marxer takes sizes, not params")
+            if self.curve_points is not None and self.curve_points < 1:
+                raise JaxslmError("sweep: curve_points must be at least 1")
+            return
         if not self.params or min(self.params) <= 0:
             raise JaxslmError("sweep: params must list positive parameter counts")
-        if not self.tokens_per_param and not self.flops:
-            raise JaxslmError("sweep: give tokens_per_param and/or flops budgets")
-        if min((*self.tokens_per_param, *self.flops)) <= 0:
-            raise JaxslmError("sweep: tokens_per_param and flops must be positive")
+        if not budgets:
+            raise JaxslmError("sweep: give tokens_per_param and/or flops budgets (or steps)")
         if self.aspect <= 0 or self.head_dim <= 0 or self.kv_ratio <= 0:
             raise JaxslmError("sweep: aspect, head_dim and kv_ratio must be positive")
 
@@ -85,14 +110,18 @@ def load_sweep(path: str | Path) -> SweepConfig:
     unknown = sorted(str(key) for key in values if key not in known)
     if unknown:
         raise JaxslmError(f"{path}: unknown key(s) {', '.join(unknown)}; known: {sorted(known)}")
-    missing = [k for k in ("base", "out", "params") if k not in values]
+    required = (
+        ("base", "out", "params") if values.get("family", "rule") == "rule" else ("base", "out")
+    )
+    missing = [k for k in required if k not in values]
     if missing:
         raise JaxslmError(f"{path}: missing key(s) {', '.join(missing)}")
-    for key in ("params", "tokens_per_param", "flops", "overrides"):
+    for key in ("params", "tokens_per_param", "flops", "overrides", "steps", "sizes"):
         if key in values and not isinstance(values[key], list):
             raise JaxslmError(f"{path}: {key} must be a YAML list [...], got {values[key]!r}")
         values[key] = tuple(values.get(key, ()))
-    for key in ("params", "tokens_per_param", "flops"):
+    values["sizes"] = tuple(str(size) for size in values["sizes"])
+    for key in ("params", "tokens_per_param", "flops", "steps"):
         values[key] = tuple(_number(path, key, value) for value in values[key])
     try:
         return SweepConfig(**values)
@@ -156,22 +185,39 @@ def plan_runs(sweep: SweepConfig) -> list[Run]:
     use the non-embedding parameters N of each run's actual shape, so that 6 N D of the runs of
     one IsoFLOP budget equals that budget up to rounding to whole steps."""
     base = load_config(sweep.base, [*sweep.overrides, "budget.max_steps=1"])
-    per_step = base.tokens_per_step
     runs = {}
+    if sweep.family == "cuervo-marxer":
+        for size in check_sizes(sweep.sizes):
+            keys = shape_keys(size) | (batch_keys(size) if sweep.paper_batch else {})
+            per_step = base.tokens_per_step
+            if sweep.paper_batch:
+                per_step = LADDER[size].tokens_per_update
+            params = shape_params({k: keys[f"model.{k}"] for k in SHAPE_FIELDS})
+            curve = LADDER[size].curve[: sweep.curve_points]
+            for steps in _budget_steps(sweep, params, per_step) or curve:
+                name = f"{size}_D{_short(steps * per_step)}"
+                runs[name] = Run(name, _run_overrides(sweep, keys, steps, name), steps)
+        return sorted(runs.values(), key=lambda run: (_cost(run), run.name))
+    per_step = base.tokens_per_step
     for target in sweep.params:
         shape = shape_for(target, sweep.aspect, sweep.head_dim, sweep.kv_ratio)
         params = shape_params(shape, base.model.family)
-        budgets = [ratio * params for ratio in sweep.tokens_per_param]
-        budgets += [flops / (6 * params) for flops in sweep.flops]
-        for tokens in budgets:
-            steps = max(1, round(tokens / per_step))
+        keys = {f"model.{key}": value for key, value in shape.items()}
+        for steps in _budget_steps(sweep, params, per_step):
             name = f"N{_short(target)}_D{_short(steps * per_step)}"
-            runs[name] = Run(name, _run_overrides(sweep, shape, steps, name), steps)
+            runs[name] = Run(name, _run_overrides(sweep, keys, steps, name), steps)
     return sorted(runs.values(), key=lambda run: (_cost(run), run.name))
 
 
-def _run_overrides(sweep: SweepConfig, shape: dict, steps: int, name: str) -> tuple[str, ...]:
-    keys = [f"model.{key}={value}" for key, value in shape.items()]
+def _budget_steps(sweep: SweepConfig, params: int, per_step: int) -> list[int]:
+    """Update counts of the budgets: tokens r N and C / (6 N) to whole steps, and `steps`."""
+    tokens = [ratio * params for ratio in sweep.tokens_per_param]
+    tokens += [flops / (6 * params) for flops in sweep.flops]
+    return [max(1, round(t / per_step)) for t in tokens] + [int(s) for s in sweep.steps]
+
+
+def _run_overrides(sweep: SweepConfig, keys: dict, steps: int, name: str) -> tuple[str, ...]:
+    keys = [f"{key}={value}" for key, value in keys.items()]
     keys += [
         f"budget.max_steps={steps}",
         f"eval.every_steps={steps}",

@@ -46,6 +46,13 @@ def plan_run(cfg: TrainConfig) -> RunPlan:
                 f"model.init={init_dir} has a {vocab.mode} vocabulary but vocab.mode is "
                 f"{cfg.vocab.mode}: set vocab.mode={vocab.mode} or import with --mode"
             )
+        layout = "cuervo-marxer" if vocab.units_first else "slamkit"
+        if vocab.mode == "speech-only" and layout != cfg.vocab.speech_layout:
+            raise JaxslmError(
+                f"model.init={init_dir} has the {layout} speech-only layout but "
+                f"vocab.speech_layout is {cfg.vocab.speech_layout}: set "
+                f"vocab.speech_layout={layout}"
+            )
         files = init_dir / TOKENIZER_DIR
         tokenizer_path = Path(cfg.vocab.tokenizer) if cfg.vocab.tokenizer else files
         tokenizer = None if vocab.mode == "speech-only" else load_text_tokenizer(tokenizer_path)
@@ -105,7 +112,7 @@ def _scratch_vocab(
 ) -> tuple[SpeechVocab, TextTokenizer | None, Path | None]:
     num_units = cfg.vocab.num_units or corpus.num_units
     if cfg.vocab.mode == "speech-only":
-        return SpeechVocab.speech_only(num_units), None, None
+        return SpeechVocab.speech_only(num_units, cfg.vocab.speech_layout), None, None
     source = Path(cfg.vocab.tokenizer) if cfg.vocab.tokenizer else corpus.path("tokenizer")
     if source is None:
         raise JaxslmError(
