@@ -269,6 +269,15 @@ class Corpus:
             warn_float32_times(self.directory)
         return columns_from_source(source, stream, self.frame_seconds)
 
+    def speech_tokens_per_second(self, split: str = "train") -> float:
+        """Speech tokens (units, or unigram tokens) per second of audio in `split`: its tokens
+        over its frames times `frame_seconds` (the `<S>` boundaries not counted)."""
+        columns = self.columns(SPEECH_DIR, split)
+        seconds = float(np.sum(columns["durations"], dtype=np.int64)) * self.frame_seconds
+        if seconds <= 0:
+            raise JaxslmError(f"{self.directory}: the {split} split holds no audio")
+        return len(columns["units"]) / seconds
+
     def path(self, key: str) -> Path | None:
         """A file named in the metadata (e.g. `tokenizer`, `eval_dir`), or None."""
         value = self.metadata.get(key)

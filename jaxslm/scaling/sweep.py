@@ -292,7 +292,8 @@ def collect(sweep: SweepConfig, runs: list[Run]) -> Path:
     """OUT/runs.csv: per finished run its parameters, tokens, FLOPs, held-out losses and
     benchmark accuracies. `params` counts non-embedding weights and `flops` is 6 x params x
     tokens (the convention of the fits); `total_params` counts all weights and `model_flops`
-    is jaxslm's exact training count (LM head and attention included)."""
+    is jaxslm's exact training count (LM head and attention included). Speech-only runs add
+    the per-second-of-audio columns of `per_audio_second`."""
     from jaxslm.model_dir import read_metadata
     from jaxslm.scaling.flops import param_count, train_flops
 
@@ -317,6 +318,8 @@ def collect(sweep: SweepConfig, runs: list[Run]) -> Path:
             "model_flops": train_flops(model, cfg.data.batch_size, cfg.data.seq_len) * run.steps,
             "steps": run.steps,
         }
+        if cfg.vocab.mode == "speech-only":
+            row.update(per_audio_second(cfg, row))
         row.update({k[len("eval_") :]: v for k, v in record.items() if k.startswith("eval_loss_")})
         row.update({k: v for k, v in record.items() if k.endswith("accuracy")})
         rows.append(row)
@@ -328,6 +331,22 @@ def collect(sweep: SweepConfig, runs: list[Run]) -> Path:
     writer.writeheader()
     writer.writerows({k: _cell(v) for k, v in row.items()} for row in rows)
     return atomic_write_text(Path(sweep.out) / RUNS_FILE, table.getvalue())
+
+
+def per_audio_second(cfg: TrainConfig, row: dict[str, Any]) -> dict[str, float]:
+    """A speech-only run's accounting per second of audio, so that runs over units and over
+    unigram tokens share one axis: the corpus's speech tokens per second of audio (train
+    split), the audio seconds its tokens hold, its held-out loss in nats per second of audio,
+    and its training FLOPs (6 N) per second of audio."""
+    from jaxslm.data.corpus import open_corpus
+
+    rate = open_corpus(cfg.data.corpus).speech_tokens_per_second("train")
+    return {
+        "tokens_per_audio_second": rate,
+        "audio_seconds": row["tokens"] / rate,
+        "loss_per_audio_second": row["loss"] * rate,
+        "flops_per_audio_second": 6 * row["params"] * rate,
+    }
 
 
 def _cell(value: Any) -> Any:

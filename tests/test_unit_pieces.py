@@ -1,0 +1,131 @@
+"""Unigram-compressed speech tokens: units -> tokens -> units is exact (against SentencePiece's
+own decoding), the token corpus keeps every utterance's audio, and a sweep over raw units and
+over unigram tokens reports both per second of audio."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import yaml
+
+from jaxslm.data.build import build_synthetic
+from jaxslm.data.corpus import example_to_utterance, open_corpus
+from jaxslm.data.synthetic import SyntheticConfig
+from jaxslm.data.unit_pieces import build_piece_corpus, main
+from jaxslm.errors import JaxslmError
+from jaxslm.scaling.__main__ import main as scaling_main
+from jaxslm.speech.unit_pieces import FIRST_CODE_POINT, UnitPieces, train_unit_pieces
+
+VOCAB = 200
+
+
+@pytest.fixture(scope="module")
+def corpora(tmp_path_factory):
+    root = tmp_path_factory.mktemp("unit_pieces")
+    config = SyntheticConfig(num_utterances=300, num_text_documents=100, num_validation=20)
+    units = build_synthetic(root / "units", config)
+    return units, build_piece_corpus(units, VOCAB, root / "pieces")
+
+
+def _utterances(corpus_dir, split):
+    corpus = open_corpus(corpus_dir)
+    source = corpus.source("speech", split)
+    return [example_to_utterance(source[i], corpus.frame_seconds) for i in range(len(source))]
+
+
+def test_units_tokens_units_round_trip(corpora):
+    units_dir, pieces_dir = corpora
+    pieces = UnitPieces.load(pieces_dir / "unit_pieces")
+    assert pieces.num_tokens == VOCAB == open_corpus(pieces_dir).num_units
+    rng = np.random.default_rng(0)
+    unseen = [rng.integers(0, 100, size=n) for n in (1, 7, 300)]
+    sequences = [
+        u.units for split in ("train", "validation") for u in _utterances(units_dir, split)
+    ]
+    compressed = 0
+    for units in [*sequences, *unseen]:
+        tokens = pieces.encode(units)
+        assert tokens.min() >= 0 and tokens.max() < VOCAB
+        np.testing.assert_array_equal(pieces.decode(tokens), units)
+        # SentencePiece's own decoding of the same ids spells the same code points.
+        text = pieces.processor.decode((tokens + 1).tolist())
+        assert [ord(c) - FIRST_CODE_POINT for c in text] == units.tolist()
+        compressed += len(units) - len(tokens)
+    assert compressed > 0 and max(len(p) for p in pieces.piece_units) > 1
+
+
+def test_token_corpus_keeps_the_audio(corpora):
+    units_dir, pieces_dir = corpora
+    pieces = UnitPieces.load(pieces_dir / "unit_pieces")
+    for split in ("train", "validation"):
+        before, after = _utterances(units_dir, split), _utterances(pieces_dir, split)
+        assert sorted(u.id for u in before) == sorted(u.id for u in after)
+        by_id = {u.id: u for u in after}
+        for utterance in before:
+            token_utterance = by_id[utterance.id]
+            np.testing.assert_array_equal(pieces.decode(token_utterance.units), utterance.units)
+            # each token lasts its units' frames: the unit ends it keeps are the same times
+            ends = np.cumsum(utterance.durations)
+            kept = np.cumsum([len(pieces.piece_units[t]) for t in token_utterance.units]) - 1
+            np.testing.assert_array_equal(np.cumsum(token_utterance.durations), ends[kept])
+            assert token_utterance.words == utterance.words
+    line = (pieces_dir / "eval" / "sblimp.jsonl").read_text().splitlines()[0]
+    original = (units_dir / "eval" / "sblimp.jsonl").read_text().splitlines()[0]
+    encoded, record = json.loads(line), json.loads(original)
+    assert pieces.decode(encoded["units"]).tolist() == record["units"]
+    assert sum(encoded["duration"]) == sum(record["duration"])
+
+
+def test_refusals(tmp_path, corpora, capsys):
+    with pytest.raises(JaxslmError, match="must exceed the 100 units"):
+        train_unit_pieces([np.arange(5)], 100, 100, tmp_path / "m")
+    pieces = UnitPieces.load(corpora[1] / "unit_pieces")
+    with pytest.raises(JaxslmError, match="outside the model's 0..99"):
+        pieces.encode(np.array([3, 100]))
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"file_name": "a.wav", "units": [1, 2], "duration": [1]}\n')
+    model = str(corpora[1] / "unit_pieces")
+    assert main(["encode", "--model", model, "--units", str(bad), "--out", "o.jsonl"]) == 2
+    assert f"{bad}:1: 'duration' has 1 values for 2 units" in capsys.readouterr().err
+
+
+def test_sweep_over_units_and_tokens_per_audio_second(corpora, tmp_path):
+    """One tiny speech-only run on each corpus; runs.csv reports both per second of audio,
+    restated here from the corpus records: tokens / (frames x frame_seconds)."""
+    rows = {}
+    for corpus_dir in corpora:
+        base = tmp_path / f"{corpus_dir.name}.yaml"
+        base.write_text(
+            f"data:\n  corpus: {corpus_dir}\n  seq_len: 64\n  batch_size: 8\n"
+            "model:\n  max_position_embeddings: 64\nvocab:\n  mode: speech-only\n"
+            "schedule:\n  warmup_steps: 0\n"
+        )
+        out = tmp_path / f"sweep_{corpus_dir.name}"
+        sweep = {
+            "base": str(base),
+            "out": str(out),
+            "params": [2e4],
+            "steps": [2],
+            "aspect": 16,
+            "head_dim": 16,
+            "overrides": ["eval.batches=1"],
+        }
+        (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(sweep))
+        assert scaling_main(["sweep", str(tmp_path / "sweep.yaml")]) == 0
+        with open(out / "runs.csv", newline="") as handle:
+            (rows[corpus_dir.name],) = csv.DictReader(handle)
+    seconds, directories = {}, {corpus_dir.name: corpus_dir for corpus_dir in corpora}
+    for name, row in rows.items():
+        utterances = _utterances(directories[name], "train")
+        audio = sum(float(np.sum(u.durations)) * u.frame_seconds for u in utterances)
+        rate = sum(len(u.units) for u in utterances) / audio
+        seconds[name] = audio
+        assert float(row["tokens_per_audio_second"]) == pytest.approx(rate)
+        assert float(row["audio_seconds"]) == pytest.approx(int(row["tokens"]) / rate)
+        assert float(row["loss_per_audio_second"]) == pytest.approx(float(row["loss"]) * rate)
+        assert float(row["flops_per_audio_second"]) == pytest.approx(6 * int(row["params"]) * rate)
+    assert seconds["units"] == pytest.approx(seconds["pieces"])
+    assert float(rows["pieces"]["tokens_per_audio_second"]) < float(
+        rows["units"]["tokens_per_audio_second"]
+    )
