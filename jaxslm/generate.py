@@ -12,6 +12,11 @@ Defaults are slamkit's: temperature 0.8, top-k 25, 150 new tokens, prompts cut t
 interleaved models. Each output line holds the prompt, the settings and the continuation:
 `units` (and `units_str`, space-separated, the code format textless/fairseq vocoders read)
 for speech, `text` for text.
+
+--unit-pieces DIR (the `unit_pieces/` of a token corpus, `python -m jaxslm.data.unit_pieces`)
+is for models trained on unigram speech tokens: speech prompts are cut in units, then encoded
+to tokens; each continuation's tokens are kept as `tokens` and decoded back to `units` for a
+vocoder.
 """
 
 from __future__ import annotations
@@ -19,7 +24,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
+
+import numpy as np
 
 from jaxslm.errors import JaxslmError
 
@@ -62,6 +70,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--layer", type=int, default=11, help="HuBERT layer")
     parser.add_argument("--codebook", type=Path, help="k-means codebook (--prompt-audio)")
     parser.add_argument("--trust-pickle", action="store_true", help="allow a pickled codebook")
+    parser.add_argument(
+        "--unit-pieces", type=Path, help="unigram speech-token model of the checkpoint's corpus"
+    )
     parser.add_argument("--dtype", choices=("float32", "bfloat16"), help="compute dtype")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
@@ -130,6 +141,9 @@ def generate(args: argparse.Namespace) -> list[dict]:
     prepare_output_file(args.out)
     prompts = _prompts(args)
     lm = jaxslm.load(args.checkpoint, compute_dtype=args.dtype)
+    unit_pieces = _unit_pieces(args.unit_pieces, lm.vocab.num_units)
+    if unit_pieces is not None:
+        prompts = [(name, [_encoded(p, unit_pieces) for p in parts]) for name, parts in prompts]
     builder = PromptBuilder(lm.vocab, load_tokenizer(args.checkpoint, lm.vocab))
     jobs = [
         (name, sample, builder.ids(pieces, args.modality))
@@ -165,12 +179,38 @@ def generate(args: argparse.Namespace) -> list[dict]:
                 record.update(modality=args.modality, settings=settings)
                 if args.modality == "speech":
                     units = builder.units_of(generated)
+                    if unit_pieces is not None:
+                        record["tokens"] = units
+                        units = unit_pieces.decode(units).tolist()
                     record.update(units=units, units_str=" ".join(map(str, units)))
                 else:
                     record["text"] = builder.text_of(generated)
                 records.append(record)
             bar.update(len(batch))
     return records
+
+
+def _encoded(part, unit_pieces):
+    """A prompt part with its units as unigram speech tokens (text parts unchanged)."""
+    if part.modality != "speech":
+        return part
+    return replace(part, units=tuple(unit_pieces.encode(np.asarray(part.units)).tolist()))
+
+
+def _unit_pieces(directory: Path | None, num_units: int):
+    """The unigram speech-token model of --unit-pieces (None without it), which must spell
+    the model's `num_units` speech tokens."""
+    if directory is None:
+        return None
+    from jaxslm.speech.unit_pieces import UnitPieces
+
+    pieces = UnitPieces.load(directory)
+    if pieces.num_tokens != num_units:
+        raise JaxslmError(
+            f"--unit-pieces {directory} has {pieces.num_tokens} speech tokens but the "
+            f"checkpoint has {num_units} units: give the unit_pieces/ of its training corpus"
+        )
+    return pieces
 
 
 def main(argv: list[str] | None = None) -> int:

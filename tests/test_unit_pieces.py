@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import yaml
 
+from jaxslm import evaluate, generate
 from jaxslm.data.build import build_synthetic
 from jaxslm.data.corpus import example_to_utterance, open_corpus
 from jaxslm.data.synthetic import SyntheticConfig
@@ -129,3 +130,29 @@ def test_sweep_over_units_and_tokens_per_audio_second(corpora, tmp_path):
     assert float(rows["pieces"]["tokens_per_audio_second"]) < float(
         rows["units"]["tokens_per_audio_second"]
     )
+    _generate_and_score(corpora, tmp_path / "sweep_pieces" / "runs" / rows["pieces"]["name"])
+
+
+def _generate_and_score(corpora, run_dir):
+    """The token model continues a unit prompt (encoded, then decoded back to units) and
+    scores the token corpus's encoded sBLIMP set."""
+    units_dir, pieces_dir = corpora
+    pieces = UnitPieces.load(pieces_dir / "unit_pieces")
+    (line, *_) = (units_dir / "eval" / "sblimp.jsonl").read_text().splitlines()
+    prompt = run_dir.parent / "prompt.jsonl"
+    prompt.write_text(line + "\n")
+    out = run_dir.parent / "continuations.jsonl"
+    argv = ["--checkpoint", str(run_dir), "--prompt-units", str(prompt), "--modality", "speech"]
+    argv += ["--out", str(out), "--temperature", "0", "--max-new-tokens", "6"]
+    argv += ["--prompt-seconds", "0", "--unit-pieces", str(pieces_dir / "unit_pieces")]
+    assert generate.main([*argv, "--no-progress"]) == 0
+    (record,) = [json.loads(text) for text in out.read_text().splitlines()]
+    # speech-only layout: <S> = 1, then token t as id t + 2
+    expected = [1, *(pieces.encode(np.array(json.loads(line)["units"])) + 2).tolist()]
+    assert record["prompt_ids"] == expected
+    assert record["units"] == pieces.decode(record["tokens"]).tolist()
+    results = run_dir.parent / "scores.json"
+    argv = ["--checkpoint", str(run_dir), "--data-dir", str(pieces_dir / "eval")]
+    argv += ["--task", "sblimp", "--out", str(results), "--no-progress"]
+    assert evaluate.main(argv) == 0
+    assert 0 <= json.loads(results.read_text())["tasks"]["sblimp"]["accuracy"] <= 1
