@@ -25,6 +25,10 @@ OUT/<stage>.log; a stage that fails, hangs or crashes never loses the others):
   train_step_torch   benchmarks/train_step.py --side torch: transformers + torch.compile on the
                      same shape and batch (its compile time is the least predictable, so it
                      runs last, where it cannot squeeze the others)
+  ladder             (only when named in --stages) benchmarks/ladder_mfu.py: Cuervo & Marxer's
+                     20m-823m shapes on their micro-batches of 2,050 tokens, bf16; jaxslm's MFU
+                     and theirs (nanoGPT's 6N + 12LHQT) beside their A100-80GB figures, e.g.
+                     `--stages env,ladder` (cap 300 s: ~5 compilations)
 
 Targets (the summary table's pass/fail):
 
@@ -96,12 +100,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 THIS = Path(__file__).resolve()
 STAGES = ("env", "attention", "train_step_jaxslm", "trainer", "train_step_torch")
+EXTRA_STAGES = ("ladder",)  # run only when named in --stages
 CAPS = {
     "env": 30,
     "attention": 75,
     "train_step_jaxslm": 130,
     "trainer": 120,
     "train_step_torch": 135,
+    "ladder": 300,
 }
 BUDGET = 360
 BENCH_NEEDS = ("jax", "numpy", "flax", "optax", "orbax", "torch", "transformers")
@@ -110,6 +116,7 @@ STAGE_NEEDS = {
     "attention": ("jax", "numpy"),
     "train_step_jaxslm": BENCH_NEEDS,
     "train_step_torch": BENCH_NEEDS,
+    "ladder": BENCH_NEEDS,
     "trainer": (
         "jax",
         "numpy",
@@ -352,6 +359,7 @@ class Check:
             "train_step_jaxslm": [f"train_step_jaxslm_{r}.json" for r in self.args.remats],
             "train_step_torch": ["train_step_torch.json"],
             "trainer": ["trainer.yaml", "trainer_run", "tokenizer", "corpus"],
+            "ladder": ["ladder.json"],
         }[name]
         return [self.out / f"{name}.log", *(self.work / f for f in files)]
 
@@ -447,6 +455,19 @@ class Check:
         if measured:
             result.data = dict(measured["results"][0], config=measured["config"])
         elif status == "ok":
+            return "failed: no JSON written"
+        return status
+
+    def stage_ladder(self, result: StageResult, log_path: Path, deadline: float) -> str:
+        path = self.work / "ladder.json"
+        command = [self.py, str(REPO / "benchmarks" / "ladder_mfu.py"), "--json", str(path)]
+        if self.mode.small:
+            command += ["--sizes", "20m", "--seq-len", "256", "--micro-batch", "2"]
+            command += ["--dtype", "float32", "--steps", "1"]
+        status, _ = run_command(command, log_path, deadline, child_env())
+        measured = read_json(path)
+        result.data = {"rows": measured["results"] if measured else []}
+        if status == "ok" and measured is None:
             return "failed: no JSON written"
         return status
 
@@ -622,6 +643,7 @@ class Check:
 
     def result_table(self) -> list[str]:
         self.rows = self.train_step_rows() + self.trainer_rows() + self.attention_rows()
+        self.rows += self.ladder_rows()
         lines = [
             "| check | jaxslm | PyTorch | ratio | target | result |",
             "|---|---|---|---|---|---|",
@@ -733,6 +755,28 @@ class Check:
                 )
             )
         return out
+
+    def ladder_rows(self) -> list[dict]:
+        if "ladder" not in self.results:
+            return []
+        out = []
+        for r in self.results["ladder"].data.get("rows", []):
+            theirs, ours = r["their_a100_mfu"], r.get("mfu_nanogpt")
+            out.append(
+                dict(
+                    check=f"ladder {r['size']} {r['micro_batch']}x{r['seq_len']}",
+                    jaxslm=f"{figure(r)}, nanoGPT-convention MFU {percent(ours)}",
+                    torch=f"their A100-80GB MFU {percent(theirs)} (nanoGPT convention)",
+                    ratio=f"{ours / theirs:.2f}x" if ours else "n/a",
+                    target="reported beside theirs",
+                    result="measured",
+                )
+            )
+        return out
+
+
+def percent(value) -> str:
+    return f"{value:.1%}" if isinstance(value, int | float) else "n/a"
 
 
 def figure(measured: dict) -> str:
@@ -915,7 +959,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--stages",
         default=",".join(STAGES),
-        help=f"comma-separated subset of {','.join(STAGES)} (run in that order)",
+        help=f"comma-separated subset of {','.join(STAGES + EXTRA_STAGES)} (run in that "
+        "order; the default is all but ladder)",
     )
     parser.add_argument("--small", action="store_true", help="tiny shapes, to test on a CPU")
     parser.add_argument("--cap-scale", type=float, default=1.0, help="multiply every cap by F")
@@ -945,10 +990,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--num-units", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.stages = [s.strip() for s in args.stages.split(",") if s.strip()]
-    unknown = [s for s in args.stages if s not in STAGES]
+    known = STAGES + EXTRA_STAGES
+    unknown = [s for s in args.stages if s not in known]
     if unknown:
-        parser.error(f"unknown stage(s) {', '.join(unknown)}; choose from {', '.join(STAGES)}")
-    args.stages = [s for s in STAGES if s in args.stages]
+        parser.error(f"unknown stage(s) {', '.join(unknown)}; choose from {', '.join(known)}")
+    args.stages = [s for s in known if s in args.stages]
     args.remats = [r.strip() for r in args.remats.split(",") if r.strip()]
     if args.trainer_steps is None:
         args.trainer_steps = 12 if args.small else 30
