@@ -134,6 +134,12 @@ def _parser() -> argparse.ArgumentParser:
         help="with --convention cuervo-marxer: ZeroSpeech gold.csv of the sBLIMP task "
         "(default: DATA/gold.csv when present; else voices are subfolders)",
     )
+    parser.add_argument(
+        "--unit-pieces",
+        type=Path,
+        help="for a model over unigram speech tokens: its unit_pieces/ model; the data holds "
+        "units, encoded to tokens here (a token corpus's eval/ sets are encoded already)",
+    )
     parser.add_argument("--out", type=Path, help="write results JSON here")
     parser.add_argument("--pairs-out", type=Path, help="write per-pair log-likelihoods (JSONL)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -250,12 +256,16 @@ def evaluate(args: argparse.Namespace, requests, mesh_sizes) -> dict:
     from jaxslm.fsutil import atomic_write_text
     from jaxslm.model_dir import load_tokenizer
     from jaxslm.sharding import make_mesh
+    from jaxslm.speech.unit_pieces import unit_pieces_for
 
     mesh = make_mesh(*mesh_sizes)
     lm = jaxslm.load(args.checkpoint, mesh=mesh, compute_dtype=args.dtype)
     scorer = lm.make_scorer(args.batch_tokens, compat=args.compat)
-    builder = SequenceBuilder(lm.vocab, load_tokenizer(args.checkpoint, lm.vocab))
-    audio = _audio_units(args, lm.vocab.num_units) if args.hubert is not None else None
+    unit_pieces = unit_pieces_for(args.unit_pieces, lm.vocab.num_units)
+    tokenizer = load_tokenizer(args.checkpoint, lm.vocab)
+    builder = SequenceBuilder(lm.vocab, tokenizer, unit_pieces)
+    num_units = lm.vocab.num_units if unit_pieces is None else unit_pieces.num_units
+    audio = _audio_units(args, num_units) if args.hubert is not None else None
     summaries, pair_lines = {}, []
     for request in requests:
         progress = not args.no_progress

@@ -135,13 +135,14 @@ def generate(args: argparse.Namespace) -> list[dict]:
     from jaxslm.fsutil import prepare_output_file
     from jaxslm.generation.prompts import PromptBuilder
     from jaxslm.model_dir import load_tokenizer
+    from jaxslm.speech.unit_pieces import unit_pieces_for
 
     if args.n < 1 or args.batch_size < 1:
         raise JaxslmError("--n and --batch-size must be positive")
     prepare_output_file(args.out)
     prompts = _prompts(args)
     lm = jaxslm.load(args.checkpoint, compute_dtype=args.dtype)
-    unit_pieces = _unit_pieces(args.unit_pieces, lm.vocab.num_units)
+    unit_pieces = unit_pieces_for(args.unit_pieces, lm.vocab.num_units)
     if unit_pieces is not None:
         prompts = [(name, [_encoded(p, unit_pieces) for p in parts]) for name, parts in prompts]
     builder = PromptBuilder(lm.vocab, load_tokenizer(args.checkpoint, lm.vocab))
@@ -195,22 +196,6 @@ def _encoded(part, unit_pieces):
     if part.modality != "speech":
         return part
     return replace(part, units=tuple(unit_pieces.encode(np.asarray(part.units)).tolist()))
-
-
-def _unit_pieces(directory: Path | None, num_units: int):
-    """The unigram speech-token model of --unit-pieces (None without it), which must spell
-    the model's `num_units` speech tokens."""
-    if directory is None:
-        return None
-    from jaxslm.speech.unit_pieces import UnitPieces
-
-    pieces = UnitPieces.load(directory)
-    if pieces.num_tokens != num_units:
-        raise JaxslmError(
-            f"--unit-pieces {directory} has {pieces.num_tokens} speech tokens but the "
-            f"checkpoint has {num_units} units: give the unit_pieces/ of its training corpus"
-        )
-    return pieces
 
 
 def main(argv: list[str] | None = None) -> int:

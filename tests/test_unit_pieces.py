@@ -135,7 +135,7 @@ def test_sweep_over_units_and_tokens_per_audio_second(corpora, tmp_path):
 
 def _generate_and_score(corpora, run_dir):
     """The token model continues a unit prompt (encoded, then decoded back to units) and
-    scores the token corpus's encoded sBLIMP set."""
+    scores the token corpus's encoded sBLIMP set, and the unit set through --unit-pieces."""
     units_dir, pieces_dir = corpora
     pieces = UnitPieces.load(pieces_dir / "unit_pieces")
     (line, *_) = (units_dir / "eval" / "sblimp.jsonl").read_text().splitlines()
@@ -155,4 +155,11 @@ def _generate_and_score(corpora, run_dir):
     argv = ["--checkpoint", str(run_dir), "--data-dir", str(pieces_dir / "eval")]
     argv += ["--task", "sblimp", "--out", str(results), "--no-progress"]
     assert evaluate.main(argv) == 0
-    assert 0 <= json.loads(results.read_text())["tasks"]["sblimp"]["accuracy"] <= 1
+    scores = json.loads(results.read_text())["tasks"]["sblimp"]
+    assert 0 <= scores["accuracy"] <= 1
+    # the raw-unit set, encoded by the scorer, scores as the set the corpus builder encoded
+    argv = ["--checkpoint", str(run_dir), "--data-dir", str(units_dir / "eval")]
+    argv += ["--task", "sblimp", "--out", str(results), "--no-progress"]
+    assert evaluate.main([*argv, "--unit-pieces", str(pieces_dir / "unit_pieces")]) == 0
+    from_units = json.loads(results.read_text())["tasks"]["sblimp"]
+    assert from_units.pop("data") != scores.pop("data") and from_units == scores

@@ -19,6 +19,7 @@ from jaxslm.vocab import SpeechVocab
 
 if TYPE_CHECKING:
     from jaxslm.evals.audio_units import AudioUnits
+    from jaxslm.speech.unit_pieces import UnitPieces
 
 SALMON_PARTS = (
     "bg_alignment",
@@ -77,10 +78,16 @@ class SequenceBuilder:
     Speech: `<S> units <S>` for speech-only models, the text tokenizer's BOS (if it adds one)
     + units for interleaved ones (no marker). Text: BOS + text tokens. Cross-modal: BOS, then a
     modality marker before the prompt and at a switch of modality (slamkit's layout).
+    `unit_pieces`: the items hold units and the model unigram speech tokens (encoded here).
     """
 
-    def __init__(self, vocab: SpeechVocab, tokenizer: TextTokenizer | None):
-        self.vocab, self.tokenizer = vocab, tokenizer
+    def __init__(
+        self,
+        vocab: SpeechVocab,
+        tokenizer: TextTokenizer | None,
+        unit_pieces: UnitPieces | None = None,
+    ):
+        self.vocab, self.tokenizer, self.unit_pieces = vocab, tokenizer, unit_pieces
         bos = vocab.bos_id if tokenizer is None else tokenizer.bos_id
         self.bos = [] if bos is None else [bos]
 
@@ -129,6 +136,8 @@ class SequenceBuilder:
             raise JaxslmError(f"{item.origin}: {item.name} has no speech units to score")
         if item.units.size == 0:
             raise JaxslmError(f"{item.origin}: {item.name} has no units (empty utterance)")
+        if self.unit_pieces is not None:
+            item = replace(item, units=self.unit_pieces.encode(item.units))
         if item.units.max() >= self.vocab.num_units:
             raise JaxslmError(
                 f"{item.origin}: {item.name} holds unit {item.units.max()}, outside the model's "

@@ -87,6 +87,20 @@ def train_unit_pieces(
     return UnitPieces.load(out_dir)
 
 
+def unit_pieces_for(directory: str | Path | None, num_tokens: int) -> UnitPieces | None:
+    """The model of `--unit-pieces DIRECTORY` (None without one) for a model with
+    `num_tokens` speech units, which the unigram model's tokens must match."""
+    if directory is None:
+        return None
+    pieces = UnitPieces.load(directory)
+    if pieces.num_tokens != num_tokens:
+        raise JaxslmError(
+            f"--unit-pieces {directory} has {pieces.num_tokens} speech tokens but the model "
+            f"has {num_tokens} units: give the unit_pieces/ of its training corpus"
+        )
+    return pieces
+
+
 @dataclass(frozen=True)
 class UnitPieces:
     """A trained unit-piece model: `encode` units to speech tokens, `decode` them back."""
