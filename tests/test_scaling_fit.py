@@ -307,3 +307,29 @@ def test_missing_table_and_too_many_dropped(tmp_path, capsys):
     assert "4 runs after dropping 1" in capsys.readouterr().err
     with pytest.raises(JaxslmError, match="at least 6 runs"):  # R* fitted: 6 parameters
         analyse(read_runs(table))
+
+
+def test_fit_per_audio_second(tmp_path, capsys):
+    """--per-audio-second fits the law over audio seconds and nats per second (noise-free runs
+    drawn from TRUE in those units recover it), while C stays 6 N x tokens."""
+    n, seconds, _ = synthetic_runs(noise=0.0)
+    tokens = 12.5 * seconds  # 12.5 speech tokens per second of audio
+    columns = {"params": n, "tokens": tokens, "loss": np.full(n.size, 9.0)}
+    columns |= {"audio_seconds": seconds, "loss_per_audio_second": TRUE.loss(n, seconds)}
+    columns |= {"tokens_per_audio_second": np.full(n.size, 12.5)}
+    table = write_table(tmp_path / "runs.csv", columns)
+    runs = read_runs(table, per_audio_second=True)
+    np.testing.assert_allclose(runs.tokens, seconds)
+    np.testing.assert_allclose(runs.flops, 6 * n * tokens)
+    assert runs.metrics == {}  # the per-second columns are not downstream metrics
+    out = tmp_path / "report"
+    assert (
+        main(["fit", str(table), "--out", str(out), "--bootstrap", "0", "--per-audio-second"]) == 0
+    )
+    fitted = json.loads((out / "fit.json").read_text())
+    for name in NAMES:
+        assert fitted[name] == pytest.approx(getattr(TRUE, name), rel=1e-2), name
+    columns.pop("audio_seconds")
+    write_table(table, columns)
+    assert main(["fit", str(table), "--out", str(out), "--per-audio-second"]) == 2
+    assert "missing column(s) audio_seconds" in capsys.readouterr().err

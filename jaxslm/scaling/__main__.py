@@ -74,6 +74,12 @@ def add_fit_arguments(parser: argparse.ArgumentParser) -> None:
         help="runs within this relative FLOP gap share a budget (default 0.05)",
     )
     parser.add_argument(
+        "--per-audio-second",
+        action="store_true",
+        help="fit over audio: D = audio_seconds, loss = loss_per_audio_second (columns a "
+        "speech-only sweep writes), to compare unit and unigram-token runs",
+    )
+    parser.add_argument(
         "--overwrite", action="store_true", help="replace DIR even when it is not a previous report"
     )
 
@@ -92,7 +98,7 @@ def run_fit(args: argparse.Namespace) -> int:
     if args.r_star is not None and not args.r_star > 0:
         raise JaxslmError("--r-star must be positive")
     report = analyse(
-        read_runs(args.runs),
+        read_runs(args.runs, args.per_audio_second),
         delta=args.delta,
         bootstrap=args.bootstrap,
         seed=args.seed,

@@ -4,7 +4,9 @@ RUNS.csv has one row per training run with columns `params` (N), `tokens` (D) an
 optionally `flops` (C; else 6 N D), `unique_tokens` or `epochs` (multi-epoch data) and metric
 columns. Every other numeric column is a downstream metric (an empty cell: not measured for that
 run), except names and the bookkeeping columns sweeps write (`total_params`, `model_flops`,
-`steps`). Text columns are ignored.
+`steps`, and a speech-only sweep's per-second-of-audio columns `AUDIO_COLUMNS`). Text columns are
+ignored. `per_audio_second` fits over audio instead of tokens: D is `audio_seconds` and the loss
+`loss_per_audio_second` (nats per second of audio); C stays the table's (or 6 N x tokens).
 """
 
 from __future__ import annotations
@@ -21,6 +23,12 @@ from jaxslm.errors import JaxslmError
 from jaxslm.textfiles import read_utf8
 
 REQUIRED = ("params", "tokens", "loss")
+AUDIO_COLUMNS = (
+    "tokens_per_audio_second",
+    "audio_seconds",
+    "loss_per_audio_second",
+    "flops_per_audio_second",
+)
 NOT_METRICS = {
     *REQUIRED,
     "flops",
@@ -31,6 +39,7 @@ NOT_METRICS = {
     "total_params",
     "model_flops",
     "steps",
+    *AUDIO_COLUMNS,
 }
 
 
@@ -79,8 +88,9 @@ def _number(path: Path, line: int, column: str, text: str | None) -> float:
     return value
 
 
-def read_runs(path: str | Path) -> RunTable:
-    """Read and check RUNS.csv; errors name the file, the line and the column."""
+def read_runs(path: str | Path, per_audio_second: bool = False) -> RunTable:
+    """Read and check RUNS.csv (over audio seconds with `per_audio_second`); errors name the
+    file, the line and the column."""
     path = Path(path)
     if not path.is_file():
         raise JaxslmError(f"{path}: no such runs table")
@@ -90,15 +100,16 @@ def read_runs(path: str | Path) -> RunTable:
         rows = [{k.strip(): v for k, v in row.items() if k is not None} for row in reader]
     except csv.Error as err:
         raise JaxslmError(f"{path}, line {reader.line_num}: not a CSV table ({err})") from None
-    missing = [c for c in REQUIRED if c not in columns]
+    required = REQUIRED + (AUDIO_COLUMNS[1:3] if per_audio_second else ())
+    missing = [c for c in required if c not in columns]
     if missing:
         raise JaxslmError(
             f"{path}: missing column(s) {', '.join(missing)} (found: "
-            f"{', '.join(columns) or 'none'}); required: {', '.join(REQUIRED)}"
+            f"{', '.join(columns) or 'none'}); required: {', '.join(required)}"
         )
     if not rows:
         raise JaxslmError(f"{path}: no runs, only the header; add one row per run")
-    numeric = [c for c in REQUIRED + ("flops", "epochs", "unique_tokens") if c in columns]
+    numeric = [c for c in required + ("flops", "epochs", "unique_tokens") if c in columns]
     values = {
         c: np.array([_number(path, i + 2, c, row[c]) for i, row in enumerate(rows)])
         for c in numeric
@@ -121,11 +132,15 @@ def read_runs(path: str | Path) -> RunTable:
         if np.allclose(unique, values["tokens"]):
             unique = None  # no run repeats data: the plain law
     flops = values.get("flops", 6 * values["params"] * values["tokens"])
+    data, loss = values["tokens"], values["loss"]
+    if per_audio_second:
+        data, loss = values["audio_seconds"], values["loss_per_audio_second"]
+        unique = None if unique is None else unique * data / values["tokens"]
     return RunTable(
         str(path),
         values["params"],
-        values["tokens"],
-        values["loss"],
+        data,
+        loss,
         flops,
         unique,
         _metrics(rows, columns),
