@@ -84,6 +84,8 @@ def test_refusals(tmp_path, corpora, capsys):
     pieces = UnitPieces.load(corpora[1] / "unit_pieces")
     with pytest.raises(JaxslmError, match="outside the model's 0..99"):
         pieces.encode(np.array([3, 100]))
+    with pytest.raises(JaxslmError, match="--max-sequences 0: must be at least 1"):
+        build_piece_corpus(corpora[0], VOCAB, tmp_path / "none", max_sequences=0)
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"file_name": "a.wav", "units": [1, 2], "duration": [1]}\n')
     model = str(corpora[1] / "unit_pieces")

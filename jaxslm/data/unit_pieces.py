@@ -19,6 +19,7 @@ frames for `duration`, for `python -m jaxslm.evaluate --units` and `generate --p
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import shutil
 import sys
@@ -45,12 +46,19 @@ MODEL_DIR = "unit_pieces"
 
 
 def build_piece_corpus(
-    corpus_dir: str | Path, vocab_size: int, out_dir: str | Path, overwrite: bool = False
+    corpus_dir: str | Path,
+    vocab_size: int,
+    out_dir: str | Path,
+    overwrite: bool = False,
+    max_sequences: int | None = None,
 ) -> Path:
-    """A corpus of unigram speech tokens from a unit corpus (see the module docstring)."""
+    """A corpus of unigram speech tokens from a unit corpus (see the module docstring); the
+    model trains on the first `max_sequences` train utterances (None: all)."""
     source = open_corpus(corpus_dir)
     if not source.has(SPEECH_DIR):
         raise JaxslmError(f"--corpus {corpus_dir}: the corpus has no speech records to compress")
+    if max_sequences is not None and max_sequences < 1:
+        raise JaxslmError(f"--max-sequences {max_sequences}: must be at least 1")
     prepare_output(out_dir, overwrite)
     counts = source.metadata["counts"]
 
@@ -64,7 +72,8 @@ def build_piece_corpus(
 
     with tempfile.TemporaryDirectory() as scratch:
         model_dir = Path(scratch) / MODEL_DIR
-        train = (u.units for u in records(SPEECH_DIR, "train"))
+        utterances = itertools.islice(records(SPEECH_DIR, "train"), max_sequences)
+        train = (u.units for u in utterances)
         pieces = train_unit_pieces(train, source.num_units, vocab_size, model_dir)
 
         def speech(split: str) -> Iterator[Utterance]:
@@ -151,6 +160,12 @@ def _parser() -> argparse.ArgumentParser:
         "--vocab-size", required=True, type=int, help="speech tokens, units included"
     )
     corpus.add_argument("--out", required=True, type=Path, help="the token corpus to write")
+    corpus.add_argument(
+        "--max-sequences",
+        type=int,
+        help="train the model on the first N train utterances (default all; SentencePiece "
+        "holds them in memory)",
+    )
     corpus.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     encode = commands.add_parser("encode", help="encode a units JSONL with a trained model")
     encode.add_argument("--model", required=True, type=Path, help="a unit_pieces/ directory")
@@ -164,7 +179,9 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "corpus":
-            path = build_piece_corpus(args.corpus, args.vocab_size, args.out, args.overwrite)
+            path = build_piece_corpus(
+                args.corpus, args.vocab_size, args.out, args.overwrite, args.max_sequences
+            )
         else:
             if not args.units.is_file():
                 raise JaxslmError(f"--units {args.units}: no such file")
