@@ -5,6 +5,7 @@ tiagoCuervo/slm_scaling (configs/scaling/*.json, their README and configs/scalin
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from jaxslm.config import load_config
@@ -121,3 +122,31 @@ def test_their_mfu_convention_against_a_torch_model():
     parameters = sum(p.numel() for p in model.parameters())
     expected = 6 * parameters + 12 * 6 * 8 * 64 * 2050
     assert math.isclose(nanogpt_flops_per_token(cfg, 2050), expected)
+
+
+def test_their_layout_in_the_pipeline(tmp_path):
+    """vocab.speech_layout=cuervo-marxer gives the batches of slamkit's layout with every id
+    moved by the two rules (their configs/scaling/README.md: units 0-499, EOS 500; slamkit's
+    unit_tokeniser: `<S>` 1, unit i at i + 2)."""
+    from jaxslm.data.build import build_synthetic
+    from jaxslm.data.pipeline import make_pipeline
+    from jaxslm.data.synthetic import SyntheticConfig
+    from jaxslm.training.setup import pipeline_config, plan_run
+
+    config = SyntheticConfig(num_utterances=40, num_text_documents=10, num_validation=4)
+    corpus = build_synthetic(tmp_path / "toy", config)
+    batches = {}
+    for layout in ("slamkit", "cuervo-marxer"):
+        overrides = [f"data.corpus={corpus}", "vocab.mode=speech-only", "budget.max_steps=1"]
+        cfg = load_config(None, [*overrides, f"vocab.speech_layout={layout}"])
+        plan = plan_run(cfg)
+        pipeline = make_pipeline(plan.corpus, None, plan.vocab, pipeline_config(cfg, "train", None))
+        batches[layout] = next(iter(pipeline))
+    assert plan.model.vocab_size == 102 and (plan.vocab.bos_id, plan.vocab.pad_id) == (100, 101)
+    slamkit, theirs = batches["slamkit"], batches["cuervo-marxer"]
+    for key in ("segment_ids", "positions", "loss_mask"):
+        np.testing.assert_array_equal(slamkit[key], theirs[key])
+    real = slamkit["segment_ids"] > 0
+    for key in ("tokens", "targets"):
+        moved = np.where(slamkit[key] == 1, 100, slamkit[key] - 2)
+        np.testing.assert_array_equal(theirs[key][real], moved[real])
