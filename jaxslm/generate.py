@@ -12,6 +12,10 @@ Defaults are slamkit's: temperature 0.8, top-k 25, 150 new tokens, prompts cut t
 interleaved models. Each output line holds the prompt, the settings and the continuation:
 `units` (and `units_str`, space-separated, the code format textless/fairseq vocoders read)
 for speech, `text` for text.
+
+With --vocoder (a textless/fairseq unit HiFi-GAN folder, or `toy`) and --audio-out, each speech
+continuation is also vocoded into a wav (`<prompt>-<sample>.wav`, its path in the line's
+`audio`); --audio-prompt puts the prompt's units before it, as slamkit's generate metric does.
 """
 
 from __future__ import annotations
@@ -64,6 +68,15 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--trust-pickle", action="store_true", help="allow a pickled codebook")
     parser.add_argument("--dtype", choices=("float32", "bfloat16"), help="compute dtype")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--vocoder", help="vocode speech continuations: a textless/fairseq vocoder folder, or toy"
+    )
+    parser.add_argument("--audio-out", type=Path, help="folder for the wavs of --vocoder")
+    parser.add_argument(
+        "--audio-prompt",
+        action="store_true",
+        help="vocode the prompt's units before each continuation (as slamkit's generate metric)",
+    )
     return parser
 
 
@@ -128,8 +141,13 @@ def generate(args: argparse.Namespace) -> list[dict]:
     if args.n < 1 or args.batch_size < 1:
         raise JaxslmError("--n and --batch-size must be positive")
     prepare_output_file(args.out)
+    vocoder = _vocoder(args)
     prompts = _prompts(args)
     lm = jaxslm.load(args.checkpoint, compute_dtype=args.dtype)
+    if vocoder is not None:
+        from jaxslm.speech.vocode_lines import check_vocoder_for
+
+        check_vocoder_for(vocoder, lm.vocab.num_units)
     builder = PromptBuilder(lm.vocab, load_tokenizer(args.checkpoint, lm.vocab))
     jobs = [
         (name, sample, builder.ids(pieces, args.modality))
@@ -170,7 +188,31 @@ def generate(args: argparse.Namespace) -> list[dict]:
                     record["text"] = builder.text_of(generated)
                 records.append(record)
             bar.update(len(batch))
+    if vocoder is not None:
+        _write_audio(args, vocoder, records, builder)
     return records
+
+
+def _vocoder(args: argparse.Namespace):
+    """The vocoder of --vocoder (None without), after checking --audio-out."""
+    from jaxslm.fsutil import prepare_output_folder
+    from jaxslm.speech.vocoder import load_vocoder
+
+    if (args.vocoder is None) != (args.audio_out is None):
+        raise JaxslmError("--vocoder and --audio-out go together: the vocoder and its wav folder")
+    if args.vocoder is None:
+        return None
+    if args.modality != "speech":
+        raise JaxslmError("--vocoder turns speech into audio; use it with --modality speech")
+    prepare_output_folder(args.audio_out)
+    return load_vocoder(args.vocoder)
+
+
+def _write_audio(args, vocoder, records: list[dict], builder) -> None:
+    from jaxslm.speech.vocode_lines import write_record_audio
+
+    prompts = [builder.units_of(r["prompt_ids"]) for r in records] if args.audio_prompt else None
+    write_record_audio(records, vocoder, args.audio_out, prompts, not args.no_progress)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -35,6 +35,7 @@ class ToyToneVocoder:
     name = "toy"
     sample_rate = SAMPLE_RATE
     has_duration_predictor = False
+    num_units = None
 
     def check_units(self, units: np.ndarray) -> str | None:
         if units.size == 0:

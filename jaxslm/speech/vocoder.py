@@ -31,6 +31,7 @@ class Vocoder(Protocol):
     name: str
     sample_rate: int
     has_duration_predictor: bool
+    num_units: int | None  # ids it reads are [0, num_units); None: any non-negative id
 
     def check_units(self, units: np.ndarray) -> str | None:
         """Why `units` cannot be vocoded, or None."""
@@ -94,6 +95,7 @@ class UnitVocoder:
         self.name, self.batch_frames = name, batch_frames
         self.speakers, self.styles = list(speakers), list(styles)
         self.sample_rate = self.config.sampling_rate
+        self.num_units = self.config.num_units
         self.has_duration_predictor = self.config.duration_hidden is not None
         graphdef, self._state = nnx.split(model)
 
@@ -124,8 +126,8 @@ class UnitVocoder:
     def check_units(self, units: np.ndarray) -> str | None:
         if units.size == 0:
             return "no units"
-        if units.min() < 0 or units.max() >= self.config.num_units:
-            return f"units outside [0, {self.config.num_units}) of the vocoder"
+        if units.min() < 0 or units.max() >= self.num_units:
+            return f"units outside [0, {self.num_units}) of the vocoder"
         return None
 
     def speaker_id(self, speaker: str | int, kind: str = "speaker") -> int:
