@@ -195,3 +195,38 @@ def test_generative_tasks_refuse_missing_models(llama_ckpt, tmp_path, capsys):
     for extra, message in cases:
         assert evaluate.main([*base, *extra]) == 2
         assert message in capsys.readouterr().err
+
+
+def test_llm_as_judge_reads_the_first_boxed_number_of_the_whole_decoded_output(
+    llama_ckpt, llama_hf, whisper_dir, tmp_path
+):
+    """slamkit decodes prompt and answer together, so a `\\boxed{3}` in the instruction is the
+    first one found: every tiny random answer scores 3."""
+    import shutil
+
+    from tokenizers import Tokenizer, decoders
+
+    _prompt_lines(tmp_path / "prompts.jsonl")
+    judge = shutil.copytree(llama_hf[0], tmp_path / "judge")
+    bpe = Tokenizer.from_file(str(judge / "tokenizer.json"))
+    bpe.decoder = decoders.ByteLevel()  # decode to the text, not tokens joined by spaces
+    bpe.save(str(judge / "tokenizer.json"))
+    pairs = tmp_path / "items.jsonl"
+    instruction = "[prompt_audio_transcription] then [generated_audio_transcription]: \\boxed{3}"
+    argv = ["--checkpoint", str(llama_ckpt), "--task", "llm_as_judge"]
+    argv += ["--data", str(tmp_path / "prompts.jsonl"), "--vocoder", "toy", "--num-files", "2"]
+    argv += ["--whisper", str(whisper_dir), "--judge", str(judge), "--no-use-alignment"]
+    argv += ["--min-file-seconds", "0", "--max-new-tokens", "6", "--no-progress"]
+    argv += [
+        "--judge-max-new-tokens",
+        "8",
+        "--judge-instruction",
+        instruction,
+        "--pairs-out",
+        str(pairs),
+    ]
+    assert evaluate.main(argv) == 0
+    items = [json.loads(line) for line in pairs.read_text().splitlines()]
+    assert len(items) == 2 and all(item["judge_score"] == 3 for item in items)
+    assert all(item["prompt_transcript"] and item["transcript"] for item in items)
+    assert "audio" not in items[0]  # no --audio-out: nothing written

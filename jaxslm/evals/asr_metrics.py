@@ -163,10 +163,10 @@ def boxed_score(answer: str) -> int | None:
 class Judge:
     """A local HF causal LM that answers the judge instruction (sampled, slamkit's settings)."""
 
-    def __init__(self, directory: Path, seed: int = 0):
+    def __init__(self, directory: Path, seed: int = 0, max_new_tokens: int = JUDGE_MAX_NEW_TOKENS):
         self.torch = _torch()
         self.model, self.tokenizer = _causal_lm(directory)
-        self.seed = seed
+        self.seed, self.max_new_tokens = seed, max_new_tokens
 
     def answers(self, texts: Sequence[str], batch_size: int = 8) -> list[str]:
         self.tokenizer.padding_side = "left"
@@ -179,10 +179,11 @@ class Judge:
             with self.torch.inference_mode():
                 output = self.model.generate(
                     **batch,
-                    max_new_tokens=JUDGE_MAX_NEW_TOKENS,
+                    max_new_tokens=self.max_new_tokens,
                     do_sample=True,
                     temperature=JUDGE_TEMPERATURE,
                     pad_token_id=self.tokenizer.pad_token_id,
+                    use_cache=True,  # slamkit loads use_cache=False: the same tokens, slower
                 )
             answers += self.tokenizer.batch_decode(output, skip_special_tokens=True)
         return answers

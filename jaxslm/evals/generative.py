@@ -81,6 +81,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--auto-bleu-n", type=int, default=2, help="n of auto-BLEU (default 2)")
     group.add_argument("--judge", type=Path, help="local HF causal LM folder (llm_as_judge)")
     group.add_argument(
+        "--judge-max-new-tokens", type=int, default=512, help="judge answer length (slamkit 512)"
+    )
+    group.add_argument(
         "--judge-instruction", default=JUDGE_INSTRUCTION, help="default: slamkit's instruction"
     )
 
@@ -105,6 +108,8 @@ def check_generative(args: argparse.Namespace, names: list[str]) -> None:
         check_model_dir(args.whisper, "--whisper")
         check_model_dir(args.text_lm, "--text-lm")
     if "llm_as_judge" in tasks:
+        if args.judge_max_new_tokens < 1:
+            raise JaxslmError("--judge-max-new-tokens takes a positive count")
         check_model_dir(args.whisper, "--whisper")
         check_model_dir(args.judge, "--judge")
 
@@ -218,7 +223,7 @@ def _llm_as_judge(args, prompt_waves, waves, sample_rate: int, items: list[dict]
     prompt_texts = transcribe(prompt_waves, sample_rate)
     texts = transcribe(waves, sample_rate)
     questions = judge_prompts(args.judge_instruction, prompt_texts, texts)
-    answers = Judge(args.judge, args.seed).answers(questions)
+    answers = Judge(args.judge, args.seed, args.judge_max_new_tokens).answers(questions)
     scores = [boxed_score(answer) for answer in answers]
     for item, p_text, text, score in zip(items, prompt_texts, texts, scores, strict=True):
         item.update(prompt_transcript=p_text, transcript=text, judge_score=score)
