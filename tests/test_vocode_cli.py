@@ -52,7 +52,7 @@ def test_vocode_cli_writes_each_line_as_alone_and_skips_bad_ones(vocoder_dir, tm
     for line, name in zip(LINES, NAMES, strict=True):
         wave, rate = soundfile.read(out / name, dtype="float32")
         assert rate == 16000
-        np.testing.assert_array_equal(wave, model.vocode([_units(line)])[0])
+        np.testing.assert_allclose(wave, model.vocode([_units(line)])[0], atol=1e-6, rtol=0)
     errors = [json.loads(e)["error"] for e in (out / "errors.jsonl").read_text().splitlines()]
     assert len(errors) == 3 and "not JSON" in errors[0] and "outside [0, 20)" in errors[1]
     assert vocode.main([*argv, "--no-progress"]) == 0
@@ -83,8 +83,9 @@ def test_interrupted_vocode_resumes_to_the_uninterrupted_result(
     monkeypatch.undo()
     assert vocode.main([*common, "--out", str(resumed), "--durations", "once"]) == 0
     assert "2 wav(s) written, 3 line(s) skipped, 2 already done" in capsys.readouterr().out
-    for name in NAMES:
-        assert (resumed / name).read_bytes() == (whole / name).read_bytes()
+    for name in NAMES:  # other batch shapes: equal up to float32 rounding
+        wave, expected = (soundfile.read(d / name, dtype="float32")[0] for d in (resumed, whole))
+        np.testing.assert_allclose(wave, expected, atol=1e-6, rtol=0)
     manifest = [json.loads(line) for line in (resumed / "manifest.jsonl").read_text().splitlines()]
     assert sorted(m["file_name"] for m in manifest) == sorted(NAMES)
 

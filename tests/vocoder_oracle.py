@@ -22,8 +22,11 @@ import torch
 EMBED = 16
 
 
-def textless_config(units: int, duration: bool, speakers: int = 0, styles: int = 0) -> dict:
-    """A tiny CodeGenerator config: 3 stages (one whose kernel - rate is odd), 2 kernels."""
+def textless_config(
+    units: int, duration: bool, speakers: int = 0, styles: int = 0, embed: int = EMBED
+) -> dict:
+    """A tiny CodeGenerator config: 3 stages (one whose kernel - rate is odd), 2 kernels;
+    `embed` wide embeddings and duration predictor."""
     cfg = {
         "resblock": "1",
         "upsample_rates": [5, 4, 2],
@@ -32,14 +35,14 @@ def textless_config(units: int, duration: bool, speakers: int = 0, styles: int =
         "resblock_kernel_sizes": [3, 7],
         "resblock_dilation_sizes": [[1, 3, 5], [1, 3, 5]],
         "num_embeddings": units,
-        "embedding_dim": EMBED,
-        "model_in_dim": EMBED * (1 + bool(speakers) + bool(styles)),
+        "embedding_dim": embed,
+        "model_in_dim": embed * (1 + bool(speakers) + bool(styles)),
         "sampling_rate": 16000,
     }
     if duration:
         cfg["dur_predictor_params"] = {
-            "encoder_embed_dim": EMBED,
-            "var_pred_hidden_dim": EMBED,
+            "encoder_embed_dim": embed,
+            "var_pred_hidden_dim": embed,
             "var_pred_kernel_size": 3,
             "var_pred_dropout": 0.5,
         }
@@ -73,6 +76,7 @@ def random_state_dict(cfg: dict, seed: int) -> dict[str, torch.Tensor]:
     """Random weights in textless's layout (weight norm as weight_g / weight_v), scaled so that
     activations stay near 1 and durations spread over 1-4 frames."""
     gen = torch.Generator().manual_seed(seed)
+    embed = cfg["embedding_dim"]
 
     def normal(*shape, std=1.0):
         return std * torch.randn(shape, generator=gen)
@@ -80,11 +84,11 @@ def random_state_dict(cfg: dict, seed: int) -> dict[str, torch.Tensor]:
     def uniform(*shape, low, high):
         return low + (high - low) * torch.rand(shape, generator=gen)
 
-    sd = {"dict.weight": normal(cfg["num_embeddings"], EMBED)}
+    sd = {"dict.weight": normal(cfg["num_embeddings"], embed)}
     if cfg.get("multispkr"):
-        sd["spkr.weight"] = normal(cfg["num_speakers"], EMBED)
+        sd["spkr.weight"] = normal(cfg["num_speakers"], embed)
     if cfg.get("multistyle"):
-        sd["style.weight"] = normal(cfg["num_styles"], EMBED)
+        sd["style.weight"] = normal(cfg["num_styles"], embed)
     for name, shape in _conv_shapes(cfg).items():
         gain = (10.0, 20.0) if name == "conv_post" else (0.5, 1.0)  # outputs reach tanh's bend
         sd[f"{name}.weight_g"] = uniform(shape[0], 1, 1, low=gain[0], high=gain[1])
@@ -92,12 +96,12 @@ def random_state_dict(cfg: dict, seed: int) -> dict[str, torch.Tensor]:
         sd[f"{name}.bias"] = normal(shape[1] if name.startswith("ups") else shape[0], std=0.1)
     if cfg.get("dur_predictor_params"):
         for conv in ("conv1", "conv2"):
-            sd[f"dur_predictor.{conv}.0.weight"] = normal(EMBED, EMBED, 3, std=(3 * EMBED) ** -0.5)
-            sd[f"dur_predictor.{conv}.0.bias"] = normal(EMBED, std=0.1)
+            sd[f"dur_predictor.{conv}.0.weight"] = normal(embed, embed, 3, std=(3 * embed) ** -0.5)
+            sd[f"dur_predictor.{conv}.0.bias"] = normal(embed, std=0.1)
         for ln in ("ln1", "ln2"):
-            sd[f"dur_predictor.{ln}.weight"] = 1 + normal(EMBED, std=0.1)
-            sd[f"dur_predictor.{ln}.bias"] = normal(EMBED, std=0.1)
-        sd["dur_predictor.proj.weight"] = normal(1, EMBED, std=0.6 * EMBED**-0.5)
+            sd[f"dur_predictor.{ln}.weight"] = 1 + normal(embed, std=0.1)
+            sd[f"dur_predictor.{ln}.bias"] = normal(embed, std=0.1)
+        sd["dur_predictor.proj.weight"] = normal(1, embed, std=0.6 * embed**-0.5)
         sd["dur_predictor.proj.bias"] = torch.tensor([1.1])
     return sd
 
@@ -126,7 +130,7 @@ class SeamlessOracle:
         condition = torch.cat(rows)[None] if rows else torch.zeros(1, 0)
         config = SeamlessM4TConfig(
             unit_hifi_gan_vocab_size=cfg["num_embeddings"],
-            unit_embed_dim=EMBED,
+            unit_embed_dim=cfg["embedding_dim"],
             lang_embed_dim=0,
             spkr_embed_dim=condition.shape[1],
             vocoder_num_langs=1,

@@ -3,7 +3,8 @@
 Utterances of any lengths are vocoded together: each is padded to a length bucket (16 frames x
 1, 1.5, 2, 3, 4, 6, 8, ...), rows of one bucket are batched up to `batch_frames` frames (rows
 a power of two), so a whole set runs a handful of compiled shapes, and every utterance gets
-the samples it gets alone (see jaxslm.speech.vocoder_model).
+the samples it gets alone, up to float32 rounding, which can differ between compiled shapes
+(see jaxslm.speech.vocoder_model).
 """
 
 from __future__ import annotations

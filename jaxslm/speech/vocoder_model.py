@@ -9,7 +9,8 @@ import (jaxslm.hf.vocoder_import), so the forward pass has none.
 
 Batches hold utterances of different lengths, zero-padded at the end: every activation that a
 convolution reads is zeroed past its utterance's length at that layer, as a lone utterance sees
-zero padding, so each utterance's samples do not depend on the batch.
+zero padding, so each utterance's samples do not depend on the batch (up to float32
+rounding: XLA may order sums differently for another batch shape).
 """
 
 from __future__ import annotations
