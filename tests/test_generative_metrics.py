@@ -132,6 +132,7 @@ def test_generate_and_asr_perplexity_end_to_end(llama_ckpt, llama_hf, whisper_di
     argv += ["--task", "asr_perplexity", "--data", data, "--vocoder", str(vocoder_dir)]
     argv += ["--audio-out", str(audio), "--whisper", str(whisper_dir), "--text-lm"]
     argv += [str(llama_hf[0]), "--max-new-tokens", "10", "--num-files", "3"]
+    argv += ["--generate-batch", "2"]  # two chunks
     argv += ["--out", str(out), "--pairs-out", str(pairs), "--no-progress"]
     assert evaluate.main(argv) == 0
 
@@ -154,7 +155,7 @@ def test_generate_and_asr_perplexity_end_to_end(llama_ckpt, llama_hf, whisper_di
     vocoder = UnitVocoder.load(vocoder_dir)
     first = items[0]
     wave, _ = soundfile.read(audio / first["audio"], dtype="float32")
-    assert first["audio"] == "generate_0.wav"
+    assert [item["audio"] for item in items[:3]] == [f"generate_{i}.wav" for i in range(3)]
     expected = vocoder.vocode([np.asarray(first["prompt_units"] + first["units"])])[0]
     np.testing.assert_allclose(wave, expected, atol=1e-6)
 

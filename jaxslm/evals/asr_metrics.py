@@ -29,6 +29,7 @@ import numpy as np
 
 from jaxslm.errors import JaxslmError
 
+BATCH_SIZE = 8  # slamkit's config/eval.yaml batch_size: waves transcribed, texts scored
 JUDGE_MAX_NEW_TOKENS = 512
 JUDGE_TEMPERATURE = 0.8
 PROMPT_FIELD = "[prompt_audio_transcription]"
@@ -84,7 +85,7 @@ class Transcriber:
     def __call__(self, waves: Sequence[np.ndarray], sample_rate: int) -> list[str]:
         """One transcript per wave; "" for an empty wave."""
         inputs = [{"raw": w, "sampling_rate": sample_rate} for w in waves if w.size]
-        outputs = iter(self._pipe(inputs, batch_size=max(1, len(inputs))) if inputs else [])
+        outputs = iter(self._pipe(inputs, batch_size=BATCH_SIZE) if inputs else [])
         return [next(outputs)["text"] if w.size else "" for w in waves]
 
 
@@ -106,7 +107,14 @@ class TextPerplexity:
         self.model, self.tokenizer = _causal_lm(directory)
 
     def nlls(self, texts: Sequence[str]) -> list[float]:
-        """Mean NLL per text; NaN where a text leaves no token to predict."""
+        """Mean NLL per text, BATCH_SIZE texts padded together; NaN where a text leaves no
+        token to predict."""
+        result: list[float] = []
+        for start in range(0, len(texts), BATCH_SIZE):
+            result += self._batch_nlls(texts[start : start + BATCH_SIZE])
+        return result
+
+    def _batch_nlls(self, texts: Sequence[str]) -> list[float]:
         torch = _torch()
         batch = self.tokenizer(list(texts), return_tensors="pt", padding=True).to(self.model.device)
         labels = batch["input_ids"].clone()
@@ -166,11 +174,12 @@ class Judge:
     def __init__(self, directory: Path, seed: int = 0, max_new_tokens: int = JUDGE_MAX_NEW_TOKENS):
         self.torch = _torch()
         self.model, self.tokenizer = _causal_lm(directory)
-        self.seed, self.max_new_tokens = seed, max_new_tokens
+        self.max_new_tokens = max_new_tokens
+        self.torch.manual_seed(seed)
 
-    def answers(self, texts: Sequence[str], batch_size: int = 8) -> list[str]:
+    def answers(self, texts: Sequence[str], batch_size: int = BATCH_SIZE) -> list[str]:
+        """The decoded prompt + answer per text (sampled; the torch seed is set once)."""
         self.tokenizer.padding_side = "left"
-        self.torch.manual_seed(self.seed)
         answers = []
         for start in range(0, len(texts), batch_size):
             batch = self.tokenizer(

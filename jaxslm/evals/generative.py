@@ -115,7 +115,10 @@ def check_generative(args: argparse.Namespace, names: list[str]) -> None:
 
 
 def run_generative(lm, tokenizer, task: str, data: Path, args, audio_units) -> tuple[dict, list]:
-    """(summary, one JSON-ready line per prompt) of generative task `task` on prompts `data`."""
+    """(summary, one JSON-ready line per prompt) of generative task `task` on prompts `data`,
+    a chunk of --generate-batch prompts at a time: generate, vocode, write, score."""
+    from tqdm import tqdm
+
     from jaxslm.generation.prompts import Piece, PromptBuilder
     from jaxslm.speech.vocode_lines import check_vocoder_for, write_wav
     from jaxslm.speech.vocoder import load_vocoder
@@ -124,38 +127,44 @@ def run_generative(lm, tokenizer, task: str, data: Path, args, audio_units) -> t
     vocoder = load_vocoder(args.vocoder)
     check_vocoder_for(vocoder, lm.vocab.num_units)
     builder = PromptBuilder(lm.vocab, tokenizer)
-    ids = [builder.ids([Piece("speech", units=p.units)], "speech") for p in prompts]
-    continuations = []
-    for start in range(0, len(ids), args.generate_batch):
-        generated = lm.generate(
-            ids[start : start + args.generate_batch],
-            args.max_new_tokens,
-            temperature=args.temperature,
-            top_k=args.top_k or None,
-            modality="speech",
-            seed=args.seed + start,
-        )
-        continuations += [builder.units_of(g) for g in generated]
+    scorer = {"asr_perplexity": AsrPerplexity, "llm_as_judge": LlmJudge}.get(task)
+    scorer = scorer(args) if scorer is not None else None
     keep_prompt = task != "llm_as_judge"
-    spoken = [
-        [*p.units, *c] if keep_prompt else c for p, c in zip(prompts, continuations, strict=True)
-    ]
-    waves = _vocode(vocoder, spoken)
-    items = [
-        {"task": task, "prompt": p.name, "prompt_units": list(p.units), "units": c}
-        for p, c in zip(prompts, continuations, strict=True)
-    ]
-    if args.audio_out is not None:
-        for index, (item, wave) in enumerate(zip(items, waves, strict=True)):
-            if wave.size:
-                item["audio"] = f"{task}_{index}.wav"
-                write_wav(args.audio_out / item["audio"], wave, vocoder.sample_rate)
+    items: list[dict] = []
+    with tqdm(total=len(prompts), unit="prompt", desc=task, disable=args.no_progress) as bar:
+        for start in range(0, len(prompts), args.generate_batch):
+            chunk = prompts[start : start + args.generate_batch]
+            generated = lm.generate(
+                [builder.ids([Piece("speech", units=p.units)], "speech") for p in chunk],
+                args.max_new_tokens,
+                temperature=args.temperature,
+                top_k=args.top_k or None,
+                modality="speech",
+                seed=args.seed + start,
+            )
+            continuations = [builder.units_of(g) for g in generated]
+            waves = _vocode(
+                vocoder,
+                [
+                    [*p.units, *c] if keep_prompt else c
+                    for p, c in zip(chunk, continuations, strict=True)
+                ],
+            )
+            chunk_items = [
+                {"task": task, "prompt": p.name, "prompt_units": list(p.units), "units": c}
+                for p, c in zip(chunk, continuations, strict=True)
+            ]
+            for index, (item, wave) in enumerate(zip(chunk_items, waves, strict=True)):
+                if args.audio_out is not None and wave.size:
+                    item["audio"] = f"{task}_{start + index}.wav"
+                    write_wav(args.audio_out / item["audio"], wave, vocoder.sample_rate)
+            if scorer is not None:
+                scorer.add(chunk, waves, vocoder, chunk_items)
+            items += chunk_items
+            bar.update(len(chunk))
     summary = {"prompts": len(prompts), "vocoder": vocoder.name, **_settings(args)}
-    if task == "asr_perplexity":
-        summary.update(_asr_perplexity(args, waves, vocoder.sample_rate, items))
-    elif task == "llm_as_judge":
-        prompt_waves = _prompt_waves(prompts, vocoder)
-        summary.update(_llm_as_judge(args, prompt_waves, waves, vocoder.sample_rate, items))
+    if scorer is not None:
+        summary.update(scorer.summary(items))
     return summary, items
 
 
@@ -197,38 +206,55 @@ def _prompt_waves(prompts: list[Prompt], vocoder) -> list[np.ndarray]:
     return [p.audio if p.audio is not None else w for p, w in zip(prompts, vocoded, strict=True)]
 
 
-def _asr_perplexity(args, waves, sample_rate: int, items: list[dict]) -> dict:
-    from jaxslm.evals.asr_metrics import TextPerplexity, Transcriber, auto_bleu
+class AsrPerplexity:
+    """asr_perplexity: Whisper transcripts, their NLL under the text LM, and auto-BLEU."""
 
-    texts = Transcriber(args.whisper)(waves, sample_rate)
-    scorer = TextPerplexity(args.text_lm)
-    nlls: list[float] = []
-    for start in range(0, len(texts), 8):  # slamkit's eval batch size
-        nlls += scorer.nlls(texts[start : start + 8])
-    bleus = [auto_bleu(text, args.auto_bleu_n) for text in texts]
-    for item, text, nll, bleu in zip(items, texts, nlls, bleus, strict=True):
-        item.update(transcript=text, nll=None if math.isnan(nll) else nll, auto_bleu=bleu)
-    scored = [nll for nll in nlls if not math.isnan(nll)]
-    return {
-        "asr_perplexity": math.exp(sum(scored) / len(scored)) if scored else None,
-        f"auto_bleu_{args.auto_bleu_n}": float(np.mean(bleus)),
-        "transcripts_without_tokens": len(nlls) - len(scored),
-    }
+    def __init__(self, args):
+        from jaxslm.evals.asr_metrics import TextPerplexity, Transcriber
+
+        self.transcribe = Transcriber(args.whisper)
+        self.text_lm = TextPerplexity(args.text_lm)
+        self.n = args.auto_bleu_n
+
+    def add(self, prompts: list[Prompt], waves: list[np.ndarray], vocoder, items: list[dict]):
+        from jaxslm.evals.asr_metrics import auto_bleu
+
+        texts = self.transcribe(waves, vocoder.sample_rate)
+        for item, text, nll in zip(items, texts, self.text_lm.nlls(texts), strict=True):
+            nll = None if math.isnan(nll) else nll
+            item.update(transcript=text, nll=nll, auto_bleu=auto_bleu(text, self.n))
+
+    def summary(self, items: list[dict]) -> dict:
+        scored = [item["nll"] for item in items if item["nll"] is not None]
+        return {
+            "asr_perplexity": math.exp(sum(scored) / len(scored)) if scored else None,
+            f"auto_bleu_{self.n}": float(np.mean([item["auto_bleu"] for item in items])),
+            "transcripts_without_tokens": len(items) - len(scored),
+        }
 
 
-def _llm_as_judge(args, prompt_waves, waves, sample_rate: int, items: list[dict]) -> dict:
-    from jaxslm.evals.asr_metrics import Judge, Transcriber, boxed_score, judge_prompts
+class LlmJudge:
+    """llm_as_judge: a local LM rates the (prompt, continuation) transcripts."""
 
-    transcribe = Transcriber(args.whisper)
-    prompt_texts = transcribe(prompt_waves, sample_rate)
-    texts = transcribe(waves, sample_rate)
-    questions = judge_prompts(args.judge_instruction, prompt_texts, texts)
-    answers = Judge(args.judge, args.seed, args.judge_max_new_tokens).answers(questions)
-    scores = [boxed_score(answer) for answer in answers]
-    for item, p_text, text, score in zip(items, prompt_texts, texts, scores, strict=True):
-        item.update(prompt_transcript=p_text, transcript=text, judge_score=score)
-    found = [s for s in scores if s is not None]
-    return {"llm_as_judge": float(np.mean(found)) if found else None, "judged": len(found)}
+    def __init__(self, args):
+        from jaxslm.evals.asr_metrics import Judge, Transcriber
+
+        self.transcribe = Transcriber(args.whisper)
+        self.judge = Judge(args.judge, args.seed, args.judge_max_new_tokens)
+        self.instruction = args.judge_instruction
+
+    def add(self, prompts: list[Prompt], waves: list[np.ndarray], vocoder, items: list[dict]):
+        from jaxslm.evals.asr_metrics import boxed_score, judge_prompts
+
+        prompt_texts = self.transcribe(_prompt_waves(prompts, vocoder), vocoder.sample_rate)
+        texts = self.transcribe(waves, vocoder.sample_rate)
+        answers = self.judge.answers(judge_prompts(self.instruction, prompt_texts, texts))
+        for item, p_text, text, answer in zip(items, prompt_texts, texts, answers, strict=True):
+            item.update(prompt_transcript=p_text, transcript=text, judge_score=boxed_score(answer))
+
+    def summary(self, items: list[dict]) -> dict:
+        found = [item["judge_score"] for item in items if item["judge_score"] is not None]
+        return {"llm_as_judge": float(np.mean(found)) if found else None, "judged": len(found)}
 
 
 def _settings(args) -> dict:
