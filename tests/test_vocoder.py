@@ -40,8 +40,9 @@ def test_vocoder_equals_pytorch_oracle(tmp_path, duration, speakers, styles):
         assert wave.shape == expected.shape
         assert expected.std() > 0.1 and np.abs(expected).max() < 1  # tanh's bend is reached
         np.testing.assert_allclose(wave, expected, atol=1e-5, rtol=0)
-        alone = vocoder.vocode([sequence], speaker=speaker, style=style)[0]
-        np.testing.assert_allclose(wave, alone, atol=1e-5, rtol=0)
+        if duration and speakers:  # one case is enough: the padding masks are shared code
+            alone = vocoder.vocode([sequence], speaker=speaker, style=style)[0]
+            np.testing.assert_allclose(wave, alone, atol=1e-5, rtol=0)
     if duration:
         predicted = vocoder.durations(units)
         for sequence, frames in zip(units, predicted, strict=True):
