@@ -1,10 +1,10 @@
 """slamkit's generative metrics in `python -m jaxslm.evaluate`, end to end and offline: the
 tiny speech LM continues cut prompts, the toy vocoder renders them (the JAX HiFi-GAN is tested
 in test_vocoder.py and test_vocode_cli.py; compiling it here would double this test's time), a
-tiny random Whisper built here transcribes them, and the tiny Llama scores the transcripts. The perplexity
-is recomputed here per transcript, unpadded, with the torch model; auto-BLEU against values
-worked out by hand from slamkit's rule (utils/calculation_utils.py: the share of n-grams that
-occur elsewhere in the same transcript)."""
+tiny random Whisper built here transcribes them, and the tiny Llama scores the transcripts.
+The perplexity is recomputed here per transcript, unpadded, with the torch model; auto-BLEU
+against values worked out by hand from slamkit's rule (utils/calculation_utils.py: the share
+of n-grams that occur elsewhere in the same transcript)."""
 
 import json
 

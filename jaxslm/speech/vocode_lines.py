@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -126,8 +125,7 @@ def vocode_file(
     """Write a wav into `out_dir` for each line of `units_file` not yet in its manifest;
     resumable (see `python -m jaxslm.vocode --help`). `vocoder_loader()` is called only when
     a line is to be vocoded. Returns counts."""
-    from jaxslm.fsutil import atomic_write_text
-    from jaxslm.resumable_jsonl import ResumableJsonl
+    from jaxslm.resumable_jsonl import ResumableJsonl, report_errors
     from jaxslm.textfiles import read_utf8
 
     text = read_utf8(units_file, "units JSONL")
@@ -168,11 +166,7 @@ def vocode_file(
                 errors,
             )
         errors_path = out_dir / ERRORS
-        if errors:
-            atomic_write_text(errors_path, "".join(json.dumps(e) + "\n" for e in errors))
-            print(f"{len(errors)} line(s) skipped; reasons in {errors_path}", file=sys.stderr)
-        else:
-            errors_path.unlink(missing_ok=True)
+        report_errors(errors_path, errors, "line(s) skipped")
         manifest.commit()
     return {
         "lines": len(lines) + len(errors),
