@@ -227,3 +227,35 @@ def test_llm_as_judge_reads_the_first_boxed_number_of_the_whole_decoded_output(
     assert len(items) == 2 and all(item["judge_score"] == 3 for item in items)
     assert all(item["prompt_transcript"] and item["transcript"] for item in items)
     assert "audio" not in items[0]  # no --audio-out: nothing written
+
+
+def test_prompts_follow_slamkits_selection_and_cut(tmp_path):
+    """slamkit's PromptDataset restated: files shorter than min_file_length dropped, the first
+    num_files kept, each cut at 3 s, or with use_alignment at the end of the word whose end is
+    closest to 3 s (the first on a tie, as torch's argmin)."""
+    from jaxslm.evals.generative_prompts import PromptRules, unit_prompts
+
+    words = [["a", 0.0, 1.0], ["b", 1.0, 2.5], ["c", 2.5, 3.5], ["d", 3.5, 4.0]]
+    lines = [
+        {"file_name": "short.wav", "units": [1, 2], "duration": [10, 10]},  # 0.8 s
+        {
+            "file_name": "x.wav",
+            "units": list(range(10)),
+            "duration": [10] * 10,
+            "aligned_text": words,
+        },
+        {
+            "file_name": "y.wav",
+            "units": list(range(9)),
+            "duration": [25] * 9,
+            "aligned_text": words,
+        },
+        {"file_name": "z.wav", "units": [3] * 30, "duration": [5] * 30, "aligned_text": words},
+    ]
+    path = tmp_path / "prompts.jsonl"
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    by_seconds = unit_prompts(path, PromptRules(seconds=3.0, num_files=2, min_seconds=1.0))
+    assert [(p.name, len(p.units)) for p in by_seconds] == [("x.wav", 7), ("y.wav", 3)]
+    aligned = unit_prompts(path, PromptRules(seconds=3.0, use_alignment=True, min_seconds=1.0))
+    # ends 2.5 and 3.5 tie at 0.5 from 3 s: cut at 2.5 s -> 6 units of 0.4 s, 2 of 1 s
+    assert [len(p.units) for p in aligned] == [6, 2, 12]
