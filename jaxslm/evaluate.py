@@ -19,6 +19,14 @@ from --units, the JSONL that command writes.
 without a terminal EOS; sBLIMP macro over phenomena and voice-pair accuracy, with voices from
 ZeroSpeech's gold.csv or the layout; see jaxslm.evals.cuervo_marxer).
 
+Generative tasks (slamkit's generative metrics): `generate` writes continuations of 3 s prompts
+as audio, `asr_perplexity` transcribes them with Whisper and reports the transcripts' perplexity
+under a text LM and their auto-BLEU, `llm_as_judge` has a local LM rate them. They need
+--vocoder (see the generative options below):
+
+  python -m jaxslm.evaluate --checkpoint runs/tiny --task generate \\
+      --data data/toy/eval/sstorycloze.jsonl --vocoder toy --audio-out generated/
+
 Scores are float32 (--dtype). --compat slamkit reproduces slamkit's own numbers where its rules
 differ from jaxslm's: targets equal to id 0 are not scored, its modality restriction, and audio
 tokenized in zero-padded batches of --slamkit-batch-size pairs (see the README).
@@ -34,13 +42,22 @@ from pathlib import Path
 from jaxslm.errors import JaxslmError
 from jaxslm.evals.compat import COMPAT_MODES, SLAMKIT_BATCH_SIZE
 from jaxslm.evals.cuervo_marxer import CONVENTIONS
+from jaxslm.evals.generative import (
+    GENERATIVE_HELP,
+    GENERATIVE_TASKS,
+    add_arguments,
+    check_generative,
+)
 from jaxslm.evals.tasks import CROSS_MODAL_SETTINGS, SALMON_PARTS, TASKS
 
 RESULTS_FORMAT = 1
 
 
 def _parser() -> argparse.ArgumentParser:
-    tasks = "\n".join(f"  {name:18s} {spec.description}" for name, spec in TASKS.items())
+    tasks = "\n".join(
+        [f"  {name:18s} {spec.description}" for name, spec in TASKS.items()]
+        + [f"  {name:18s} {GENERATIVE_HELP[name]}" for name in GENERATIVE_TASKS]
+    )
     parser = argparse.ArgumentParser(
         prog="python -m jaxslm.evaluate",
         description=__doc__,
@@ -143,6 +160,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, help="write results JSON here")
     parser.add_argument("--pairs-out", type=Path, help="write per-pair log-likelihoods (JSONL)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_arguments(parser)
     return parser
 
 
@@ -181,7 +199,8 @@ def resolve_requests(args: argparse.Namespace):
         paths = [Path(p) for p in args.data]
     requests = []
     for name, path in zip(names, paths, strict=True):
-        task_spec(name)
+        if name not in GENERATIVE_TASKS:
+            task_spec(name)
         check_convention(args.convention, name)
         if not path.exists():
             raise JaxslmError(f"--task {name}: data {path} does not exist")
@@ -189,6 +208,7 @@ def resolve_requests(args: argparse.Namespace):
         requests.append(TaskRequest(name, path, args.units, parts, tuple(args.settings)))
     if len({r.name for r in requests}) != len(requests):
         raise JaxslmError("a task is named twice; run it once per call")
+    check_generative(args, names)
     return requests
 
 
@@ -241,9 +261,15 @@ def main(argv: list[str] | None = None) -> int:
     except JaxslmError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    from jaxslm.evals.generative import format_generative
     from jaxslm.evals.runner import format_table
 
-    print(format_table(results["tasks"]))
+    pairwise = {k: v for k, v in results["tasks"].items() if k not in GENERATIVE_TASKS}
+    generative = {k: v for k, v in results["tasks"].items() if k in GENERATIVE_TASKS}
+    if pairwise:
+        print(format_table(pairwise))
+    if generative:
+        print(format_generative(generative))
     return 0
 
 
@@ -269,6 +295,15 @@ def evaluate(args: argparse.Namespace, requests, mesh_sizes) -> dict:
     summaries, pair_lines = {}, []
     for request in requests:
         progress = not args.no_progress
+        if request.name in GENERATIVE_TASKS:
+            from jaxslm.evals.generative import run_generative
+
+            summary, items = run_generative(
+                lm, builder.tokenizer, request.name, request.data, args, audio
+            )
+            summaries[request.name] = summary
+            pair_lines += [json.dumps(item) for item in items]
+            continue
         if args.convention == "cuervo-marxer":
             result = run_convention(scorer, builder, request, args.gold, progress, audio)
         else:

@@ -17,6 +17,10 @@ for speech, `text` for text.
 is for models trained on unigram speech tokens: speech prompts are cut in units, then encoded
 to tokens; each continuation's tokens are kept as `tokens` and decoded back to `units` for a
 vocoder.
+
+With --vocoder (a textless/fairseq unit HiFi-GAN folder, or `toy`) and --audio-out, each speech
+continuation is also vocoded into a wav (`<prompt>-<sample>.wav`, its path in the line's
+`audio`); --audio-prompt puts the prompt's units before it, as slamkit's generate metric does.
 """
 
 from __future__ import annotations
@@ -75,6 +79,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--dtype", choices=("float32", "bfloat16"), help="compute dtype")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--vocoder", help="vocode speech continuations: a textless/fairseq vocoder folder, or toy"
+    )
+    parser.add_argument("--audio-out", type=Path, help="folder for the wavs of --vocoder")
+    parser.add_argument(
+        "--audio-prompt",
+        action="store_true",
+        help="vocode the prompt's units before each continuation (as slamkit's generate metric)",
+    )
     return parser
 
 
@@ -140,11 +153,17 @@ def generate(args: argparse.Namespace) -> list[dict]:
     if args.n < 1 or args.batch_size < 1:
         raise JaxslmError("--n and --batch-size must be positive")
     prepare_output_file(args.out)
+    vocoder = _vocoder(args)
     prompts = _prompts(args)
     lm = jaxslm.load(args.checkpoint, compute_dtype=args.dtype)
     unit_pieces = unit_pieces_for(args.unit_pieces, lm.vocab.num_units)
     if unit_pieces is not None:
         prompts = [(name, [_encoded(p, unit_pieces) for p in parts]) for name, parts in prompts]
+    if vocoder is not None:
+        from jaxslm.speech.vocode_lines import check_vocoder_for
+
+        num_units = lm.vocab.num_units if unit_pieces is None else unit_pieces.num_units
+        check_vocoder_for(vocoder, num_units)
     builder = PromptBuilder(lm.vocab, load_tokenizer(args.checkpoint, lm.vocab))
     jobs = [
         (name, sample, builder.ids(pieces, args.modality))
@@ -188,6 +207,8 @@ def generate(args: argparse.Namespace) -> list[dict]:
                     record["text"] = builder.text_of(generated)
                 records.append(record)
             bar.update(len(batch))
+    if vocoder is not None:
+        _write_audio(args, vocoder, records, builder, unit_pieces)
     return records
 
 
@@ -196,6 +217,32 @@ def _encoded(part, unit_pieces):
     if part.modality != "speech":
         return part
     return replace(part, units=tuple(unit_pieces.encode(np.asarray(part.units)).tolist()))
+
+
+def _vocoder(args: argparse.Namespace):
+    """The vocoder of --vocoder (None without), after checking --audio-out."""
+    from jaxslm.fsutil import prepare_output_folder
+    from jaxslm.speech.vocoder import load_vocoder
+
+    if (args.vocoder is None) != (args.audio_out is None):
+        raise JaxslmError("--vocoder and --audio-out go together: the vocoder and its wav folder")
+    if args.vocoder is None:
+        return None
+    if args.modality != "speech":
+        raise JaxslmError("--vocoder turns speech into audio; use it with --modality speech")
+    prepare_output_folder(args.audio_out)
+    return load_vocoder(args.vocoder)
+
+
+def _write_audio(args, vocoder, records: list[dict], builder, unit_pieces) -> None:
+    from jaxslm.speech.vocode_lines import write_record_audio
+
+    prompts = None
+    if args.audio_prompt:
+        prompts = [builder.units_of(r["prompt_ids"]) for r in records]
+        if unit_pieces is not None:
+            prompts = [unit_pieces.decode(np.asarray(p)).tolist() for p in prompts]
+    write_record_audio(records, vocoder, args.audio_out, prompts, not args.no_progress)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -105,6 +105,20 @@ class ResumableJsonl:
             handle.close()  # the run that held the lock renamed the file onto OUT meanwhile
 
 
+def report_errors(path: Path, errors: list[dict[str, Any]], what: str) -> None:
+    """Write a batch tool's `errors` (one JSON object each) to `path` and say on stderr how
+    many `what` they are; with no errors, remove a `path` left by an earlier run."""
+    import sys
+
+    from jaxslm.fsutil import atomic_write_text
+
+    if errors:
+        atomic_write_text(path, "".join(json.dumps(e) + "\n" for e in errors))
+        print(f"{len(errors)} {what}; reasons in {path}", file=sys.stderr)
+    else:
+        path.unlink(missing_ok=True)
+
+
 def _same_file(handle: IO[bytes], path: Path) -> bool:
     """Whether `path` names the file `handle` has open."""
     try:

@@ -21,7 +21,6 @@ only with --trust-pickle.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -147,8 +146,7 @@ def tokenize_pending(
     `out_path.partial`, keeps the lines already in `out_path`, and replaces it in one rename;
     this run's failures go to `<stem>.errors.jsonl`. `load_tokenizer` is called only when a
     file is to be tokenized."""
-    from jaxslm.fsutil import atomic_write_text
-    from jaxslm.resumable_jsonl import ResumableJsonl
+    from jaxslm.resumable_jsonl import ResumableJsonl, report_errors
     from jaxslm.speech.audio import audio_seconds
 
     errors_path = out_path.with_name(out_path.stem + ".errors.jsonl")
@@ -168,11 +166,7 @@ def tokenize_pending(
             written = _tokenize_into(
                 output, sorted(todo), tokenizer, batch_seconds, trim_silence, progress, errors
             )
-        if errors:
-            atomic_write_text(errors_path, "".join(json.dumps(e) + "\n" for e in errors))
-            print(f"{len(errors)} file(s) failed; reasons in {errors_path}", file=sys.stderr)
-        else:
-            errors_path.unlink(missing_ok=True)
+        report_errors(errors_path, errors, "file(s) failed")
         output.commit()
     return {
         "files": len(entries),

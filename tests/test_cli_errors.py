@@ -130,3 +130,24 @@ def test_generate_output_checked_before_generating(
     argv = ["--checkpoint", str(tmp_path), "--prompt-text", "hi", "--modality", "text"]
     for out in (under_a_file, read_only / "out.jsonl", tmp_path):
         _fails(generate.main([*argv, "--out", str(out)]), capsys, f"error: {out}")
+
+
+def test_vocode_refuses_bad_inputs_and_checks_its_output_first(
+    tmp_path, under_a_file, capsys, monkeypatch
+):
+    from jaxslm import vocode
+    from jaxslm.speech import vocode_lines
+
+    units = tmp_path / "units.jsonl"
+    units.write_text('{"file_name": "a.wav", "units": [1, 2]}\n')
+    base = ["--units", str(units), "--no-progress"]
+    absent = str(tmp_path / "absent")
+    _fails(
+        vocode.main([*base, "--vocoder", absent, "--out", str(tmp_path / "o")]),
+        capsys,
+        "no such folder",
+    )
+    missing = ["--units", absent, "--vocoder", "toy", "--out", str(tmp_path / "o")]
+    _fails(vocode.main(missing), capsys, absent, "no such file")
+    monkeypatch.setattr(vocode_lines, "vocode_file", _no_work)
+    _fails(vocode.main([*base, "--vocoder", "toy", "--out", str(under_a_file)]), capsys, "file")
