@@ -93,7 +93,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _prompts(args: argparse.Namespace) -> list[tuple[str, list]]:
     """(name, pieces) per prompt."""
-    from jaxslm.evals.items import read_jsonl_items
+    from jaxslm.evals.items import jsonl_records, units_list
     from jaxslm.generation.prompts import Piece, cut_units
 
     seconds = args.prompt_seconds or None
@@ -102,15 +102,20 @@ def _prompts(args: argparse.Namespace) -> list[tuple[str, list]]:
     if args.prompt_units is not None:
         if not args.prompt_units.is_file():
             raise JaxslmError(f"--prompt-units {args.prompt_units}: no such file")
-        records = [json.loads(line) for line in args.prompt_units.read_text().splitlines() if line]
-        items = read_jsonl_items(args.prompt_units)
         prompts = []
-        for record, item in zip(records, items, strict=True):
-            if item.units is None:
-                raise JaxslmError(f"{item.origin}: no 'units' to prompt with")
-            durations = record.get("duration") or [1] * item.units.size
-            units = cut_units(item.units.tolist(), durations, args.frame_seconds, seconds)
-            prompts.append((record["file_name"], [Piece("speech", units=tuple(units))]))
+        for number, record in jsonl_records(args.prompt_units):
+            origin = f"{args.prompt_units}:{number}"
+            name = record.get("file_name")
+            if not isinstance(name, str) or not name:
+                raise JaxslmError(f"{origin}: each line needs a non-empty string 'file_name'")
+            if "units" not in record:
+                raise JaxslmError(f"{origin}: no 'units' to prompt with")
+            units = units_list(record["units"], origin).tolist()
+            durations = record.get("duration") or [1] * len(units)
+            units = cut_units(units, durations, args.frame_seconds, seconds)
+            prompts.append((name, [Piece("speech", units=tuple(units))]))
+        if not prompts:
+            raise JaxslmError(f"--prompt-units {args.prompt_units}: no lines")
         return prompts
     return _audio_prompts(args, seconds)
 
@@ -164,6 +169,7 @@ def generate(args: argparse.Namespace) -> list[dict]:
 
         num_units = lm.vocab.num_units if unit_pieces is None else unit_pieces.num_units
         check_vocoder_for(vocoder, num_units)
+        _check_wav_names(prompts)
     builder = PromptBuilder(lm.vocab, load_tokenizer(args.checkpoint, lm.vocab))
     jobs = [
         (name, sample, builder.ids(pieces, args.modality))
@@ -232,6 +238,21 @@ def _vocoder(args: argparse.Namespace):
         raise JaxslmError("--vocoder turns speech into audio; use it with --modality speech")
     prepare_output_folder(args.audio_out)
     return load_vocoder(args.vocoder)
+
+
+def _check_wav_names(prompts: list[tuple[str, list]]) -> None:
+    """Refuse prompts whose wavs would share a name (`a.wav` and `a.flac` both give `a-0.wav`)."""
+    from jaxslm.speech.vocode_lines import wav_name
+
+    first: dict[str, str] = {}
+    for name, _ in prompts:
+        wav = wav_name({"prompt": name, "sample": 0})
+        if wav in first:
+            raise JaxslmError(
+                f"prompts {first[wav]!r} and {name!r} would both be vocoded to {wav}; "
+                "rename one of them"
+            )
+        first[wav] = name
 
 
 def _write_audio(args, vocoder, records: list[dict], builder, unit_pieces) -> None:

@@ -75,8 +75,11 @@ def test_cli_writes_continuations_and_refuses_bad_input(llama_ckpt, tmp_path, ca
     text_argv = [*base, "--prompt-text", "the cat", "--modality", "text", "--temperature", "0"]
     assert generate.main(text_argv) == 0
     assert isinstance(json.loads(out.read_text())["text"], str)
+    not_json = tmp_path / "not_json.jsonl"
+    not_json.write_text(json.dumps(lines[0]) + "\n{units: [1]}\n")
     bad = [
         (["--prompt-units", str(tmp_path / "none.jsonl"), "--modality", "speech"], "no such file"),
+        (["--prompt-units", str(not_json), "--modality", "speech"], f"{not_json}:2: not valid"),
         (["--prompt-audio", str(tmp_path), "--modality", "speech"], "needs --hubert"),
         (
             ["--prompt-text", "x", "--modality", "speech", "--max-new-tokens", "100000"],

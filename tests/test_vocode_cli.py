@@ -100,6 +100,15 @@ def test_generate_writes_toy_wavs(llama_ckpt, tmp_path, capsys):
     argv += ["--prompt-units", str(prompts), "--modality", "speech", "--max-new-tokens", "8"]
     assert generate.main([*argv, "--vocoder", "toy"]) == 2
     assert "--vocoder and --audio-out go together" in capsys.readouterr().err
+    clash = tmp_path / "clash.jsonl"
+    clash.write_text(
+        "".join(
+            json.dumps({"file_name": f"p{s}", "units": [1, 5]}) + "\n" for s in (".wav", ".flac")
+        )
+    )
+    clash_argv = [*argv, "--prompt-units", str(clash), "--vocoder", "toy"]
+    assert generate.main([*clash_argv, "--audio-out", str(tmp_path / "clash")]) == 2
+    assert "would both be vocoded to p-0.wav" in capsys.readouterr().err
     per_unit = DEFAULT_FRAMES * round(FRAME_SECONDS * SAMPLE_RATE)  # the toy rule, restated
     for prompt_too in (False, True):
         extra = ["--audio-prompt"] if prompt_too else []

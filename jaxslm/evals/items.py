@@ -67,12 +67,12 @@ def read_jsonl_items(path: Path) -> list[Item]:
     """One item per line of `{file_name, units?, text?, phenomenon?}`; a `.wav` line and a
     `.txt` line of the same stem merge into one item."""
     items: dict[str, Item] = {}
-    for number, record in _jsonl_records(path):
+    for number, record in jsonl_records(path):
         origin = f"{path}:{number}"
         name = record.get("file_name")
         if not isinstance(name, str) or not name:
             raise JaxslmError(f"{origin}: each line needs a non-empty string 'file_name'")
-        units = _units(record["units"], origin) if "units" in record else None
+        units = units_list(record["units"], origin) if "units" in record else None
         text = record.get("text")
         if text is not None and not isinstance(text, str):
             raise JaxslmError(f"{origin}: 'text' must be a string")
@@ -91,8 +91,8 @@ def read_units_file(path: str | Path) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise JaxslmError(f"--units {path}: no such file")
     return {
-        record.get("file_name", ""): _units(record.get("units"), f"{path}:{number}")
-        for number, record in _jsonl_records(path)
+        record.get("file_name", ""): units_list(record.get("units"), f"{path}:{number}")
+        for number, record in jsonl_records(path)
     }
 
 
@@ -154,7 +154,9 @@ class _UnitsLookup:
         )
 
 
-def _jsonl_records(path: Path):
+def jsonl_records(path: Path):
+    """(line number, object) of each non-blank line of a JSONL file; one-line errors name
+    the file and line."""
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except UnicodeDecodeError as err:
@@ -171,7 +173,8 @@ def _jsonl_records(path: Path):
         yield number, record
 
 
-def _units(value, origin: str) -> np.ndarray:
+def units_list(value, origin: str) -> np.ndarray:
+    """A line's units as int64, or a one-line error naming `origin`."""
     if not isinstance(value, list) or not all(
         isinstance(u, int) and not isinstance(u, bool) and u >= 0 for u in value
     ):
