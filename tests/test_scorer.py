@@ -1,5 +1,6 @@
 """The log-likelihood scorer against transformers (PyTorch, CPU) computed the slamkit way."""
 
+import jax
 import numpy as np
 import pytest
 import torch
@@ -105,6 +106,24 @@ def test_sharded_scores_equal_single_device(qwen_ckpt, qwen_lm):
         qwen_lm.log_likelihood(sequences, modality="speech"),
         rtol=1e-5,
     )
+
+
+def test_load_without_a_mesh_computes_on_the_default_device(qwen_ckpt, qwen_torch):
+    """Without a mesh, jaxslm.load puts the parameters on JAX's default device (the GPU on a
+    GPU machine, not the host CPU; here the second virtual CPU device), where scoring and
+    generation then run; the scores are transformers'."""
+    import jaxslm
+
+    device = jax.devices()[1]
+    with jax.default_device(device):
+        lm = jaxslm.load(qwen_ckpt)
+    assert {d for leaf in jax.tree.leaves(lm._params) for d in leaf.devices()} == {device}
+    sequences = _sequences(lm.vocab, seed=17)
+    theirs = _slamkit_log_likelihood(qwen_torch, lm.vocab, sequences, True, None)
+    np.testing.assert_allclose(lm.log_likelihood(sequences), theirs, rtol=1e-4)
+    lm.generate(sequences[:2], 2)
+    generator_params = jax.tree.leaves(lm._generator.params)
+    assert {d for leaf in generator_params for d in leaf.devices()} == {device}
 
 
 def test_speech_restriction_keeps_units_and_specials(qwen_lm, llama_lm):
