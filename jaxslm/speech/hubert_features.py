@@ -3,7 +3,8 @@
 Waves are padded with `pad_samples` zeros on both sides (slamkit's padding), sorted by length
 and grouped into a few padded shapes: lengths round up to `bucket_seconds` times 1, 2, 3, 4,
 6, 8, 12, ... (powers of two and 1.5 times powers of two), batch rows to a power of two within
-a `batch_seconds` budget. One jitted function runs every shape.
+a `batch_seconds` budget. One jitted function runs every shape, one compilation per shape;
+`bucket_seconds` None takes `jaxslm.backend.hubert_bucket_seconds()` (0.5 s on CPUs).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from jaxslm import backend
 from jaxslm.errors import JaxslmError
 from jaxslm.models.hubert import SAMPLE_RATE, HubertEncoder
 
@@ -27,10 +29,12 @@ class HubertFeatures:
         encoder: HubertEncoder,
         layer: int,
         batch_seconds: float = 120.0,
-        bucket_seconds: float = 0.5,
+        bucket_seconds: float | None = None,
         pad_samples: int = 40,
     ):
         cfg = encoder.config
+        if bucket_seconds is None:
+            bucket_seconds = backend.hubert_bucket_seconds()
         if not 0 <= layer <= cfg.num_layers:
             raise JaxslmError(f"HuBERT layer {layer} does not exist; use 0..{cfg.num_layers}")
         if batch_seconds < bucket_seconds or bucket_seconds <= 0 or pad_samples < 0:
