@@ -194,3 +194,18 @@ def test_weights_cast_once_to_the_compute_dtype_change_nothing(qwen_lm, monkeypa
     once = lm.generate(prompts, NEW, **settings)
     monkeypatch.setattr(decode, "in_compute_dtype", lambda params, dtype: params)
     assert with_config(lm).generate(prompts, NEW, **settings) == once
+
+
+def test_other_prompts_of_the_same_buckets_compile_nothing(llama_lm, llama_torch):
+    """Prompts of other lengths within the same buckets (rows and prompt length padded to
+    powers of two), another seed: one device program already compiled runs the call."""
+    from compiles import backend_compiles
+
+    llama_lm.generate(_prompts(llama_lm.vocab, seed=13, lengths=(6, 2, 9)), NEW, seed=1)
+    prompts = _prompts(llama_lm.vocab, seed=14, lengths=(3, 11, 5, 7))
+    prompts = [[i or 1 for i in p] for p in prompts]  # transformers takes id 0 for padding
+    with backend_compiles() as compiled:
+        ours = llama_lm.generate(prompts, NEW, seed=2)
+    assert compiled == []
+    for prompt, generated in zip(prompts, ours, strict=True):
+        assert generated == _hf_greedy(llama_torch, llama_lm.vocab, prompt, None, 1.0)

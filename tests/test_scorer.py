@@ -233,3 +233,20 @@ def test_scores_equal_with_the_pallas_kernel(qwen_lm):
             with_config(qwen_lm, attention="pallas").make_scorer().log_likelihood(sequences, "sum")
         )
     np.testing.assert_allclose(got, want, rtol=1e-5)
+
+
+def test_new_sequences_of_the_same_shapes_compile_nothing(qwen_lm, qwen_torch):
+    """A second call whose sequences differ but plan into the same padded shapes (every id
+    renamed by one permutation: same lengths, same shared prefixes) reuses the programs of
+    the first; its scores are transformers'."""
+    from compiles import backend_compiles
+
+    first = _sequences(qwen_lm.vocab, seed=11)
+    rename = np.random.default_rng(12).permutation(qwen_lm.vocab.size)
+    second = [rename[s].tolist() for s in first]
+    qwen_lm.log_likelihood(first)
+    with backend_compiles() as compiled:
+        ours = qwen_lm.log_likelihood(second)
+    assert compiled == []
+    theirs = _slamkit_log_likelihood(qwen_torch, qwen_lm.vocab, second, True, None)
+    np.testing.assert_allclose(ours, theirs, rtol=1e-4)

@@ -9,6 +9,7 @@ a `batch_seconds` budget. One jitted function runs every shape, one compilation 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator, Sequence
 
 import jax
@@ -48,12 +49,7 @@ class HubertFeatures:
         self.pad_samples = pad_samples
         self.bucket_samples = max(1, round(bucket_seconds * SAMPLE_RATE))
         self.batch_samples = round(batch_seconds * SAMPLE_RATE)
-        graphdef, self._state = nnx.split(encoder)
-
-        def forward(state: nnx.State, waves: jax.Array, lengths: jax.Array) -> jax.Array:
-            return nnx.merge(graphdef, state)(waves, lengths, layer).astype(jnp.float32)
-
-        self._forward = jax.jit(forward)
+        self._graphdef, self._state = nnx.split(encoder)
 
     @property
     def frame_seconds(self) -> float:
@@ -88,7 +84,8 @@ class HubertFeatures:
             for row, index in enumerate(batch):
                 inputs[row, self.pad_samples : self.pad_samples + len(waves[index])] = waves[index]
                 lengths[row] = len(waves[index]) + 2 * self.pad_samples
-            result = self._forward(self._state, inputs, lengths)  # runs while we collect
+            # dispatched, not waited for: the device runs it while the previous batch is read
+            result = _forward(self._graphdef, self._state, inputs, lengths, self.layer)
             if pending is not None:
                 self._collect(*pending, waves, features)
             pending = (batch, result)
@@ -123,3 +120,11 @@ class HubertFeatures:
         values = np.asarray(result)
         for row, index in enumerate(batch):
             features[index] = values[row, : self.frames(len(waves[index]))].copy()
+
+
+@functools.partial(jax.jit, static_argnums=(0, 4))
+def _forward(graphdef, state: nnx.State, waves: jax.Array, lengths: jax.Array, layer: int):
+    """float32 hidden states of `layer`. Module-level, with the graph definition and layer as
+    static arguments: every HubertFeatures of one model shares its compiled programs (a
+    function made per instance would compile each shape again for each instance)."""
+    return nnx.merge(graphdef, state)(waves, lengths, layer).astype(jnp.float32)
