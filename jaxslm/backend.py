@@ -11,7 +11,7 @@
 - Where a model loaded without a mesh computes (`compute_device`): JAX's default device, the
   accelerator when there is one.
 - How inference runs its loops and buckets (`decode_layers`, `hubert_bucket_seconds`): each
-  has an environment variable that overrides it, so that one run of the GPU check
+  has an environment variable that overrides it, so that the GPU check
   (benchmarks/gpu_check.py --suite inference) can time the alternatives.
 - The XLA flags for NVIDIA GPUs (`prepare_process`), added to XLA_FLAGS before JAX starts its
   backend, by every command-line entry point.
@@ -148,7 +148,7 @@ DECODE_LAYERS_DEFAULT = {"cpu": "scan", "gpu": "scan", "tpu": "scan"}
 # takes about a second there. GPU and TPU: 0.5 s, not yet measured against coarser buckets
 # (the GPU check times 0.5 and 16 s: compilation dominated the first GPU measurement, 37 s to
 # tokenize 121 s of audio in 4 shapes, and 16 s puts 2-16 s utterances in one shape, at the
-# price of padding short ones).
+# price of padding short ones; benchmarks/tokenize_audio.py --bucket-seconds).
 HUBERT_BUCKET_SECONDS = {"cpu": 0.5, "gpu": 0.5, "tpu": 0.5}
 
 
