@@ -16,6 +16,7 @@ Benchmarks run as scripts (`python benchmarks/NAME.py`), so they import this mod
 
 from __future__ import annotations
 
+import argparse
 import shutil
 import time
 from collections import defaultdict
@@ -26,6 +27,27 @@ import jax
 from jax.experimental.compilation_cache import compilation_cache
 
 from jaxslm.compile_cache import enable_compilation_cache
+
+
+def add_device_options(parser: argparse.ArgumentParser, cached: str, traced: str) -> None:
+    """--compile-cache DIR (first `cached` with an empty, then a filled persistent compilation
+    cache), --profile DIR (trace `traced`) and --json PATH, the inference benchmarks' options."""
+    parser.add_argument(
+        "--compile-cache",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help=f"time {cached} with an empty persistent compilation cache in DIR (cold), then "
+        "with the programs it stored (warm)",
+    )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help=f"trace {traced} into DIR and print its top device ops and device<->host copies",
+    )
+    parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write JSON")
 
 
 def fresh_compile_cache(directory: Path) -> Path:

@@ -99,7 +99,13 @@ import jax
 import numpy as np
 import torch
 from compile_clock import CompileClock
-from device_profile import cache_entries, fresh_compile_cache, print_trace, trace_call
+from device_profile import (
+    add_device_options,
+    cache_entries,
+    fresh_compile_cache,
+    print_trace,
+    trace_call,
+)
 from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import DataLoader, Dataset
 
@@ -559,22 +565,7 @@ def parse_args() -> argparse.Namespace:
         help="where the random HF model and jaxslm checkpoint go; reused when present "
         "(default: a fresh temporary directory)",
     )
-    parser.add_argument(
-        "--compile-cache",
-        type=Path,
-        default=None,
-        metavar="DIR",
-        help="time jaxslm's first pass with an empty persistent compilation cache in DIR "
-        "(cold), then with the programs it stored (warm)",
-    )
-    parser.add_argument(
-        "--profile",
-        type=Path,
-        default=None,
-        metavar="DIR",
-        help="trace one jaxslm pass per task into DIR/<task> and print its top device ops",
-    )
-    parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write JSON")
+    add_device_options(parser, "jaxslm's first pass", "one jaxslm pass per task (DIR/<task>)")
     args = parser.parse_args()
     args.task = list(TASKS) if args.task == "all" else args.task.split(",")
     unknown = [t for t in args.task if t not in TASKS]

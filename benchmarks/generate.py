@@ -48,7 +48,10 @@ Python loop with its logits processors around each forward.
 Compilation: with --compile-cache DIR, each (batch, mode)'s warm-up call runs after
 jax.clear_caches() with an empty persistent compilation cache in DIR/<batch>-<mode> (cold, as
 a first run of the CLI), then once more after jax.clear_caches(), its program loaded from that
-folder (warm, as every later run); both calls' seconds are reported.
+folder (warm, as every later run); both calls' seconds are reported. --profile DIR traces one
+more jaxslm call per (batch, mode) with jax.profiler and prints its device time per op and
+its device<->host copies (on a GPU, a `while_loop` whose trip count XLA does not know, such
+as the decoding loop that stops at EOS, copies its predicate to the host every step).
 
 dtype: float32 by default on both sides (greedy outputs must then agree). --dtype bfloat16
 loads jaxslm with bfloat16 compute and transformers in bfloat16 (the GPU speed figures);
@@ -57,7 +60,8 @@ greedy agreement then measures bf16 rounding as well. Default batches: 1 and 16 
 
     python benchmarks/generate.py [--shape tiny|20m|85m|qwen0.5b] [--batch 1 16 64]
         [--modes greedy sample] [--max-new-tokens 150] [--prompt-units 75] [--repeat 3]
-        [--modality speech] [--dtype float32|bfloat16] [--compile-cache DIR] [--json PATH]
+        [--modality speech] [--dtype float32|bfloat16] [--compile-cache DIR] [--profile DIR]
+        [--json PATH]
 """
 
 from __future__ import annotations
@@ -75,7 +79,13 @@ import jax
 import numpy as np
 import torch
 from compile_clock import CompileClock
-from device_profile import cache_entries, fresh_compile_cache
+from device_profile import (
+    add_device_options,
+    cache_entries,
+    fresh_compile_cache,
+    print_trace,
+    trace_call,
+)
 from evaluate import build_model
 from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -213,6 +223,13 @@ def measure(
         times["jaxslm"].append(jaxslm_generate(lm, prompts, new, mode, r + 1, modality)[0])
         times["hf"].append(hf_generate(model, prompts, new, mode, r + 1, device, banned)[0])
     median = {side: statistics.median(t) for side, t in times.items()}
+    profile = None
+    if args.profile:
+        profile = trace_call(
+            lambda: jaxslm_generate(lm, prompts, new, mode, 0, modality),
+            args.profile / f"{rows}-{mode}",
+        )
+        print_trace(f"one jaxslm call, batch {rows} {mode}", profile)
     return {
         "jaxslm": rows * new / median["jaxslm"],
         "hf": rows * new / median["hf"],
@@ -223,6 +240,7 @@ def measure(
         "cold_first_call_s": cold,
         "warm_first_call_s": warm,
         "agreement": agreement,
+        "profile": profile,
     }
 
 
@@ -265,15 +283,7 @@ def main() -> None:
         default="float32",
         help="both sides' parameters and compute (default float32)",
     )
-    parser.add_argument(
-        "--compile-cache",
-        type=Path,
-        default=None,
-        metavar="DIR",
-        help="time each warm-up call with an empty persistent compilation cache in DIR (cold), "
-        "then with the program it stored (warm)",
-    )
-    parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write JSON")
+    add_device_options(parser, "each warm-up call", "one jaxslm call per (batch, mode)")
     args = parser.parse_args()
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # share the GPU with torch
     if args.batch is None:

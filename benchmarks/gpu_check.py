@@ -39,7 +39,9 @@ Targets (the summary table's pass/fail):
 
 The inference suite (--suite inference) runs the inference benchmarks, each run with
 --compile-cache (its first pass with an empty, then a filled persistent compilation cache) and
---json, in order, while the stage's cap lasts (a run the cap cuts keeps what its JSON holds):
+--json, in order, while the stage's cap lasts (a run the cap cuts keeps what its JSON holds);
+the first run of each stage also traces one jaxslm call per configuration (--profile: device
+time per op, device<->host copies, in summary.json):
 
   scorer     benchmarks/evaluate.py --shape qwen0.5b --dtype bfloat16 (Qwen2.5-0.5B
              interleaved shape), sWUGGY-, sBLIMP- and sStoryCloze-like tasks of 512 pairs
@@ -535,6 +537,8 @@ class Check:
             "--json",
             str(folder / "out.json"),
         ]
+        if label == self.inference_runs(name)[0][0]:  # the first run of each stage: a trace
+            command += ["--profile", str(folder / "trace")]
         if name == "scorer":
             command += ["--task", "swuggy,sblimp,sstorycloze"] if "--task" not in extra else []
             command += ["--batch-tokens", "16384"] if not self.mode.small else []

@@ -35,7 +35,7 @@ for quick runs (layer 2).
     python benchmarks/tokenize_audio.py [--shape mhubert|tiny] [--layer 11] [--seconds 120]
         [--torch-batch 8,1] [--batch-seconds 120,30] [--bucket-seconds 0.5,16] [--repeat 3]
         [--side both|jaxslm|torch] [--dtype float32|bfloat16|float16] [--sklearn] [--breakdown]
-        [--compile-cache DIR] [--json PATH]
+        [--compile-cache DIR] [--profile DIR] [--json PATH]
 
 --seconds defaults to 120 s of audio on a CPU and 300 s on a GPU. --bucket-seconds times
 jaxslm with other smallest length buckets than the device's (jaxslm.backend.
@@ -90,7 +90,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from compile_clock import CompileClock
-from device_profile import cache_entries, fresh_compile_cache
+from device_profile import (
+    add_device_options,
+    cache_entries,
+    fresh_compile_cache,
+    print_trace,
+    trace_call,
+)
 from flax import nnx
 from transformers import HubertConfig, HubertModel
 
@@ -506,15 +512,9 @@ def main() -> None:
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", type=Path, default=None, help="keep the model files here")
-    parser.add_argument(
-        "--compile-cache",
-        type=Path,
-        default=None,
-        metavar="DIR",
-        help="time jaxslm's first passes with an empty persistent compilation cache in DIR "
-        "(cold), then with the programs they stored (warm)",
+    add_device_options(
+        parser, "jaxslm's first passes", "one pass of the fastest jaxslm configuration"
     )
-    parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write JSON")
     args = parser.parse_args()
     if args.seconds is None:
         args.seconds = 300.0 if jax.default_backend() == "gpu" else 120.0
@@ -640,6 +640,11 @@ def main() -> None:
             f"fastest jaxslm / fastest torch: {rates[best_jax] / rates[best_torch]:.2f}x "
             f"({best_jax} / {best_torch})"
         )
+    profile = None
+    if args.profile and best_jax:
+        path = next(p for p in paths if p.name() == best_jax)
+        profile = trace_call(lambda: path(waves), args.profile)
+        print_trace(f"one pass of {best_jax}", profile)
     for name, seconds in warm.items():
         print(
             f"  {name}: first pass {first[name][0]:.1f} s with an empty compilation cache, "
@@ -663,7 +668,7 @@ def main() -> None:
         ]
         config = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
         info = dict(where=where, dtype=dtype, audio_seconds=total, utterances=len(waves))
-        summary = dict(best_jaxslm=best_jax, best_torch=best_torch)
+        summary = dict(best_jaxslm=best_jax, best_torch=best_torch, profile=profile)
         args.json.write_text(
             json.dumps({"config": config, **info, **summary, "results": rows}, indent=1)
         )
