@@ -893,7 +893,7 @@ class Check:
                 rows.append(
                     dict(
                         check=f"scorer {label}, {r['task']}, {r['pairs']} pairs",
-                        jaxslm=text + f"; decisions agree {agree:.1%}{extra}",
+                        jaxslm=text + f"; decisions agree {agree:.1%}{extra}" + traced(r),
                         torch=f"{r['torch']:,.1f} pairs/s",
                         ratio=f"{ratio:.2f}x",
                         target=f">= {SCORER_TARGET}x, decisions agree >= {SCORER_AGREEMENT:.0%}",
@@ -919,7 +919,7 @@ class Check:
                 rows.append(
                     dict(
                         check=f"generate {label}, batch {r['batch']}, {r['mode']}",
-                        jaxslm=text,
+                        jaxslm=text + traced(r),
                         torch=f"{r['hf']:,.0f} tok/s",
                         ratio=f"{ratio:.2f}x",
                         target="greedy equal" if float32 else f">= {GENERATE_TARGET}x",
@@ -956,7 +956,8 @@ class Check:
                     jaxslm=f"{best['audio_seconds_per_second']:,.0f} audio s/s ({best['name']}); "
                     f"first pass {cold:.1f} s cold"
                     + (f", {warm:.1f} s warm" if warm is not None else "")
-                    + f"; units agree {best['agreement']:.2%}",
+                    + f"; units agree {best['agreement']:.2%}"
+                    + traced(run),
                     torch=f"{torch_best['audio_seconds_per_second']:,.0f} audio s/s "
                     f"({torch_best['name']})",
                     ratio=f"{ratio:.2f}x",
@@ -967,6 +968,18 @@ class Check:
                 )
             )
         return rows
+
+
+def traced(measured: dict) -> str:
+    """What a --profile trace of one jaxslm call found, as the end of a table cell."""
+    profile = measured.get("profile")
+    if not profile or "error" in profile:
+        return ""
+    copies = profile["copies"]
+    return (
+        f"; trace: {profile['device_ms']:.1f} device ms in {profile['wall_s'] * 1e3:.1f} ms, "
+        f"{copies['device_to_host']} device->host copies"
+    )
 
 
 def figure(measured: dict) -> str:
