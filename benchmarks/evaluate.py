@@ -38,20 +38,35 @@ unit tokeniser; interleaved: BOS + units):
                StoryCloze and the cross-modal settings, whose context is tokenized on its own)
 Default pair counts keep a CPU run to minutes, far below the real sets (sStoryCloze has
 1,871 pairs): with few pairs, the Scorer's partly filled last batch of each bucket weighs more.
+On a GPU every task gets at least 512 pairs (GPU_PAIRS), at every shape.
 
     python benchmarks/evaluate.py [--shape 20m|85m|qwen0.5b|tiny] [--task all|swuggy|...]
         [--pairs N] [--batch-size 8] [--batch-tokens 1024,2048,8192] [--repeat 3]
         [--dtype float32|bfloat16] [--modality speech|text] [--workdir DIR]
+        [--compile-cache DIR] [--profile DIR] [--json PATH]
 
 Timing: one untimed pass per side first (for jaxslm it compiles every bucket shape, after
 jax.clear_caches() so that each batch_tokens pays its own compilation; the compile seconds
-reported are JAX's trace + lower + backend-compile durations during that pass, and one more
-untimed jaxslm pass follows to recompile what the later clears dropped);
+reported are JAX's trace + lower + backend-compile durations during that pass). With
+--compile-cache DIR that first pass runs with an empty persistent compilation cache in DIR
+(cold, as a first run of the CLI), then after jax.clear_caches() once more, its programs
+loaded from DIR (warm, as every later run); both passes' seconds are reported. One more
+untimed jaxslm pass follows to recompile what the later clears dropped;
 then --repeat passes of each side, interleaved (torch, then each batch_tokens of jaxslm), so
 a change of load on the shared machine hits both. Each rate is the median over the repeats
 of pairs / seconds of one whole pass, host work included on both sides. The "paired" ratio
 is the median over repeats of torch seconds / jaxslm seconds, passes run back to back, which
 cancels slow changes of load.
+
+Checks: the largest relative difference between the two sides' log-likelihoods, and the
+share of pair decisions (pos > neg) that agree. In bfloat16 a float32 copy of the torch model
+scores every task once more: both sides' bfloat16 log-likelihoods are compared with it (the
+float32 reference) as well.
+
+--profile DIR traces one jaxslm pass of each task (the fastest batch_tokens) with
+jax.profiler into DIR/<task> and prints its device time per XLA op, per program and its
+device<->host copies (benchmarks/device_profile.py). --json PATH writes the configuration and
+every task's figures, rewritten after each task (a run cut short keeps what it measured).
 
 What still differs:
 - jaxslm pads the vocabulary to a multiple of 128 (502 -> 512) and masks the padding to -inf;
@@ -72,6 +87,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import gc
+import json
 import os
 import statistics
 import tempfile
@@ -83,6 +99,13 @@ import jax
 import numpy as np
 import torch
 from compile_clock import CompileClock
+from device_profile import (
+    add_device_options,
+    cache_entries,
+    fresh_compile_cache,
+    print_trace,
+    trace_call,
+)
 from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import DataLoader, Dataset
 
@@ -109,6 +132,7 @@ TASKS = {
 }
 DEFAULT_PAIRS = {"swuggy": 256, "sblimp": 192, "sstorycloze": 48, "xstorycloze": 48}
 PAIRS_DIVISOR = {"tiny": 1, "20m": 1, "85m": 4, "qwen0.5b": 16}  # keep CPU runs to minutes
+GPU_PAIRS = 512  # at least this many pairs per task on a GPU: enough batches to measure
 STORY_PREFIX, STORY_ENDING = (200, 330), (40, 110)
 
 
@@ -362,8 +386,21 @@ def relative_difference(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.max(np.abs(a - b) / np.maximum(np.abs(b), 1e-12)))
 
 
-def run_task(task: str, args, model: Model, lm, loop: SlamkitLoop, clock: CompileClock) -> dict:
-    count = args.pairs or max(2, DEFAULT_PAIRS[task] // PAIRS_DIVISOR[args.shape])
+def default_pairs(task: str, shape: str, on_gpu: bool) -> int:
+    """Pairs per task: the CPU counts (DEFAULT_PAIRS / PAIRS_DIVISOR), at least GPU_PAIRS on a
+    GPU."""
+    if on_gpu:
+        return max(GPU_PAIRS, DEFAULT_PAIRS[task])
+    return max(2, DEFAULT_PAIRS[task] // PAIRS_DIVISOR[shape])
+
+
+def decisions_agree(ours: tuple, theirs: tuple) -> float:
+    """Share of pairs whose decision (pos > neg) is the same on both sides."""
+    return float(np.mean((ours[0] > ours[1]) == (theirs[0] > theirs[1])))
+
+
+def run_task(task: str, args, model: Model, lm, loop, reference_loop, clock) -> dict:
+    count = args.pairs or default_pairs(task, args.shape, args.on_gpu)
     pairs = make_pairs(task, count, model.vocab)
     lengths = [len(s) for pair in pairs for s in pair]
     print(
@@ -375,28 +412,52 @@ def run_task(task: str, args, model: Model, lm, loop: SlamkitLoop, clock: Compil
     for tokens in args.batch_tokens:
         runs[f"jaxslm bt={tokens}"] = JaxslmPass(lm.make_scorer(tokens), args.modality)
 
-    first, compile_s, programs, outputs = {}, {}, {}, {}
+    first, compile_s, programs, outputs, warm = {}, {}, {}, {}, {}
     for name, run in runs.items():
+        cache = None
         if name != "torch":  # jit caches are per function, shared by every Scorer
             jax.clear_caches()
+            if args.compile_cache:
+                cache = fresh_compile_cache(args.compile_cache / task / name.split("=")[1])
         clock.take()
         first[name], outputs[name] = timed(run, pairs)
         compile_s[name] = clock.take()[0]
         if name != "torch":
             programs[name] = run.jit._cache_size()
-    reference = np.concatenate(outputs["torch"][:2])
+        if cache is not None:
+            jax.clear_caches()
+            warm[name] = timed(run, pairs)[0]
+            print(
+                f"  {name}: first pass {first[name]:.2f} s with an empty compilation cache, "
+                f"{warm[name]:.2f} s with its {cache_entries(cache)} stored programs",
+                flush=True,
+            )
+    reference = outputs["torch"]
+    float32 = reference_loop(pairs) if reference_loop is not None else None
     agreement = {}
     for name, out in outputs.items():
         if name == "torch":
             continue
         ours = np.concatenate(out[:2])
-        same = np.mean((out[0] > out[1]) == (outputs["torch"][0] > outputs["torch"][1]))
-        agreement[name] = (relative_difference(ours, reference), float(same))
+        agreement[name] = (
+            relative_difference(ours, np.concatenate(reference[:2])),
+            decisions_agree(out, reference),
+        )
         print(
             f"  {name}: max relative LL difference to torch {agreement[name][0]:.1e}, "
-            f"pair decisions agree {100 * same:.1f}%, accuracy {out[2]:.3f} "
-            f"(torch {outputs['torch'][2]:.3f})"
+            f"pair decisions agree {100 * agreement[name][1]:.1f}%, accuracy {out[2]:.3f} "
+            f"(torch {reference[2]:.3f})"
         )
+    to_float32 = {}
+    if float32 is not None:
+        reference32 = np.concatenate(float32[:2])
+        for name, out in outputs.items():
+            difference = relative_difference(np.concatenate(out[:2]), reference32)
+            to_float32[name] = (difference, decisions_agree(out, float32))
+            print(
+                f"  {name} ({args.dtype}) against torch float32: max relative LL difference "
+                f"{difference:.1e}, pair decisions agree {100 * to_float32[name][1]:.1f}%"
+            )
 
     for name, run in runs.items():  # compile again what a later clear_caches() dropped
         if name != "torch":
@@ -421,29 +482,49 @@ def run_task(task: str, args, model: Model, lm, loop: SlamkitLoop, clock: Compil
     print(f"  load average after the task: {os.getloadavg()[0]:.2f}")
     best = max((n for n in runs if n.startswith("jaxslm")), key=rates.get)
     paired = statistics.median(t / j for t, j in zip(seconds["torch"], seconds[best], strict=True))
+    profile = None
+    if args.profile:
+        profile = trace_call(lambda: runs[best](pairs), args.profile / task)
+        print_trace(f"one jaxslm pass of {task} ({best})", profile)
+    steady = statistics.median(seconds[best])
     return dict(
         paired=paired,
         task=task,
         pairs=len(pairs),
+        tokens=sum(lengths),
         torch=rates["torch"],
         jaxslm=rates[best],
         best=best.split("=")[1],
         rates=rates,
         compile=compile_s[best],
+        first_pass_s=first[best],
+        warm_first_pass_s=warm.get(best),
+        steady_pass_s=steady,
+        programs=programs[best],
         agreement=agreement[best],
+        float32_torch=to_float32.get("torch"),
+        float32_jaxslm=to_float32.get(best),
+        profile=profile,
     )
 
 
-def main() -> None:
+def write_json(path: Path, args, rows: list[dict], setup: dict) -> None:
+    """The configuration and the tasks measured so far, as JSON at `path`."""
+    config = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+    config.pop("json", None)
+    path.write_text(json.dumps({"config": config, **setup, "results": rows}, indent=1))
+
+
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--shape", choices=SHAPES, default="20m", help="model shape (default 20m)")
     parser.add_argument(
         "--task",
-        choices=["all", *TASKS],
         default="all",
-        help="which synthetic task to score (default: all three, one after another)",
+        help=f"synthetic tasks to score, comma-separated, of {','.join(TASKS)} (default: all, "
+        "one after another)",
     )
     parser.add_argument(
         "--pairs",
@@ -451,7 +532,8 @@ def main() -> None:
         default=None,
         help="pairs per task (default: "
         + ", ".join(f"{k} {v}" for k, v in DEFAULT_PAIRS.items())
-        + " for tiny and 20m; a quarter of that for 85m, a sixteenth for qwen0.5b)",
+        + f" for tiny and 20m; a quarter of that for 85m, a sixteenth for qwen0.5b; at least "
+        f"{GPU_PAIRS} for every shape on a GPU)",
     )
     parser.add_argument(
         "--batch-size", type=int, default=8, help="torch side: pairs per DataLoader batch (8)"
@@ -483,63 +565,106 @@ def main() -> None:
         help="where the random HF model and jaxslm checkpoint go; reused when present "
         "(default: a fresh temporary directory)",
     )
+    add_device_options(parser, "jaxslm's first pass", "one jaxslm pass per task (DIR/<task>)")
     args = parser.parse_args()
+    args.task = list(TASKS) if args.task == "all" else args.task.split(",")
+    unknown = [t for t in args.task if t not in TASKS]
+    if unknown:
+        parser.error(f"unknown task(s) {', '.join(unknown)}; choose from {', '.join(TASKS)}")
     if args.batch_tokens is None:
         default = scorer_batch_tokens()
         args.batch_tokens = [default // 2, default, 4 * default]
     else:
         args.batch_tokens = [int(t) for t in args.batch_tokens.split(",")]
+    return args
+
+
+def main() -> None:
+    args = parse_args()
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # share the GPU with torch
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    dtype = args.dtype or ("bfloat16" if device == "cuda" else "float32")
+    dtype = args.dtype = args.dtype or ("bfloat16" if device == "cuda" else "float32")
+    args.on_gpu = jax.default_backend() == "gpu"
     work = Path(args.workdir or tempfile.mkdtemp(prefix="jaxslm-bench-eval-")) / args.shape
     work.mkdir(parents=True, exist_ok=True)
 
+    start = time.perf_counter()
     model = build_model(args.shape, work)
+    built = time.perf_counter() - start
     lm = jaxslm.load(model.ckpt, compute_dtype=dtype)
     vocab = model.vocab
     pad_id = vocab.pad_id if vocab.pad_id is not None else vocab.eos_ids[0]
     torch_model = load_torch(model.torch_dir, dtype, device)
     loop = SlamkitLoop(torch_model, vocab, pad_id, args.modality, args.batch_size, device)
+    reference_loop = None
+    if dtype != "float32":
+        reference = load_torch(model.torch_dir, "float32", device)
+        reference_loop = SlamkitLoop(reference, vocab, pad_id, args.modality, 64, device)
     backend = jax.default_backend()
     params = sum(p.numel() for p in torch_model.parameters())
+    where = f"jaxslm on {backend} ({jax.devices()[0].device_kind}), torch on {device}"
     print(
         f"shape {args.shape}: {params / 1e6:.1f}M parameters, {vocab.mode} vocabulary of "
         f"{vocab.size} (jaxslm pads to {lm.config.padded_vocab_size}), {dtype}\n"
-        f"jaxslm on {backend} ({jax.devices()[0].device_kind}), torch on {device} "
-        f"({torch.get_num_threads()} threads); jaxslm batch_tokens {args.batch_tokens}, "
-        f"torch batch size {args.batch_size} pairs",
+        f"{where} ({torch.get_num_threads()} threads); jaxslm batch_tokens {args.batch_tokens}, "
+        f"torch batch size {args.batch_size} pairs; model built or reused in {built:.1f} s",
         flush=True,
     )
+    setup = dict(
+        where=where,
+        parameters=params,
+        jax=jax.__version__,
+        torch=torch.__version__,
+        device_kind=jax.devices()[0].device_kind,
+        build_s=built,
+    )
     clock = CompileClock()
-    tasks = list(TASKS) if args.task == "all" else [args.task]
-    rows = [run_task(task, args, model, lm, loop, clock) for task in tasks]
+    rows = []
+    for task in args.task:
+        rows.append(run_task(task, args, model, lm, loop, reference_loop, clock))
+        if args.json:
+            write_json(args.json, args, rows, setup)
     gc.collect()
+    print_table(rows, args, backend, device)
 
+
+def print_table(rows: list[dict], args, backend: str, device: str) -> None:
     print(
         f"\nscored pairs/s, median of {args.repeat} passes; jaxslm on {backend}, torch on "
-        f"{device}, {dtype}"
+        f"{device}, {args.dtype}"
     )
     header = (
         f"{'task':11s} {'shape':8s} {'pairs':>5s} {'jaxslm':>9s} {'bt':>5s} {'torch':>9s} "
-        f"{'ratio':>6s} {'paired':>6s} {'compile':>8s} {'max rel diff':>12s} {'agree':>6s}"
+        f"{'ratio':>6s} {'paired':>6s} {'compile':>8s} {'cold/warm':>11s} {'max rel diff':>12s} "
+        f"{'agree':>6s}"
     )
     print(header)
     for r in rows:
+        warm = r["warm_first_pass_s"]
+        first = f"{r['first_pass_s']:.1f}/{warm:.1f}s" if warm is not None else "-"
         print(
             f"{r['task']:11s} {args.shape:8s} {r['pairs']:5d} {rate_text(r['jaxslm']):>9s} "
             f"{r['best']:>5s} {rate_text(r['torch']):>9s} {r['jaxslm'] / r['torch']:5.2f}x "
             f"{r['paired']:5.2f}x "
-            f"{r['compile']:7.1f}s "
+            f"{r['compile']:7.1f}s {first:>11s} "
             f"{r['agreement'][0]:12.1e} {100 * r['agreement'][1]:5.1f}%"
         )
     print(
         "(bt: the fastest jaxslm batch_tokens; ratio: of the medians; paired: median over the "
         "repeats of torch seconds / jaxslm seconds of back-to-back passes; compile: the first "
-        "pass's JAX compile seconds)"
+        "pass's JAX compile seconds; cold/warm: jaxslm's first pass with an empty and a filled "
+        "persistent compilation cache, with --compile-cache)"
     )
     for r in rows:
         others = ", ".join(f"{n}: {rate_text(v)}" for n, v in r["rates"].items() if n != "torch")
         print(f"  {r['task']}: {others}")
+        for side in ("jaxslm", "torch"):
+            if r[f"float32_{side}"] is not None:
+                difference, same = r[f"float32_{side}"]
+                print(
+                    f"    {side} {args.dtype} against torch float32: max relative LL difference "
+                    f"{difference:.1e}, decisions agree {100 * same:.1f}%"
+                )
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ Both sides continue the same prompts with the same weights:
            call's tracing + lowering + XLA compile time (jax.monitoring's compile events) is
            reported as "compile".
   HF       `model.generate(use_cache=True)` (DynamicCache), eval mode, `torch.inference_mode`,
-           float32, SDPA attention, on CUDA when torch sees a GPU, else CPU.
+           --dtype, SDPA attention, on CUDA when torch sees a GPU, else CPU.
 
 Modes: greedy, and sampling at temperature 0.8 with top-k 25 (slamkit's defaults; no top-p).
 
@@ -45,15 +45,31 @@ masked to -inf), pads the prompt to the bucket and attends over the whole preall
 cache with a mask at every step; transformers grows its cache one slot per step and runs a
 Python loop with its logits processors around each forward.
 
-    python benchmarks/generate.py [--shape tiny|20m|85m|qwen0.5b] [--batch 1 16]
+Compilation: with --compile-cache DIR, each (batch, mode)'s warm-up call runs after
+jax.clear_caches() with an empty persistent compilation cache in DIR/<batch>-<mode> (cold, as
+a first run of the CLI), then once more after jax.clear_caches(), its program loaded from that
+folder (warm, as every later run); both calls' seconds are reported. --profile DIR traces one
+more jaxslm call per (batch, mode) with jax.profiler and prints its device time per op and
+its device<->host copies (on a GPU, a `while_loop` whose trip count XLA does not know, such
+as the decoding loop that stops at EOS, copies its predicate to the host every step).
+
+dtype: float32 by default on both sides (greedy outputs must then agree). --dtype bfloat16
+loads jaxslm with bfloat16 compute and transformers in bfloat16 (the GPU speed figures);
+greedy agreement then measures bf16 rounding as well. Default batches: 1 and 16 on a CPU,
+1, 16 and 64 on a GPU. --json PATH writes the configuration and every row.
+
+    python benchmarks/generate.py [--shape tiny|20m|85m|qwen0.5b] [--batch 1 16 64]
         [--modes greedy sample] [--max-new-tokens 150] [--prompt-units 75] [--repeat 3]
-        [--modality speech]
+        [--modality speech] [--dtype float32|bfloat16] [--compile-cache DIR] [--profile DIR]
+        [--json PATH]
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
+import os
 import statistics
 import tempfile
 import time
@@ -63,6 +79,13 @@ import jax
 import numpy as np
 import torch
 from compile_clock import CompileClock
+from device_profile import (
+    add_device_options,
+    cache_entries,
+    fresh_compile_cache,
+    print_trace,
+    trace_call,
+)
 from evaluate import build_model
 from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -94,7 +117,9 @@ def save_hf_model(shape: str, directory: Path, seed: int) -> None:
     AutoModelForCausalLM.from_config(config, dtype=torch.float32).save_pretrained(directory)
 
 
-def load_sides(shape: str, work: Path, seed: int, device: str) -> tuple[SpeechLM, object, int]:
+def load_sides(
+    shape: str, work: Path, seed: int, device: str, dtype: str
+) -> tuple[SpeechLM, object, int]:
     """(jaxslm model without EOS ids, transformers model without EOS id, BOS id) of the same
     weights; the BOS is the vocabulary's, or its first EOS where it has none (Qwen)."""
     if get_preset(shape).speech_only:
@@ -104,11 +129,11 @@ def load_sides(shape: str, work: Path, seed: int, device: str) -> tuple[SpeechLM
     else:
         built = build_model(shape, work)
         hf_dir, ckpt_dir = built.torch_dir, built.ckpt
-    loaded = jaxslm.load(ckpt_dir)
+    loaded = jaxslm.load(ckpt_dir, compute_dtype=dtype)
     bos = loaded.vocab.bos_id if loaded.vocab.bos_id is not None else loaded.vocab.eos_ids[0]
     ours = SpeechLM(loaded.model, dataclasses.replace(loaded.vocab, eos_ids=()), loaded.mesh)
     theirs = AutoModelForCausalLM.from_pretrained(
-        hf_dir, attn_implementation="sdpa", dtype=torch.float32
+        hf_dir, attn_implementation="sdpa", dtype=getattr(torch, dtype)
     )
     theirs = theirs.to(device).eval()
     theirs.generation_config.eos_token_id = None
@@ -172,9 +197,21 @@ def measure(
     banned = None
     if modality is not None:
         banned = np.flatnonzero(~allowed_tokens(lm.vocab, modality, lm.vocab.size)).tolist()
+    cold = warm = None
+    if args.compile_cache:
+        jax.clear_caches()
+        cache = fresh_compile_cache(args.compile_cache / f"{rows}-{mode}")
     clock.take()
-    _, ours = jaxslm_generate(lm, prompts, new, mode, 0, modality)
+    first, ours = jaxslm_generate(lm, prompts, new, mode, 0, modality)
     compile_seconds = clock.take()[0]
+    if args.compile_cache:
+        jax.clear_caches()
+        cold, warm = first, jaxslm_generate(lm, prompts, new, mode, 0, modality)[0]
+        print(
+            f"  first call {cold:.2f} s with an empty compilation cache, {warm:.2f} s with its "
+            f"{cache_entries(cache)} stored programs",
+            flush=True,
+        )
     _, theirs = hf_generate(model, prompts, new, mode, 0, device, banned)
     check_lengths("jaxslm", ours, rows, new)
     check_lengths("transformers", theirs, rows, new)
@@ -186,13 +223,24 @@ def measure(
         times["jaxslm"].append(jaxslm_generate(lm, prompts, new, mode, r + 1, modality)[0])
         times["hf"].append(hf_generate(model, prompts, new, mode, r + 1, device, banned)[0])
     median = {side: statistics.median(t) for side, t in times.items()}
+    profile = None
+    if args.profile:
+        profile = trace_call(
+            lambda: jaxslm_generate(lm, prompts, new, mode, 0, modality),
+            args.profile / f"{rows}-{mode}",
+        )
+        print_trace(f"one jaxslm call, batch {rows} {mode}", profile)
     return {
         "jaxslm": rows * new / median["jaxslm"],
         "hf": rows * new / median["hf"],
         "jaxslm_s": median["jaxslm"],
         "hf_s": median["hf"],
         "compile": compile_seconds,
+        "first_call_s": first,
+        "cold_first_call_s": cold,
+        "warm_first_call_s": warm,
         "agreement": agreement,
+        "profile": profile,
     }
 
 
@@ -210,7 +258,11 @@ def main() -> None:
     )
     parser.add_argument("--shape", choices=SHAPES, default="20m", help="model shape (default 20m)")
     parser.add_argument(
-        "--batch", type=int, nargs="+", default=[1, 16], help="rows per generate call (list)"
+        "--batch",
+        type=int,
+        nargs="+",
+        default=None,
+        help="rows per generate call (list; default 1 16 on a CPU, 1 16 64 on a GPU)",
     )
     parser.add_argument(
         "--modes", choices=MODES, nargs="+", default=list(MODES), help="decoding modes"
@@ -225,14 +277,24 @@ def main() -> None:
         default=None,
         help="ban the other modality's tokens on both sides (default: nothing banned)",
     )
+    parser.add_argument(
+        "--dtype",
+        choices=["float32", "bfloat16"],
+        default="float32",
+        help="both sides' parameters and compute (default float32)",
+    )
+    add_device_options(parser, "each warm-up call", "one jaxslm call per (batch, mode)")
     args = parser.parse_args()
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # share the GPU with torch
+    if args.batch is None:
+        args.batch = [1, 16, 64] if jax.default_backend() == "gpu" else [1, 16]
     device = "cuda" if torch.cuda.is_available() else "cpu"
     clock = CompileClock()
     where = device_names(device)
 
     results = []
     with tempfile.TemporaryDirectory() as tmp:
-        lm, model, bos = load_sides(args.shape, Path(tmp), args.seed, device)
+        lm, model, bos = load_sides(args.shape, Path(tmp), args.seed, device, args.dtype)
         params = sum(p.numel() for p in model.parameters())
         for batch in args.batch:
             prompts = make_prompts(lm.vocab, bos, batch, args.prompt_units, args.seed + batch)
@@ -240,30 +302,44 @@ def main() -> None:
                 print(f"measuring batch {batch} {mode} ...", flush=True)
                 result = measure(lm, model, prompts, args.max_new_tokens, mode, args, device, clock)
                 results.append((batch, mode, result))
+                if args.json:
+                    write_json(args, where, params, results)
 
     print(
         f"\nshape {args.shape} ({params / 1e6:.1f}M params, {lm.vocab.mode} vocab "
         f"{lm.vocab.size}, banned: {args.modality and 'all but ' + args.modality}), prompt "
-        f"1 + {args.prompt_units} tokens, {args.max_new_tokens} new tokens per row, float32, "
+        f"1 + {args.prompt_units} tokens, {args.max_new_tokens} new tokens per row, {args.dtype}, "
         f"median of {args.repeat} calls; tok/s = rows x new tokens / wall time (prefill included); "
         f"torch threads {torch.get_num_threads()}, jax {jax.__version__} on {jax.default_backend()}"
     )
     header = (
         f"{'shape':6s} {'batch':>5s} {'mode':7s} {'jaxslm tok/s':>13s} {'HF tok/s':>10s} "
-        f"{'ratio':>6s} {'agreement':>9s} {'jaxslm s':>9s} {'HF s':>7s} {'compile s':>9s}  device"
+        f"{'ratio':>6s} {'agreement':>9s} {'jaxslm s':>9s} {'HF s':>7s} {'compile s':>9s} "
+        f"{'cold/warm s':>11s}  device"
     )
     print(header)
     for batch, mode, r in results:
         agreement = "-" if r["agreement"] is None else f"{r['agreement']:.0%}"
+        cold = r["cold_first_call_s"]
+        first = "-" if cold is None else f"{cold:.1f}/{r['warm_first_call_s']:.1f}"
         print(
             f"{args.shape:6s} {batch:5d} {mode:7s} {r['jaxslm']:13,.0f} {r['hf']:10,.0f} "
             f"{r['jaxslm'] / r['hf']:5.2f}x {agreement:>9s} {r['jaxslm_s']:9.3f} "
-            f"{r['hf_s']:7.3f} {r['compile']:9.2f}  {where}"
+            f"{r['hf_s']:7.3f} {r['compile']:9.2f} {first:>11s}  {where}"
         )
     print(
         "ratio = jaxslm tok/s / HF tok/s; compile = jaxslm's tracing + lowering + XLA compile "
-        "in its warm-up call (jax.monitoring), excluded from the timed calls"
+        "in its warm-up call (jax.monitoring), excluded from the timed calls; cold/warm: that "
+        "call's seconds with an empty and a filled persistent compilation cache (--compile-cache)"
     )
+
+
+def write_json(args, where: str, params: int, results: list) -> None:
+    """The configuration and the rows measured so far, as JSON at args.json."""
+    config = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+    rows = [dict(batch=batch, mode=mode, **r) for batch, mode, r in results]
+    info = dict(where=where, parameters=params, jax=jax.__version__, torch=torch.__version__)
+    args.json.write_text(json.dumps({"config": config, **info, "results": rows}, indent=1))
 
 
 if __name__ == "__main__":

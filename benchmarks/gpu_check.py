@@ -1,12 +1,17 @@
 """Every GPU measurement of jaxslm in one command, each stage in its own capped process.
 
-    python benchmarks/gpu_check.py [--out DIR] [--work DIR] [--stages a,b,c] [--small]
-        [--cap-scale F] [--budget SECONDS] [--remats none,save_projections]
-        [--trainer-steps 30] [--trainer-remat auto] [--checkpoint-grace 30]
+    python benchmarks/gpu_check.py [--suite training|inference|ladder] [--out DIR] [--work DIR]
+        [--stages a,b,c] [--small] [--cap-scale F] [--budget SECONDS]
+        [--remats none,save_projections] [--trainer-steps 30] [--trainer-remat auto]
+        [--checkpoint-grace 30]
 
-Stages, in the order they run (each a subprocess of `sys.executable` in the repo root, under
-its own wall-clock cap, its whole process group killed at the cap, its output in
-OUT/<stage>.log; a stage that fails, hangs or crashes never loses the others):
+Three suites, each one device command: `training` (the default; the stages below),
+`inference` (env, scorer, generate, tokenizer; described after the training targets) and
+`ladder` (env, ladder).
+
+Stages of the training suite, in the order they run (each a subprocess of `sys.executable`
+in the repo root, under its own wall-clock cap, its whole process group killed at the cap,
+its output in OUT/<stage>.log; a stage that fails, hangs or crashes never loses the others):
 
   env                versions (python, jax, jaxlib, CUDA plugin, flax, optax, orbax, torch,
                      transformers), jax.devices(), device kind, CUDA/cuDNN versions, nvidia-smi,
@@ -25,10 +30,10 @@ OUT/<stage>.log; a stage that fails, hangs or crashes never loses the others):
   train_step_torch   benchmarks/train_step.py --side torch: transformers + torch.compile on the
                      same shape and batch (its compile time is the least predictable, so it
                      runs last, where it cannot squeeze the others)
-  ladder             (only when named in --stages) benchmarks/ladder_mfu.py: Cuervo & Marxer's
-                     20m-823m shapes on their micro-batches of 2,050 tokens, bf16; jaxslm's MFU
-                     and theirs (nanoGPT's 6N + 12LHQT) beside their A100-80GB figures, e.g.
-                     `--stages env,ladder` (cap 300 s: ~5 compilations)
+  ladder             (the ladder suite, --suite ladder) benchmarks/ladder_mfu.py: Cuervo &
+                     Marxer's 20m-823m shapes on their micro-batches of 2,050 tokens, bf16;
+                     jaxslm's MFU and theirs (nanoGPT's 6N + 12LHQT) beside their A100-80GB
+                     figures (cap 300 s: ~5 compilations)
 
 Targets (the summary table's pass/fail):
 
@@ -37,15 +42,40 @@ Targets (the summary table's pass/fail):
   attention    each variant: max abs error of out, dq, dk and dv < 0.1 (bf16); its fwd+bwd
                TFLOP/s is reported beside torch's flex_attention
 
-Default caps (seconds): env 30, attention 75, train_step_jaxslm 130 (two policies), trainer
-120, train_step_torch 135, and --budget 360 for the whole run: a stage gets the smaller of its
-cap and what is left of the budget, and one with nothing left is skipped, so the check ends
-within 6 minutes. Expected on one H200 (estimates, mostly compilation: XLA ~30 s per train
-step, torch.compile ~60 s): env ~10, attention ~45, train_step_jaxslm ~90, trainer ~70, torch
-~90; about 5 minutes. --cap-scale F scales every cap, the budget and the grace; a stage cut
-by the budget can be rerun alone (--stages NAME). The trainer's final checkpoint (about 15 GB
-of float32 parameters and AdamW moments) is timed and cut after --checkpoint-grace seconds:
-the figures come from metrics.jsonl, written before it.
+The inference suite (--suite inference) runs the inference benchmarks, each run with
+--compile-cache (its first pass with an empty, then a filled persistent compilation cache) and
+--json, in order, while the stage's cap lasts (a run the cap cuts keeps what its JSON holds);
+the first run of each stage also traces one jaxslm call per configuration (--profile: device
+time per op, device<->host copies, in summary.json):
+
+  scorer     benchmarks/evaluate.py --shape qwen0.5b --dtype bfloat16 (Qwen2.5-0.5B
+             interleaved shape), sWUGGY-, sBLIMP- and sStoryCloze-like tasks of 512 pairs
+             (StoryCloze rows 240-440 units), batch_tokens 16384, 2 repeats; bf16 log-
+             likelihoods of both sides also against a float32 torch reference
+  generate   benchmarks/generate.py, greedy: 20m bf16 at batch 1, 16, 64; qwen0.5b
+             --modality speech bf16 at batch 1, 16; 20m float32 at batch 16 (greedy equality);
+             20m bf16 at batch 1, 16 with JAXSLM_DECODE_LAYERS=unrolled (decoding steps with
+             the layers unrolled instead of scanned)
+  tokenizer  benchmarks/tokenize_audio.py, mHuBERT-25Hz shape, 300 s of audio: bf16 with
+             length buckets of 0.5 s (the default) and 16 s, torch at batch 8 and 1; then
+             float32 (unit agreement with torch batch 1)
+
+Inference targets: scorer >= 3x slamkit's loop with >= 99% of pair decisions agreeing;
+generation >= 1.5x transformers' generate (bf16), greedy outputs equal in float32; tokenizer
+>= 2x the fastest torch setting, a cold first pass (compilation included) under 10 s, units
+equal on every frame in float32. Caps: env 30, scorer 200, generate 150, tokenizer 110, and
+--budget 480 (estimates, not yet measured on a GPU); OUT then receives 6 files. --small runs
+the tiny shapes on a CPU in about a minute.
+
+Default caps of the training suite (seconds): env 30, attention 75, train_step_jaxslm 130 (two
+policies), trainer 120, train_step_torch 135, and --budget 360 for the whole run: a stage gets
+the smaller of its cap and what is left of the budget, and one with nothing left is skipped,
+so the check ends within 6 minutes. Expected on one H200 (estimates, mostly compilation: XLA
+~30 s per train step, torch.compile ~60 s): env ~10, attention ~45, train_step_jaxslm ~90,
+trainer ~70, torch ~90; about 5 minutes. --cap-scale F scales every cap, the budget and the
+grace; a stage cut by the budget can be rerun alone (--stages NAME). The trainer's final
+checkpoint (about 15 GB of float32 parameters and AdamW moments) is timed and cut after
+--checkpoint-grace seconds: the figures come from metrics.jsonl, written before it.
 
 A stage whose packages are missing is skipped ("skipped: missing X"). The benchmark stages
 need jax, flax, optax, orbax, torch and transformers (on the GPU image); the trainer also needs
@@ -61,7 +91,9 @@ first run `bash benchmarks/gpu_wheels.sh` here, which downloads their Python 3.1
         --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PYTHONPATH || exit; \\
         python3 benchmarks/gpu_check.py
 
-and a timeout_s of about 420 (the install takes seconds). OUT defaults to $OUT when set (the
+and a timeout_s of about 420 (the install takes seconds); for the inference suite, which
+needs none of those wheels, `python3 benchmarks/gpu_check.py --suite inference` with a
+timeout_s of about 540. OUT defaults to $OUT when set (the
 device machine's folder that comes back), else gpu_check_out/. OUT receives at most 7 files,
 within the 8 files the device machine returns: the five stage logs, summary.md (the table to
 paste into benchmarks/RESULTS.md) and summary.json (everything measured, the attention rows
@@ -99,8 +131,12 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 THIS = Path(__file__).resolve()
-STAGES = ("env", "attention", "train_step_jaxslm", "trainer", "train_step_torch")
-EXTRA_STAGES = ("ladder",)  # run only when named in --stages
+SUITES = {
+    "training": ("env", "attention", "train_step_jaxslm", "trainer", "train_step_torch"),
+    "inference": ("env", "scorer", "generate", "tokenizer"),
+    "ladder": ("env", "ladder"),
+}
+STAGES = tuple(dict.fromkeys(stage for stages in SUITES.values() for stage in stages))
 CAPS = {
     "env": 30,
     "attention": 75,
@@ -108,8 +144,11 @@ CAPS = {
     "trainer": 120,
     "train_step_torch": 135,
     "ladder": 300,
+    "scorer": 200,
+    "generate": 150,
+    "tokenizer": 110,
 }
-BUDGET = 360
+BUDGETS = {"training": 360, "inference": 480, "ladder": 360}
 BENCH_NEEDS = ("jax", "numpy", "flax", "optax", "orbax", "torch", "transformers")
 STAGE_NEEDS = {
     "env": (),
@@ -117,6 +156,9 @@ STAGE_NEEDS = {
     "train_step_jaxslm": BENCH_NEEDS,
     "train_step_torch": BENCH_NEEDS,
     "ladder": BENCH_NEEDS,
+    "scorer": (*BENCH_NEEDS, "tokenizers"),
+    "generate": (*BENCH_NEEDS, "tokenizers"),
+    "tokenizer": BENCH_NEEDS,
     "trainer": (
         "jax",
         "numpy",
@@ -185,6 +227,9 @@ ERROR_LIMIT = 0.1  # max abs error of an attention variant's out/dq/dk/dv (bf16)
 SPEEDUP_TARGET = 1.2  # jaxslm tokens/s over torch.compile's
 MFU_TARGET = 0.45
 TRAINER_TOLERANCE = 0.10  # trainer MFU within 10% of the benchmark's
+SCORER_TARGET, SCORER_AGREEMENT = 3.0, 0.99  # pairs/s over slamkit's loop; pair decisions
+GENERATE_TARGET = 1.5  # tokens/s over transformers' generate
+TOKENIZER_TARGET, TOKENIZER_COLD_S = 2.0, 10.0  # audio s/s over torch's best; cold first pass
 NUM_UNITS = 500  # train_step.py's speech units
 FLEX = "torch flex_attention"
 
@@ -360,7 +405,7 @@ class Check:
             "train_step_torch": ["train_step_torch.json"],
             "trainer": ["trainer.yaml", "trainer_run", "tokenizer", "corpus"],
             "ladder": ["ladder.json"],
-        }[name]
+        }.get(name, [f"{name}_runs"])
         return [self.out / f"{name}.log", *(self.work / f for f in files)]
 
     def run_stage(self, name: str) -> None:
@@ -470,6 +515,101 @@ class Check:
         if status == "ok" and measured is None:
             return "failed: no JSON written"
         return status
+
+    # ---- the inference stages: benchmark scripts, each run writing its --json ------------
+
+    def inference_runs(self, name: str) -> list[tuple[str, list[str]]]:
+        """(label, arguments of benchmarks/<script>.py) of each run of an inference stage, in
+        order: the figures the targets need first, checks that a cut cap may drop after."""
+        if self.mode.small:
+            return {
+                "scorer": [("tiny", ["--shape", "tiny", "--task", "swuggy", "--pairs", "16"])],
+                "generate": [("tiny", ["--shape", "tiny", "--batch", "1", "4"])],
+                "tokenizer": [("tiny", ["--shape", "tiny", "--seconds", "12"])],
+            }[name]
+        return {
+            "scorer": [
+                ("qwen0.5b bf16", ["--shape", "qwen0.5b", "--dtype", "bfloat16"]),
+            ],
+            "generate": [
+                ("20m bf16", ["--shape", "20m", "--dtype", "bfloat16", "--batch", "1", "16", "64"]),
+                (
+                    "qwen0.5b speech bf16",
+                    ["--shape", "qwen0.5b", "--modality", "speech", "--dtype", "bfloat16"],
+                ),
+                ("20m float32", ["--shape", "20m", "--batch", "16", "--repeat", "1"]),
+                (
+                    "20m bf16 unrolled",
+                    ["--shape", "20m", "--dtype", "bfloat16", "--batch", "1", "16"],
+                ),
+            ],
+            "tokenizer": [
+                ("mhubert bf16", ["--dtype", "bfloat16", "--bucket-seconds", "0.5,16"]),
+                ("mhubert float32", ["--dtype", "float32", "--torch-batch", "1", "--repeat", "1"]),
+            ],
+        }[name]
+
+    def inference_command(self, name: str, label: str, extra: list[str]) -> list[str]:
+        script = {"scorer": "evaluate", "generate": "generate", "tokenizer": "tokenize_audio"}
+        folder = self.work / f"{name}_runs" / label.replace(" ", "_")
+        command = [self.py, str(REPO / "benchmarks" / f"{script[name]}.py"), *extra]
+        command += [
+            "--compile-cache",
+            str(folder / "xla_cache"),
+            "--json",
+            str(folder / "out.json"),
+        ]
+        if label == self.inference_runs(name)[0][0]:  # the first run of each stage: a trace
+            command += ["--profile", str(folder / "trace")]
+        if name == "scorer":
+            command += ["--task", "swuggy,sblimp,sstorycloze"] if "--task" not in extra else []
+            command += ["--batch-tokens", "16384"] if not self.mode.small else []
+        if name in ("scorer", "generate"):
+            command += (
+                ["--repeat", "1" if self.mode.small else "2"] if "--repeat" not in extra else []
+            )
+        if name == "generate":
+            command += ["--modes", "greedy"]
+            command += ["--max-new-tokens", "20"] if self.mode.small else []
+        if name == "tokenizer" and self.mode.small:
+            command += ["--torch-batch", "1", "--batch-seconds", "30", "--repeat", "1"]
+        if name == "tokenizer" and "--repeat" not in extra and not self.mode.small:
+            command += ["--repeat", "2"]
+        folder.mkdir(parents=True, exist_ok=True)
+        return command
+
+    def stage_inference(self, name: str, result: StageResult, log_path: Path, deadline: float):
+        """Run the stage's benchmark runs in order while its cap lasts; each run's JSON goes
+        into result.data["runs"][label]."""
+        runs = result.data.setdefault("runs", {})
+        statuses = []
+        for label, extra in self.inference_runs(name):
+            if time.monotonic() > deadline - 5:
+                runs[label] = {"status": "skipped: the stage's cap is spent"}
+                statuses.append(f"{label} skipped (cap spent)")
+                continue
+            command = self.inference_command(name, label, extra)
+            env = child_env(XLA_PYTHON_CLIENT_PREALLOCATE="false")  # torch shares the GPU
+            if label.endswith("unrolled"):  # jaxslm.backend.decode_layers' alternative
+                env["JAXSLM_DECODE_LAYERS"] = "unrolled"
+            status, seconds = run_command(command, log_path, deadline, env)
+            measured = read_json(Path(command[command.index("--json") + 1]))
+            if status == "ok" and measured is None:
+                status = "failed: no JSON written"
+            log(f"  {name} {label}: {status} in {seconds:.1f} s")
+            runs[label] = {"status": status, "seconds": seconds, **(measured or {})}
+            statuses.append(status if status == "ok" else f"{label} {status}")
+        failed = [s for s in statuses if s != "ok"]
+        return "; ".join(failed) if failed else "ok"
+
+    def stage_scorer(self, result: StageResult, log_path: Path, deadline: float) -> str:
+        return self.stage_inference("scorer", result, log_path, deadline)
+
+    def stage_generate(self, result: StageResult, log_path: Path, deadline: float) -> str:
+        return self.stage_inference("generate", result, log_path, deadline)
+
+    def stage_tokenizer(self, result: StageResult, log_path: Path, deadline: float) -> str:
+        return self.stage_inference("tokenizer", result, log_path, deadline)
 
     def trainer_remat(self) -> str:
         """--trainer-remat, or (auto) the fastest policy the benchmark measured, else none."""
@@ -643,7 +783,8 @@ class Check:
 
     def result_table(self) -> list[str]:
         self.rows = self.train_step_rows() + self.trainer_rows() + self.attention_rows()
-        self.rows += self.ladder_rows()
+        self.rows += self.ladder_rows() + self.scorer_rows() + self.generate_rows()
+        self.rows += self.tokenizer_rows()
         lines = [
             "| check | jaxslm | PyTorch | ratio | target | result |",
             "|---|---|---|---|---|---|",
@@ -773,6 +914,113 @@ class Check:
                 )
             )
         return out
+
+    def inference_results(self, name: str) -> list[tuple[str, dict]]:
+        """(run label, run data) of each run of an inference stage that wrote figures."""
+        runs = self.results.get(name, StageResult(name)).data.get("runs", {})
+        return [(label, run) for label, run in runs.items() if run.get("results")]
+
+    def scorer_rows(self) -> list[dict]:
+        rows = []
+        for label, run in self.inference_results("scorer"):
+            for r in run["results"]:
+                ratio, agree = r["jaxslm"] / r["torch"], r["agreement"][1]
+                cold, warm = r.get("first_pass_s"), r.get("warm_first_pass_s")
+                text = f"{r['jaxslm']:,.1f} pairs/s (bt {r['best']}); first pass {cold:.1f} s"
+                text += f" cold, {warm:.1f} s warm" if warm is not None else ""
+                extra = ""
+                if r.get("float32_jaxslm"):
+                    extra = f", LL rel diff to torch fp32 {r['float32_jaxslm'][0]:.1e}"
+                rows.append(
+                    dict(
+                        check=f"scorer {label}, {r['task']}, {r['pairs']} pairs",
+                        jaxslm=text + f"; decisions agree {agree:.1%}{extra}" + traced(r),
+                        torch=f"{r['torch']:,.1f} pairs/s",
+                        ratio=f"{ratio:.2f}x",
+                        target=f">= {SCORER_TARGET}x, decisions agree >= {SCORER_AGREEMENT:.0%}",
+                        result="; ".join(
+                            [
+                                verdict("speed", ratio, ratio >= SCORER_TARGET),
+                                verdict("agree", agree, agree >= SCORER_AGREEMENT),
+                            ]
+                        ),
+                    )
+                )
+        return rows
+
+    def generate_rows(self) -> list[dict]:
+        rows = []
+        for label, run in self.inference_results("generate"):
+            for r in run["results"]:
+                ratio = r["jaxslm"] / r["hf"]
+                cold, warm = r.get("cold_first_call_s"), r.get("warm_first_call_s")
+                text = f"{r['jaxslm']:,.0f} tok/s, greedy agree {r['agreement']:.0%}"
+                text += f"; first call {cold:.1f} s cold, {warm:.1f} s warm" if cold else ""
+                float32 = "float32" in label
+                rows.append(
+                    dict(
+                        check=f"generate {label}, batch {r['batch']}, {r['mode']}",
+                        jaxslm=text + traced(r),
+                        torch=f"{r['hf']:,.0f} tok/s",
+                        ratio=f"{ratio:.2f}x",
+                        target="greedy equal" if float32 else f">= {GENERATE_TARGET}x",
+                        result=verdict("equal", r["agreement"], r["agreement"] == 1.0)
+                        if float32
+                        else verdict("speed", ratio, ratio >= GENERATE_TARGET),
+                    )
+                )
+        return rows
+
+    def tokenizer_rows(self) -> list[dict]:
+        rows = []
+        for label, run in self.inference_results("tokenizer"):
+            by_name = {r["name"]: r for r in run["results"]}
+            best, torch_best = (
+                by_name.get(run.get("best_jaxslm")),
+                by_name.get(run.get("best_torch")),
+            )
+            if not best or not torch_best:
+                continue
+            ratio = best["audio_seconds_per_second"] / torch_best["audio_seconds_per_second"]
+            cold = best.get("first_pass_s")
+            float32 = "float32" in label
+            verdicts = [verdict("agree", best["agreement"], best["agreement"] == 1.0)]
+            if not float32:
+                verdicts = [
+                    verdict("speed", ratio, ratio >= TOKENIZER_TARGET),
+                    verdict("cold", cold, cold is not None and cold < TOKENIZER_COLD_S),
+                ]
+            warm = best.get("warm_first_pass_s")
+            rows.append(
+                dict(
+                    check=f"tokenizer {label}, {run.get('audio_seconds', 0):.0f} s of audio",
+                    jaxslm=f"{best['audio_seconds_per_second']:,.0f} audio s/s ({best['name']}); "
+                    f"first pass {cold:.1f} s cold"
+                    + (f", {warm:.1f} s warm" if warm is not None else "")
+                    + f"; units agree {best['agreement']:.2%}"
+                    + traced(run),
+                    torch=f"{torch_best['audio_seconds_per_second']:,.0f} audio s/s "
+                    f"({torch_best['name']})",
+                    ratio=f"{ratio:.2f}x",
+                    target="units equal on 100% of frames"
+                    if float32
+                    else f">= {TOKENIZER_TARGET}x, cold first pass < {TOKENIZER_COLD_S:.0f} s",
+                    result="; ".join(verdicts),
+                )
+            )
+        return rows
+
+
+def traced(measured: dict) -> str:
+    """What a --profile trace of one jaxslm call found, as the end of a table cell."""
+    profile = measured.get("profile")
+    if not profile or "error" in profile:
+        return ""
+    copies = profile["copies"]
+    return (
+        f"; trace: {profile['device_ms']:.1f} device ms in {profile['wall_s'] * 1e3:.1f} ms, "
+        f"{copies['device_to_host']} device->host copies"
+    )
 
 
 def percent(value) -> str:
@@ -957,15 +1205,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="corpus, tokenizer, trainer run and stage JSON (default: /tmp/jaxslm_gpu_check)",
     )
     parser.add_argument(
+        "--suite",
+        choices=SUITES,
+        default="training",
+        help="training (default): "
+        + ",".join(SUITES["training"])
+        + "; inference: "
+        + ",".join(SUITES["inference"]),
+    )
+    parser.add_argument(
         "--stages",
-        default=",".join(STAGES),
-        help=f"comma-separated subset of {','.join(STAGES + EXTRA_STAGES)} (run in that "
-        "order; the default is all but ladder)",
+        default=None,
+        help="comma-separated subset of the suite's stages, run in the suite's order (default: "
+        "all of them)",
     )
     parser.add_argument("--small", action="store_true", help="tiny shapes, to test on a CPU")
     parser.add_argument("--cap-scale", type=float, default=1.0, help="multiply every cap by F")
     parser.add_argument(
-        "--budget", type=float, default=BUDGET, help=f"seconds for all stages ({BUDGET})"
+        "--budget",
+        type=float,
+        default=None,
+        help="seconds for all stages (training "
+        + ", inference ".join(str(BUDGETS[s]) for s in SUITES)
+        + ")",
     )
     parser.add_argument(
         "--remats",
@@ -989,12 +1251,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--preset", help=argparse.SUPPRESS)
     parser.add_argument("--num-units", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    args.stages = [s.strip() for s in args.stages.split(",") if s.strip()]
-    known = STAGES + EXTRA_STAGES
-    unknown = [s for s in args.stages if s not in known]
+    suite = SUITES[args.suite]
+    chosen = ",".join(suite) if args.stages is None else args.stages
+    args.stages = [s.strip() for s in chosen.split(",") if s.strip()]
+    unknown = [s for s in args.stages if s not in suite]
     if unknown:
-        parser.error(f"unknown stage(s) {', '.join(unknown)}; choose from {', '.join(known)}")
-    args.stages = [s for s in known if s in args.stages]
+        parser.error(
+            f"unknown stage(s) {', '.join(unknown)} in the {args.suite} suite; choose from "
+            f"{', '.join(suite)}"
+        )
+    args.stages = [s for s in suite if s in args.stages]
+    if args.budget is None:
+        args.budget = BUDGETS[args.suite]
     args.remats = [r.strip() for r in args.remats.split(",") if r.strip()]
     if args.trainer_steps is None:
         args.trainer_steps = 12 if args.small else 30

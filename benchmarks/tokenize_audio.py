@@ -33,13 +33,23 @@ positional conv, 25 frames/s), layer 11 by default; `tiny` is a small model of t
 for quick runs (layer 2).
 
     python benchmarks/tokenize_audio.py [--shape mhubert|tiny] [--layer 11] [--seconds 120]
-        [--torch-batch 8,1] [--batch-seconds 120,30] [--repeat 3] [--side both|jaxslm|torch]
-        [--dtype float32|bfloat16|float16] [--sklearn] [--breakdown]
+        [--torch-batch 8,1] [--batch-seconds 120,30] [--bucket-seconds 0.5,16] [--repeat 3]
+        [--side both|jaxslm|torch] [--dtype float32|bfloat16|float16] [--sklearn] [--breakdown]
+        [--compile-cache DIR] [--profile DIR] [--json PATH]
+
+--seconds defaults to 120 s of audio on a CPU and 300 s on a GPU. --bucket-seconds times
+jaxslm with other smallest length buckets than the device's (jaxslm.backend.
+hubert_bucket_seconds: 0.5 s): fewer shapes to compile against more padding.
 
 Agreement: the fraction of frames (before dedup) whose unit id equals torch's at batch 1 (each
 wave alone, the unpadded reference); a frame missing on one side counts as a disagreement.
 Timing: one untimed pass of each configuration first (for jaxslm it compiles every bucket
-shape; compile seconds are JAX's trace + lower + backend-compile durations during that pass),
+shape, after jax.clear_caches() so that each configuration pays its own compilation; compile
+seconds are JAX's trace + lower + backend-compile durations during that pass; with
+--compile-cache DIR that pass runs with an empty persistent compilation cache in DIR (cold, as
+a first run of the CLI), then once more after jax.clear_caches(), its programs loaded from DIR
+(warm, as every later run), and both passes' seconds are reported; one more untimed pass of
+each jaxslm configuration then recompiles what a later clear dropped),
 then --repeat passes of every configuration, interleaved so that a change of load on a shared
 machine hits all of them; each rate is the median over the repeats of audio seconds / seconds
 of one whole pass, host work (padding, copies, trimming, dedup) included on both sides.
@@ -66,6 +76,7 @@ What still differs:
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import tempfile
@@ -79,6 +90,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from compile_clock import CompileClock
+from device_profile import (
+    add_device_options,
+    cache_entries,
+    fresh_compile_cache,
+    print_trace,
+    trace_call,
+)
 from flax import nnx
 from transformers import HubertConfig, HubertModel
 
@@ -262,16 +280,19 @@ def sklearn_kmeans(centroids: np.ndarray):
 
 
 class JaxslmPath:
-    """`SpeechTokenizer.units` with its own HubertFeatures (and jit cache) per batch_seconds."""
+    """`SpeechTokenizer.units` with its own HubertFeatures per batch_seconds and bucket_seconds
+    (None: the device's)."""
 
-    def __init__(self, encoder, codebook, layer: int, batch_seconds: float):
+    def __init__(self, encoder, codebook, layer: int, batch_seconds: float, bucket_seconds=None):
         self.encoder, self.batch_seconds = encoder, batch_seconds
-        self.tokenizer = SpeechTokenizer(
-            HubertFeatures(encoder, layer, batch_seconds=batch_seconds), codebook
+        features = HubertFeatures(
+            encoder, layer, batch_seconds=batch_seconds, bucket_seconds=bucket_seconds
         )
+        self.bucket_seconds = features.bucket_samples / SAMPLE_RATE
+        self.tokenizer = SpeechTokenizer(features, codebook)
 
     def name(self) -> str:
-        return f"jaxslm batch_seconds {self.batch_seconds:g}"
+        return f"jaxslm batch_seconds {self.batch_seconds:g}, bucket {self.bucket_seconds:g} s"
 
     def __call__(self, waves: Sequence[np.ndarray]) -> Units:
         return self.tokenizer.units(waves)
@@ -443,7 +464,9 @@ def main() -> None:
     parser.add_argument("--shape", choices=SHAPES, default="mhubert")
     parser.add_argument("--layer", type=int, default=None, help="HuBERT layer (default 11; tiny 2)")
     parser.add_argument("--units", type=int, default=500, help="codebook size K")
-    parser.add_argument("--seconds", type=float, default=120.0, help="total audio per pass")
+    parser.add_argument(
+        "--seconds", type=float, default=None, help="total audio per pass (CPU 120, GPU 300)"
+    )
     parser.add_argument("--min-seconds", type=float, default=2.0, help="shortest utterance")
     parser.add_argument("--max-seconds", type=float, default=15.0, help="longest utterance")
     parser.add_argument(
@@ -458,6 +481,13 @@ def main() -> None:
         default=[120.0, 30.0],
         help="jaxslm HubertFeatures batch_seconds to time, comma list (default 120 = jaxslm's "
         "default, 30)",
+    )
+    parser.add_argument(
+        "--bucket-seconds",
+        type=csv(float),
+        default=[None],
+        help="jaxslm's smallest length bucket(s) in seconds, comma list (default: the device's, "
+        "jaxslm.backend.hubert_bucket_seconds)",
     )
     parser.add_argument("--repeat", type=int, default=3, help="timed passes per figure (median)")
     parser.add_argument("--side", choices=["both", "jaxslm", "torch"], default="both")
@@ -482,7 +512,12 @@ def main() -> None:
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", type=Path, default=None, help="keep the model files here")
+    add_device_options(
+        parser, "jaxslm's first passes", "one pass of the fastest jaxslm configuration"
+    )
     args = parser.parse_args()
+    if args.seconds is None:
+        args.seconds = 300.0 if jax.default_backend() == "gpu" else 120.0
 
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # share the GPU with torch
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -524,7 +559,8 @@ def main() -> None:
             )
     if args.side in ("both", "jaxslm"):
         for seconds in args.batch_seconds:
-            paths.append(JaxslmPath(encoder, codebook, layer, seconds))
+            for bucket in args.bucket_seconds:
+                paths.append(JaxslmPath(encoder, codebook, layer, seconds, bucket))
 
     # First pass of each: warm-up, compilation, and the units compared with torch batch 1.
     clock = CompileClock()
@@ -533,12 +569,28 @@ def main() -> None:
     if reference.name() not in {path.name() for path in paths}:
         print("reference pass: torch batch 1 ...", flush=True)
         first[reference.name()] = timed(lambda: reference(waves))
-    compile_info = {}
-    for path in paths:
+    compile_info, warm = {}, {}
+    for index, path in enumerate(paths):
+        jaxslm_side = isinstance(path, JaxslmPath)
+        if jaxslm_side:  # the encoder's programs are shared: each configuration compiles its own
+            jax.clear_caches()
+            if args.compile_cache:
+                cache = fresh_compile_cache(args.compile_cache / str(index))
         clock.take()
         first[path.name()] = timed(lambda path=path: path(waves))
         compile_info[path.name()] = clock.take()
         print(f"  first pass {path.name()}: {first[path.name()][0]:.1f} s", flush=True)
+        if jaxslm_side and args.compile_cache:
+            jax.clear_caches()
+            warm[path.name()] = timed(lambda path=path: path(waves))[0]
+            print(
+                f"    again with the {cache_entries(cache)} programs it stored: "
+                f"{warm[path.name()]:.1f} s",
+                flush=True,
+            )
+    for path in paths:  # compile again what a later clear_caches() dropped
+        if isinstance(path, JaxslmPath):
+            path(waves)
     want = first[reference.name()][1]
     agree = {path.name(): agreement(first[path.name()][1], want) for path in paths}
 
@@ -587,6 +639,38 @@ def main() -> None:
         print(
             f"fastest jaxslm / fastest torch: {rates[best_jax] / rates[best_torch]:.2f}x "
             f"({best_jax} / {best_torch})"
+        )
+    profile = None
+    if args.profile and best_jax:
+        path = next(p for p in paths if p.name() == best_jax)
+        profile = trace_call(lambda: path(waves), args.profile)
+        print_trace(f"one pass of {best_jax}", profile)
+    for name, seconds in warm.items():
+        print(
+            f"  {name}: first pass {first[name][0]:.1f} s with an empty compilation cache, "
+            f"{seconds:.1f} s with a filled one"
+        )
+    if args.json:
+        rows = [
+            dict(
+                name=path.name(),
+                side="jaxslm" if isinstance(path, JaxslmPath) else "torch",
+                audio_seconds_per_second=rates[path.name()],
+                passes=runs[path.name()],
+                agreement=agree[path.name()],
+                padding=path.padding(waves),
+                first_pass_s=first[path.name()][0],
+                warm_first_pass_s=warm.get(path.name()),
+                compile_s=compile_info[path.name()][0],
+                compiles=compile_info[path.name()][1],
+            )
+            for path in paths
+        ]
+        config = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+        info = dict(where=where, dtype=dtype, audio_seconds=total, utterances=len(waves))
+        summary = dict(best_jaxslm=best_jax, best_torch=best_torch, profile=profile)
+        args.json.write_text(
+            json.dumps({"config": config, **info, **summary, "results": rows}, indent=1)
         )
 
     if args.breakdown:

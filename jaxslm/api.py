@@ -9,6 +9,7 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh
 
+from jaxslm import backend
 from jaxslm.errors import JaxslmError
 from jaxslm.evals.compat import SlamkitRules, check_compat
 from jaxslm.evals.scorer import Scorer
@@ -149,16 +150,19 @@ def load(
     compute_dtype: str | None = None,
     attention: str = "auto",
 ) -> SpeechLM:
-    """Load a jaxslm checkpoint; with `mesh`, parameters are sharded by the logical rules.
-    `attention` picks the kernel on this machine, whatever the run that saved it used
-    (see jaxslm.backend)."""
+    """Load a jaxslm checkpoint; with `mesh`, parameters are sharded by the logical rules,
+    else they go to `jaxslm.backend.compute_device()` (the GPU on a GPU machine), where every
+    call of the SpeechLM then computes. `attention` picks the kernel on this machine, whatever
+    the run that saved it used (see jaxslm.backend)."""
     cfg, vocab, _ = read_metadata(ckpt_dir)
     cfg = cfg.replace(attention=attention)
     if compute_dtype is not None:
         cfg = cfg.replace(dtype=compute_dtype)
     abstract = abstract_decoder(cfg)
-    shardings = None
-    if mesh is not None:
+    if mesh is None:
+        device = jax.sharding.SingleDeviceSharding(backend.compute_device())
+        shardings = jax.tree.map(lambda _: device, abstract_params(cfg))
+    else:
         shapes = jax.tree.map(lambda leaf: leaf.shape, abstract_params(cfg))
         shardings = tree_shardings(mesh, param_axes(abstract), shapes)
     params = restore_params(ckpt_dir, cfg, shardings)

@@ -8,11 +8,17 @@
   on a platform that cannot run it at all is an error. On the CPU, `pallas` and `splash` run
   in Pallas's interpret mode: exact and slow, for tests.
 - How many tokens one scored batch holds, and how large a slice of float32 logits may grow.
+- Where a model loaded without a mesh computes (`compute_device`): JAX's default device, the
+  accelerator when there is one.
+- How inference runs its loops and buckets (`decode_layers`, `hubert_bucket_seconds`): each
+  has an environment variable that overrides it, so that the GPU check
+  (benchmarks/gpu_check.py --suite inference) can time the alternatives.
 - The XLA flags for NVIDIA GPUs (`prepare_process`), added to XLA_FLAGS before JAX starts its
   backend, by every command-line entry point.
 
 CPU choices (query chunks of 128 in the XLA attention, 1024-token scoring batches) were tuned
-on a 2-core CPU VM; nothing here lets them decide what a GPU or TPU runs.
+on a 2-core CPU VM; nothing here lets them decide what a GPU or TPU runs. GPU and TPU values
+that no measurement has chosen yet say so.
 """
 
 from __future__ import annotations
@@ -118,6 +124,62 @@ def logits_bytes() -> int:
     """The most bytes of float32 logits computed at once, by the trainer's loss and the
     scorer (the rest of the sequence waits its turn in the chunked head)."""
     return 1 << 30
+
+
+def compute_device() -> jax.Device:
+    """The device a model loaded without a mesh lives and computes on: JAX's default device
+    (`jax.default_device`, JAX_DEFAULT_DEVICE / jax_default_device), else the first device of
+    the default backend. Never the host CPU on a GPU machine unless asked for."""
+    chosen = jax.config.jax_default_device
+    if chosen is None:
+        return jax.devices()[0]
+    return jax.devices(chosen)[0] if isinstance(chosen, str) else chosen
+
+
+# The layer loop of generation's decoding steps: `scan` compiles one layer and loops over the
+# stacked parameters (a loop with a known trip count: no host round trip on GPUs either);
+# `unrolled` compiles every layer in line (larger program, longer compilation; XLA may fuse
+# across layers and read each layer's weights in place). CPU: scan, today's behaviour
+# (benchmarks/RESULTS.md, issue 21). GPU and TPU: scan, not yet measured against unrolled.
+DECODE_LAYERS = ("scan", "unrolled")
+DECODE_LAYERS_DEFAULT = {"cpu": "scan", "gpu": "scan", "tpu": "scan"}
+# HuBERT input lengths are padded to this many seconds x 1, 2, 3, 4, 6, 8, 12, ...
+# (jaxslm.speech.hubert_features). CPU: 0.5 s, little padding, and compiling one more shape
+# takes about a second there. GPU and TPU: 0.5 s, not yet measured against coarser buckets
+# (the GPU check times 0.5 and 16 s: compilation dominated the first GPU measurement, 37 s to
+# tokenize 121 s of audio in 4 shapes, and 16 s puts 2-16 s utterances in one shape, at the
+# price of padding short ones; benchmarks/tokenize_audio.py --bucket-seconds).
+HUBERT_BUCKET_SECONDS = {"cpu": 0.5, "gpu": 0.5, "tpu": 0.5}
+
+
+def decode_layers() -> str:
+    """`scan` or `unrolled`: how decoding steps run the layers (DECODE_LAYERS_DEFAULT per
+    platform); the environment variable JAXSLM_DECODE_LAYERS overrides it."""
+    value = os.environ.get("JAXSLM_DECODE_LAYERS") or DECODE_LAYERS_DEFAULT.get(platform(), "scan")
+    if value not in DECODE_LAYERS:
+        raise JaxslmError(
+            f"JAXSLM_DECODE_LAYERS={value!r} is not one of {DECODE_LAYERS}; unset it to let "
+            "jaxslm choose per device"
+        )
+    return value
+
+
+def hubert_bucket_seconds() -> float:
+    """Seconds of the smallest HuBERT length bucket (HUBERT_BUCKET_SECONDS per platform); the
+    environment variable JAXSLM_HUBERT_BUCKET_SECONDS overrides it."""
+    text = os.environ.get("JAXSLM_HUBERT_BUCKET_SECONDS")
+    if not text:
+        return HUBERT_BUCKET_SECONDS.get(platform(), 0.5)
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise JaxslmError(
+            f"JAXSLM_HUBERT_BUCKET_SECONDS={text!r} is not a positive number of seconds; unset "
+            "it to let jaxslm choose per device"
+        )
+    return value
 
 
 def cuda_plugin_installed() -> bool:

@@ -2,9 +2,11 @@
 against full recomputation, and the sampling rules."""
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
+from flax import nnx
 
 from jaxslm.errors import JaxslmError
 from jaxslm.generation import decode
@@ -153,3 +155,57 @@ def test_prefill_with_the_pallas_kernel_changes_nothing(llama_lm):
     prompts = _prompts(llama_lm.vocab, seed=7, lengths=(20, 4, 11))
     want = llama_lm.generate(prompts, NEW)
     assert with_config(llama_lm, attention="pallas").generate(prompts, NEW) == want
+
+
+def test_unrolled_decoding_layers_equal_transformers(llama_lm, llama_torch, monkeypatch):
+    """JAXSLM_DECODE_LAYERS=unrolled (the GPU check's alternative to the scanned layer loop)
+    decodes transformers' greedy tokens, with and without a repetition penalty."""
+    from tiny_models import with_config
+
+    monkeypatch.setenv("JAXSLM_DECODE_LAYERS", "unrolled")
+    lm = with_config(llama_lm)  # a fresh Generator reads the setting
+    prompts = _prompts(llama_lm.vocab, seed=8, lengths=(6, 2))
+    for penalty in (1.0, 1.3):
+        ours = lm.generate(prompts, NEW, repetition_penalty=penalty)
+        for prompt, generated in zip(prompts, ours, strict=True):
+            assert generated == _hf_greedy(llama_torch, llama_lm.vocab, prompt, None, penalty)
+    monkeypatch.setenv("JAXSLM_DECODE_LAYERS", "fused")
+    with pytest.raises(JaxslmError, match="JAXSLM_DECODE_LAYERS"):
+        with_config(llama_lm).generate(prompts, 2)
+
+
+def test_weights_cast_once_to_the_compute_dtype_change_nothing(qwen_lm, monkeypatch):
+    """In bfloat16, decoding from weights cast to bfloat16 once (the Generator's copy) gives
+    exactly the tokens of the float32 weights cast at every use, and the same logits."""
+    from tiny_models import with_config
+
+    lm = with_config(qwen_lm, dtype="bfloat16")
+    cast = decode.in_compute_dtype(lm._params, jnp.dtype("bfloat16"))
+    assert {leaf.dtype for leaf in jax.tree.leaves(cast)} == {jnp.dtype("bfloat16")}
+    tokens = np.asarray(_prompts(lm.vocab, seed=9, lengths=(12, 12)))
+    positions = np.broadcast_to(np.arange(12), tokens.shape)
+    logits = [
+        np.asarray(nnx.merge(lm._graphdef, params)(tokens, positions, np.ones_like(tokens)))
+        for params in (lm._params, cast)
+    ]
+    np.testing.assert_array_equal(*logits)
+    prompts = _prompts(lm.vocab, seed=10, lengths=(7, 3))
+    settings = dict(repetition_penalty=1.2, modality="speech")
+    once = lm.generate(prompts, NEW, **settings)
+    monkeypatch.setattr(decode, "in_compute_dtype", lambda params, dtype: params)
+    assert with_config(lm).generate(prompts, NEW, **settings) == once
+
+
+def test_other_prompts_of_the_same_buckets_compile_nothing(llama_lm, llama_torch):
+    """Prompts of other lengths within the same buckets (rows and prompt length padded to
+    powers of two), another seed: one device program already compiled runs the call."""
+    from compiles import backend_compiles
+
+    llama_lm.generate(_prompts(llama_lm.vocab, seed=13, lengths=(6, 2, 9)), NEW, seed=1)
+    prompts = _prompts(llama_lm.vocab, seed=14, lengths=(3, 11, 5, 7))
+    prompts = [[i or 1 for i in p] for p in prompts]  # transformers takes id 0 for padding
+    with backend_compiles() as compiled:
+        ours = llama_lm.generate(prompts, NEW, seed=2)
+    assert compiled == []
+    for prompt, generated in zip(prompts, ours, strict=True):
+        assert generated == _hf_greedy(llama_torch, llama_lm.vocab, prompt, None, 1.0)

@@ -167,6 +167,35 @@ def test_batched_features_equal_one_by_one(batch_norm_hf):
         np.testing.assert_allclose(ours, want, atol=1e-4, rtol=0)
 
 
+def test_bucket_size_from_the_environment_changes_nothing(batch_norm_hf, monkeypatch):
+    """JAXSLM_HUBERT_BUCKET_SECONDS (the GPU check's alternative to the device's bucket size)
+    pads these waves into one shape; each still gets its lone-utterance features."""
+    monkeypatch.setenv("JAXSLM_HUBERT_BUCKET_SECONDS", "2")
+    directory, model = batch_norm_hf
+    features = HubertFeatures(load_hubert(directory), layer=1, batch_seconds=8.0)
+    waves = [audio(s, seed=20 + i) for i, s in enumerate([1.3, 0.02, 1.9, 0.7])]
+    assert [width for _, width in features._batches([len(w) + 80 for w in waves])] == [32000]
+    for wave, ours in zip(waves, features.extract(waves), strict=True):
+        want = hf_hidden_states(model, wave, pad=40)[0][1]
+        np.testing.assert_allclose(ours, want, atol=1e-4, rtol=0)
+
+
+def test_a_second_extractor_of_the_model_compiles_nothing(batch_norm_hf):
+    """The encoder's programs are shared by every HubertFeatures of one model: a second one
+    (as each SpeechTokenizer.load makes) runs waves of the same shapes without compiling."""
+    from compiles import backend_compiles
+
+    directory, model = batch_norm_hf
+    encoder = load_hubert(directory)
+    waves = [audio(s, seed=30 + i) for i, s in enumerate([0.9, 0.3])]
+    HubertFeatures(encoder, layer=1, batch_seconds=4.0).extract(waves)
+    with backend_compiles() as compiled:
+        got = HubertFeatures(encoder, layer=1, batch_seconds=4.0).extract(waves[::-1])
+    assert compiled == []
+    want = hf_hidden_states(model, waves[1], pad=40)[0][1]
+    np.testing.assert_allclose(got[0], want, atol=1e-4, rtol=0)
+
+
 def test_mhubert_25hz_shape_matches_transformers(tmp_path):
     """The full mHuBERT-25Hz shape (random weights): layer 11 on a 2 s utterance."""
     model = save_hf(MHUBERT_25HZ, tmp_path, seed=14)

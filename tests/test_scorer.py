@@ -1,5 +1,6 @@
 """The log-likelihood scorer against transformers (PyTorch, CPU) computed the slamkit way."""
 
+import jax
 import numpy as np
 import pytest
 import torch
@@ -105,6 +106,24 @@ def test_sharded_scores_equal_single_device(qwen_ckpt, qwen_lm):
         qwen_lm.log_likelihood(sequences, modality="speech"),
         rtol=1e-5,
     )
+
+
+def test_load_without_a_mesh_computes_on_the_default_device(qwen_ckpt, qwen_torch):
+    """Without a mesh, jaxslm.load puts the parameters on JAX's default device (the GPU on a
+    GPU machine, not the host CPU; here the second virtual CPU device), where scoring and
+    generation then run; the scores are transformers'."""
+    import jaxslm
+
+    device = jax.devices()[1]
+    with jax.default_device(device):
+        lm = jaxslm.load(qwen_ckpt)
+    assert {d for leaf in jax.tree.leaves(lm._params) for d in leaf.devices()} == {device}
+    sequences = _sequences(lm.vocab, seed=17)
+    theirs = _slamkit_log_likelihood(qwen_torch, lm.vocab, sequences, True, None)
+    np.testing.assert_allclose(lm.log_likelihood(sequences), theirs, rtol=1e-4)
+    lm.generate(sequences[:2], 2)
+    generator_params = jax.tree.leaves(lm._generator.params)
+    assert {d for leaf in generator_params for d in leaf.devices()} == {device}
 
 
 def test_speech_restriction_keeps_units_and_specials(qwen_lm, llama_lm):
@@ -214,3 +233,20 @@ def test_scores_equal_with_the_pallas_kernel(qwen_lm):
             with_config(qwen_lm, attention="pallas").make_scorer().log_likelihood(sequences, "sum")
         )
     np.testing.assert_allclose(got, want, rtol=1e-5)
+
+
+def test_new_sequences_of_the_same_shapes_compile_nothing(qwen_lm, qwen_torch):
+    """A second call whose sequences differ but plan into the same padded shapes (every id
+    renamed by one permutation: same lengths, same shared prefixes) reuses the programs of
+    the first; its scores are transformers'."""
+    from compiles import backend_compiles
+
+    first = _sequences(qwen_lm.vocab, seed=11)
+    rename = np.random.default_rng(12).permutation(qwen_lm.vocab.size)
+    second = [rename[s].tolist() for s in first]
+    qwen_lm.log_likelihood(first)
+    with backend_compiles() as compiled:
+        ours = qwen_lm.log_likelihood(second)
+    assert compiled == []
+    theirs = _slamkit_log_likelihood(qwen_torch, qwen_lm.vocab, second, True, None)
+    np.testing.assert_allclose(ours, theirs, rtol=1e-4)

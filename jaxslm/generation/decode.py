@@ -1,7 +1,12 @@
 """Incremental decoding with a preallocated KV cache: one prefill over the padded prompts,
 then one token per row per step inside a jitted `while_loop` that stops when every row has
 emitted EOS or its budget. One compilation per (rows, prompt length, cache length, budget,
-sampling settings) bucket; prompts and row counts are padded to powers of two."""
+sampling settings) bucket; prompts and row counts are padded to powers of two.
+
+Each step reads every layer's weights once, so they are kept in the compute dtype (cast once
+when the Generator is made, not in every step), and the layers run as `jaxslm.backend.
+decode_layers()` says (a scanned loop or unrolled). One call is one device program and one
+read-back of its results."""
 
 from __future__ import annotations
 
@@ -15,7 +20,9 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from jaxslm import backend
 from jaxslm.errors import JaxslmError
+from jaxslm.models.decoder import abstract_decoder
 from jaxslm.models.head import OutputColumns, output_columns
 from jaxslm.models.model_config import ModelConfig
 from jaxslm.sharding import (
@@ -65,9 +72,11 @@ class Generator:
         config: ModelConfig,
         mesh: Mesh | None = None,
     ):
+        if backend.decode_layers() == "unrolled" and config.scan_layers:
+            graphdef = nnx.graphdef(abstract_decoder(config.replace(scan_layers=False)))
         self.graphdef, self.params, self.vocab, self.config, self.mesh = (
             graphdef,
-            params,
+            in_compute_dtype(params, jnp.dtype(config.dtype)),
             vocab,
             config,
             mesh,
@@ -115,7 +124,7 @@ class Generator:
             out, counts = self._decode(
                 self.graphdef, self.params, *inputs, *static, jax.random.key(seed)
             )
-        out, counts = np.asarray(out), np.asarray(counts)
+        out, counts = jax.device_get((out, counts))
         return [out[row, : counts[row]].tolist() for row in range(len(arrays))]
 
     def _check(self, prompts, max_new_tokens: int) -> list[np.ndarray]:
@@ -144,8 +153,22 @@ class Generator:
         return arrays
 
 
+def in_compute_dtype(params, dtype: jnp.dtype):
+    """`params` with every floating array wider than `dtype` cast to it (on its device). The
+    decoder casts each weight to the compute dtype where it uses it, so the values it computes
+    with are the same; a decoding step then reads each weight once, in the narrower dtype."""
+
+    def cast(leaf):
+        kind = getattr(leaf, "dtype", None)
+        floating = kind is not None and jnp.issubdtype(kind, jnp.floating)
+        return leaf.astype(dtype) if floating and kind.itemsize > dtype.itemsize else leaf
+
+    return jax.tree.map(cast, params)
+
+
 def _choose(logits, seen, valid, sampling: Sampling, key):
-    """The next column per row from float32 logits [B, K] over the K candidate columns."""
+    """The next column per row from float32 logits [B, K] over the K candidate columns; `seen`
+    [B, K] (the columns already in each row) is read only under a repetition penalty."""
     logits = jnp.where(valid, logits, -jnp.inf)
     if sampling.repetition_penalty != 1.0:
         penalized = jnp.where(
@@ -204,10 +227,13 @@ def _decode(
     last = jnp.take_along_axis(hidden, (lengths - 1)[:, None, None], axis=1)
     logits = output.logits(model, last)[:, 0]
     width = output.width
-    prompt_columns = output.column_of(tokens)
-    prompt_columns = jnp.where(prompt_columns < 0, width, prompt_columns)  # dropped below
-    seen = jnp.zeros((rows, width), jnp.int32)
-    seen = seen.at[jnp.arange(rows)[:, None], prompt_columns].max(in_prompt, mode="drop") > 0
+    penalized = sampling.repetition_penalty != 1.0
+    seen = None
+    if penalized:  # kept only when read: a [rows, K] update per step otherwise wasted
+        prompt_columns = output.column_of(tokens)
+        prompt_columns = jnp.where(prompt_columns < 0, width, prompt_columns)  # dropped below
+        seen = jnp.zeros((rows, width), jnp.int32)
+        seen = seen.at[jnp.arange(rows)[:, None], prompt_columns].max(in_prompt, mode="drop") > 0
     state = {
         "step": jnp.int32(0),
         "logits": logits,
@@ -229,7 +255,9 @@ def _decode(
         token = jnp.where(state["done"], 0, output.token_of(column))
         counts = state["counts"] + (~state["done"]).astype(jnp.int32)
         done = state["done"] | eos[column]
-        seen = state["seen"].at[jnp.arange(rows), column].set(True)
+        seen = state["seen"]
+        if penalized:
+            seen = seen.at[jnp.arange(rows), column].set(True)
         slot = (lengths + t)[:, None]
         mask = slots[None, None, :window] <= slot[:, :, None]
         hidden, cache = model.extend(token[:, None], slot, slot, mask, state["cache"])

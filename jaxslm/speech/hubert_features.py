@@ -3,11 +3,13 @@
 Waves are padded with `pad_samples` zeros on both sides (slamkit's padding), sorted by length
 and grouped into a few padded shapes: lengths round up to `bucket_seconds` times 1, 2, 3, 4,
 6, 8, 12, ... (powers of two and 1.5 times powers of two), batch rows to a power of two within
-a `batch_seconds` budget. One jitted function runs every shape.
+a `batch_seconds` budget. One jitted function runs every shape, one compilation per shape;
+`bucket_seconds` None takes `jaxslm.backend.hubert_bucket_seconds()` (0.5 s on CPUs).
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator, Sequence
 
 import jax
@@ -15,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from jaxslm import backend
 from jaxslm.errors import JaxslmError
 from jaxslm.models.hubert import SAMPLE_RATE, HubertEncoder
 
@@ -27,10 +30,12 @@ class HubertFeatures:
         encoder: HubertEncoder,
         layer: int,
         batch_seconds: float = 120.0,
-        bucket_seconds: float = 0.5,
+        bucket_seconds: float | None = None,
         pad_samples: int = 40,
     ):
         cfg = encoder.config
+        if bucket_seconds is None:
+            bucket_seconds = backend.hubert_bucket_seconds()
         if not 0 <= layer <= cfg.num_layers:
             raise JaxslmError(f"HuBERT layer {layer} does not exist; use 0..{cfg.num_layers}")
         if batch_seconds < bucket_seconds or bucket_seconds <= 0 or pad_samples < 0:
@@ -44,12 +49,7 @@ class HubertFeatures:
         self.pad_samples = pad_samples
         self.bucket_samples = max(1, round(bucket_seconds * SAMPLE_RATE))
         self.batch_samples = round(batch_seconds * SAMPLE_RATE)
-        graphdef, self._state = nnx.split(encoder)
-
-        def forward(state: nnx.State, waves: jax.Array, lengths: jax.Array) -> jax.Array:
-            return nnx.merge(graphdef, state)(waves, lengths, layer).astype(jnp.float32)
-
-        self._forward = jax.jit(forward)
+        self._graphdef, self._state = nnx.split(encoder)
 
     @property
     def frame_seconds(self) -> float:
@@ -84,7 +84,8 @@ class HubertFeatures:
             for row, index in enumerate(batch):
                 inputs[row, self.pad_samples : self.pad_samples + len(waves[index])] = waves[index]
                 lengths[row] = len(waves[index]) + 2 * self.pad_samples
-            result = self._forward(self._state, inputs, lengths)  # runs while we collect
+            # dispatched, not waited for: the device runs it while the previous batch is read
+            result = _forward(self._graphdef, self._state, inputs, lengths, self.layer)
             if pending is not None:
                 self._collect(*pending, waves, features)
             pending = (batch, result)
@@ -119,3 +120,11 @@ class HubertFeatures:
         values = np.asarray(result)
         for row, index in enumerate(batch):
             features[index] = values[row, : self.frames(len(waves[index]))].copy()
+
+
+@functools.partial(jax.jit, static_argnums=(0, 4))
+def _forward(graphdef, state: nnx.State, waves: jax.Array, lengths: jax.Array, layer: int):
+    """float32 hidden states of `layer`. Module-level, with the graph definition and layer as
+    static arguments: every HubertFeatures of one model shares its compiled programs (a
+    function made per instance would compile each shape again for each instance)."""
+    return nnx.merge(graphdef, state)(waves, lengths, layer).astype(jnp.float32)
