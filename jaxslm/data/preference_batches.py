@@ -128,7 +128,9 @@ def pack_pairs(
         )
         if row is None:
             raise JaxslmError(
-                f"{len(pairs)} pairs do not fit {layout.rows} rows of {layout.length} positions"
+                f"{len(pairs)} pairs do not fit data.batch_size={layout.rows} rows of "
+                f"data.seq_len={layout.length} positions: lower dpo.pairs_per_step or raise "
+                "data.batch_size or data.seq_len"
             )
         _place(batch, row, fill[row], count[row], sequences, layout.share_prompt)
         batch["pair_valid"][row, count[row]] = 1.0
@@ -178,11 +180,10 @@ def _place(batch: dict, row: int, start: int, k: int, sequences: Sequences, shar
 
 
 class PreferenceBatches:
-    """Batches of `pairs_per_batch` pairs of `encoded`, in an order drawn per epoch from
-    (seed, epoch) (`shuffle`; else in order), endless or for `num_epochs` (the last batch then
-    holds the rest). Process `index` of `count` packs pairs index, index + count, ... of each
-    batch into its `layout.rows` rows. `get_state` / `set_state` save and restore the
-    position."""
+    """Batches of `pairs_per_batch` pairs of `encoded` packed into `layout.rows` rows, in an
+    order drawn per epoch from (seed, epoch) (`shuffle`; else in order), endless or for
+    `num_epochs` (the last batch then holds the rest). `get_state` / `set_state` save and
+    restore the position."""
 
     def __init__(
         self,
@@ -192,13 +193,11 @@ class PreferenceBatches:
         seed: int,
         shuffle: bool = True,
         num_epochs: int | None = None,
-        index: int = 0,
-        count: int = 1,
         reference: np.ndarray | None = None,
     ):
         self.encoded, self.layout, self.pairs_per_batch = encoded, layout, pairs_per_batch
         self.seed, self.shuffle, self.num_epochs = seed, shuffle, num_epochs
-        self.index, self.count, self.reference = index, count, reference
+        self.reference = reference
         self.epoch, self.offset = 0, 0
 
     def __iter__(self) -> PreferenceBatches:
@@ -225,8 +224,8 @@ class PreferenceBatches:
             self.offset += len(piece)
             if self.offset == len(order):
                 self.epoch, self.offset = self.epoch + 1, 0
-        mine = [(i, self.encoded.sequences[i]) for i in taken[self.index :: self.count]]
-        return pack_pairs(mine, self.layout, self.reference)
+        pairs = [(i, self.encoded.sequences[i]) for i in taken]
+        return pack_pairs(pairs, self.layout, self.reference)
 
     def get_state(self) -> dict[str, Any]:
         return {"epoch": self.epoch, "offset": self.offset}

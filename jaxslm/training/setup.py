@@ -92,7 +92,12 @@ def save_tokenizer(plan: RunPlan, directory: Path) -> None:
 
 def _corpus(cfg: TrainConfig) -> Corpus:
     path = Path(cfg.data.corpus)
-    if not path.exists() and cfg.data.build_synthetic:
+    if not path.exists() and cfg.data.build_synthetic and cfg.objective == "dpo":
+        from jaxslm.data.preference_store import build_synthetic_preferences
+
+        print(f"building the built-in preference set at {path}")
+        build_synthetic_preferences(path)
+    elif not path.exists() and cfg.data.build_synthetic:
         print(f"building the built-in corpus at {path}")
         build_synthetic(path)
     elif path.is_dir() and cfg.eval.tasks:
