@@ -58,14 +58,15 @@ class PreferencePair:
 
 def read_preferences(
     path: Path, num_units: int, report: SkipReport, units_of: UnitLookup | None = None
-) -> Iterator[PreferencePair]:
-    """Valid pairs of a preference JSONL file; bad lines go to `report` (file:line, reason).
-    `units_of(path)` gives the units of a side that names only its audio file."""
+) -> Iterator[tuple[int, PreferencePair]]:
+    """(line number, pair) of the valid pairs of a preference JSONL file; bad lines go to
+    `report` (file:line, reason). `units_of(path)` gives the units of a side that names only
+    its audio file. A pair without an `id` is named `FILE:LINE`."""
     for number, line in numbered_lines(path, report):
         if not line.strip():
             continue
         try:
-            yield _pair(parse_json(line), num_units, units_of, f"{path.name}:{number}")
+            yield number, _pair(parse_json(line), num_units, units_of, f"{path.name}:{number}")
         except BadRecord as problem:
             report.skip(f"{path}:{number}", str(problem))
 

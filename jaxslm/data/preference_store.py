@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from jaxslm.data.corpus import COLUMNS_DIR, METADATA_FILE, SPLITS, Corpus, split_of
-from jaxslm.data.ingest import SkipReport
+from jaxslm.data.ingest import SkipReport, read_utterances
 from jaxslm.data.preference import (
     SIDES,
     PreferencePair,
@@ -144,6 +144,22 @@ def build_synthetic_preferences(
     )
 
 
+def unit_lookup(
+    files: list[Path], num_units: int, frame_seconds: float, report: SkipReport
+) -> UnitLookup:
+    """`units_of(path)`: the units of the audio file `path` from unit JSONL files
+    (`python -m jaxslm.tokenize_audio` output, slamkit features), by `file_name`, else by
+    file stem; bad unit lines go to `report`."""
+    units: dict[str, list[int]] = {}
+    for path in files:
+        if not path.is_file():
+            raise JaxslmError(f"{path}: no such unit file (--preference-units)")
+        for utterance in read_utterances(path, num_units, frame_seconds, report):
+            units[utterance.id] = utterance.units.tolist()
+            units.setdefault(Path(utterance.id).stem, units[utterance.id])
+    return lambda audio: units.get(audio, units.get(Path(audio).stem))
+
+
 def build_preferences(
     out_dir: str | Path,
     files: list[Path],
@@ -151,22 +167,23 @@ def build_preferences(
     validation_fraction: float = 0.01,
     repetition: RepetitionFilter | None = None,
     units_of: UnitLookup | None = None,
-    strict: bool = False,
+    report: SkipReport | None = None,
     overwrite: bool = False,
 ) -> tuple[Path, SkipReport, Counter]:
-    """A preference corpus from preference JSONL files: bad records are skipped and counted
-    (`strict`: the first one is an error naming file, line and field), pairs that
+    """A preference corpus from preference JSONL files: bad records are skipped and counted in
+    `report` (a strict one makes the first an error naming file, line and field), pairs that
     `repetition` rejects are counted as filtered. Returns (path, skipped, filtered)."""
     for path in files:
         if not path.is_file():
             raise JaxslmError(f"{path}: no such file")
     prepare_output(out_dir, overwrite)
-    report, filtered, seen = SkipReport(strict=strict), Counter(), set()
+    report = SkipReport() if report is None else report
+    filtered, seen = Counter(), set()
     by_split: dict[str, list[PreferencePair]] = {split: [] for split in SPLITS}
     for path in files:
-        for pair in read_preferences(path, num_units, report, units_of):
+        for number, pair in read_preferences(path, num_units, report, units_of):
             if pair.id in seen:
-                report.skip(f"{path}: {pair.id}", f"id: duplicate: id {pair.id!r} seen before")
+                report.skip(f"{path}:{number}", f"id: duplicate: id {pair.id!r} seen before")
                 continue
             seen.add(pair.id)
             if repetition is not None and not repetition.keeps(pair):
