@@ -1,0 +1,111 @@
+"""`python -m jaxslm.train` with `objective: dpo` on the toy preference set: a resumed run after
+SIGKILL logs the same losses as an uninterrupted one, and an 8-device mesh with precomputed
+reference log-probabilities the same as one device with a frozen reference."""
+
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from test_train import REPO, assert_close, losses, single_device_env
+
+from jaxslm.config import load_config
+from jaxslm.data.preference_store import build_synthetic_preferences
+from jaxslm.training.metrics_log import read_metrics
+
+STEPS = 12
+TINY_DPO = [
+    "objective=dpo",
+    "vocab.mode=speech-only",
+    "model.hidden_size=32",
+    "model.intermediate_size=64",
+    "model.num_layers=2",
+    "model.num_heads=4",
+    "model.num_kv_heads=2",
+    "model.head_dim=8",
+    "data.seq_len=128",
+    "data.batch_size=4",
+    "dpo.pairs_per_step=8",
+    "dpo.max_prompt_length=32",
+    "dpo.max_completion_length=16",
+    "dpo.beta=0.5",
+    "optimizer.lr=3e-3",
+    "schedule.warmup_steps=0",
+    "schedule.warmup_fraction=0",
+    "schedule.decay=constant",
+    "checkpoint.every_steps=4",
+    "eval.every_steps=6",
+    "eval.batches=2",
+    "logging.every_steps=1",
+    "logging.progress_bar=false",
+    f"budget.max_steps={STEPS}",
+]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return build_synthetic_preferences(tmp_path_factory.mktemp("dpo_corpus") / "toy")
+
+
+def command(corpus, run_dir, *extra):
+    overrides = [*TINY_DPO, f"data.corpus={corpus}", f"run_dir={run_dir}", *extra]
+    return [sys.executable, "-m", "jaxslm.train", *overrides]
+
+
+def train_here(corpus, run_dir, *extra):
+    from jaxslm.training.trainer import train
+
+    return train(load_config(None, command(corpus, run_dir, *extra)[3:]))
+
+
+@pytest.fixture(scope="module")
+def reference(corpus, tmp_path_factory):
+    """The single-device run: its directory and its records."""
+    run_dir = tmp_path_factory.mktemp("dpo_reference") / "run"
+    subprocess.run(command(corpus, run_dir), check=True, env=single_device_env(), cwd=REPO)
+    return run_dir, read_metrics(run_dir)
+
+
+def test_run_logs_dpo_metrics(reference):
+    records = reference[1]
+    steps = [r for r in records if "loss" in r]
+    assert [r["step"] for r in steps] == list(range(1, STEPS + 1))
+    assert steps[0]["loss"] == pytest.approx(np.log(2), abs=1e-6)  # policy = reference
+    for record in steps:
+        assert record["pairs"] == 8 and record["loss_tokens"] > 0
+        margin = record["rewards_chosen"] - record["rewards_rejected"]
+        assert record["reward_margin"] == pytest.approx(margin, abs=1e-5)
+    held_out = [r for r in records if "eval_reward_accuracy" in r]
+    assert [r["step"] for r in held_out] == [6, 12]
+
+
+def test_eight_devices_and_precomputed_reference_match_one(corpus, reference, tmp_path):
+    """A 2 x 2 x 2 mesh with reference log-probabilities computed once before training logs
+    the losses of one device scoring a frozen reference at every step."""
+    run_dir = tmp_path / "run"
+    mesh = ["mesh.data=2", "mesh.fsdp=2", "mesh.tensor=2"]
+    train_here(corpus, run_dir, *mesh, "dpo.reference=precomputed")
+    assert (run_dir / "reference_logps" / "train.npy").is_file()
+    assert_close(losses(run_dir), losses(reference[0]), rtol=2e-5)
+
+
+def test_sigkill_then_rerun_resumes_bitwise(corpus, reference, tmp_path):
+    run_dir = tmp_path / "run"
+    process = subprocess.Popen(
+        command(corpus, run_dir, "budget.max_steps=100000"),
+        env=single_device_env(),
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    checkpoint = run_dir / "checkpoints" / "8"
+    deadline = time.monotonic() + 120
+    while not checkpoint.is_dir() and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=60)
+    assert checkpoint.is_dir()
+    subprocess.run(command(corpus, run_dir), check=True, env=single_device_env(), cwd=REPO)
+    assert losses(run_dir) == losses(reference[0])  # bitwise, before and after the kill
