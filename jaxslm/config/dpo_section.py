@@ -1,5 +1,5 @@
 """The config's `dpo` section: preference optimisation (`objective: dpo`), as slamkit's Slam
-recipe runs it through TRL's DPOTrainer (docs/reference.md section 7)."""
+recipe runs it through TRL's DPOTrainer (docs/reference.md section 8)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ PREFERENCE_MODALITIES = ("speech", "text")
 @dataclass(frozen=True)
 class DpoSection:
     """DPO's loss and data. `beta` and `label_smoothing` as TRL's DPOConfig (smoothing:
-    conservative DPO, TRL < 0.29's sigmoid loss). `reference`: the reference model's
+    conservative DPO, (1 - e) L(x) + e L(-x)). `reference`: the reference model's
     log-probabilities come from a `frozen` copy of the initial parameters on the same mesh,
     are `precomputed` once before training (kept in RUN_DIR/reference_logps/), or are taken
     as zero (`none`, TRL's reference_free). `pairs_per_step` pairs (TRL's batch) are packed

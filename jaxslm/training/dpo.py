@@ -1,8 +1,9 @@
 """The DPO objective (Rafailov et al., 2023) as slamkit trains it through TRL's DPOTrainer: the
 summed log-probabilities of each continuation's tokens under the policy and the reference,
 the sigmoid loss -log sigmoid(beta x margin) with margin = (chosen - reference chosen) -
-(rejected - reference rejected), and label smoothing as TRL's sigmoid loss had it up to 0.28
-(conservative DPO: (1 - eps) x that loss + eps x the loss of the flipped label).
+(rejected - reference rejected), and label smoothing as conservative DPO: (1 - eps) x that
+loss + eps x the loss of the flipped label (TRL's sigmoid loss with label_smoothing in the
+older TRL releases; TRL 1.16's `sigmoid` has no smoothing).
 
 One packed forward pass scores both continuations of every pair of a batch (rows from
 jaxslm.data.preference_batches). Sums over pairs (`dpo_sums`) add up across micro-batches and
