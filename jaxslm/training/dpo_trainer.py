@@ -69,6 +69,11 @@ class PreferenceSource(BatchSource):
         self.rows = cfg.data.batch_size
         self.sharding = batch_sharding(mesh, (cfg.data.batch_size, cfg.data.seq_len))
         dpo = cfg.dpo
+        if dpo.modality == "text" and plan.tokenizer is None:
+            raise JaxslmError(
+                f"dpo.modality=text needs a text tokenizer, and a {plan.vocab.mode} model has "
+                "none: use dpo.modality=speech"
+            )
         self.rules = sequence_rules(
             plan.vocab, plan.tokenizer, dpo.max_prompt_length, dpo.max_completion_length
         )
