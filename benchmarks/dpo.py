@@ -36,7 +36,9 @@ import torch
 from flax import nnx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from train_step import torch_model  # noqa: E402 (the benchmark beside this one)
+from trl_oracle import trl_batch, trl_dpo_trainer  # noqa: E402 (the tests' TRL oracle)
 
 from jaxslm.config.dpo_section import DpoSection  # noqa: E402
 from jaxslm.data.preference_batches import RowLayout, pack_pairs, pair_positions  # noqa: E402
@@ -131,12 +133,9 @@ def jaxslm_pairs_per_second(cfg, pairs, args, share_prompt: bool) -> float:
 
 def trl_pairs_per_second(cfg, pairs, args) -> float:
     """Median pairs/s of TRL's DPO loss, backward, clipping and AdamW on the CPU."""
-    from datasets import Dataset
     from tokenizers import Tokenizer
     from tokenizers.models import WordLevel
     from transformers import PreTrainedTokenizerFast
-    from trl import DPOConfig, DPOTrainer
-    from trl.trainer.dpo_trainer import DataCollatorForPreference
 
     policy, reference = torch_model(cfg), torch_model(cfg)  # same seed: the same weights
     tokenizer = PreTrainedTokenizerFast(
@@ -145,28 +144,13 @@ def trl_pairs_per_second(cfg, pairs, args) -> float:
         bos_token="<S>",
         eos_token="<S>",
     )
-    config = DPOConfig(
-        output_dir="unused",
-        beta=BETA,
-        max_length=None,
-        report_to=[],
-        use_cpu=True,
-        bf16=False,
-        gradient_checkpointing=False,
+    trainer = trl_dpo_trainer(policy, reference, tokenizer, BETA)
+    batch = trl_batch(
+        [
+            {"prompt_ids": p.tolist(), "chosen_ids": c.tolist(), "rejected_ids": r.tolist()}
+            for p, c, r in pairs
+        ]
     )
-    dummy = Dataset.from_dict({"prompt": ["a"], "chosen": [" b"], "rejected": [" c"]})
-    trainer = DPOTrainer(
-        model=policy,
-        ref_model=reference,
-        args=config,
-        train_dataset=dummy,
-        processing_class=tokenizer,
-    )
-    rows = [
-        {"prompt_ids": p.tolist(), "chosen_ids": c.tolist(), "rejected_ids": r.tolist()}
-        for p, c, r in pairs
-    ]
-    batch = DataCollatorForPreference(pad_token_id=0)(rows)
     model = trainer.model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=LEARNING_RATE, weight_decay=0.0)
 

@@ -13,6 +13,7 @@ import jax
 import numpy as np
 import pytest
 from flax import nnx
+from trl_oracle import trl_batch, trl_dpo_trainer
 
 from jaxslm.config.dpo_section import DpoSection
 from jaxslm.data.preference import PreferencePair, Side
@@ -102,34 +103,11 @@ def jaxslm_side(models, pairs, settings, rows=4, length=64):
 
 def trl_side(models, pairs, loss_type, weights, label_smoothing, beta):
     """TRL's loss, metrics and the policy's gradients on the same pairs."""
-    from datasets import Dataset
-    from trl import DPOConfig, DPOTrainer
-    from trl.trainer.dpo_trainer import DataCollatorForPreference
-
     reference, _, hf_ref, hf_policy, tokenizer = models
-    args = DPOConfig(
-        output_dir="unused",
-        beta=beta,
-        loss_type=loss_type,
-        loss_weights=weights,
-        label_smoothing=label_smoothing,
-        max_length=None,
-        report_to=[],
-        use_cpu=True,
-        bf16=False,
-        gradient_checkpointing=False,
+    trainer = trl_dpo_trainer(
+        hf_policy, hf_ref, tokenizer, beta, loss_type, weights, label_smoothing
     )
-    dummy = Dataset.from_dict({"prompt": ["a"], "chosen": [" b"], "rejected": [" c"]})
-    trainer = DPOTrainer(
-        model=hf_policy,
-        ref_model=hf_ref,
-        args=args,
-        train_dataset=dummy,
-        processing_class=tokenizer,
-    )
-    batch = DataCollatorForPreference(pad_token_id=0)(
-        [slamkit_rows(p, reference.vocab) for p in pairs]
-    )
+    batch = trl_batch([slamkit_rows(p, reference.vocab) for p in pairs])
     trainer.model.train()
     trainer.model.zero_grad()
     loss = trainer._compute_loss(trainer.model, batch, False)

@@ -9,22 +9,19 @@ import time
 
 import numpy as np
 import pytest
-from test_train import REPO, assert_close, losses, single_device_env
+from test_train import REPO, TINY, assert_close, losses, single_device_env
 
 from jaxslm.config import load_config
 from jaxslm.data.preference_store import build_synthetic_preferences
 from jaxslm.training.metrics_log import read_metrics
 
 STEPS = 12
+# test_train's tiny shape, constant schedule and per-step logging, on the toy preference set
+SHARED = [o for o in TINY if o.startswith(("model.", "schedule.", "logging."))]
 TINY_DPO = [
+    *SHARED,
     "objective=dpo",
     "vocab.mode=speech-only",
-    "model.hidden_size=32",
-    "model.intermediate_size=64",
-    "model.num_layers=2",
-    "model.num_heads=4",
-    "model.num_kv_heads=2",
-    "model.head_dim=8",
     "data.seq_len=128",
     "data.batch_size=4",
     "dpo.pairs_per_step=8",
@@ -32,14 +29,9 @@ TINY_DPO = [
     "dpo.max_completion_length=16",
     "dpo.beta=0.5",
     "optimizer.lr=3e-3",
-    "schedule.warmup_steps=0",
-    "schedule.warmup_fraction=0",
-    "schedule.decay=constant",
     "checkpoint.every_steps=4",
     "eval.every_steps=6",
     "eval.batches=2",
-    "logging.every_steps=1",
-    "logging.progress_bar=false",
     f"budget.max_steps={STEPS}",
 ]
 
