@@ -101,3 +101,12 @@ def test_sigkill_then_rerun_resumes_bitwise(corpus, reference, tmp_path):
     assert checkpoint.is_dir()
     subprocess.run(command(corpus, run_dir), check=True, env=single_device_env(), cwd=REPO)
     assert losses(run_dir) == losses(reference[0])  # bitwise, before and after the kill
+
+
+def test_objective_must_match_the_corpus(corpus, tmp_path):
+    from jaxslm.errors import JaxslmError
+    from jaxslm.training.setup import plan_run
+
+    overrides = command(corpus, tmp_path / "run", "objective=lm")[3:]
+    with pytest.raises(JaxslmError, match="holds preference pairs, which objective=lm"):
+        plan_run(load_config(None, overrides))

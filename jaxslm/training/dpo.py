@@ -20,6 +20,7 @@ import optax
 from flax import nnx
 
 from jaxslm import backend
+from jaxslm.config.dpo_section import DpoSection
 from jaxslm.models.head import chunk_length, differentiable_log_probs, target_log_probs
 from jaxslm.sharding import batch_shards
 from jaxslm.training.step import Batch, TrainState, accumulated_gradients, optimizer_step
@@ -97,7 +98,7 @@ def dpo_sums(
     params: dict,
     batch: Batch,
     reference_params: dict | None,
-    settings,
+    settings: DpoSection,
     differentiable: bool = True,
 ) -> dict[str, jax.Array]:
     """Sums over the batch's pairs of each of `PAIR_MEANS`, with `pairs` (their number) and
@@ -126,7 +127,7 @@ def make_dpo_step(
     graphdef: nnx.GraphDef,
     optimizer: optax.GradientTransformation,
     schedule: optax.Schedule,
-    settings,
+    settings: DpoSection,
     micro_batches: int = 1,
 ) -> Callable[[TrainState, Batch, dict | None], tuple[TrainState, dict[str, jax.Array]]]:
     """`step(state, batch, reference_params) -> (state, metrics)`: the mean DPO loss over the
