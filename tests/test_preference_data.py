@@ -166,3 +166,28 @@ def test_sequences_and_packing_follow_slamkit(tmp_path):
                 assert batch["targets"][row][scored].tolist() == completion.tolist()
                 position = batch["positions"][row][scored][0]
                 assert batch["tokens"][row][scored][0] == p[-1] and position == len(p) - 1
+
+
+def test_sides_named_by_audio_take_their_units(tmp_path):
+    """slamkit's extractor input ({side}_path only) with units from tokenize_audio output,
+    matched by file_name, then by stem; a path in no unit file is a counted bad record."""
+    units = {"a/p.wav": [1, 2, 3], "c.wav": [4, 5], "r.flac": [6]}
+    unit_lines = [
+        json.dumps({"file_name": name, "units": u, "duration": [1] * len(u)})
+        for name, u in units.items()
+    ]
+    unit_file = write_pairs(tmp_path / "units.jsonl", unit_lines)
+    lines = [
+        json.dumps({"prompt_path": "a/p.wav", "chosen_path": "x/c.wav", "rejected_path": "r.wav"}),
+        json.dumps({"prompt_path": "a/p.wav", "chosen_path": "lost.wav", "rejected_path": "r.wav"}),
+    ]
+    source = write_pairs(tmp_path / "pairs.jsonl", lines)
+    out = tmp_path / "c"
+    argv = ["--preference", str(source), "--preference-units", str(unit_file)]
+    argv += ["--num-units", str(UNITS), "--validation-fraction", "0", "--out", str(out)]
+    assert build_main(argv) == 0
+    corpus = open_corpus(out)
+    assert corpus.metadata["skipped"] == {"chosen_path: no units": 1}
+    pairs = open_preferences(corpus, "train")
+    got = [pairs.units(side, 0).tolist() for side in ("prompt", "chosen", "rejected")]
+    assert got == [[1, 2, 3], [4, 5], [6]]

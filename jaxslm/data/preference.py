@@ -103,12 +103,14 @@ def _side(name: str, line: dict, num_units: int, units_of: UnitLookup | None) ->
             raise BadRecord(f"{key}: not a string: {value!r:.40}")
     text = text if text is not None else line.get(f"{name}_text")
     audio = line.get(f"{name}_path")
-    if units is None and audio is not None and units_of is not None:
+    if units is None and audio is not None:
         if not isinstance(audio, str):
             raise BadRecord(f"{name}_path: not a path: {audio!r:.40}")
-        units = units_of(audio)
+        units = None if units_of is None else units_of(audio)
         if units is None and not (text or "").strip():
-            raise BadRecord(f"{name}_path: no units: {audio!r:.60} is in no unit file")
+            raise BadRecord(
+                f"{name}_path: no units: {audio!r:.60} is in no unit file (--preference-units)"
+            )
     if units is not None:
         units = integer_list(units, f"{name}.units")
         if units and (problem := units_problem(min(units), max(units), num_units)):
