@@ -5,10 +5,10 @@ reference log-probabilities the same as one device with a frozen reference."""
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
+from processes import signal_once_saved
 from test_train import REPO, TINY, assert_close, losses, single_device_env
 
 from jaxslm.config import load_config
@@ -85,20 +85,8 @@ def test_eight_devices_and_precomputed_reference_match_one(corpus, reference, tm
 
 def test_sigkill_then_rerun_resumes_bitwise(corpus, reference, tmp_path):
     run_dir = tmp_path / "run"
-    process = subprocess.Popen(
-        command(corpus, run_dir, "budget.max_steps=100000"),
-        env=single_device_env(),
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    checkpoint = run_dir / "checkpoints" / "8"
-    deadline = time.monotonic() + 120
-    while not checkpoint.is_dir() and time.monotonic() < deadline and process.poll() is None:
-        time.sleep(0.02)
-    process.send_signal(signal.SIGKILL)
-    process.wait(timeout=60)
-    assert checkpoint.is_dir()
+    long_run = command(corpus, run_dir, "budget.max_steps=100000")
+    signal_once_saved(long_run, run_dir / "checkpoints" / "8", signal.SIGKILL, single_device_env())
     subprocess.run(command(corpus, run_dir), check=True, env=single_device_env(), cwd=REPO)
     assert losses(run_dir) == losses(reference[0])  # bitwise, before and after the kill
 
