@@ -18,7 +18,7 @@ class DpoSection:
     conservative DPO, (1 - e) L(x) + e L(-x)). `reference`: the reference model's
     log-probabilities come from a `frozen` copy of the initial parameters on the same mesh,
     are `precomputed` once before training (kept in RUN_DIR/reference_logps/), or are taken
-    as zero (`none`, TRL's reference_free). `pairs_per_step` pairs (TRL's batch) are packed
+    as zero (`none`, reference-free DPO). `pairs_per_step` pairs (TRL's batch) are packed
     into the `data.batch_size` rows of `data.seq_len`. Prompts keep their last
     `max_prompt_length` tokens (BOS included), continuations their first
     `max_completion_length` (EOS included), as slamkit's tokenize_row. `modality`: a pair's
