@@ -47,9 +47,15 @@ def command(corpus, run_dir, *extra):
 
 
 def train_here(corpus, run_dir, *extra):
+    return train_here_with(TINY_DPO, corpus, run_dir, *extra)
+
+
+def train_here_with(base, corpus, run_dir, *extra):
+    """Train in this process from the overrides `base` + the corpus, run_dir and `extra`."""
     from jaxslm.training.trainer import train
 
-    return train(load_config(None, command(corpus, run_dir, *extra)[3:]))
+    overrides = [*base, f"data.corpus={corpus}", f"run_dir={run_dir}", *extra]
+    return train(load_config(None, overrides))
 
 
 @pytest.fixture(scope="module")
@@ -98,3 +104,16 @@ def test_objective_must_match_the_corpus(corpus, tmp_path):
     overrides = command(corpus, tmp_path / "run", "objective=lm")[3:]
     with pytest.raises(JaxslmError, match="holds preference pairs, which objective=lm"):
         plan_run(load_config(None, overrides))
+
+
+def test_run_starts_from_a_pretrained_run(corpus, reference, tmp_path):
+    """model.init is a jaxslm run: the policy starts from it and the frozen reference is it, so
+    the first step's loss is log 2 exactly as at step 1 of a fresh run (a seeded reference
+    would give another value)."""
+    shape = [o for o in TINY_DPO if not o.startswith("model.")]
+    run_dir = tmp_path / "run"
+    extra = [f"model.init={reference[0]}", "budget.max_steps=2", "eval.every_steps=0"]
+    extra += ["mesh.data=4", "mesh.tensor=2"]
+    train_here_with(shape, corpus, run_dir, *extra)
+    first = losses(run_dir)[1]
+    assert first == pytest.approx(np.log(2), abs=1e-6)
