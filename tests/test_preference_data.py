@@ -191,3 +191,37 @@ def test_sides_named_by_audio_take_their_units(tmp_path):
     pairs = open_preferences(corpus, "train")
     got = [pairs.units(side, 0).tolist() for side in ("prompt", "chosen", "rejected")]
     assert got == [[1, 2, 3], [4, 5], [6]]
+
+
+class LengthTokenizer:
+    """A stand-in speech tokenizer: units [samples % 40, 1], so an oracle needs only the
+    file's length (as tests/test_tokenize_rerun.py's)."""
+
+    num_units, frame_seconds = UNITS, 0.02
+
+    def units(self, waves):
+        return [(np.array([len(w) % 40, 1]), np.array([1, 2])) for w in waves]
+
+
+def test_audio_folder_goes_through_the_speech_tokenizer(tmp_path, monkeypatch):
+    """--audio with --preference: the folder is tokenized and the sides' <side>_path files
+    take their units from it."""
+    import soundfile
+
+    from jaxslm.speech.tokenizer import SpeechTokenizer
+
+    folder = tmp_path / "audio"
+    folder.mkdir()
+    lengths = {"p.wav": 8005, "c.wav": 8011, "r.wav": 8017}
+    for name, samples in lengths.items():
+        soundfile.write(folder / name, np.full(samples, 0.1, np.float32), 16000)
+    line = {f"{side}_path": f"clips/{side[0]}.wav" for side in ("prompt", "chosen", "rejected")}
+    source = write_pairs(tmp_path / "pairs.jsonl", [json.dumps(line)])
+    monkeypatch.setattr(SpeechTokenizer, "load", lambda *a, **k: LengthTokenizer())
+    out = tmp_path / "c"
+    argv = ["--preference", source, "--audio", folder, "--hubert", tmp_path, "--codebook"]
+    argv += [tmp_path / "km", "--validation-fraction", "0", "--out", out]
+    assert build_main([str(a) for a in argv]) == 0
+    pairs = open_preferences(open_corpus(out), "train")
+    got = [pairs.units(side, 0).tolist() for side in ("prompt", "chosen", "rejected")]
+    assert got == [[lengths[f"{side[0]}.wav"] % 40, 1] for side in ("prompt", "chosen", "rejected")]

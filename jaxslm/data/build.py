@@ -247,7 +247,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--audio",
         type=Path,
         help="audio folder or list file: tokenized with --hubert/--layer/--codebook into "
-        "OUT.units.jsonl (resumable, kept beside OUT) and built like --units",
+        "OUT.units.jsonl (resumable, kept beside OUT) and built like --units; with "
+        "--preference, used like --preference-units",
     )
     parser.add_argument("--hubert", type=Path, help="HF HubertModel directory, for --audio")
     parser.add_argument("--layer", type=int, default=11, help="HuBERT layer, for --audio")
@@ -355,11 +356,16 @@ def _build_preference_corpus(args: argparse.Namespace) -> int:
         path = build_synthetic_preferences(args.out, overwrite=args.overwrite)
         print(f"wrote the built-in preference set to {path}")
         return 0
+    unit_files = list(args.preference_units)
+    if args.audio is not None:
+        prepare_output(args.out, args.overwrite)
+        _tokenize_audio_input(args)
+        unit_files.append(args.units[-1])
     check_settings(args.num_units, args.frame_seconds, args.validation_fraction)
     report = SkipReport(strict=args.strict)
     units_of = None
-    if args.preference_units:
-        units_of = unit_lookup(args.preference_units, args.num_units, args.frame_seconds, report)
+    if unit_files:
+        units_of = unit_lookup(unit_files, args.num_units, args.frame_seconds, report)
     repetition = None
     if args.repetition_filter:
         repetition = RepetitionFilter(args.auto_bleu_n, args.max_auto_bleu)
