@@ -3,7 +3,9 @@
 The same command starts a run and resumes it: when RUN_DIR/checkpoints holds a checkpoint,
 training continues from the latest one (model, optimizer, step and data iterator). Keys are
 `section.key` as in configs/tiny.yaml (see jaxslm/config/ for every key and its default);
-`run_dir=PATH` sets where checkpoints, metrics.jsonl and TensorBoard files go.
+`run_dir=PATH` sets where checkpoints, metrics.jsonl and TensorBoard files go. `objective=dpo`
+trains by preference optimisation on a preference corpus (the `dpo` section; see
+configs/tiny_dpo.yaml and configs/slam_dpo_qwen2.5_0.5b.yaml).
 """
 
 from __future__ import annotations

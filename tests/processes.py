@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -19,3 +20,20 @@ def kill_once_writing(script: str, argv: list[str]) -> None:
     finally:
         process.kill()
         process.wait(timeout=60)
+
+
+def signal_once_saved(
+    command: list[str], checkpoint: Path, signum: int, env: dict[str, str]
+) -> tuple[int, str]:
+    """Run `command` from the checkout, send `signum` once the directory `checkpoint` exists
+    (or after 120 s); (return code, output)."""
+    process = subprocess.Popen(
+        command, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    deadline = time.monotonic() + 120
+    while not checkpoint.is_dir() and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.02)
+    process.send_signal(signum)
+    output = process.communicate(timeout=120)[0]
+    assert checkpoint.is_dir(), output
+    return process.returncode, output

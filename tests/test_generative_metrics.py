@@ -14,7 +14,7 @@ import soundfile
 import torch
 
 from jaxslm import evaluate
-from jaxslm.evals.asr_metrics import auto_bleu
+from jaxslm.evals.auto_bleu import text_auto_bleu
 from jaxslm.speech.toy_vocoder import DEFAULT_FRAMES, FRAME_SECONDS, SAMPLE_RATE
 
 SPECIALS = ["<|endoftext|>", "<|startoftranscript|>", "<|en|>", "<|transcribe|>"]
@@ -35,7 +35,7 @@ NO_TIMESTAMPS = "<|notimestamps|>"
     ],
 )
 def test_auto_bleu_by_hand(text, n, expected):
-    assert auto_bleu(text, n) == pytest.approx(expected)
+    assert text_auto_bleu(text, n) == pytest.approx(expected)
 
 
 @pytest.fixture(scope="module")

@@ -10,11 +10,11 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from processes import signal_once_saved
 
 from jaxslm.config import load_config
 from jaxslm.data.build import build_synthetic
@@ -170,22 +170,9 @@ def interrupt_after_checkpoint(corpus, run_dir, step, signum):
     """Start a run with a long budget, send `signum` once checkpoint `step` exists; its output.
 
     The schedule is constant, so the long budget does not change the updates."""
-    process = subprocess.Popen(
-        command(corpus, run_dir, "budget.max_steps=100000"),
-        env=single_device_env(),
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
     checkpoint = run_dir / "checkpoints" / str(step)
-    deadline = time.monotonic() + 120
-    while not checkpoint.is_dir() and time.monotonic() < deadline and process.poll() is None:
-        time.sleep(0.02)
-    process.send_signal(signum)
-    output = process.communicate(timeout=120)[0]
-    assert checkpoint.is_dir(), output
-    return process.returncode, output
+    long_run = command(corpus, run_dir, "budget.max_steps=100000")
+    return signal_once_saved(long_run, checkpoint, signum, single_device_env())
 
 
 def test_sigterm_saves_before_exit(corpus, tmp_path):

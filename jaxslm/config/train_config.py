@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from jaxslm.config.dpo_section import OBJECTIVES, DpoSection
 from jaxslm.config.model_section import ModelSection
 from jaxslm.config.sections import (
     BudgetSection,
@@ -18,16 +19,19 @@ from jaxslm.config.sections import (
     VocabSection,
 )
 from jaxslm.errors import JaxslmError
-from jaxslm.value_checks import require
+from jaxslm.value_checks import one_of, require
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Everything a training run reads. `run_dir` None becomes `runs/<name>`."""
+    """Everything a training run reads. `run_dir` None becomes `runs/<name>`. `objective`:
+    `lm` (next-token prediction on a corpus) or `dpo` (preference optimisation on a preference
+    corpus, configured by the `dpo` section)."""
 
     name: str
     run_dir: str | None = None
     seed: int = 0
+    objective: str = "lm"
     model: ModelSection = field(default_factory=ModelSection)
     vocab: VocabSection = field(default_factory=VocabSection)
     data: DataSection = field(default_factory=DataSection)
@@ -38,10 +42,19 @@ class TrainConfig:
     logging: LoggingSection = field(default_factory=LoggingSection)
     eval: EvalSection = field(default_factory=EvalSection)
     budget: BudgetSection = field(default_factory=BudgetSection)
+    dpo: DpoSection = field(default_factory=DpoSection)
 
     def __post_init__(self) -> None:
         require(bool(self.name), "name", self.name, "must be a non-empty run name")
         require(self.seed >= 0, "seed", self.seed, "must be >= 0")
+        one_of("objective", self.objective, OBJECTIVES)
+        require(
+            self.objective == "lm" or not self.eval.tasks,
+            "eval.tasks",
+            list(self.eval.tasks),
+            "runs with objective lm only: unset it and score the DPO run with "
+            "`python -m jaxslm.evaluate`",
+        )
         if self.run_dir is None:
             object.__setattr__(self, "run_dir", f"runs/{self.name}")
         budget = self.budget

@@ -4,6 +4,12 @@ toy language.
     python -m jaxslm.data.build --synthetic --out data/toy
     python -m jaxslm.data.build --units feats.jsonl --alignments align.json \\
         --text books.txt --num-units 500 --out data/my_corpus
+
+Preference corpora (for `objective: dpo`), from (prompt, chosen, rejected) JSONL:
+
+    python -m jaxslm.data.build --synthetic-preference --out data/toy_preference
+    python -m jaxslm.data.build --preference pairs.jsonl --repetition-filter \\
+        --num-units 500 --out data/my_preferences
 """
 
 from __future__ import annotations
@@ -241,7 +247,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--audio",
         type=Path,
         help="audio folder or list file: tokenized with --hubert/--layer/--codebook into "
-        "OUT.units.jsonl (resumable, kept beside OUT) and built like --units",
+        "OUT.units.jsonl (resumable, kept beside OUT) and built like --units; with "
+        "--preference, used like --preference-units",
     )
     parser.add_argument("--hubert", type=Path, help="HF HubertModel directory, for --audio")
     parser.add_argument("--layer", type=int, default=11, help="HuBERT layer, for --audio")
@@ -272,6 +279,37 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=0.01,
         help="share of records (by hash of their id) in the validation split",
+    )
+    _add_file_list(
+        parser,
+        "--preference",
+        "JSONL",
+        "preference files: lines {prompt, chosen, rejected}, each side {units, duration} "
+        "(slamkit's preference features), a unit list or a text, with optional "
+        "<side>_text, <side>_path and id (builds a preference corpus, for objective: dpo)",
+    )
+    parser.add_argument(
+        "--synthetic-preference",
+        action="store_true",
+        help="build the built-in toy language's preference set (no input files)",
+    )
+    _add_file_list(
+        parser,
+        "--preference-units",
+        "JSONL",
+        "unit files giving the units of preference sides that name only <side>_path "
+        "(jaxslm.tokenize_audio output: matched by file_name, then by file stem)",
+    )
+    parser.add_argument(
+        "--repetition-filter",
+        action="store_true",
+        help="drop pairs whose prompt + chosen text has auto-BLEU >= --max-auto-bleu (slamkit)",
+    )
+    parser.add_argument(
+        "--auto-bleu-n", type=int, default=2, help="n-gram length of the repetition filter"
+    )
+    parser.add_argument(
+        "--max-auto-bleu", type=float, default=0.3, help="threshold of the repetition filter"
     )
     parser.add_argument(
         "--strict",
@@ -305,6 +343,49 @@ def _tokenize_audio_input(args: argparse.Namespace) -> None:
     args.units = [*args.units, units_path]
 
 
+def _build_preference_corpus(args: argparse.Namespace) -> int:
+    """The preference corpus of --synthetic-preference or --preference files."""
+    from jaxslm.data.preference import RepetitionFilter
+    from jaxslm.data.preference_store import (
+        build_preferences,
+        build_synthetic_preferences,
+        unit_lookup,
+    )
+
+    if args.synthetic_preference:
+        path = build_synthetic_preferences(args.out, overwrite=args.overwrite)
+        print(f"wrote the built-in preference set to {path}")
+        return 0
+    unit_files = list(args.preference_units)
+    if args.audio is not None:
+        prepare_output(args.out, args.overwrite)
+        _tokenize_audio_input(args)
+        unit_files.append(args.units[-1])
+    check_settings(args.num_units, args.frame_seconds, args.validation_fraction)
+    report = SkipReport(strict=args.strict)
+    units_of = None
+    if unit_files:
+        units_of = unit_lookup(unit_files, args.num_units, args.frame_seconds, report)
+    repetition = None
+    if args.repetition_filter:
+        repetition = RepetitionFilter(args.auto_bleu_n, args.max_auto_bleu)
+    path, report, filtered = build_preferences(
+        args.out,
+        args.preference,
+        args.num_units,
+        args.validation_fraction,
+        repetition,
+        units_of,
+        report,
+        args.overwrite,
+    )
+    print(report.summary())
+    for reason, count in filtered.items():
+        print(f"filtered {count} pairs: {reason}")
+    print(f"wrote {path}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the builder; returns the exit code."""
     args = build_parser().parse_args(argv)
@@ -313,6 +394,8 @@ def main(argv: list[str] | None = None) -> int:
             path = build_synthetic(args.out, overwrite=args.overwrite)
             print(f"wrote the built-in corpus to {path}")
             return 0
+        if args.synthetic_preference or args.preference:
+            return _build_preference_corpus(args)
         if args.audio is not None:
             prepare_output(args.out, args.overwrite)
             _tokenize_audio_input(args)

@@ -55,7 +55,7 @@ class SkipReport:
         return "\n".join(lines)
 
 
-class _Skip(Exception):
+class BadRecord(Exception):
     """A bad record; the message is the reason, 'field: reason: detail'."""
 
 
@@ -80,7 +80,7 @@ def read_alignments(path: Path) -> dict[str, Alignment]:
     for name, words in raw.items():
         try:
             parsed = Alignment(words=tuple(_words(words, f"{path} entry {name!r}")))
-        except _Skip as problem:
+        except BadRecord as problem:
             parsed = Alignment(problem=str(problem))
         alignments[name] = parsed
         alignments.setdefault(Path(name).stem, parsed)
@@ -90,7 +90,9 @@ def read_alignments(path: Path) -> dict[str, Alignment]:
 def _words(raw: Any, source: str) -> list[Word]:
     """Words from [{word, start, end}] or [[word, start, end]]; adds leading spaces if absent."""
     if not isinstance(raw, list):
-        raise _Skip(f"words: malformed: {source} is a {type(raw).__name__}, not a list of words")
+        raise BadRecord(
+            f"words: malformed: {source} is a {type(raw).__name__}, not a list of words"
+        )
     words = [_word(entry, source, index) for index, entry in enumerate(raw)]
     if words and not any(w.text[:1].isspace() for w in words):
         words = [Word(" " + w.text, w.start, w.end) for w in words]
@@ -102,24 +104,24 @@ def _word(entry: Any, source: str, index: int) -> Word:
     if isinstance(entry, dict):
         missing = [key for key in ("word", "start", "end") if key not in entry]
         if missing:
-            raise _Skip(f"{where} has no {', '.join(missing)}")
+            raise BadRecord(f"{where} has no {', '.join(missing)}")
         text, start, end = entry["word"], entry["start"], entry["end"]
     elif isinstance(entry, list) and len(entry) == 3:
         text, start, end = entry
     else:
-        raise _Skip(f"{where} is neither {{word, start, end}} nor [word, start, end]")
+        raise BadRecord(f"{where} is neither {{word, start, end}} nor [word, start, end]")
     if not isinstance(text, str):
-        raise _Skip(f"{where}: the word is {text!r:.40}, not a string")
+        raise BadRecord(f"{where}: the word is {text!r:.40}, not a string")
     for time in (start, end):
         if isinstance(time, bool) or not isinstance(time, int | float):
-            raise _Skip(f"{where}: a time is {time!r:.40}, not a number of seconds")
+            raise BadRecord(f"{where}: a time is {time!r:.40}, not a number of seconds")
     try:
         return Word(text, float(start), float(end))
     except OverflowError as err:  # an integer beyond any float
-        raise _Skip(f"{where}: a time is too large to be seconds") from err
+        raise BadRecord(f"{where}: a time is too large to be seconds") from err
 
 
-def _lines(path: Path, report: SkipReport) -> Iterator[tuple[int, str]]:
+def numbered_lines(path: Path, report: SkipReport) -> Iterator[tuple[int, str]]:
     """(number, line) of each line of `path`; lines that are not UTF-8 are skipped and
     counted."""
     try:
@@ -145,13 +147,13 @@ def read_utterances(
     alignments: dict[str, Alignment] | None = None,
 ) -> Iterator[Utterance]:
     """Valid utterances of a unit JSONL file; bad lines go to `report`."""
-    for number, line in _lines(path, report):
+    for number, line in numbered_lines(path, report):
         if not line.strip():
             continue
         where = f"{path}:{number}"
         try:
-            utterance = _utterance(_json(line), num_units, frame_seconds, alignments)
-        except _Skip as problem:
+            utterance = _utterance(parse_json(line), num_units, frame_seconds, alignments)
+        except BadRecord as problem:
             report.skip(where, str(problem))
             continue
         problem = problem_with(utterance, num_units)
@@ -161,39 +163,39 @@ def read_utterances(
         yield utterance
 
 
-def _json(line: str) -> Any:
+def parse_json(line: str) -> Any:
     try:
         return json.loads(line)
     except ValueError as err:
-        raise _Skip(f"format: not JSON: {err}") from err
+        raise BadRecord(f"format: not JSON: {err}") from err
 
 
 def _utterance(line: Any, num_units: int, frame_seconds: float, alignments) -> Utterance:
     """The utterance of a parsed line; units and durations are checked as Python integers
     before they become int32, so nothing wraps or is truncated."""
     if not isinstance(line, dict):
-        raise _Skip("format: not a unit record: line is not a JSON object")
+        raise BadRecord("format: not a unit record: line is not a JSON object")
     missing = [key for key in ("file_name", "units", "duration") if key not in line]
     if missing:
-        raise _Skip(f"format: not a unit record: missing field(s) {missing}")
+        raise BadRecord(f"format: not a unit record: missing field(s) {missing}")
     name = line["file_name"]
     if not isinstance(name, str) or not name:
-        raise _Skip(f"file_name: not a name: {name!r:.40}")
+        raise BadRecord(f"file_name: not a name: {name!r:.40}")
     for key in ("text", "speaker"):
         if line.get(key) is not None and not isinstance(line[key], str):
-            raise _Skip(f"{key}: not a string: {line[key]!r:.40}")
-    units = _integers(line["units"], "units")
-    durations = _integers(line["duration"], "durations")
+            raise BadRecord(f"{key}: not a string: {line[key]!r:.40}")
+    units = integer_list(line["units"], "units")
+    durations = integer_list(line["duration"], "durations")
     if units and (problem := units_problem(min(units), max(units), num_units)):
-        raise _Skip(problem)
+        raise BadRecord(problem)
     if durations and (problem := durations_problem(min(durations), max(durations))):
-        raise _Skip(problem)
+        raise BadRecord(problem)
     if line.get("aligned_text"):
         words = _words(line["aligned_text"], "aligned_text")
     elif alignments is not None:
         alignment = alignments.get(name, alignments.get(Path(name).stem, Alignment()))
         if alignment.problem is not None:
-            raise _Skip(alignment.problem)
+            raise BadRecord(alignment.problem)
         words = list(alignment.words)
     else:
         words = []
@@ -208,11 +210,11 @@ def _utterance(line: Any, num_units: int, frame_seconds: float, alignments) -> U
     )
 
 
-def _integers(values: Any, field: str) -> list[int]:
+def integer_list(values: Any, field: str) -> list[int]:
     """`values` as Python ints: a JSON list of integers. A whole float such as 7.0 counts as 7;
     7.9, NaN, infinities, booleans and strings are refused."""
     if not isinstance(values, list):
-        raise _Skip(f"{field}: not integers: a {type(values).__name__}, not a list")
+        raise BadRecord(f"{field}: not integers: a {type(values).__name__}, not a list")
     if all(type(value) is int for value in values):
         return values
     whole = []
@@ -220,7 +222,7 @@ def _integers(values: Any, field: str) -> list[int]:
         if type(value) is float and value.is_integer():
             value = int(value)
         if type(value) is not int:
-            raise _Skip(f"{field}: not integers: value {index} is {value!r:.40}")
+            raise BadRecord(f"{field}: not integers: value {index} is {value!r:.40}")
         whole.append(value)
     return whole
 
@@ -228,7 +230,7 @@ def _integers(values: Any, field: str) -> list[int]:
 def read_text_documents(path: Path, report: SkipReport) -> Iterator[TextDocument]:
     """Documents of a `.txt` (one per line) or `.jsonl` (`text` field) file."""
     is_jsonl = path.suffix in (".jsonl", ".json")
-    for number, line in _lines(path, report):
+    for number, line in numbered_lines(path, report):
         where = f"{path}:{number}"
         text = line.rstrip("\n")
         if is_jsonl:

@@ -31,7 +31,8 @@ from jaxslm.errors import JaxslmError
 SPLITS = ("train", "validation")
 _HELD_OUT_BUCKETS = 20
 # Random streams: record i of stream s draws from np.random.default_rng([seed, s, i]). The
-# evaluation sets (jaxslm.data.synthetic_eval) draw from the last five.
+# evaluation sets (jaxslm.data.synthetic_eval) draw from SWUGGY_STREAM to CM_STORYCLOZE_STREAM,
+# the preference set (jaxslm.data.synthetic_preference) from PREFERENCE_STREAM.
 (
     LEXICON_STREAM,
     UTTERANCE_STREAM,
@@ -41,7 +42,8 @@ _HELD_OUT_BUCKETS = 20
     STORYCLOZE_STREAM,
     TSTORYCLOZE_STREAM,
     CM_STORYCLOZE_STREAM,
-) = range(8)
+    PREFERENCE_STREAM,
+) = range(9)
 
 
 @dataclass(frozen=True)

@@ -78,7 +78,7 @@ def _swuggy_lines(language: SyntheticLanguage, num_pairs: int) -> list[dict]:
     for i in range(num_pairs):
         rng = np.random.default_rng([language.config.seed, SWUGGY_STREAM, i])
         word = content[rng.integers(len(content))]
-        pair = {"word": word, "nonword": _nonword(rng, word, language.lexicon)}
+        pair = {"word": word, "nonword": nonword(rng, word, language.lexicon)}
         lines += _spoken_lines(language, rng, f"{i}_", {k: [[w]] for k, w in pair.items()})
     return lines
 
@@ -171,7 +171,7 @@ def _break(sentence: list[str], head: int, phenomenon: str, noun: str) -> list[s
     return words
 
 
-def _nonword(rng: np.random.Generator, word: str, lexicon: dict[str, tuple[str, ...]]) -> str:
+def nonword(rng: np.random.Generator, word: str, lexicon: dict[str, tuple[str, ...]]) -> str:
     """`word` with one phone swapped for another of its class, not in the lexicon."""
     while True:
         index = int(rng.integers(len(word)))

@@ -133,24 +133,6 @@ class TextPerplexity:
         ]
 
 
-def auto_bleu(text: str, n: int = 2) -> float:
-    """Share of the n-grams of `text` (NLTK word tokens) that occur elsewhere in it."""
-    try:
-        from nltk.tokenize import NLTKWordTokenizer
-    except ImportError:
-        raise JaxslmError(
-            "auto-BLEU tokenizes words with NLTK, as slamkit: pip install nltk"
-        ) from None
-    tokens = NLTKWordTokenizer().tokenize(text)
-    grams = [" ".join(tokens[i : i + n]) for i in range(len(tokens) - n + 1)]
-    if not grams:
-        return 0.0
-    counts: dict[str, int] = {}
-    for gram in grams:
-        counts[gram] = counts.get(gram, 0) + 1
-    return sum(counts[gram] > 1 for gram in grams) / len(grams)
-
-
 def judge_prompts(instruction: str, prompts: Sequence[str], generated: Sequence[str]) -> list[str]:
     """The instruction filled in per (prompt transcript, continuation transcript)."""
     for field in (PROMPT_FIELD, GENERATED_FIELD):

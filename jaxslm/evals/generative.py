@@ -217,12 +217,12 @@ class AsrPerplexity:
         self.n = args.auto_bleu_n
 
     def add(self, prompts: list[Prompt], waves: list[np.ndarray], vocoder, items: list[dict]):
-        from jaxslm.evals.asr_metrics import auto_bleu
+        from jaxslm.evals.auto_bleu import text_auto_bleu
 
         texts = self.transcribe(waves, vocoder.sample_rate)
         for item, text, nll in zip(items, texts, self.text_lm.nlls(texts), strict=True):
             nll = None if math.isnan(nll) else nll
-            item.update(transcript=text, nll=nll, auto_bleu=auto_bleu(text, self.n))
+            item.update(transcript=text, nll=nll, auto_bleu=text_auto_bleu(text, self.n))
 
     def summary(self, items: list[dict]) -> dict:
         scored = [item["nll"] for item in items if item["nll"] is not None]

@@ -93,6 +93,30 @@ def target_log_probs(hidden, table, targets, valid, chunk: int) -> jax.Array:
     return log_probs
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+def differentiable_log_probs(hidden, table, targets, valid, chunk: int) -> jax.Array:
+    """`target_log_probs`, differentiable in `hidden` and `table` for any weighting of the
+    positions (a DPO loss weighs each sequence's sum by its own factor): the backward pass
+    runs the slices again with the incoming cotangents as weights, so no logits are kept."""
+    return target_log_probs(hidden, table, targets, valid, chunk)
+
+
+def _log_probs_forward(hidden, table, targets, valid, chunk):
+    return target_log_probs(hidden, table, targets, valid, chunk), (hidden, table, targets, valid)
+
+
+def _log_probs_backward(chunk, residuals, cotangent):
+    hidden, table, targets, valid = residuals
+    # The slices give the gradient of sum(weights x NLL) = sum(cotangent x log p).
+    _, (d_hidden, d_table) = _scan_slices(
+        hidden, table, targets, -cotangent, valid, chunk, gradients=True
+    )
+    return d_hidden.astype(hidden.dtype), d_table, None, None
+
+
+differentiable_log_probs.defvjp(_log_probs_forward, _log_probs_backward)
+
+
 def nll_sum(hidden, table, targets, weights, valid, chunk: int) -> tuple[jax.Array, jax.Array]:
     """(sum of weights x NLL, the NLL [B, T] per position) under the output head.
 

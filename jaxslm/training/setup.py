@@ -12,6 +12,7 @@ from jaxslm.data.build import build_synthetic, ensure_eval_sets
 from jaxslm.data.corpus import Corpus, open_corpus
 from jaxslm.data.interleave import InterleaveConfig
 from jaxslm.data.pipeline import PipelineConfig
+from jaxslm.data.preference_store import build_synthetic_preferences, is_preference_corpus
 from jaxslm.errors import JaxslmError
 from jaxslm.model_dir import TOKENIZER_DIR, read_metadata
 from jaxslm.models.model_config import ModelConfig
@@ -34,6 +35,12 @@ class RunPlan:
 def plan_run(cfg: TrainConfig) -> RunPlan:
     """Open (or build) the corpus and decide vocabulary, tokenizer, model and budget."""
     corpus = _corpus(cfg)
+    if is_preference_corpus(corpus) != (cfg.objective == "dpo"):
+        kind = "preference pairs" if is_preference_corpus(corpus) else "utterances and text"
+        raise JaxslmError(
+            f"data.corpus={corpus.directory} holds {kind}, which objective={cfg.objective} "
+            "does not train on: set objective=dpo for preference pairs, objective=lm otherwise"
+        )
     if cfg.model.init is None:
         vocab, tokenizer, files = _scratch_vocab(cfg, corpus)
         model = cfg.model.scratch_model(vocab.size)
@@ -99,7 +106,10 @@ def save_tokenizer(plan: RunPlan, directory: Path) -> None:
 
 def _corpus(cfg: TrainConfig) -> Corpus:
     path = Path(cfg.data.corpus)
-    if not path.exists() and cfg.data.build_synthetic:
+    if not path.exists() and cfg.data.build_synthetic and cfg.objective == "dpo":
+        print(f"building the built-in preference set at {path}")
+        build_synthetic_preferences(path)
+    elif not path.exists() and cfg.data.build_synthetic:
         print(f"building the built-in corpus at {path}")
         build_synthetic(path)
     elif path.is_dir() and cfg.eval.tasks:

@@ -78,64 +78,86 @@ def make_train_step(
     summed NLL add up before one division, so accumulation equals one large batch.
     """
 
-    def gradients(params: dict, batch: Batch) -> tuple[dict, dict]:
-        def summed_nll(p: dict, rows: Batch) -> tuple[jax.Array, dict]:
-            sums = batch_loss_sums(graphdef, p, rows)
-            return sums["nll"], sums
+    def summed_nll(p: dict, rows: Batch) -> tuple[jax.Array, dict]:
+        sums = batch_loss_sums(graphdef, p, rows)
+        return sums["nll"], sums
 
-        grad_fn = jax.grad(summed_nll, has_aux=True)
-        if micro_batches == 1:
-            grads, sums = grad_fn(params, batch)
-            return grads, sums
-        # Micro-batch j takes rows j, j + m, j + 2m, ...: every device keeps its own rows.
-        blocks = jax.tree.map(
-            lambda x: x.reshape(x.shape[0] // micro_batches, micro_batches, *x.shape[1:]).swapaxes(
-                0, 1
-            ),
-            batch,
-        )
-
-        def accumulate(carry, rows):
-            grads, sums = grad_fn(params, rows)
-            return jax.tree.map(jnp.add, carry, (grads, sums)), None
-
-        zero_grads = jax.tree.map(jnp.zeros_like, params)
-        zero_sums = jax.tree.map(
-            jnp.zeros_like, jax.eval_shape(lambda: batch_loss_sums(graphdef, params, batch))
-        )
-        (grads, sums), _ = jax.lax.scan(accumulate, (zero_grads, zero_sums), blocks)
-        return grads, sums
+    grad_fn = jax.grad(summed_nll, has_aux=True)
 
     def step(state: TrainState, batch: Batch) -> tuple[TrainState, dict[str, jax.Array]]:
-        params = state["params"]
-        grads, sums = gradients(params, batch)
-        grads = jax.tree.map(lambda g: g / jnp.maximum(sums["count"], 1.0), grads)
-        grad_norm = optax.tree.norm(grads)
-        updates, opt_state = optimizer.update(grads, state["opt_state"], params)
-        new_params = optax.apply_updates(params, updates)
-        finite = jnp.isfinite(grad_norm) & jnp.isfinite(sums["nll"])
-        keep = lambda new, old: jax.tree.map(  # noqa: E731
-            lambda n, o: jnp.where(finite, n, o), new, old
-        )
-        applied = state["step"] - state["skipped"]
-        skipped = jnp.where(finite, 0, 1).astype(jnp.int32)
-        new_state = {
-            "params": keep(new_params, params),
-            "opt_state": keep(opt_state, state["opt_state"]),
-            "step": state["step"] + 1,
-            "skipped": state["skipped"] + skipped,
-            "streak": jnp.where(finite, 0, state["streak"] + 1).astype(jnp.int32),
-        }
-        metrics = dict(
-            sums,
-            grad_norm=grad_norm,
-            lr=schedule(applied),
-            skipped=new_state["skipped"],
-            streak=new_state["streak"],
-        )
-        return new_state, metrics
+        grads, sums = accumulated_gradients(grad_fn, state["params"], batch, micro_batches)
+        return optimizer_step(state, grads, sums, sums["nll"], sums["count"], optimizer, schedule)
 
     return step
+
+
+def accumulated_gradients(
+    grad_fn: Callable[[dict, Batch], tuple[dict, dict]],
+    params: dict,
+    batch: Batch,
+    micro_batches: int,
+) -> tuple[dict, dict]:
+    """`grad_fn(params, rows) -> (gradients, sums)` over the whole batch, summed over
+    `micro_batches` row sets: micro-batch j takes rows j, j + m, j + 2m, ..., so every device
+    keeps its own rows."""
+    if micro_batches == 1:
+        return grad_fn(params, batch)
+    blocks = jax.tree.map(
+        lambda x: x.reshape(x.shape[0] // micro_batches, micro_batches, *x.shape[1:]).swapaxes(
+            0, 1
+        ),
+        batch,
+    )
+
+    def accumulate(carry, rows):
+        grads, sums = grad_fn(params, rows)
+        return jax.tree.map(jnp.add, carry, (grads, sums)), None
+
+    first = jax.tree.map(lambda x: x[0], blocks)
+    zero = jax.tree.map(jnp.zeros_like, jax.eval_shape(grad_fn, params, first))
+    (grads, sums), _ = jax.lax.scan(accumulate, zero, blocks)
+    return grads, sums
+
+
+def optimizer_step(
+    state: TrainState,
+    grads: dict,
+    sums: dict,
+    total: jax.Array,
+    count: jax.Array,
+    optimizer: optax.GradientTransformation,
+    schedule: optax.Schedule,
+) -> tuple[TrainState, dict[str, jax.Array]]:
+    """Apply the summed `grads` of a loss summed to `total` over `count` items (targets,
+    pairs): divided by `count`, clipped and applied by `optimizer`, unless the gradient norm or
+    `total` is not finite (then the step is counted as skipped). Metrics: `sums`, `grad_norm`,
+    `lr`, `skipped`, `streak`."""
+    params = state["params"]
+    grads = jax.tree.map(lambda g: g / jnp.maximum(count, 1.0), grads)
+    grad_norm = optax.tree.norm(grads)
+    updates, opt_state = optimizer.update(grads, state["opt_state"], params)
+    new_params = optax.apply_updates(params, updates)
+    finite = jnp.isfinite(grad_norm) & jnp.isfinite(total)
+    keep = lambda new, old: jax.tree.map(  # noqa: E731
+        lambda n, o: jnp.where(finite, n, o), new, old
+    )
+    applied = state["step"] - state["skipped"]
+    skipped = jnp.where(finite, 0, 1).astype(jnp.int32)
+    new_state = {
+        "params": keep(new_params, params),
+        "opt_state": keep(opt_state, state["opt_state"]),
+        "step": state["step"] + 1,
+        "skipped": state["skipped"] + skipped,
+        "streak": jnp.where(finite, 0, state["streak"] + 1).astype(jnp.int32),
+    }
+    metrics = dict(
+        sums,
+        grad_norm=grad_norm,
+        lr=schedule(applied),
+        skipped=new_state["skipped"],
+        streak=new_state["streak"],
+    )
+    return new_state, metrics
 
 
 def make_eval_step(graphdef: nnx.GraphDef) -> Callable[[dict, Batch], dict[str, jax.Array]]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import jax
@@ -75,20 +75,30 @@ class Throughput:
         }
 
 
+def lm_summary(metrics: dict) -> dict[str, float]:
+    """The language-model step's record fields: `loss`, `loss_<modality>`, `loss_tokens`."""
+    return {**mean_losses(metrics), "loss_tokens": int(metrics["count"])}
+
+
 class StepReporter:
     """Looks at each step on the host one step late, so that the next step is queued before
     the host waits for this one. A step's record is logged every `logging.every_steps`, at
-    the last step, and at any step whose `results` (what the hooks measured) are not empty."""
+    the last step, and at any step whose `results` (what the hooks measured) are not empty.
+
+    `summary(metrics)` gives the objective's record fields (with `loss`); `stream_tokens`
+    (None: not counted) the realised stream shares."""
 
     def __init__(
         self,
         cfg: TrainConfig,
         log: MetricsLog,
         throughput: Throughput,
-        stream_tokens: StreamTokens,
+        stream_tokens: StreamTokens | None,
+        summary: Callable[[dict], dict[str, float]] = lm_summary,
     ):
         self.cfg, self.log = cfg, log
         self.throughput, self.stream_tokens = throughput, stream_tokens
+        self.summary = summary
         self.total_steps = cfg.total_steps
         self.losses: dict[int, float] = {}
         self.pending: tuple[int, Any, dict[str, float]] | None = None
@@ -97,7 +107,8 @@ class StepReporter:
         """Take `step` just queued (its device `metrics`, this process's host batch `local`)
         and report the step before it. Returns the step's results, for the hooks to fill."""
         self.flush()
-        self.stream_tokens.add(local)
+        if self.stream_tokens is not None:
+            self.stream_tokens.add(local)
         results: dict[str, float] = {}
         self.pending = (step, metrics, results)
         self.log.advance()
@@ -116,19 +127,19 @@ class StepReporter:
                 f"(more than optimizer.max_nonfinite_steps={limit}); lower optimizer.lr or "
                 "check the data, then resume from the last checkpoint"
             )
-        losses = mean_losses(metrics)
+        losses = self.summary(metrics)
         self.losses[step] = losses["loss"]
         if step % self.cfg.logging.every_steps and step != self.total_steps and not results:
             return
         record = {"step": step, **losses, "tokens": step * self.cfg.tokens_per_step, **results}
         record.update(
-            loss_tokens=int(metrics["count"]),
             grad_norm=float(metrics["grad_norm"]),
             lr=float(metrics["lr"]),
             skipped_steps=int(metrics["skipped"]),
-            **self.stream_tokens.window_shares(),
-            **self.throughput.measure(step),
         )
+        if self.stream_tokens is not None:
+            record.update(self.stream_tokens.window_shares())
+        record.update(self.throughput.measure(step))
         self.log.write(record)
 
     def sync(self) -> None:

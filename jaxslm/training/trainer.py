@@ -10,6 +10,7 @@ in a run directory (RUN_DIR/run.lock).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,14 +34,14 @@ from jaxslm.training.run_lock import lock_run_dir
 from jaxslm.training.setup import plan_run, save_tokenizer
 from jaxslm.training.step import init_state, make_train_step, scratch_state
 from jaxslm.training.step_checkpoints import RunCheckpoints
-from jaxslm.training.step_report import StepReporter, Throughput
+from jaxslm.training.step_report import StepReporter, Throughput, lm_summary
 from jaxslm.training.stream_mix import StreamTokens
 from jaxslm.training.task_eval import TaskEvaluator
 
 CONFIG_FILE = "config.yaml"
-RESUME_SECTIONS = ("model", "vocab", "data")
+RESUME_SECTIONS = ("model", "vocab", "data", "dpo")
 # Top-level keys a resumed run keeps: initialisation and interleaving derive from the seed.
-RESUME_KEYS = ("seed",)
+RESUME_KEYS = ("seed", "objective")
 # Keys of RESUME_SECTIONS that change how a run computes, not what it trains: a resumed run may
 # change them (another kernel or remat policy on another machine).
 RUNTIME_KEYS = ("model.attention", "model.remat", "model.scan_layers")
@@ -84,13 +85,40 @@ class Trainer:
         )
         self.graphdef = nnx.split(abstract_decoder(self.plan.model))[0]
         self.shardings = state_shardings(self.mesh, self.plan.model, self.optimizer)
-        self.batches = BatchSource(cfg, self.plan, self.mesh)
+        self.batches = self._batch_source()
         self.checkpoints = RunCheckpoints(
             self.run_dir,
             keep=cfg.checkpoint.keep,
             keep_best=cfg.checkpoint.keep_best,
             async_save=cfg.checkpoint.async_save,
             per_process_data=not self.batches.rows_mode,
+        )
+
+    def _batch_source(self) -> BatchSource:
+        """Where the run's batches come from (the objective's data)."""
+        return BatchSource(self.cfg, self.plan, self.mesh)
+
+    def _held_out(self) -> Hook:
+        """The hook that measures the held-out loss every `eval.every_steps`."""
+        return HeldOut(self.cfg, self.batches, self.graphdef, self.shardings["params"])
+
+    def _stream_tokens(self) -> StreamTokens | None:
+        """What counts the realised stream shares (None: the objective has no streams)."""
+        return StreamTokens(gather=not self.batches.rows_mode)
+
+    def _step_summary(self, metrics: dict) -> dict[str, float]:
+        """The record fields of a step's `metrics`, `loss` among them."""
+        return lm_summary(metrics)
+
+    def _compiled_step(self) -> Callable[[dict, dict], tuple[dict, dict]]:
+        """`step(state, batch) -> (state, metrics)`, compiled for the mesh."""
+        return jax.jit(
+            make_train_step(
+                self.graphdef, self.optimizer, self.schedule, self.cfg.data.micro_batches
+            ),
+            in_shardings=(self.shardings, self.batches.sharding),
+            out_shardings=(self.shardings, None),
+            donate_argnums=0,
         )
 
     def _report_attention(self) -> None:
@@ -182,9 +210,7 @@ class Trainer:
         self._write_run_files()
         data = self.batches.iterator("train", None)
         state, start_step = self._start(data)
-        held_out = None
-        if cfg.eval.every_steps:
-            held_out = HeldOut(cfg, self.batches, self.graphdef, self.shardings["params"])
+        held_out = self._held_out() if cfg.eval.every_steps else None
         tasks = TaskEvaluator(cfg, self.plan, self.mesh) if cfg.eval.tasks else None
         log = MetricsLog(
             self.run_dir,
@@ -194,16 +220,17 @@ class Trainer:
             progress_bar=cfg.logging.progress_bar,
             primary=self.primary,
         )
-        stream_tokens = StreamTokens(gather=not self.batches.rows_mode)
+        stream_tokens = self._stream_tokens()
         throughput = Throughput.of_run(cfg, self.plan.model, start_step)
-        reporter = StepReporter(cfg, log, throughput, stream_tokens)
+        reporter = StepReporter(cfg, log, throughput, stream_tokens, self._step_summary)
         checkpointing = Checkpointing(cfg, self.checkpoints, data, reporter, start_step)
         hooks = [h for h in (held_out, tasks) if h is not None] + [checkpointing]
         stop = StopRequests(cfg.budget.max_seconds)
         try:
             state, step, reason = self._steps(state, start_step, data, hooks, reporter, stop)
             reporter.flush()
-            log.message(stream_tokens.run_summary())
+            if stream_tokens is not None:
+                log.message(stream_tokens.run_summary())
             if tasks is not None and tasks.summaries:
                 log.message(f"benchmarks at step {tasks.step}:\n{format_table(tasks.summaries)}")
             checkpointing.save_unsaved(step, state)
@@ -236,14 +263,7 @@ class Trainer:
     ) -> tuple[dict, int, str]:
         """Train until a stop condition: after each step, the hooks that are due, in order
         (their time is left out of the throughput). Returns (state, step, why it stopped)."""
-        train_step = jax.jit(
-            make_train_step(
-                self.graphdef, self.optimizer, self.schedule, self.cfg.data.micro_batches
-            ),
-            in_shardings=(self.shardings, self.batches.sharding),
-            out_shardings=(self.shardings, None),
-            donate_argnums=0,
-        )
+        train_step = self._compiled_step()
         while (reason := stop.reason(step, self.total_steps)) is None:
             try:
                 local = next(data)
@@ -260,5 +280,10 @@ class Trainer:
 
 
 def train(cfg: TrainConfig) -> dict[str, Any]:
-    """Train (or resume) the run `cfg` describes; returns a summary of the losses."""
+    """Train (or resume) the run `cfg` describes (its `objective`); returns a summary of the
+    losses."""
+    if cfg.objective == "dpo":
+        from jaxslm.training.dpo_trainer import DpoTrainer
+
+        return DpoTrainer(cfg).run()
     return Trainer(cfg).run()
