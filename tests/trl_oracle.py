@@ -1,6 +1,7 @@
 """TRL's DPOTrainer as the oracle of the DPO tests and the DPO benchmark: a trainer around a
 policy and a reference transformers model, and TRL's batch of pre-tokenized pairs."""
 
+import tempfile
 from collections.abc import Sequence
 
 
@@ -19,7 +20,7 @@ def trl_dpo_trainer(
     from trl import DPOConfig, DPOTrainer
 
     args = DPOConfig(
-        output_dir="unused",
+        output_dir=tempfile.mkdtemp(prefix="trl_oracle_"),  # TRL creates it; not the cwd
         beta=beta,
         loss_type=list(loss_type),
         loss_weights=None if loss_weights is None else list(loss_weights),
