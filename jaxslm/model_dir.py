@@ -135,6 +135,13 @@ def abstract_params(cfg: ModelConfig) -> dict:
 def restore_params(directory: str | Path, cfg: ModelConfig, shardings=None) -> dict:
     """Restore the parameter tree of a checkpoint, or of a run's newest intact checkpoint;
     `shardings` (a matching tree) places it, else one CPU device."""
+    return restore_params_from(directory, cfg, shardings)[1]
+
+
+def restore_params_from(
+    directory: str | Path, cfg: ModelConfig, shardings=None
+) -> tuple[Path, dict]:
+    """`restore_params`, with the Orbax parameter directory read (a run's names its step)."""
     abstract = abstract_params(cfg)
     if shardings is None:
         cpu = jax.sharding.SingleDeviceSharding(cpu_device())
@@ -151,7 +158,7 @@ def restore_params(directory: str | Path, cfg: ModelConfig, shardings=None) -> d
         with reading(params_dir), ocp.Checkpointer(handler) as checkpointer:
             return checkpointer.restore(params_dir, args=ocp.args.StandardRestore(target))
 
-    return newest_intact(params_candidates(directory), read)[1]
+    return newest_intact(params_candidates(directory), read)
 
 
 def restore_param(params_dir: Path, cfg: ModelConfig, path: tuple[str, ...]) -> np.ndarray:

@@ -2,6 +2,8 @@
 SIGKILL logs the same losses as an uninterrupted one, and an 8-device mesh with precomputed
 reference log-probabilities the same as one device with a frozen reference."""
 
+import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,6 +16,7 @@ from test_train import REPO, TINY, assert_close, losses, single_device_env
 from jaxslm.config import load_config
 from jaxslm.data.preference_store import build_synthetic_preferences
 from jaxslm.training.metrics_log import read_metrics
+from jaxslm.training.reference_cache import load_cached
 
 STEPS = 12
 # test_train's tiny shape, constant schedule and per-step logging, on the toy preference set
@@ -85,7 +88,7 @@ def test_eight_devices_and_precomputed_reference_match_one(corpus, reference, tm
     run_dir = tmp_path / "run"
     mesh = ["mesh.data=2", "mesh.fsdp=2", "mesh.tensor=2"]
     train_here(corpus, run_dir, *mesh, "dpo.reference=precomputed", "eval.every_steps=0")
-    assert (run_dir / "reference_logps" / "train.npy").is_file()
+    assert (run_dir / "reference_logps" / "train.npz").is_file()
     assert_close(losses(run_dir), losses(reference[0]), rtol=2e-5)
 
 
@@ -117,3 +120,46 @@ def test_run_starts_from_a_pretrained_run(corpus, reference, tmp_path):
     train_here_with(shape, corpus, run_dir, *extra)
     first = losses(run_dir)[1]
     assert first == pytest.approx(np.log(2), abs=1e-6)
+
+
+def test_precomputed_reference_is_recomputed_when_its_inputs_change(corpus, tmp_path, capsys):
+    """RUN_DIR/reference_logps/ is reused only for the same reference, pairs and settings: a
+    run dir whose run stopped before its first checkpoint (so no resume check refuses the new
+    config), rerun with another dpo.max_completion_length, recomputes the file, equal to a
+    fresh run's; an unchanged config reuses it; a half-written file is never used."""
+    quick = ["dpo.reference=precomputed", "eval.every_steps=0", "budget.max_steps=1"]
+    quick += ["mesh.data=4", "mesh.tensor=2"]
+    shorter = "dpo.max_completion_length=8"
+    run_dir, fresh_dir = tmp_path / "run", tmp_path / "fresh"
+    cached = run_dir / "reference_logps" / "train.npz"
+
+    def rerun(*extra):
+        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)  # stopped before a checkpoint
+        capsys.readouterr()
+        train_here(corpus, run_dir, *quick, *extra)
+        return capsys.readouterr().out
+
+    def logps(path):
+        with np.load(path) as saved:
+            return saved["logps"]
+
+    train_here(corpus, run_dir, *quick)
+    longer = logps(cached)
+    train_here(corpus, fresh_dir, *quick, shorter)
+    expected = logps(fresh_dir / "reference_logps" / "train.npz")
+    assert not np.array_equal(expected, longer)
+
+    out = rerun(shorter)
+    assert "was computed for other inputs" in out and "dpo.max_completion_length: 16 -> 8" in out
+    np.testing.assert_array_equal(logps(cached), expected)
+
+    before = cached.stat()
+    assert "recomputing" not in rerun(shorter)
+    assert (cached.stat().st_ino, cached.stat().st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+
+    with np.load(cached) as saved:
+        stored = json.loads(str(saved["fingerprint"]))
+    half = tmp_path / "half.npz"
+    half.write_bytes(cached.read_bytes()[: before.st_size // 2])
+    assert load_cached(half, stored) is None
+    assert "cannot be read" in capsys.readouterr().out

@@ -136,7 +136,7 @@ def test_toy_pairs_stay_in_the_lexicon_or_leave_it(tmp_path):
             prompts[split].add(pair.prompt.text)
     assert not prompts["train"] & prompts["validation"]
     corpus = open_corpus(build_synthetic_preferences(tmp_path / "toy"))
-    assert corpus.metadata["counts"]["preference"] == {"train": 2000, "validation": 200}
+    assert corpus.metadata["counts"]["preference"] == {"train": 8000, "validation": 500}
 
 
 def test_sequences_and_packing_follow_slamkit(tmp_path):

@@ -17,7 +17,8 @@ class DpoSection:
     """DPO's loss and data. `beta` and `label_smoothing` as TRL's DPOConfig (smoothing:
     conservative DPO, (1 - e) L(x) + e L(-x)). `reference`: the reference model's
     log-probabilities come from a `frozen` copy of the initial parameters on the same mesh,
-    are `precomputed` once before training (kept in RUN_DIR/reference_logps/), or are taken
+    are `precomputed` once before training (kept in RUN_DIR/reference_logps/ with what they
+    came from, recomputed when that changes: jaxslm.training.reference_cache), or are taken
     as zero (`none`, reference-free DPO). `pairs_per_step` pairs (TRL's batch) are packed
     into the `data.batch_size` rows of `data.seq_len`. Prompts keep their last
     `max_prompt_length` tokens (BOS included), continuations their first

@@ -10,7 +10,6 @@ again on resume, so a resumed run scores against the same reference as an uninte
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 
 import jax
 import numpy as np
@@ -25,20 +24,24 @@ from jaxslm.data.preference_batches import (
 )
 from jaxslm.data.preference_store import open_preferences
 from jaxslm.errors import JaxslmError
-from jaxslm.fsutil import atomic_file
-from jaxslm.model_dir import restore_params
+from jaxslm.model_dir import restore_params_from
 from jaxslm.text_tokenizer import TextTokenizer
 from jaxslm.training.batches import BatchSource
 from jaxslm.training.dpo import continuation_log_probs, dpo_means, dpo_sums, make_dpo_step
 from jaxslm.training.hooks import Hook
 from jaxslm.training.placement import batch_sharding
+from jaxslm.training.reference_cache import (
+    cache_path,
+    fingerprint,
+    load_cached,
+    params_checksum,
+    save_cached,
+)
 from jaxslm.training.setup import RunPlan
 from jaxslm.training.step import scratch_state
 from jaxslm.training.stream_mix import StreamTokens
 from jaxslm.training.trainer import Trainer
 from jaxslm.vocab import SpeechVocab
-
-REFERENCE_DIR = "reference_logps"
 
 
 def sequence_rules(
@@ -164,30 +167,39 @@ class DpoTrainer(Trainer):
         self._reference = self._reference_params()
         if self.cfg.dpo.reference == "precomputed":
             splits = ["train"] + ([self.cfg.eval.split] if self.cfg.eval.every_steps else [])
+            checksum = params_checksum(self._reference)
             for split in splits:
-                self.batches.reference_logps[split] = self._precomputed(split)
+                self.batches.reference_logps[split] = self._precomputed(split, checksum)
             self._reference = None
         return super()._run()
 
     def _reference_params(self) -> dict | None:
-        """The reference model's parameters on the mesh: the run's starting point."""
+        """The reference model's parameters on the mesh: the run's starting point (where it
+        was read from goes to `self._reference_source`)."""
         if self.cfg.dpo.reference == "none":
             return None
         shardings = self.shardings["params"]
         if self.plan.init_dir is not None:
-            return restore_params(self.plan.init_dir, self.plan.model, shardings)
+            source, params = restore_params_from(self.plan.init_dir, self.plan.model, shardings)
+            self._reference_source = str(source)
+            return params
+        self._reference_source = f"seeded initialisation (seed {self.cfg.seed})"
         model_cfg, seed, optimizer = self.plan.model, self.cfg.seed, self.optimizer
         initial = jax.jit(
             lambda: scratch_state(model_cfg, seed, optimizer)["params"], out_shardings=shardings
         )
         return initial()
 
-    def _precomputed(self, split: str) -> np.ndarray:
+    def _precomputed(self, split: str, checksum: str) -> np.ndarray:
         """[pairs, 2] reference log-probabilities (chosen, rejected) of `split`, read from
-        RUN_DIR/reference_logps/SPLIT.npy or computed once and written there."""
-        path = Path(self.run_dir) / REFERENCE_DIR / f"{split}.npy"
-        if path.is_file():
-            return np.load(path)
+        RUN_DIR/reference_logps/SPLIT.npz when computed from the same reference, pairs and
+        settings (jaxslm.training.reference_cache), else computed and written there."""
+        path = cache_path(self.run_dir, split)
+        encoded = self.batches.encoded(split)
+        expected = fingerprint(self.cfg, self._reference_source, checksum, encoded)
+        cached = load_cached(path, expected)
+        if cached is not None:
+            return cached
         share = self.cfg.dpo.share_prompt
         score = jax.jit(
             lambda params, batch: continuation_log_probs(
@@ -195,7 +207,6 @@ class DpoTrainer(Trainer):
             ),
             in_shardings=(self.shardings["params"], self.batches.sharding),
         )
-        encoded = self.batches.encoded(split)
         logps = np.zeros((len(encoded), 2), np.float32)
         for local in self.batches.iterator(split, num_epochs=1):
             scored = score(self._reference, self.batches.place(local))
@@ -205,8 +216,7 @@ class DpoTrainer(Trainer):
             valid = local["pair_valid"] > 0
             logps[local["pair_index"][valid]] = np.stack([chosen[valid], rejected[valid]], -1)
         if self.primary:
-            with atomic_file(path) as staging, staging.open("wb") as out:
-                np.save(out, logps)
+            save_cached(path, logps, expected)
         return logps
 
     def _scorer(self) -> Callable:
