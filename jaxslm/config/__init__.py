@@ -4,6 +4,7 @@ frozen dataclass per YAML section, with every key and its default.
 - jaxslm.config.model_section: `model` (presets, shape keys, numerics);
 - jaxslm.config.sections: `vocab`, `data`, `optimizer`, `schedule`, `mesh`, `checkpoint`,
   `logging`, `eval`, `budget`;
+- jaxslm.config.dpo_section: `objective` and `dpo` (preference alignment);
 - jaxslm.config.train_config: `TrainConfig`, the whole;
 - jaxslm.config.loading: `load_config`, `dump_config`, `config_to_dict`.
 """
