@@ -55,7 +55,8 @@ time per op, device<->host copies, in summary.json):
   generate   benchmarks/generate.py, greedy: 20m bf16 at batch 1, 16, 64; qwen0.5b
              --modality speech bf16 at batch 1, 16; 20m float32 at batch 16 (greedy equality);
              20m bf16 at batch 1, 16 with JAXSLM_DECODE_LAYERS=unrolled (decoding steps with
-             the layers unrolled instead of scanned)
+             the layers unrolled instead of scanned), then with JAXSLM_DECODE_CHECK_EVERY=1
+             (a host round trip per token instead of one per 8)
   tokenizer  benchmarks/tokenize_audio.py, mHuBERT-25Hz shape, 300 s of audio: bf16 with
              length buckets of 0.5 s (the default) and 16 s, torch at batch 8 and 1; then
              float32 (unit agreement with torch batch 1)
@@ -228,6 +229,11 @@ SPEEDUP_TARGET = 1.2  # jaxslm tokens/s over torch.compile's
 MFU_TARGET = 0.45
 TRAINER_TOLERANCE = 0.10  # trainer MFU within 10% of the benchmark's
 SCORER_TARGET, SCORER_AGREEMENT = 3.0, 0.99  # pairs/s over slamkit's loop; pair decisions
+# Runs that time the alternative to one of jaxslm.backend's GPU choices, by label ending.
+BACKEND_ALTERNATIVES = {
+    "unrolled": {"JAXSLM_DECODE_LAYERS": "unrolled"},
+    "check every 1": {"JAXSLM_DECODE_CHECK_EVERY": "1"},
+}
 GENERATE_TARGET = 1.5  # tokens/s over transformers' generate
 TOKENIZER_TARGET, TOKENIZER_COLD_S = 2.0, 10.0  # audio s/s over torch's best; cold first pass
 NUM_UNITS = 500  # train_step.py's speech units
@@ -542,6 +548,10 @@ class Check:
                     "20m bf16 unrolled",
                     ["--shape", "20m", "--dtype", "bfloat16", "--batch", "1", "16"],
                 ),
+                (
+                    "20m bf16 check every 1",
+                    ["--shape", "20m", "--dtype", "bfloat16", "--batch", "1", "16"],
+                ),
             ],
             "tokenizer": [
                 ("mhubert bf16", ["--dtype", "bfloat16", "--bucket-seconds", "0.5,16"]),
@@ -590,8 +600,9 @@ class Check:
                 continue
             command = self.inference_command(name, label, extra)
             env = child_env(XLA_PYTHON_CLIENT_PREALLOCATE="false")  # torch shares the GPU
-            if label.endswith("unrolled"):  # jaxslm.backend.decode_layers' alternative
-                env["JAXSLM_DECODE_LAYERS"] = "unrolled"
+            for suffix, settings in BACKEND_ALTERNATIVES.items():
+                if label.endswith(suffix):
+                    env.update(settings)
             status, seconds = run_command(command, log_path, deadline, env)
             measured = read_json(Path(command[command.index("--json") + 1]))
             if status == "ok" and measured is None:

@@ -10,7 +10,8 @@
 - How many tokens one scored batch holds, and how large a slice of float32 logits may grow.
 - Where a model loaded without a mesh computes (`compute_device`): JAX's default device, the
   accelerator when there is one.
-- How inference runs its loops and buckets (`decode_layers`, `hubert_bucket_seconds`): each
+- How inference runs its loops and buckets (`decode_layers`, `decode_check_every`,
+  `hubert_bucket_seconds`): each
   has an environment variable that overrides it, so that the GPU check
   (benchmarks/gpu_check.py --suite inference) can time the alternatives.
 - The XLA flags for NVIDIA GPUs (`prepare_process`), added to XLA_FLAGS before JAX starts its
@@ -143,6 +144,15 @@ def compute_device() -> jax.Device:
 # (benchmarks/RESULTS.md, issue 21). GPU and TPU: scan, not yet measured against unrolled.
 DECODE_LAYERS = ("scan", "unrolled")
 DECODE_LAYERS_DEFAULT = {"cpu": "scan", "gpu": "scan", "tpu": "scan"}
+# How many tokens generation decodes between two looks at whether every row is done. XLA's
+# GPU runtime runs a `while` loop whose trip count depends on the data by copying its
+# predicate to the host and blocking the stream before every iteration (WhileThunk in
+# openxla/xla's xla/backends/gpu/runtime/while_thunk.cc); a loop with a known trip count
+# runs with no such round trip. Decoding N tokens per check turns N round trips into one, at
+# the price of up to N - 1 steps computed after the last row is done. CPU: 1 (the loop runs
+# on the host anyway; no round trip to save). TPU: 1 (loops run on the device). GPU: 8, from
+# that source, not yet measured (the GPU check times 1 and 8).
+DECODE_CHECK_EVERY = {"cpu": 1, "gpu": 8, "tpu": 1}
 # HuBERT input lengths are padded to this many seconds x 1, 2, 3, 4, 6, 8, 12, ...
 # (jaxslm.speech.hubert_features). CPU: 0.5 s, little padding, and compiling one more shape
 # takes about a second there. GPU and TPU: 0.5 s, not yet measured against coarser buckets
@@ -162,6 +172,20 @@ def decode_layers() -> str:
             "jaxslm choose per device"
         )
     return value
+
+
+def decode_check_every() -> int:
+    """Tokens decoded between two checks for the end of generation (DECODE_CHECK_EVERY per
+    platform); the environment variable JAXSLM_DECODE_CHECK_EVERY overrides it."""
+    text = os.environ.get("JAXSLM_DECODE_CHECK_EVERY")
+    if not text:
+        return DECODE_CHECK_EVERY.get(platform(), 1)
+    if not (text.isdigit() and 1 <= int(text) <= 256):
+        raise JaxslmError(
+            f"JAXSLM_DECODE_CHECK_EVERY={text!r} is not a whole number of tokens from 1 to 256; "
+            "unset it to let jaxslm choose per device"
+        )
+    return int(text)
 
 
 def hubert_bucket_seconds() -> float:

@@ -209,3 +209,68 @@ def test_other_prompts_of_the_same_buckets_compile_nothing(llama_lm, llama_torch
     assert compiled == []
     for prompt, generated in zip(prompts, ours, strict=True):
         assert generated == _hf_greedy(llama_torch, llama_lm.vocab, prompt, None, 1.0)
+
+
+@pytest.mark.parametrize("every", [3, 8])
+def test_looking_for_the_end_every_few_tokens_changes_nothing(llama_lm, monkeypatch, every):
+    """Decoding several tokens between two looks at whether every row is done
+    (JAXSLM_DECODE_CHECK_EVERY; 8 on GPUs) gives the tokens of looking after each one: rows
+    ending on EOS inside a block, a budget that is no multiple of the block, two attention
+    window phases, greedy with a repetition penalty and sampled."""
+    import dataclasses
+
+    from jaxslm.api import SpeechLM
+
+    prompts = _prompts(llama_lm.vocab, seed=9, lengths=(9, 3, 40))
+    stop = llama_lm.generate(prompts, 30, repetition_penalty=1.1)[0][20]  # row 0 ends early
+    vocab = dataclasses.replace(llama_lm.vocab, eos_ids=(stop,))
+    runs = {}
+    for value in ("1", str(every)):
+        monkeypatch.setenv("JAXSLM_DECODE_CHECK_EVERY", value)
+        lm = SpeechLM(llama_lm.model, vocab, llama_lm.mesh)  # a fresh Generator
+        runs[value] = [
+            lm.generate(prompts, 100, repetition_penalty=1.1),
+            lm.generate(prompts, 37, temperature=1.2, top_k=20, seed=3),
+        ]
+    assert runs["1"] == runs[str(every)]
+    greedy = runs["1"][0]
+    assert len(greedy[0]) <= 21 and greedy[0][-1] == stop
+    assert max(len(row) for row in greedy) == 100 and 40 + 100 > 128  # the second phase
+    monkeypatch.setenv("JAXSLM_DECODE_CHECK_EVERY", "0")
+    with pytest.raises(JaxslmError, match="JAXSLM_DECODE_CHECK_EVERY"):
+        SpeechLM(llama_lm.model, vocab, llama_lm.mesh).generate(prompts, 2)
+
+
+def test_the_end_is_looked_at_once_per_block(llama_lm, monkeypatch):
+    """The compiled decoding program has one loop of data-dependent length per attention
+    window phase (each iteration a host round trip on GPUs), and with
+    JAXSLM_DECODE_CHECK_EVERY=8 each iteration runs a loop of 8 steps whose trip count XLA
+    knows (no round trip)."""
+    import re
+
+    from jaxslm.api import SpeechLM
+
+    prompt = [[3, 4, 5]]  # prompt bucket 16, cache 192: windows 64, 128, 192
+    trip_counts = {}
+    for every in ("1", "8"):
+        monkeypatch.setenv("JAXSLM_DECODE_CHECK_EVERY", every)
+        generator = SpeechLM(llama_lm.model, llama_lm.vocab, llama_lm.mesh)
+        generator.generate(prompt, 150)
+        jitted, calls = generator._generator._decode, []
+
+        def spy(*args, jitted=jitted, calls=calls):
+            calls.append(args)
+            return jitted(*args)
+
+        generator._generator._decode = spy
+        generator.generate(prompt, 150)
+        program = jitted.lower(*calls[0]).compile().as_text()
+        loops = re.findall(r"\bwhile\(.*", program)
+        trip_counts[every] = sorted(
+            int(m.group(1)) if (m := re.search(r'known_trip_count":\{"n":"(\d+)"', loop)) else 0
+            for loop in loops
+        )
+    layers = llama_lm.config.num_layers
+    # 3 phases, each with its step's layer loop; the prefill's layer loop
+    assert trip_counts["1"] == [0, 0, 0] + [layers] * 4
+    assert trip_counts["8"] == [0, 0, 0] + [layers] * 4 + [8] * 3

@@ -1,7 +1,10 @@
 """Incremental decoding with a preallocated KV cache: one prefill over the padded prompts,
 then one token per row per step inside a jitted `while_loop` that stops when every row has
-emitted EOS or its budget. One compilation per (rows, prompt length, cache length, budget,
-sampling settings) bucket; prompts and row counts are padded to powers of two.
+emitted EOS or its budget. The loop looks at that condition every `jaxslm.backend.
+decode_check_every()` tokens (each look is a host round trip on GPUs), decoding that many
+tokens per iteration in an inner loop of known length. One compilation per (rows, prompt
+length, cache length, budget, sampling settings) bucket; prompts and row counts are padded to
+powers of two.
 
 Each step reads every layer's weights once, so they are kept in the compute dtype (cast once
 when the Generator is made, not in every step), and the layers run as `jaxslm.backend.
@@ -82,7 +85,8 @@ class Generator:
             mesh,
         )
         out = None if mesh is None else NamedSharding(mesh, PartitionSpec())
-        self._decode = jax.jit(_decode, static_argnums=(0, 6, 7, 8), out_shardings=out)
+        self.check_every = backend.decode_check_every()
+        self._decode = jax.jit(_decode, static_argnums=(0, 6, 7, 8, 9), out_shardings=out)
 
     def generate(
         self,
@@ -119,7 +123,7 @@ class Generator:
             replicate(output, mesh),
             replicate(output.at_columns(eos) & output.valid, mesh),
         )
-        static = (max_new_tokens, cache_length, sampling)
+        static = (max_new_tokens, cache_length, sampling, self.check_every)
         with mesh_context(mesh):
             out, counts = self._decode(
                 self.graphdef, self.params, *inputs, *static, jax.random.key(seed)
@@ -206,12 +210,14 @@ def _decode(
     max_new,
     cache_length,
     sampling,
+    check_every,
     key,
 ):
     """(generated [B, max_new] int32, count per row) for right-padded prompts.
 
     Tokens are chosen among the `output` columns [K] (those it marks valid may be chosen;
-    `eos` [K] marks the EOS columns).
+    `eos` [K] marks the EOS columns). The loop's condition is evaluated every `check_every`
+    steps; steps past a row's end change nothing of its output.
     """
     model = nnx.merge(graphdef, params)
     cfg = model.config
@@ -241,7 +247,7 @@ def _decode(
         "seen": seen,
         "done": jnp.zeros(rows, bool),
         "counts": jnp.zeros(rows, jnp.int32),
-        "out": jnp.zeros((rows, max_new), jnp.int32),
+        "out": jnp.zeros((rows, round_up(max_new, check_every)), jnp.int32),
     }
 
     def running(state):
@@ -252,9 +258,10 @@ def _decode(
         column = _choose(
             state["logits"], state["seen"], output.valid, sampling, jax.random.fold_in(key, t)
         )
-        token = jnp.where(state["done"], 0, output.token_of(column))
-        counts = state["counts"] + (~state["done"]).astype(jnp.int32)
-        done = state["done"] | eos[column]
+        done = state["done"] | (t >= max_new)  # past the budget inside the last block
+        token = jnp.where(done, 0, output.token_of(column))
+        counts = state["counts"] + (~done).astype(jnp.int32)
+        done = done | eos[column]
         seen = state["seen"]
         if penalized:
             seen = seen.at[jnp.arange(rows), column].set(True)
@@ -271,16 +278,26 @@ def _decode(
             "out": state["out"].at[:, t].set(token),
         }
 
-    # Phases of growing attention windows: each step attends over the first `window` cache
-    # slots only, as long as every row's new slot lies inside them.
+    def block(state, window: int):
+        if check_every == 1:
+            return step(state, window)
+        return jax.lax.scan(lambda s, _: (step(s, window), None), state, length=check_every)[0]
+
+    # Phases of growing attention windows: each block of steps attends over the first
+    # `window` cache slots only, as long as every row's new slots lie inside them; the last
+    # phase attends over the whole cache.
     longest = jnp.max(lengths)
-    for window in attention_windows(prompt_length, cache_length):
+    windows = attention_windows(prompt_length, cache_length)
+    for window in windows:
+        fits = window == windows[-1]
         state = jax.lax.while_loop(
-            lambda state, window=window: running(state) & (longest + state["step"] < window),
-            functools.partial(step, window=window),
+            lambda state, window=window, fits=fits: (
+                running(state) & (fits | (longest + state["step"] + check_every <= window))
+            ),
+            functools.partial(block, window=window),
             state,
         )
-    return state["out"], state["counts"]
+    return state["out"][:, :max_new], state["counts"]
 
 
 def attention_windows(prompt_length: int, cache_length: int) -> list[int]:
