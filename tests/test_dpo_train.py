@@ -163,3 +163,33 @@ def test_precomputed_reference_is_recomputed_when_its_inputs_change(corpus, tmp_
     half.write_bytes(cached.read_bytes()[: before.st_size // 2])
     assert load_cached(half, stored) is None
     assert "cannot be read" in capsys.readouterr().out
+
+
+def test_benchmarks_during_a_dpo_run_equal_scoring_its_checkpoint(corpus, tmp_path, capsys):
+    """eval.tasks in a DPO run scores the live policy; the accuracies logged at the last step
+    equal `python -m jaxslm.evaluate` on the finished run. A preference corpus has no eval/
+    folder, so without eval.tasks_dir the run is refused with the fix."""
+    from jaxslm import evaluate
+    from jaxslm.data.synthetic import SyntheticConfig, SyntheticLanguage
+    from jaxslm.data.synthetic_eval import write_eval_sets
+    from jaxslm.errors import JaxslmError
+
+    tasks_dir = tmp_path / "eval"
+    write_eval_sets(SyntheticLanguage(SyntheticConfig()), tasks_dir, num_pairs=24)
+    run_dir = tmp_path / "run"
+    mesh = ["mesh.data=4", "mesh.tensor=2"]
+    with pytest.raises(JaxslmError, match="set eval.tasks_dir"):
+        train_here(corpus, tmp_path / "refused", *mesh, "eval.tasks=[swuggy]")
+    tasks = ["eval.tasks=[swuggy,sblimp]", f"eval.tasks_dir={tasks_dir}"]
+    train_here(corpus, run_dir, *mesh, *tasks, "eval.tasks_every_steps=2", "budget.max_steps=4")
+    scored = [r for r in read_metrics(run_dir) if "swuggy_accuracy" in r]
+    assert [r["step"] for r in scored] == [2, 4]
+    assert "benchmarks at step 4" in capsys.readouterr().out
+    out = tmp_path / "results.json"
+    argv = ["--checkpoint", str(run_dir), "--data-dir", str(tasks_dir), "--no-progress"]
+    argv += ["--out", str(out), "--task", "swuggy", "--task", "sblimp"]
+    assert evaluate.main(argv) == 0
+    results = json.loads(out.read_text())["tasks"]
+    for task in ("swuggy", "sblimp"):
+        assert results[task]["accuracy"] == pytest.approx(scored[-1][f"{task}_accuracy"])
+        assert results[task]["pairs"] == 24

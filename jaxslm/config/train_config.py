@@ -48,13 +48,6 @@ class TrainConfig:
         require(bool(self.name), "name", self.name, "must be a non-empty run name")
         require(self.seed >= 0, "seed", self.seed, "must be >= 0")
         one_of("objective", self.objective, OBJECTIVES)
-        require(
-            self.objective == "lm" or not self.eval.tasks,
-            "eval.tasks",
-            list(self.eval.tasks),
-            "runs with objective lm only: unset it and score the DPO run with "
-            "`python -m jaxslm.evaluate`",
-        )
         if self.run_dir is None:
             object.__setattr__(self, "run_dir", f"runs/{self.name}")
         budget = self.budget
