@@ -243,3 +243,53 @@ def test_generate_from_audio_prompts(hubert, codebook, llama_hf, tmp_path):
     for record in records:
         assert record["prompt_ids"] == [1, *(u + 2 for u in expected[record["prompt"]])]
         assert all(0 <= u < 12 for u in record["units"])
+
+
+def test_generative_metric_from_audio_prompts(hubert, llama_hf, tmp_path):
+    """`evaluate --task generate` over an audio folder (slamkit's usual prompts): each file is
+    cut to its first 3 s, tokenized by --hubert/--codebook as transformers + argmin tokenize
+    the cut wave, continued, and its prompt units + continuation vocoded (slamkit keeps the
+    prompt); slamkit's 5 files at most, in name order."""
+    from jaxslm import evaluate
+    from jaxslm.hf.importer import import_hf
+    from jaxslm.speech.toy_vocoder import DEFAULT_FRAMES, FRAME_SECONDS, SAMPLE_RATE
+
+    hubert_dir, model = hubert
+    ckpt = import_hf(llama_hf[0], tmp_path / "ckpt", speech_units=12, mode="speech-only")
+    audio = tmp_path / "prompts"
+    audio.mkdir()
+    rng = np.random.default_rng(11)
+    waves = {}
+    for index, seconds in enumerate((4.0, 1.5, 3.5, 2.0, 5.0, 3.2)):
+        t = np.arange(int(16000 * seconds)) / 16000
+        tone = np.sin(2 * np.pi * (200 + 150 * index) * t * (1 + 0.5 * np.sin(3 * t)))
+        wave = (0.3 * tone * (1 + np.sin(5 * t)) + 0.05 * rng.normal(size=t.size)).astype(
+            np.float32
+        )
+        soundfile.write(audio / f"{index}.wav", wave, 16000, subtype="FLOAT")
+        waves[f"{index}.wav"] = wave
+    centroids = []  # 3 frames of each of 4 prompts: the tiny HuBERT's frames vary little
+    for index in range(4):
+        with torch.no_grad():
+            wave = torch.as_tensor(waves[f"{index}.wav"][: 3 * 16000])[None]
+            frames = model(wave, output_hidden_states=True).hidden_states[LAYER][0]
+        centroids.append(frames.numpy()[10::30][:3])
+    centroids = np.concatenate(centroids)
+    codebook = tmp_path / "km12.npy"
+    np.save(codebook, centroids)
+    items, wavs = tmp_path / "items.jsonl", tmp_path / "wavs"
+    argv = ["--checkpoint", str(ckpt), "--task", "generate", "--data", str(audio)]
+    argv += ["--hubert", str(hubert_dir), "--layer", str(LAYER), "--codebook", str(codebook)]
+    argv += ["--vocoder", "toy", "--audio-out", str(wavs), "--max-new-tokens", "6"]
+    argv += ["--pairs-out", str(items), "--out", str(tmp_path / "results.json"), "--no-progress"]
+    assert evaluate.main(argv) == 0
+    records = [json.loads(line) for line in items.read_text().splitlines()]
+    assert [r["prompt"] for r in records] == [f"{i}.wav" for i in range(5)]
+    per_unit = DEFAULT_FRAMES * round(FRAME_SECONDS * SAMPLE_RATE)  # the toy rule, restated
+    for record in records:
+        cut = waves[record["prompt"]][: 3 * 16000]
+        assert record["prompt_units"] == _oracle_units(model, centroids, cut)[0].tolist()
+        assert len(record["prompt_units"]) > 3 and 0 < len(record["units"]) <= 6
+        written, rate = soundfile.read(wavs / record["audio"], dtype="float32")
+        units = len(record["prompt_units"]) + len(record["units"])
+        assert rate == 16000 and written.size == units * per_unit
