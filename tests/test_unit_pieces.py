@@ -4,6 +4,7 @@ over unigram tokens reports both per second of audio."""
 
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,6 +20,7 @@ from jaxslm.scaling.__main__ import main as scaling_main
 from jaxslm.speech.unit_pieces import FIRST_CODE_POINT, UnitPieces, train_unit_pieces
 
 VOCAB = 200
+TINY = Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"
 
 
 @pytest.fixture(scope="module")
@@ -165,3 +167,72 @@ def _generate_and_score(corpora, run_dir):
     assert evaluate.main([*argv, "--unit-pieces", str(pieces_dir / "unit_pieces")]) == 0
     from_units = json.loads(results.read_text())["tasks"]["sblimp"]
     assert from_units.pop("data") != scores.pop("data") and from_units == scores
+
+
+def test_interleaved_speech_runs_over_tokens(corpora, tmp_path):
+    """Interleaving a token corpus cuts speech runs by the units' rule: a run over words
+    [start, end] holds the tokens whose last unit ends in [start, end], so a token straddling
+    a word boundary goes to the word it ends in. Decoded, a run is then the raw-unit run of
+    the same words shifted by less than one token at each edge. An interleaved tiny model
+    trains on the token corpus."""
+    from jaxslm.data.interleave import build_interleaved
+    from jaxslm.vocab import SpeechVocab
+
+    units_dir, pieces_dir = corpora
+    pieces = UnitPieces.load(pieces_dir / "unit_pieces")
+    lengths = np.asarray([len(p) for p in pieces.piece_units])
+    raw_vocab = SpeechVocab("interleaved", 1, open_corpus(units_dir).num_units)
+    token_vocab = SpeechVocab("interleaved", 1, VOCAB)
+    tokens_by_id = {u.id: u for u in _utterances(pieces_dir, "validation")}
+    rng = np.random.default_rng(3)
+    straddled = 0
+    for raw in _utterances(units_dir, "validation"):
+        tokens = tokens_by_id[raw.id]
+        flags = rng.random(len(raw.words)) < 0.5
+        runs = {}
+        for name, utterance, vocab in (("raw", raw, raw_vocab), ("tokens", tokens, token_vocab)):
+            ids, _ = build_interleaved(utterance, flags, lambda text: [0], vocab)
+            cuts = np.flatnonzero(ids >= vocab.speech_marker_id).tolist() + [ids.size]
+            runs[name] = [
+                ids[a + 1 : b] - vocab.unit_offset
+                for a, b in zip(cuts[:-1], cuts[1:], strict=True)
+                if ids[a] == vocab.speech_marker_id
+            ]
+        unit_ends, token_ends = raw.unit_end_times(), tokens.unit_end_times()
+        assert set(token_ends.tolist()) <= set(unit_ends.tolist())
+        starts = [i for i in range(len(flags)) if flags[i] and (i == 0 or not flags[i - 1])]
+        for index, first in enumerate(starts):
+            last = first
+            while last + 1 < len(flags) and flags[last + 1]:
+                last += 1
+            start, end = raw.words[first].start, raw.words[last].end
+            inside = (unit_ends >= start) & (unit_ends <= end)
+            np.testing.assert_array_equal(runs["raw"][index], raw.units[inside])
+            kept = (token_ends >= start) & (token_ends <= end)
+            np.testing.assert_array_equal(runs["tokens"][index], tokens.units[kept])
+            if not kept.any():
+                continue
+            decoded = pieces.decode(runs["tokens"][index])
+            b = int(np.flatnonzero(unit_ends == token_ends[kept][-1])[0]) + 1
+            a = b - decoded.size
+            np.testing.assert_array_equal(decoded, raw.units[a:b])
+            lo, hi = np.flatnonzero(inside)[[0, -1]] + [0, 1]
+            first_token, next_token = np.flatnonzero(kept)[0], np.flatnonzero(kept)[-1] + 1
+            assert 0 <= lo - a < lengths[tokens.units[first_token]]
+            right = lengths[tokens.units[next_token]] if next_token < kept.size else 1
+            assert 0 <= hi - b < right
+            straddled += (lo - a) + (hi - b) > 0
+    assert straddled > 0, "no token straddled a word boundary"
+    run_dir = tmp_path / "run"
+    overrides = [f"data.corpus={pieces_dir}", "data.seq_len=128", "data.batch_size=8"]
+    overrides += [f"run_dir={run_dir}", "budget.max_steps=30", "eval.every_steps=0"]
+    overrides += ["eval.tasks=[]", "checkpoint.every_steps=30", "logging.every_steps=1"]
+    overrides += ["logging.progress_bar=false", "mesh.data=8"]
+    from jaxslm.config import load_config
+    from jaxslm.training.metrics_log import read_metrics
+    from jaxslm.training.trainer import train
+
+    train(load_config(TINY, overrides))
+    records = [r for r in read_metrics(run_dir) if "loss_speech" in r]
+    assert records[-1]["loss_speech"] < records[0]["loss_speech"] - 1.0
+    assert all(r["loss_text"] > 0 for r in records)
