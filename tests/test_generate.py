@@ -215,8 +215,8 @@ def test_other_prompts_of_the_same_buckets_compile_nothing(llama_lm, llama_torch
 def test_looking_for_the_end_every_few_tokens_changes_nothing(llama_lm, monkeypatch, every):
     """Decoding several tokens between two looks at whether every row is done
     (JAXSLM_DECODE_CHECK_EVERY; 8 on GPUs) gives the tokens of looking after each one: rows
-    ending on EOS inside a block, a budget that is no multiple of the block, two attention
-    window phases, greedy with a repetition penalty and sampled."""
+    ending on EOS inside a block, budgets that are no multiple of the block or shorter than
+    it, two attention window phases, greedy with a repetition penalty and sampled."""
     import dataclasses
 
     from jaxslm.api import SpeechLM
@@ -231,6 +231,7 @@ def test_looking_for_the_end_every_few_tokens_changes_nothing(llama_lm, monkeypa
         runs[value] = [
             lm.generate(prompts, 100, repetition_penalty=1.1),
             lm.generate(prompts, 37, temperature=1.2, top_k=20, seed=3),
+            lm.generate(prompts, 2),  # a budget shorter than one block
         ]
     assert runs["1"] == runs[str(every)]
     greedy = runs["1"][0]
