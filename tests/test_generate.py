@@ -122,7 +122,9 @@ def test_top_k_one_and_tiny_top_p_are_greedy(llama_lm):
     assert llama_lm.generate(prompts, NEW, temperature=0.8, top_p=1e-6, seed=3) == greedy
 
 
-def test_sharded_generation_equals_single_device(llama_ckpt, llama_lm):
+def test_sharded_generation_equals_single_device(llama_ckpt, llama_lm, monkeypatch):
+    """An 8-device mesh decodes what one device decodes, also when it looks for the end
+    once per block of 8 tokens (the GPU default)."""
     import jaxslm
     from jaxslm.sharding import make_mesh
 
@@ -131,6 +133,9 @@ def test_sharded_generation_equals_single_device(llama_ckpt, llama_lm):
     assert sharded.generate(prompts, NEW) == llama_lm.generate(prompts, NEW)
     speech = dict(modality="speech", repetition_penalty=1.2)  # the kept output rows only
     assert sharded.generate(prompts, NEW, **speech) == llama_lm.generate(prompts, NEW, **speech)
+    monkeypatch.setenv("JAXSLM_DECODE_CHECK_EVERY", "8")
+    blocks = jaxslm.load(llama_ckpt, mesh=make_mesh(data=2, fsdp=2, tensor=2))
+    assert blocks.generate(prompts, NEW, **speech) == llama_lm.generate(prompts, NEW, **speech)
 
 
 def test_bad_inputs_are_refused(llama_lm):
