@@ -140,9 +140,14 @@ def compute_device() -> jax.Device:
 # The layer loop of generation's decoding steps: `scan` compiles one layer and loops over the
 # stacked parameters (a loop with a known trip count: no host round trip on GPUs either);
 # `unrolled` compiles every layer in line (larger program, longer compilation; XLA may fuse
-# across layers and read each layer's weights in place). CPU: scan, today's behaviour
-# (benchmarks/RESULTS.md, issue 21). GPU and TPU: scan, not yet measured against unrolled.
-DECODE_LAYERS = ("scan", "unrolled")
+# across layers and read each layer's weights in place); `split` also compiles every layer in
+# line, over a copy of the weights cut into one array per layer when the Generator is made
+# and one KV cache per layer, attended whole: no step copies a slice of a stacked array
+# (a scanned step copies every layer's weights and cache window where a matmul cannot read a
+# slice in place: benchmarks/RESULTS.md), at the price of a second copy of the layers'
+# weights. CPU: scan, today's behaviour (benchmarks/RESULTS.md, issue 21). GPU and TPU: scan,
+# not yet measured against the other two.
+DECODE_LAYERS = ("scan", "unrolled", "split")
 DECODE_LAYERS_DEFAULT = {"cpu": "scan", "gpu": "scan", "tpu": "scan"}
 # How many tokens generation decodes between two looks at whether every row is done. XLA's
 # GPU runtime runs a `while` loop whose trip count depends on the data by copying its
@@ -163,7 +168,7 @@ HUBERT_BUCKET_SECONDS = {"cpu": 0.5, "gpu": 0.5, "tpu": 0.5}
 
 
 def decode_layers() -> str:
-    """`scan` or `unrolled`: how decoding steps run the layers (DECODE_LAYERS_DEFAULT per
+    """`scan`, `unrolled` or `split`: how decoding steps run the layers (DECODE_LAYERS_DEFAULT per
     platform); the environment variable JAXSLM_DECODE_LAYERS overrides it."""
     value = os.environ.get("JAXSLM_DECODE_LAYERS") or DECODE_LAYERS_DEFAULT.get(platform(), "scan")
     if value not in DECODE_LAYERS:

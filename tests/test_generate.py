@@ -162,12 +162,13 @@ def test_prefill_with_the_pallas_kernel_changes_nothing(llama_lm):
     assert with_config(llama_lm, attention="pallas").generate(prompts, NEW) == want
 
 
-def test_unrolled_decoding_layers_equal_transformers(llama_lm, llama_torch, monkeypatch):
-    """JAXSLM_DECODE_LAYERS=unrolled (the GPU check's alternative to the scanned layer loop)
-    decodes transformers' greedy tokens, with and without a repetition penalty."""
+@pytest.mark.parametrize("layers", ["unrolled", "split"])
+def test_other_decoding_layers_equal_transformers(llama_lm, llama_torch, monkeypatch, layers):
+    """JAXSLM_DECODE_LAYERS=unrolled or split (the GPU check's alternatives to the scanned
+    layer loop) decodes transformers' greedy tokens, with and without a repetition penalty."""
     from tiny_models import with_config
 
-    monkeypatch.setenv("JAXSLM_DECODE_LAYERS", "unrolled")
+    monkeypatch.setenv("JAXSLM_DECODE_LAYERS", layers)
     lm = with_config(llama_lm)  # a fresh Generator reads the setting
     prompts = _prompts(llama_lm.vocab, seed=8, lengths=(6, 2))
     for penalty in (1.0, 1.3):
@@ -280,3 +281,35 @@ def test_the_end_is_looked_at_once_per_block(llama_lm, monkeypatch):
     # 3 phases, each with its step's layer loop; the prefill's layer loop
     assert trip_counts["1"] == [0, 0, 0] + [layers] * 4
     assert trip_counts["8"] == [0, 0, 0] + [layers] * 4 + [8] * 3
+
+
+def test_split_layers_decode_without_copying_slices(llama_ckpt, llama_lm, monkeypatch):
+    """JAXSLM_DECODE_LAYERS=split: the compiled decoding program holds no layer loop and no
+    dynamic slice of floats (neither of stacked weights nor of a stacked cache), and an
+    8-device mesh decodes what one device decodes."""
+    import re
+
+    import jaxslm
+    from jaxslm.api import SpeechLM
+    from jaxslm.sharding import make_mesh
+
+    prompts = _prompts(llama_lm.vocab, seed=15, lengths=(6, 3))
+    want = llama_lm.generate(prompts, 70, repetition_penalty=1.1)
+    monkeypatch.setenv("JAXSLM_DECODE_LAYERS", "split")
+    lm = SpeechLM(llama_lm.model, llama_lm.vocab, llama_lm.mesh)
+    assert lm.generate(prompts, 70, repetition_penalty=1.1) == want
+    jitted, calls = lm._generator._decode, []
+
+    def spy(*args):
+        calls.append(args)
+        return jitted(*args)
+
+    lm._generator._decode = spy
+    lm.generate(prompts, 70, repetition_penalty=1.1)
+    program = jitted.lower(*calls[0]).compile().as_text()
+    loops = re.findall(r"\bwhile\(.*", program)
+    assert len(loops) == 1 and "known_trip_count" not in loops[0]  # the decoding loop only
+    floats = re.findall(r"= (?:f32|bf16|f16)\[[^\]]*\][^ ]* (?:dynamic-slice|fusion)\(.*", program)
+    assert not [line for line in floats if "dynamic-slice" in line or "dynamic_slice" in line]
+    sharded = jaxslm.load(llama_ckpt, mesh=make_mesh(data=2, fsdp=2, tensor=2))
+    assert sharded.generate(prompts, 70, repetition_penalty=1.1) == want

@@ -25,7 +25,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxslm import backend
 from jaxslm.errors import JaxslmError
-from jaxslm.models.decoder import abstract_decoder
+from jaxslm.models.decoder import abstract_decoder, split_layers
 from jaxslm.models.head import OutputColumns, output_columns
 from jaxslm.models.model_config import ModelConfig
 from jaxslm.sharding import (
@@ -85,6 +85,8 @@ class Generator:
             mesh,
         )
         out = None if mesh is None else NamedSharding(mesh, PartitionSpec())
+        # "split": the layers' weights as separate arrays, a second copy of them in memory
+        self.split = split_layers(self.params) if backend.decode_layers() == "split" else None
         self.check_every = backend.decode_check_every()
         self._decode = jax.jit(_decode, static_argnums=(0, 6, 7, 8, 9), out_shardings=out)
 
@@ -126,7 +128,7 @@ class Generator:
         static = (max_new_tokens, cache_length, sampling, self.check_every)
         with mesh_context(mesh):
             out, counts = self._decode(
-                self.graphdef, self.params, *inputs, *static, jax.random.key(seed)
+                self.graphdef, self.params, *inputs, *static, jax.random.key(seed), self.split
             )
         out, counts = jax.device_get((out, counts))
         return [out[row, : counts[row]].tolist() for row in range(len(arrays))]
@@ -212,6 +214,7 @@ def _decode(
     sampling,
     check_every,
     key,
+    split,
 ):
     """(generated [B, max_new] int32, count per row) for right-padded prompts.
 
@@ -222,14 +225,20 @@ def _decode(
     model = nnx.merge(graphdef, params)
     cfg = model.config
     rows, prompt_length = tokens.shape
-    shape = (cfg.num_layers, rows, cfg.num_kv_heads, cache_length, cfg.head_dim)
     dtype = jnp.dtype(cfg.dtype)
-    cache = tuple(constrain(jnp.zeros(shape, dtype), CACHE_AXES) for _ in range(2))
+    layers = 1 if split is not None else cfg.num_layers
+    shape = (layers, rows, cfg.num_kv_heads, cache_length, cfg.head_dim)
+
+    def keys_and_values():
+        return tuple(constrain(jnp.zeros(shape, dtype), CACHE_AXES) for _ in range(2))
+
+    # stacked (keys, values), or with split layers one (keys, values) per layer
+    cache = keys_and_values() if split is None else tuple(keys_and_values() for _ in split)
     slots = jnp.arange(cache_length, dtype=jnp.int32)
     prompt_index = jnp.arange(prompt_length, dtype=jnp.int32)
     positions = jnp.broadcast_to(prompt_index, tokens.shape)
     in_prompt = (prompt_index[None, :] < lengths[:, None]).astype(jnp.int32)
-    hidden, cache = model.prefill(tokens, positions, in_prompt, cache)
+    hidden, cache = model.prefill(tokens, positions, in_prompt, cache, split)
     last = jnp.take_along_axis(hidden, (lengths - 1)[:, None, None], axis=1)
     logits = output.logits(model, last)[:, 0]
     width = output.width
@@ -267,7 +276,7 @@ def _decode(
             seen = seen.at[jnp.arange(rows), column].set(True)
         slot = (lengths + t)[:, None]
         mask = slots[None, None, :window] <= slot[:, :, None]
-        hidden, cache = model.extend(token[:, None], slot, slot, mask, state["cache"])
+        hidden, cache = model.extend(token[:, None], slot, slot, mask, state["cache"], split)
         return {
             "step": t + 1,
             "logits": output.logits(model, hidden)[:, 0],
@@ -287,7 +296,8 @@ def _decode(
     # `window` cache slots only, as long as every row's new slots lie inside them; the last
     # phase attends over the whole cache.
     longest = jnp.max(lengths)
-    windows = attention_windows(prompt_length, cache_length)
+    # split layers attend over each layer's whole cache: a window would be a copied slice
+    windows = attention_windows(prompt_length, cache_length) if split is None else [cache_length]
     for window in windows:
         fits = window == windows[-1]
         state = jax.lax.while_loop(

@@ -188,31 +188,40 @@ class Decoder(nnx.Module):
 
         return self._run_layers(run_layer, tokens, None, remat=self.config.remat)[0]
 
-    def prefill(self, tokens, positions, segment_ids, cache):
+    def prefill(self, tokens, positions, segment_ids, cache, split=None):
         """Final-norm hidden states of prompts [B, T] (right-padded: `segment_ids` 1 on prompt
-        tokens, 0 on padding) and the KV cache (keys, values [layers, B, KV, S, D]) with the
-        prompts' keys and values in slots 0..T-1."""
+        tokens, 0 on padding) and the KV cache with the prompts' keys and values in slots
+        0..T-1: (keys, values [layers, B, KV, S, D]), or with `split` (`split_layers` of the
+        layer parameters) one (keys, values [1, B, KV, S, D]) per layer."""
         segments = Segments(segment_ids)
         inv_freq = self._inv_freq()
 
         def run_layer(block, x, cache):
             return block.prefill(x, positions, segments, inv_freq, cache)
 
-        return self._cached(run_layer, tokens, cache)
+        return self._cached(run_layer, tokens, cache, split)
 
-    def extend(self, tokens, positions, slots, mask, cache):
-        """Final-norm hidden states of new tokens [B, T] with a KV cache: their keys and
-        values are written at `slots` [B, T]; `mask` [B, T, S] says which cache slots each
-        token sees. Returns (hidden [B, T, embed], updated cache)."""
+    def extend(self, tokens, positions, slots, mask, cache, split=None):
+        """Final-norm hidden states of new tokens [B, T] with a KV cache (as `prefill`): their
+        keys and values are written at `slots` [B, T]; `mask` [B, T, S] says which cache slots
+        each token sees. Returns (hidden [B, T, embed], updated cache)."""
         inv_freq = self._inv_freq()
 
         def run_layer(block, x, cache):
             return block.extend(x, positions, slots, mask, inv_freq, cache)
 
-        return self._cached(run_layer, tokens, cache)
+        return self._cached(run_layer, tokens, cache, split)
 
-    def _cached(self, run_layer, tokens, cache):
-        """The layers with the KV cache (keys, values): each layer writes its own entries."""
+    def _cached(self, run_layer, tokens, cache, split=None):
+        """The layers with the KV cache: each layer writes its own entries."""
+        if split is not None:  # separate arrays per layer: no slice of a stack is read
+            graphdef = nnx.graphdef(self.layers)
+            x = constrain(self.embed(tokens), ACTIVATION_AXES)
+            caches = []
+            for state, (keys, values) in zip(split, cache, strict=True):
+                x, (keys, values, _) = run_layer(nnx.merge(graphdef, state), x, (keys, values, 0))
+                caches.append((keys, values))
+            return self.final_norm(x), tuple(caches)
 
         # The whole cache rides in the scan's carry, so each layer updates its new entries in
         # place; as scanned inputs and outputs, every step would copy the whole cache.
@@ -289,3 +298,11 @@ def _unflatten(flat: dict[tuple, object]) -> dict:
 def abstract_decoder(cfg: ModelConfig) -> Decoder:
     """A Decoder whose parameters are shape/dtype placeholders (no memory, no compute)."""
     return nnx.eval_shape(lambda: Decoder(cfg, nnx.Rngs(0)))
+
+
+def split_layers(params) -> list:
+    """The stacked layer parameters of a Decoder's state as one state per layer (new arrays,
+    cut once), for `prefill` / `extend` with `split`."""
+    stacked = params["layers"]
+    count = jax.tree.leaves(stacked)[0].shape[0]
+    return [jax.tree.map(lambda leaf, i=i: leaf[i], stacked) for i in range(count)]
