@@ -623,9 +623,9 @@ class Check:
             env = child_env(XLA_PYTHON_CLIENT_PREALLOCATE="false")  # torch shares the GPU
             for suffix, settings in BACKEND_ALTERNATIVES.items():
                 if label.endswith(suffix):
-                    for name, value in settings.items():
-                        joined = f"{env.get(name, '')} {value}".strip()
-                        env[name] = joined if name == "XLA_FLAGS" else value
+                    for variable, value in settings.items():
+                        joined = f"{env.get(variable, '')} {value}".strip()
+                        env[variable] = joined if variable == "XLA_FLAGS" else value
             status, seconds = run_command(command, log_path, deadline, env)
             measured = read_json(Path(command[command.index("--json") + 1]))
             if status == "ok" and measured is None:

@@ -248,6 +248,24 @@ def test_looking_for_the_end_every_few_tokens_changes_nothing(llama_lm, monkeypa
         SpeechLM(llama_lm.model, vocab, llama_lm.mesh).generate(prompts, 2)
 
 
+def _decoding_program(lm, prompts, max_new_tokens, **settings) -> str:
+    """The compiled (optimised) text of the device program `lm.generate` runs for this call."""
+    lm.generate(prompts, 1)  # the Generator is made on first use
+    generator = lm._generator
+    jitted, calls = generator._decode, []
+
+    def spy(*args):
+        calls.append(args)
+        return jitted(*args)
+
+    generator._decode = spy
+    try:
+        lm.generate(prompts, max_new_tokens, **settings)
+    finally:
+        generator._decode = jitted
+    return jitted.lower(*calls[0]).compile().as_text()
+
+
 def test_the_end_is_looked_at_once_per_block(llama_lm, monkeypatch):
     """The compiled decoding program has one loop of data-dependent length per attention
     window phase (each iteration a host round trip on GPUs), and with
@@ -262,16 +280,7 @@ def test_the_end_is_looked_at_once_per_block(llama_lm, monkeypatch):
     for every in ("1", "8"):
         monkeypatch.setenv("JAXSLM_DECODE_CHECK_EVERY", every)
         generator = SpeechLM(llama_lm.model, llama_lm.vocab, llama_lm.mesh)
-        generator.generate(prompt, 150)
-        jitted, calls = generator._generator._decode, []
-
-        def spy(*args, jitted=jitted, calls=calls):
-            calls.append(args)
-            return jitted(*args)
-
-        generator._generator._decode = spy
-        generator.generate(prompt, 150)
-        program = jitted.lower(*calls[0]).compile().as_text()
+        program = _decoding_program(generator, prompt, 150)
         loops = re.findall(r"\bwhile\(.*", program)
         trip_counts[every] = sorted(
             int(m.group(1)) if (m := re.search(r'known_trip_count":\{"n":"(\d+)"', loop)) else 0
@@ -298,15 +307,7 @@ def test_split_layers_decode_without_copying_slices(llama_ckpt, llama_lm, monkey
     monkeypatch.setenv("JAXSLM_DECODE_LAYERS", "split")
     lm = SpeechLM(llama_lm.model, llama_lm.vocab, llama_lm.mesh)
     assert lm.generate(prompts, 70, repetition_penalty=1.1) == want
-    jitted, calls = lm._generator._decode, []
-
-    def spy(*args):
-        calls.append(args)
-        return jitted(*args)
-
-    lm._generator._decode = spy
-    lm.generate(prompts, 70, repetition_penalty=1.1)
-    program = jitted.lower(*calls[0]).compile().as_text()
+    program = _decoding_program(lm, prompts, 70, repetition_penalty=1.1)
     loops = re.findall(r"\bwhile\(.*", program)
     assert len(loops) == 1 and "known_trip_count" not in loops[0]  # the decoding loop only
     floats = re.findall(r"= (?:f32|bf16|f16)\[[^\]]*\][^ ]* (?:dynamic-slice|fusion)\(.*", program)

@@ -214,14 +214,16 @@ class Decoder(nnx.Module):
 
     def _cached(self, run_layer, tokens, cache, split=None):
         """The layers with the KV cache: each layer writes its own entries."""
-        if split is not None:  # separate arrays per layer: no slice of a stack is read
-            graphdef = nnx.graphdef(self.layers)
-            x = constrain(self.embed(tokens), ACTIVATION_AXES)
-            caches = []
-            for state, (keys, values) in zip(split, cache, strict=True):
-                x, (keys, values, _) = run_layer(nnx.merge(graphdef, state), x, (keys, values, 0))
-                caches.append((keys, values))
-            return self.final_norm(x), tuple(caches)
+        if split is not None:  # a (keys, values) of its own per layer, run in line
+
+            def run_own_cache(block, x, carried):
+                caches, layer = carried
+                x, (keys, values, _) = run_layer(block, x, (*caches[layer], 0))
+                caches = (*caches[:layer], (keys, values), *caches[layer + 1 :])
+                return x, (caches, layer + 1)
+
+            x, (caches, _) = self._run_layers(run_own_cache, tokens, (cache, 0), split=split)
+            return x, caches
 
         # The whole cache rides in the scan's carry, so each layer updates its new entries in
         # place; as scanned inputs and outputs, every step would copy the whole cache.
@@ -232,10 +234,11 @@ class Decoder(nnx.Module):
         x, (keys, values, _) = self._run_layers(run_and_count, tokens, (*cache, jnp.int32(0)))
         return x, (keys, values)
 
-    def _run_layers(self, run_layer, tokens, carried, remat: str = "none"):
+    def _run_layers(self, run_layer, tokens, carried, remat: str = "none", split=None):
         """(final-norm hidden states, `carried`) after every layer over the embedded `tokens`,
         in one `lax.scan`: `run_layer(block, x, carried) -> (x, carried)`; `remat` names the
-        policy (REMAT) for the layers' activations in a backward pass."""
+        policy (REMAT) for the layers' activations in a backward pass. With `split` (one
+        state per layer, `split_layers`) the layers run in line over those states instead."""
         graphdef, layer_state = nnx.split(self.layers)
 
         def step(carry, state):
@@ -243,9 +246,14 @@ class Decoder(nnx.Module):
 
         if remat != "none":
             step = jax.checkpoint(step, policy=REMAT[remat])
-        unroll = 1 if self.config.scan_layers else self.config.num_layers
         carry = (constrain(self.embed(tokens), ACTIVATION_AXES), carried)
-        (x, carried), _ = jax.lax.scan(step, carry, layer_state, unroll=unroll)
+        if split is not None:
+            for state in split:
+                carry = step(carry, state)[0]
+        else:
+            unroll = 1 if self.config.scan_layers else self.config.num_layers
+            carry, _ = jax.lax.scan(step, carry, layer_state, unroll=unroll)
+        x, carried = carry
         return self.final_norm(x), carried
 
     def _inv_freq(self):
