@@ -11,8 +11,11 @@ from processes import kill_once_writing
 
 from jaxslm.data.build import build_synthetic, ensure_eval_sets, main
 from jaxslm.data.corpus import example_to_document, example_to_utterance, open_corpus
+from jaxslm.data.pipeline import PipelineConfig, make_pipeline
 from jaxslm.data.synthetic import SyntheticConfig
 from jaxslm.data.synthetic_eval import EVAL_TASKS
+from jaxslm.errors import JaxslmError
+from jaxslm.vocab import SpeechVocab
 
 GOOD = [
     {"file_name": "a/one.wav", "units": [3, 7, 3, 9], "duration": [2, 1, 3, 2]},
@@ -328,3 +331,57 @@ def test_a_killed_build_leaves_a_folder_the_next_build_removes(tmp_path, capsys)
     assert f"removed stale staging folder {stale[0]}" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["corpus", "units.jsonl"]
     assert _stored(tmp_path / "corpus") == {"a.wav": ([1, 2], [1, 1])}
+
+
+def test_words_may_end_up_to_a_frame_and_50_ms_past_the_units(tmp_path, capsys):
+    """Encoders stop short of the audio's end, where aligners put the last word's end: a word
+    ending up to `end_slack` past the last unit is kept, further is a wrong alignment."""
+    units = {"units": [1, 2], "duration": [5, 5]}  # 0.4 s at 0.04 s a frame
+    lines = [
+        json.dumps({"file_name": f"{name}.wav", **units, "aligned_text": [["x", 0.1, end]]})
+        for name, end in (("inside", 0.38), ("just_past", 0.48), ("far_past", 0.6))
+    ]
+    assert main(_build(tmp_path, lines)) == 0
+    assert sorted(_stored(tmp_path / "corpus")) == ["inside.wav", "just_past.wav"]
+    assert "ends at 0.600s, the units at 0.400s" in capsys.readouterr().out
+    assert open_corpus(tmp_path / "corpus").metadata["skipped"] == {"words: past the audio": 1}
+
+
+def test_text_files_sharing_a_name_keep_every_document(tmp_path, capsys):
+    (tmp_path / "en").mkdir()
+    (tmp_path / "fr").mkdir()
+    (tmp_path / "en/part.txt").write_text("one\ntwo\n")
+    (tmp_path / "fr/part.txt").write_text("un\ndeux\n")
+    texts = [str(tmp_path / "en/part.txt"), str(tmp_path / "fr/part.txt")]
+    out = tmp_path / "corpus"
+    argv = ["--text", *texts, "--validation-fraction", "0", "--out", str(out)]
+    assert main(argv) == 0, capsys.readouterr()
+    documents = open_corpus(out).source("text", "train")
+    stored = sorted(example_to_document(documents[i]).text for i in range(len(documents)))
+    assert stored == ["deux", "one", "two", "un"]
+    assert main(["--text", texts[0], texts[0], "--out", str(tmp_path / "again")]) == 2
+    assert f"{texts[0]}: given twice" in capsys.readouterr().err
+
+
+def test_unaligned_utterances_are_noted_and_never_interleaved(tmp_path, capsys):
+    """Alignments that match no file_name leave utterances without words: the build says so,
+    and a pipeline that would interleave them refuses with the fix instead of waiting forever."""
+    lines = [
+        json.dumps({"file_name": f"u{i}.wav", "units": [1, 2], "duration": [5, 5]})
+        for i in range(3)
+    ]
+    alignments = tmp_path / "align.json"
+    alignments.write_text(json.dumps({"other.wav": [{"word": "x", "start": 0, "end": 0.1}]}))
+    assert main(_build(tmp_path, lines, "--alignments", str(alignments))) == 0
+    note = capsys.readouterr().out
+    assert f"note: 3 utterances (first: u0.wav) have no entry in {alignments}" in note
+    corpus = open_corpus(tmp_path / "corpus")
+    vocab = SpeechVocab("interleaved", 100, 500)
+    with pytest.raises(JaxslmError, match=r"no text records.*--text FILES.*stream_weights="):
+        make_pipeline(corpus, None, vocab, PipelineConfig())
+    config = PipelineConfig(stream_weights=(0.0, 0.5, 0.5))
+    with pytest.raises(JaxslmError) as refused:
+        make_pipeline(corpus, None, vocab, config)
+    assert "no utterance with word alignments" in str(refused.value)
+    assert "--alignments" in str(refused.value) and "[0.0, 0, 0.5]" in str(refused.value)
+    assert next(iter(make_pipeline(corpus, None, vocab, PipelineConfig(stream_weights=(0, 0, 1)))))

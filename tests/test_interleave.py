@@ -174,9 +174,14 @@ def test_random_method_speaks_half_the_words():
 
 
 def test_span_method_renews_spans_of_n_words():
-    assert choose_speech_words(30, record_rng(0, 0, 0), "span", span_prob=1.0).all()
-    assert not choose_speech_words(30, record_rng(0, 0, 0), "span", span_prob=0.0).any()
-    masks = [choose_speech_words(60, record_rng(2, 0, i), "span", span_words=5) for i in range(500)]
+    """slamkit's `span` takes the same two knobs as `poisson`: eta is the per-word start
+    probability, lambda the span length in words."""
+    assert choose_speech_words(30, record_rng(0, 0, 0), "span", eta=1.0).all()
+    assert not choose_speech_words(30, record_rng(0, 0, 0), "span", eta=0.0).any()
+    masks = [
+        choose_speech_words(60, record_rng(2, 0, i), "span", eta=0.035, poisson_lambda=5)
+        for i in range(500)
+    ]
     for mask in masks:  # every spoken run is >= 5 words unless cut by the utterance end
         assert all(stop - first >= 5 or stop == 60 for flag, first, stop in runs(mask) if flag)
     steady = np.mean([mask[4:] for mask in masks])  # words with a full window of 5 draws
@@ -212,3 +217,22 @@ def test_default_spoken_share_is_slamkits():
         assert abs(theirs - share) < 0.025, (n, theirs)  # the table: 2 digits, 1500 draws
         assert abs(ours - theirs) < 0.025, (n, ours, theirs)
         assert all(mask.sum() == math.ceil(0.3 * n) for mask in cut)  # the named variant
+
+
+@pytest.mark.parametrize("eta, lam, share", [(0.035, 10, 1 - 0.965**10), (0.9, 2, 0.99)])
+def test_span_settings_of_the_run_config_reach_the_pipeline(eta, lam, share):
+    from jaxslm.config import load_config
+    from jaxslm.data.interleave import speech_flags
+    from jaxslm.training.setup import pipeline_config
+
+    keys = [
+        "budget.max_steps=1",
+        "data.interleave_method=span",
+        f"data.interleave_eta={eta}",
+        f"data.interleave_lam={lam}",
+    ]
+    rule = pipeline_config(load_config(None, keys), "train", None).interleave
+    flags = [speech_flags(60, record_rng(3, 0, i), rule)[lam:] for i in range(400)]
+    assert abs(np.mean(flags) - share) < 0.02
+    with pytest.raises(JaxslmError, match="data.interleave_lam"):
+        load_config(None, [*keys[:3], "data.interleave_lam=2.5"])

@@ -226,3 +226,18 @@ def test_audio_folder_goes_through_the_speech_tokenizer(tmp_path, monkeypatch):
     pairs = open_preferences(open_corpus(out), "train")
     got = [pairs.units(side, 0).tolist() for side in ("prompt", "chosen", "rejected")]
     assert got == [[lengths[f"{side[0]}.wav"] % 40, 1] for side in ("prompt", "chosen", "rejected")]
+
+
+def test_files_sharing_a_name_keep_every_pair(tmp_path, capsys):
+    """Pairs without ids are named by file and line; two `pairs.jsonl` in different folders
+    are told apart by their folders, not merged as duplicates."""
+    lines = [json.dumps({**GOOD, "chosen": side([4, i])}) for i in range(5)]
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    files = [write_pairs(tmp_path / folder / "pairs.jsonl", lines) for folder in "ab"]
+    out = tmp_path / "c"
+    argv = ["--preference", *map(str, files), "--num-units", str(UNITS), "--out", str(out)]
+    assert build_main([*argv, "--validation-fraction", "0"]) == 0, capsys.readouterr()
+    assert open_corpus(out).metadata["counts"]["preference"]["train"] == 10
+    assert build_main([*argv[:2], *argv[1:], "--overwrite"]) == 2
+    assert f"{files[0]}: given twice" in capsys.readouterr().err

@@ -36,20 +36,24 @@ def _save_slamkit(model, base_config: dict, directory, **top_level) -> None:
     (directory / "config.json").write_text(json.dumps(config))
 
 
-def test_speech_only_slam_checkpoint(tmp_path):
-    """The Slam recipe: Qwen2 base, K + 2 rows, rope_theta overridden to 10000 at top level."""
+@pytest.mark.parametrize("base_theta", [10000.0, 1e6])
+def test_speech_only_slam_checkpoint(tmp_path, base_theta):
+    """The Slam recipe: Qwen2 base, K + 2 rows, `rope_theta: 10000` among its config_args.
+    UnitLMConfig keeps that at top level; the LM is built from `base_config`, which holds
+    10000 where transformers 4.x applied the override and the base's 1e6 where 5.x did not."""
     from transformers import AutoModelForCausalLM
 
     units = 30
     oracle = AutoModelForCausalLM.from_config(qwen_config(units + 2)).eval()
-    oracle.config.rope_parameters["rope_theta"] = 10000.0
+    oracle.config.rope_parameters["rope_theta"] = base_theta
     oracle = AutoModelForCausalLM.from_config(oracle.config).eval()
     randomize(oracle, seed=11)
     base = qwen_config(352).to_dict()
+    base["rope_parameters"] = {**base["rope_parameters"], "rope_theta": base_theta}
     _save_slamkit(oracle, base, tmp_path / "slam", rope_theta=10000)
     lm = jaxslm.load(import_hf(tmp_path / "slam", tmp_path / "ckpt"))  # K inferred: rows - 2
     assert lm.vocab == jaxslm.SpeechVocab.speech_only(units)
-    assert lm.config.rope_theta == 10000
+    assert lm.config.rope_theta == base_theta
     tokens = np.array([[1, 2, 7, 31, 9, 1], [1, 30, 4, 4, 2, 1]])
     np.testing.assert_allclose(
         lm.logits(tokens), torch_logits(oracle, tokens), atol=1e-4, rtol=1e-4

@@ -245,6 +245,36 @@ def test_two_processes_read_their_own_records(corpus, tmp_path):
     assert data_files == ["process_0-of-2.json", "process_1-of-2.json"]
 
 
+def test_two_processes_agree_on_held_out_batches(corpus, tmp_path):
+    """With one row per process the two processes' validation records make 44 and 43 batches:
+    the one that runs out pads, so both run the same steps and the loss is the oracle's."""
+    import jaxslm
+    from jaxslm.data.pipeline import make_pipeline
+    from jaxslm.training.setup import pipeline_config, plan_run
+
+    run_dir = tmp_path / "run"
+    held_out = ["data.batch_size=2", "eval.every_steps=2", "eval.batches=50"]
+    train_two_processes(corpus, run_dir, "budget.max_steps=2", *held_out)
+    cfg = load_config(run_dir / "config.yaml")
+    plan, config = plan_run(cfg), pipeline_config(cfg, "validation", 1)
+    batches = [
+        list(make_pipeline(plan.corpus, plan.tokenizer, plan.vocab, config, index, 2))[:50]
+        for index in range(2)
+    ]
+    assert sorted(len(b) for b in batches) == [43, 44]
+    model, total, count = jaxslm.load(run_dir), 0.0, 0.0
+    for batch in batches[0] + batches[1]:
+        logits = model.logits(batch["tokens"], batch["segment_ids"], batch["positions"])
+        logits = logits.astype(np.float64)
+        top = logits.max(-1, keepdims=True)
+        logp = logits - top - np.log(np.exp(logits - top).sum(-1, keepdims=True))
+        nll = -np.take_along_axis(logp, batch["targets"][..., None], axis=-1)[..., 0]
+        total += float((nll * batch["loss_mask"]).sum())
+        count += float(batch["loss_mask"].sum())
+    logged = [r["eval_loss"] for r in read_metrics(run_dir) if "eval_loss" in r]
+    np.testing.assert_allclose(logged, [total / count], rtol=1e-4)
+
+
 @pytest.mark.parametrize(
     "extra, message",
     [

@@ -50,6 +50,9 @@ class DataSection:
     `batch_unit`: `rows` fills every row (fixed tokens per step); `samples` puts exactly
     `samples_per_step` samples in each step (slamkit's batch; tokens per step vary), packed
     into the `batch_size` rows, which must be at least as many.
+    `interleave_eta` / `interleave_lam` are slamkit's `interleave_prob` / `interleave_span`:
+    for `poisson` the spoken-word target and the mean span length, for `span` the per-word
+    probability of starting a span and its length in words (0.035 and 10 speak about 30%).
     `interleave_last_span`: `full` counts the last Poisson span whole (slamkit); `cut` stops
     it at the target so that exactly `interleave_eta` of the words are spoken.
     `shard_by`: `records` gives each process its own share of the corpus (the fastest);
@@ -89,7 +92,15 @@ class DataSection:
             0 <= self.interleave_eta <= 1,
             "data.interleave_eta",
             self.interleave_eta,
-            "must lie in [0, 1] (the fraction of spoken words)",
+            "must lie in [0, 1] (the fraction of spoken words, or for `span` the probability "
+            "that a word starts a span)",
+        )
+        require(
+            self.interleave_method != "span"
+            or (self.interleave_lam >= 1 and float(self.interleave_lam).is_integer()),
+            "data.interleave_lam",
+            self.interleave_lam,
+            "must be a whole number >= 1 with interleave_method=span (the span length in words)",
         )
 
     def _check_samples(self) -> None:

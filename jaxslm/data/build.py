@@ -25,7 +25,13 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from jaxslm.data.corpus import METADATA_FILE, SPLITS, Corpus, open_corpus, split_of, write_corpus
-from jaxslm.data.ingest import SkipReport, read_alignments, read_text_documents, read_utterances
+from jaxslm.data.ingest import (
+    SkipReport,
+    file_labels,
+    read_alignments,
+    read_text_documents,
+    read_utterances,
+)
 from jaxslm.data.records import TextDocument, Utterance
 from jaxslm.data.synthetic import SyntheticConfig, SyntheticLanguage
 from jaxslm.data.synthetic_eval import EVAL_PAIRS, EVAL_SETS_VERSION, EVAL_TASKS, write_eval_sets
@@ -134,11 +140,13 @@ def build_from_files(
             raise JaxslmError(f"{path}: no such file")
     if not units and not texts:
         raise JaxslmError("nothing to build: give --units and/or --text files (or --synthetic)")
+    labels = file_labels(texts)
     prepare_output(out_dir, overwrite)
     words = {}
     for path in alignments:
         words.update(read_alignments(path))
     report = SkipReport(strict=strict)
+    unaligned: list[str] = []  # kept utterances without words (first pass)
 
     def speech(split: str | None) -> Iterator[Utterance]:
         """The utterances of `split` (None: all); bad records are counted in the first pass."""
@@ -153,13 +161,15 @@ def build_from_files(
                     )
                     continue
                 seen.add(utterance.id)
+                if split is None and not utterance.words:
+                    unaligned.append(utterance.id)
                 if split in (None, split_of(utterance.id, validation_fraction)):
                     yield utterance
 
     def text(split: str | None) -> Iterator[TextDocument]:
         counted = report if split is None else SkipReport()
         for path in texts:
-            for document in read_text_documents(path, counted):
+            for document in read_text_documents(path, counted, labels[path]):
                 if split in (None, split_of(document.id, validation_fraction)):
                     yield document
 
@@ -173,6 +183,8 @@ def build_from_files(
     splits = {}  # TFDS refuses empty splits: find the present ones first (strict fails here)
     if units:
         splits["speech"] = present_splits(units, (u.id for u in speech(None)))
+        if unaligned and alignments:
+            report.notes.append(_unaligned_note(unaligned, alignments))
     if texts:
         splits["text"] = present_splits(texts, (d.id for d in text(None)))
     metadata = {
@@ -194,6 +206,15 @@ def build_from_files(
         splits=splits,
     )
     return path, report
+
+
+def _unaligned_note(names: list[str], alignments: list[Path]) -> str:
+    """Which utterances the alignment files miss, and what that means for training."""
+    return (
+        f"{len(names)} utterances (first: {names[0]}) have no entry in "
+        f"{', '.join(str(p) for p in alignments)} (keys: file_name or its stem); they serve "
+        "the speech stream only, never the interleaved one"
+    )
 
 
 def check_settings(num_units: int, frame_seconds: float, validation_fraction: float) -> None:

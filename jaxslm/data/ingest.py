@@ -9,6 +9,7 @@ and text corpora (`.txt`, one document per line, or JSONL with a `text` field).
 from __future__ import annotations
 
 import json
+import os
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -35,6 +36,7 @@ class SkipReport:
     strict: bool = False
     counts: Counter = field(default_factory=Counter)
     first_seen: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # kept records worth a word to the user
 
     def skip(self, where: str, reason: str) -> None:
         """Count a bad record (`where` = file:line, `reason` = 'field: reason: detail');
@@ -46,13 +48,14 @@ class SkipReport:
         self.first_seen.setdefault(kind, f"{where}: {reason}")
 
     def summary(self) -> str:
-        """One line per reason: count and first example."""
+        """One line per reason: count and first example; then the notes."""
         if not self.counts:
-            return "no records skipped"
-        lines = [f"skipped {sum(self.counts.values())} records:"]
+            lines = ["no records skipped"]
+        else:
+            lines = [f"skipped {sum(self.counts.values())} records:"]
         for kind, count in self.counts.most_common():
             lines.append(f"  {count:8d}  {kind}  (first: {self.first_seen[kind]})")
-        return "\n".join(lines)
+        return "\n".join(lines + [f"note: {note}" for note in self.notes])
 
 
 class BadRecord(Exception):
@@ -227,8 +230,28 @@ def integer_list(values: Any, field: str) -> list[int]:
     return whole
 
 
-def read_text_documents(path: Path, report: SkipReport) -> Iterator[TextDocument]:
-    """Documents of a `.txt` (one per line) or `.jsonl` (`text` field) file."""
+def file_labels(paths: list[Path]) -> dict[Path, str]:
+    """The name that record ids (`LABEL:LINE`) give each input file: its file name, or where
+    two inputs share one, its path from the inputs' common folder; a file given twice is
+    refused."""
+    resolved = [path.resolve() for path in paths]
+    for index, path in enumerate(resolved):
+        if path in resolved[:index]:
+            raise JaxslmError(f"{paths[index]}: given twice; name each input file once")
+    names = Counter(path.name for path in paths)
+    if max(names.values(), default=0) <= 1:
+        return {path: path.name for path in paths}
+    root = Path(os.path.commonpath([path.parent for path in resolved]))
+    pairs = zip(paths, resolved, strict=True)
+    return {path: full.relative_to(root).as_posix() for path, full in pairs}
+
+
+def read_text_documents(
+    path: Path, report: SkipReport, label: str | None = None
+) -> Iterator[TextDocument]:
+    """Documents of a `.txt` (one per line) or `.jsonl` (`text` field) file, with ids
+    `LABEL:LINE` (`label`: from `file_labels`, default the file name)."""
+    label = path.name if label is None else label
     is_jsonl = path.suffix in (".jsonl", ".json")
     for number, line in numbered_lines(path, report):
         where = f"{path}:{number}"
@@ -248,4 +271,4 @@ def read_text_documents(path: Path, report: SkipReport) -> Iterator[TextDocument
             if is_jsonl:
                 report.skip(where, "text: empty document: nothing to read")
             continue
-        yield TextDocument(id=f"{path.name}:{number}", text=text)
+        yield TextDocument(id=f"{label}:{number}", text=text)

@@ -41,18 +41,18 @@ def choose_speech_words(
     method: str = "poisson",
     eta: float = 0.3,
     poisson_lambda: float = 10.0,
-    span_prob: float = 0.035,
-    span_words: int = 10,
     last_span: str = "full",
 ) -> np.ndarray:
     """Which of `num_words` words are spoken: bool [num_words], True = speech.
 
     `poisson`: SIMS spans (`_poisson_spans`; `last_span` "full" counts the last span whole as
-    slamkit does, "cut" stops it at the target). `span`: `_renewed_spans`. `random`: each
+    slamkit does, "cut" stops it at the target). `span`: `_renewed_spans`, with `eta` the
+    per-word start probability and `poisson_lambda` the span length in words (slamkit's
+    `interleave_prob` and `interleave_span` drive both methods). `random`: each
     word is speech with probability 0.5. The options are checked as `InterleaveConfig` checks
     them.
     """
-    rule = InterleaveConfig(method, eta, poisson_lambda, span_prob, span_words, last_span=last_span)
+    rule = InterleaveConfig(method, eta, poisson_lambda, last_span=last_span)
     return np.asarray(speech_flags(num_words, rng, rule), dtype=bool)
 
 
@@ -63,7 +63,7 @@ def speech_flags(num_words: int, rng: random.Random, config: InterleaveConfig) -
         cut_last = config.last_span == "cut"
         return _poisson_spans(num_words, rng, config.eta, config.poisson_lambda, cut_last)
     if config.method == "span":
-        return _renewed_spans(num_words, rng, config.span_prob, config.span_words)
+        return _renewed_spans(num_words, rng, config.eta, int(config.poisson_lambda))
     return [rng.random() < 0.5 for _ in range(num_words)]
 
 
@@ -142,7 +142,8 @@ def _renewed_spans(num_words: int, rng: random.Random, prob: float, words: int) 
     (or renews) a speech span covering that word and the next `words - 1`.
 
     So word i is speech iff a draw succeeded at one of words i - words + 1 .. i; away from the
-    start the spoken fraction is 1 - (1 - prob) ** words (0.30 for the defaults 0.035, 10).
+    start the spoken fraction is 1 - (1 - prob) ** words (0.30 for 0.035 and 10; 0.97 for
+    slamkit's configured 0.3 and 10)
     """
     spoken = [False] * num_words
     for start in range(num_words):
@@ -219,6 +220,9 @@ def _with_marker(marker: int, ids: np.ndarray, modality: int) -> tuple[np.ndarra
 class InterleaveConfig:
     """How words are split between speech and text.
 
+    `eta` and `poisson_lambda` are slamkit's `interleave_prob` and `interleave_span`: the
+    spoken-word target and the mean span length for `poisson`; the per-word probability of
+    starting a span and the span length in words for `span`.
     `frozen`: decide once per record (as slamkit's preprocessing does) instead of re-drawing
     every epoch; both are deterministic given `seed`. `last_span`: "full" counts the last
     Poisson span whole, as slamkit does (the spoken share overshoots eta, see `_poisson_spans`);
@@ -228,8 +232,6 @@ class InterleaveConfig:
     method: str = "poisson"
     eta: float = 0.3
     poisson_lambda: float = 10.0
-    span_prob: float = 0.035
-    span_words: int = 10
     seed: int = 0
     frozen: bool = False
     last_span: str = "full"
@@ -238,14 +240,16 @@ class InterleaveConfig:
         _check_method(self.method)
         if self.last_span not in LAST_SPANS:
             raise JaxslmError(f"interleave last_span {self.last_span!r} is not one of {LAST_SPANS}")
-        if not (0.0 <= self.eta <= 1.0 and 0.0 <= self.span_prob <= 1.0):
+        if not 0.0 <= self.eta <= 1.0:
+            raise JaxslmError(f"interleave eta {self.eta} must lie in [0, 1]")
+        if self.poisson_lambda < 0:
+            raise JaxslmError(f"interleave poisson_lambda {self.poisson_lambda} must be >= 0")
+        if self.method == "span" and not (
+            self.poisson_lambda >= 1 and float(self.poisson_lambda).is_integer()
+        ):
             raise JaxslmError(
-                f"interleave eta {self.eta} and span_prob {self.span_prob} must lie in [0, 1]"
-            )
-        if self.poisson_lambda < 0 or self.span_words < 1:
-            raise JaxslmError(
-                f"interleave poisson_lambda {self.poisson_lambda} must be >= 0 and span_words "
-                f"{self.span_words} >= 1"
+                f"interleave method 'span' takes poisson_lambda {self.poisson_lambda} as its "
+                "span length in words: it must be a whole number >= 1"
             )
 
 

@@ -97,7 +97,25 @@ def make_pipeline(
     weights = _weights(vocab, config)
     codes = [code for code, weight in enumerate(weights) if weight > 0]
     kinds = {"speech": any(weights[1:]), "text": weights[0] > 0}
+    for kind, on in kinds.items():
+        if on and corpus.has(kind) and config.split not in corpus.metadata["counts"][kind]:
+            fix = (
+                "rebuild the corpus with a lower --validation-fraction"
+                if config.split == "train"
+                else "rebuild the corpus with --validation-fraction above 0, or set "
+                "eval.every_steps=0 (no held-out loss)"
+            )
+            raise JaxslmError(
+                f"data.corpus={corpus.directory}: no {config.split!r} split of {kind} records: "
+                f"{fix}"
+            )
+        if on and not corpus.has(kind):
+            raise _nothing_to_draw(corpus, config.split, weights, kind, f"no {kind} records")
     columns = {k: corpus.columns(k, config.split) if on else None for k, on in kinds.items()}
+    if weights[1] > 0 and columns["speech"]["word_offsets"][-1] == 0:
+        raise _nothing_to_draw(
+            corpus, config.split, weights, "interleaved", "no utterance with word alignments"
+        )
     encoder = ChunkEncoder(
         columns["speech"],
         columns["text"],
@@ -121,7 +139,23 @@ def make_pipeline(
     return _ClosedAtExit(batches, prefetch_buffer_size=config.prefetch_batches)
 
 
-def _empty_rows(count: int, length: int) -> dict[str, np.ndarray]:
+def _nothing_to_draw(corpus: Corpus, split: str, weights, stream: str, lack: str) -> JaxslmError:
+    """The error for a stream with a positive weight and nothing to draw from in `split`."""
+    fixes = {
+        "text": "build the corpus with --text FILES",
+        "speech": "build the corpus with --units FILES",
+        "interleaved": "build the corpus with --alignments JSON (or aligned_text fields)",
+    }
+    index = ("text", "interleaved", "speech").index(stream)
+    zeroed = [0 if i == index else w for i, w in enumerate(weights)]
+    return JaxslmError(
+        f"data.corpus={corpus.directory}: the {split!r} split has {lack}, but "
+        f"data.stream_weights={list(weights)} draws from the {stream} stream: "
+        f"{fixes[stream]}, or set data.stream_weights={zeroed}"
+    )
+
+
+def empty_rows(count: int, length: int) -> dict[str, np.ndarray]:
     """`count` rows of padding (no targets)."""
     return {name: np.zeros((count, length), dtype) for name, dtype in ROW_FIELDS.items()}
 
@@ -269,7 +303,7 @@ def _batch(rows: list[dict[str, np.ndarray]], size: int, length: int) -> dict[st
     missing = size - len(rows)
     if missing == 0:
         return batch
-    padding = _empty_rows(missing, length)
+    padding = empty_rows(missing, length)
     if batch is None:
         return padding
     return {name: np.concatenate([batch[name], padding[name]]) for name in batch}

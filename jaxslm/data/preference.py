@@ -56,16 +56,22 @@ class PreferencePair:
 
 
 def read_preferences(
-    path: Path, num_units: int, report: SkipReport, units_of: UnitLookup | None = None
+    path: Path,
+    num_units: int,
+    report: SkipReport,
+    units_of: UnitLookup | None = None,
+    label: str | None = None,
 ) -> Iterator[tuple[int, PreferencePair]]:
     """(line number, pair) of the valid pairs of a preference JSONL file; bad lines go to
     `report` (file:line, reason). `units_of(path)` gives the units of a side that names only
-    its audio file. A pair without an `id` is named `FILE:LINE`."""
+    its audio file. A pair without an `id` is named `LABEL:LINE` (`label`: from
+    `file_labels`, default the file name)."""
+    label = path.name if label is None else label
     for number, line in numbered_lines(path, report):
         if not line.strip():
             continue
         try:
-            yield number, _pair(parse_json(line), num_units, units_of, f"{path.name}:{number}")
+            yield number, _pair(parse_json(line), num_units, units_of, f"{label}:{number}")
         except BadRecord as problem:
             report.skip(f"{path}:{number}", str(problem))
 

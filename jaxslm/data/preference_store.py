@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from jaxslm.data.corpus import COLUMNS_DIR, METADATA_FILE, SPLITS, Corpus, split_of
-from jaxslm.data.ingest import SkipReport, read_utterances
+from jaxslm.data.ingest import SkipReport, file_labels, read_utterances
 from jaxslm.data.preference import (
     SIDES,
     PreferencePair,
@@ -176,12 +176,13 @@ def build_preferences(
     for path in files:
         if not path.is_file():
             raise JaxslmError(f"{path}: no such file")
+    labels = file_labels(files)
     prepare_output(out_dir, overwrite)
     report = SkipReport() if report is None else report
     filtered, seen = Counter(), set()
     by_split: dict[str, list[PreferencePair]] = {split: [] for split in SPLITS}
     for path in files:
-        for number, pair in read_preferences(path, num_units, report, units_of):
+        for number, pair in read_preferences(path, num_units, report, units_of, labels[path]):
             if pair.id in seen:
                 report.skip(f"{path}:{number}", f"id: duplicate: id {pair.id!r} seen before")
                 continue

@@ -80,11 +80,19 @@ def durations_problem(lowest: int, highest: int) -> str | None:
     return None
 
 
+def end_slack(frame_seconds: float) -> float:
+    """How far past the last unit's end a word may end, in seconds: the encoder's frames stop
+    up to a frame plus its 25 ms receptive field short of the audio, and aligners round to
+    10 ms (a word there still gets every unit up to the end, as slamkit's `bisect_right`)."""
+    return frame_seconds + 0.05
+
+
 def problem_with(utterance: Utterance, num_units: int, tolerance: float = 1e-3) -> str | None:
     """Why `utterance` cannot be used, as 'field: reason: detail', or None if it can.
 
     Checks: non-empty units; units in [0, num_units); one positive duration per unit; finite
-    word times that do not go backwards and do not run past the audio (within `tolerance` s).
+    word times that do not go backwards (within `tolerance` s) and do not end more than
+    `end_slack(frame_seconds)` after the last unit.
     """
     units, durations = np.asarray(utterance.units), np.asarray(utterance.durations)
     if units.size == 0:
@@ -106,10 +114,11 @@ def problem_with(utterance: Utterance, num_units: int, tolerance: float = 1e-3) 
             )
         if word.end < word.start or word.start < previous_end - tolerance:
             return f"words: times go backwards: word {index} ({word.text.strip()!r})"
-        if word.end > utterance.seconds + tolerance:
+        if word.end > utterance.seconds + end_slack(utterance.frame_seconds):
             return (
                 f"words: past the audio: word {index} ({word.text.strip()!r}) ends at "
-                f"{word.end:.3f}s, the audio at {utterance.seconds:.3f}s"
+                f"{word.end:.3f}s, the units at {utterance.seconds:.3f}s: are the alignments "
+                "those of this audio?"
             )
         previous_end = word.end
     return None

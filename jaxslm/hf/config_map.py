@@ -21,17 +21,16 @@ SUPPORTED_MESSAGE = (
 
 
 def unwrap_slamkit(hf: dict[str, Any], source: Path) -> dict[str, Any]:
-    """The text-LM config inside a slamkit UnitLM config, with slamkit's real vocab size."""
+    """The text-LM config inside a slamkit UnitLM config, with slamkit's real vocab size.
+
+    Everything else comes from `base_config` alone, as slamkit's UnitLM builds its LM from
+    it: a top-level `rope_theta` (the Slam recipe's override, which UnitLMConfig also keeps
+    as an attribute) is not read. Under transformers 4.x the override reached `base_config`
+    too; under 5.x it does not, and the model ran with `base_config`'s theta."""
     base = hf.get("base_config")
     if not isinstance(base, dict):
         raise JaxslmError(f"{source}: slamkit config has no 'base_config' dict to build from")
-    base = dict(base)
-    base["vocab_size"] = hf["vocab_size"]
-    if hf.get("rope_theta") is not None:
-        base["rope_theta"] = hf["rope_theta"]
-        if isinstance(base.get("rope_parameters"), dict):
-            base["rope_parameters"] = {**base["rope_parameters"], "rope_theta": hf["rope_theta"]}
-    return base
+    return {**base, "vocab_size": hf["vocab_size"]}
 
 
 def model_config_from_hf(hf: dict[str, Any], source: Path, param_dtype: str) -> ModelConfig:

@@ -3,12 +3,15 @@ as global arrays."""
 
 from __future__ import annotations
 
+import itertools
+
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
 from jaxslm.config import TrainConfig
-from jaxslm.data.pipeline import make_pipeline
+from jaxslm.data.pipeline import empty_rows, make_pipeline
 from jaxslm.sharding import BATCH_AXES, place, place_local
 from jaxslm.training.placement import batch_sharding
 from jaxslm.training.setup import RunPlan, pipeline_config
@@ -46,6 +49,12 @@ class BatchSource:
 
     def first(self, split: str, count: int) -> list[Batch]:
         """The first `count` batches of one pass over `split` (fewer if it holds fewer), on
-        the mesh."""
-        batches = self.iterator(split, 1)
-        return [self.place(local) for _, local in zip(range(count), batches, strict=False)]
+        the mesh. Processes reading their own records may run out at different batches: they
+        agree on the most any of them has, the others adding rows of padding (no targets), so
+        every process runs the same sharded steps."""
+        local = list(itertools.islice(self.iterator(split, 1), count))
+        if not self.rows_mode and jax.process_count() > 1:
+            most = int(np.max(multihost_utils.process_allgather(np.int32(len(local)))))
+            rows = self.rows // jax.process_count()
+            local += [empty_rows(rows, self.cfg.data.seq_len)] * (most - len(local))
+        return [self.place(batch) for batch in local]
