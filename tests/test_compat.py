@@ -188,9 +188,12 @@ def _cross_modal_strings(hubert, story: dict, ending: str, setting: str) -> str:
     return pieces[source](prompt_wave, prompt_text) + pieces[target](end_wave, end_text)
 
 
-def _evaluate(monkeypatch, ckpt, hubert, task: str, data, tmp_path) -> tuple[list, list]:
-    """Run `python -m jaxslm.evaluate --compat slamkit` on audio; returns (the token sequences
-    it scored, per-pair log-likelihoods positive then negative)."""
+def _evaluate(
+    monkeypatch, ckpt, hubert, task: str, data, tmp_path, compat: str = "slamkit"
+) -> tuple[list, list]:
+    """Run `python -m jaxslm.evaluate --compat slamkit` (or another `compat`) on audio;
+    returns (the token sequences it scored, per-pair log-likelihoods positive then
+    negative)."""
     from jaxslm.evals.scorer import Scorer
 
     scored = []
@@ -202,11 +205,11 @@ def _evaluate(monkeypatch, ckpt, hubert, task: str, data, tmp_path) -> tuple[lis
 
     monkeypatch.setattr(Scorer, "log_likelihood", recording)
     pairs_out, out = tmp_path / "pairs.jsonl", tmp_path / "results.json"
-    argv = ["--checkpoint", str(ckpt), "--task", task, "--data", str(data), "--compat", "slamkit"]
+    argv = ["--checkpoint", str(ckpt), "--task", task, "--data", str(data), "--compat", compat]
     argv += ["--hubert", str(hubert[0]), "--layer", str(LAYER), "--codebook", str(hubert[2])]
     assert evaluate.main([*argv, "--pairs-out", str(pairs_out), "--out", str(out)]) == 0
     settings = json.loads(out.read_text())["settings"]
-    assert settings["dtype"] == "float32" and settings["compat"] == "slamkit"
+    assert settings["dtype"] == "float32" and settings["compat"] == compat
     pairs = [json.loads(line) for line in pairs_out.read_text().splitlines()]
     return scored, [ll for p in pairs for ll in (p["ll_positive"], p["ll_negative"])]
 
@@ -231,6 +234,8 @@ def test_cross_modal_storycloze_equals_slamkit(interleaved, hubert, tmp_path, mo
     joined = _slamkit_units(hubert, [np.concatenate([prompt, ending])])[0]
     apart = _slamkit_units(hubert, [prompt])[0] + _slamkit_units(hubert, [ending])[0]
     assert joined != [k for k, _ in itertools.groupby(apart)], "HuBERT sees across the seam"
+    scored, _ = _evaluate(monkeypatch, ckpt, hubert, "cm_storycloze", data, tmp_path, "jaxslm")
+    assert scored == tokenizer(strings)["input_ids"], "jaxslm's rules score the same sequences"
 
 
 def test_padded_audio_batches_equal_slamkit(interleaved, hubert, tmp_path, monkeypatch):

@@ -259,3 +259,25 @@ def test_prompts_follow_slamkits_selection_and_cut(tmp_path):
     aligned = unit_prompts(path, PromptRules(seconds=3.0, use_alignment=True, min_seconds=1.0))
     # ends 2.5 and 3.5 tie at 0.5 from 3 s: cut at 2.5 s -> 6 units of 0.4 s, 2 of 1 s
     assert [len(p.units) for p in aligned] == [6, 2, 12]
+
+
+def test_text_lm_scores_in_float32_whatever_dtype_it_was_saved_in(tmp_path):
+    """slamkit loads the text LM in float32 (transformers 4.x's default); transformers 5
+    would keep a bf16 checkpoint in bf16 unless told."""
+    from tiny_models import llama_config, save_hf_model
+    from tiny_tokenizers import build_tokenizer
+
+    from jaxslm.evals.asr_metrics import TextPerplexity
+
+    tokenizer = build_tokenizer(tmp_path)
+    oracle = save_hf_model(llama_config(len(tokenizer)), tmp_path, seed=3, dtype=torch.bfloat16)
+    scorer = TextPerplexity(tmp_path)
+    assert scorer.model.dtype == torch.float32
+    texts = ["the cat sat on the mat", "a dog ran"]
+    want = []
+    for text in texts:
+        ids = torch.tensor([tokenizer(text)["input_ids"]])
+        with torch.no_grad():
+            logits = oracle(ids).logits[0, :-1]
+        want.append(torch.nn.functional.cross_entropy(logits, ids[0, 1:]).item())
+    assert scorer.nlls(texts) == pytest.approx(want, rel=1e-5)

@@ -90,12 +90,17 @@ class Transcriber:
 
 
 def _causal_lm(directory: Path):
+    """A local HF causal LM in float32 (as slamkit's `get_llm` loads it under transformers
+    4.x, whatever dtype the checkpoint holds) and its tokenizer, padding with EOS if need be."""
+    torch = _torch()
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(directory, local_files_only=True, use_cache=False)
+    model = AutoModelForCausalLM.from_pretrained(
+        directory, local_files_only=True, use_cache=False, dtype=torch.float32
+    )
     return model.to(_device()).eval(), tokenizer
 
 

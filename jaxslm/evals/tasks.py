@@ -212,8 +212,8 @@ def _add_cross_modal(
     settings: tuple[str, ...],
     audio: AudioUnits | None,
 ) -> None:
-    """The pairs of each setting; with slamkit's audio tokenization, S->S scores the units of
-    the prompt's and the ending's audio joined, as slamkit does."""
+    """The pairs of each setting; from audio, S->S scores the units of the prompt's and the
+    ending's audio joined into one file, as slamkit does (HuBERT sees across the seam)."""
     for setting in settings:
         if setting not in CROSS_MODAL_SETTINGS:
             raise JaxslmError(
@@ -223,7 +223,7 @@ def _add_cross_modal(
     if audio is not None and any("S" in setting for setting in settings):
         flat = audio.items([item for triple in triples for item in triple])
         triples = [(flat[i], flat[i + 1], flat[i + 2]) for i in range(0, len(flat), 3)]
-        if audio.slamkit and "S->S" in settings:
+        if "S->S" in settings:
             ends = [(p, e) for p, *endings in triples for e in endings if p.audio and e.audio]
             units = audio.joined([prompt for prompt, _ in ends], [end for _, end in ends])
             joined = {end.name: ids for (_, end), ids in zip(ends, units, strict=True)}
