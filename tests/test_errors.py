@@ -114,6 +114,52 @@ def test_config_that_is_not_an_object(hf_copy, tmp_path, capsys, content, fragme
     _nothing_written(tmp_path / "out")
 
 
+def _rope_without(key):
+    return lambda config: config[_rope_key(config)].pop(key)
+
+
+def _rope_key(config) -> str:
+    return "rope_parameters" if config.get("rope_parameters") else "rope_scaling"
+
+
+@pytest.mark.parametrize(
+    "change, fragments",
+    [
+        (
+            lambda c: c.update(hidden_size="64"),
+            ["hidden_size must be a whole number > 0, got '64'"],
+        ),
+        (lambda c: c.update(rms_norm_eps=None), ["rms_norm_eps must be a number > 0, got None"]),
+        (lambda c: c.update(max_position_embeddings=None), ["max_position_embeddings must be"]),
+        (
+            lambda c: c.update(num_key_value_heads=3),
+            ["num_attention_heads=4 must be a multiple of num_key_value_heads=3"],
+        ),
+        (lambda c: c.update(head_dim=15), ["head_dim=15 must be even"]),
+        (lambda c: c[_rope_key(c)].update(rope_theta=None), ["rope_theta must be a number > 0"]),
+        (_rope_without("factor"), ["of rope type llama3 lacks factor"]),
+    ],
+)
+def test_bad_config_fields_are_named(hf_copy, tmp_path, capsys, change, fragments):
+    config = json.loads((hf_copy / "config.json").read_text())
+    change(config)
+    (hf_copy / "config.json").write_text(json.dumps(config))
+    _fails(["import-hf", hf_copy, tmp_path / "out"], capsys, "config.json", *fragments)
+    _nothing_written(tmp_path / "out")
+
+
+@pytest.mark.parametrize(
+    "flags, fragment",
+    [
+        (["--speech-units", "-5"], "--speech-units -5: must be >= 0"),
+        (["--speech-units", "0", "--mode", "speech-only"], "which --mode speech-only contradicts"),
+    ],
+)
+def test_contradicting_vocabulary_flags(hf_copy, tmp_path, capsys, flags, fragment):
+    _fails(["import-hf", hf_copy, tmp_path / "out", *flags], capsys, fragment)
+    _nothing_written(tmp_path / "out")
+
+
 @pytest.mark.parametrize(
     "index, fragment",
     [

@@ -20,6 +20,25 @@ SUPPORTED_MESSAGE = (
 )
 
 
+HF_NAMES = {  # jaxslm's field names -> config.json's, for messages
+    "num_kv_heads": "num_key_value_heads",
+    "num_heads": "num_attention_heads",
+    "num_layers": "num_hidden_layers",
+}
+REAL_FIELDS = ("rms_norm_eps", "rope_theta", "initializer_range")
+OPTIONAL_FIELDS = ("num_key_value_heads", "head_dim")  # null: derived from the others
+POSITIVE_FIELDS = (
+    "vocab_size",
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    *OPTIONAL_FIELDS,
+    "max_position_embeddings",
+    *REAL_FIELDS,
+)
+
+
 def unwrap_slamkit(hf: dict[str, Any], source: Path) -> dict[str, Any]:
     """The text-LM config inside a slamkit UnitLM config, with slamkit's real vocab size.
 
@@ -42,10 +61,11 @@ def model_config_from_hf(hf: dict[str, Any], source: Path, param_dtype: str) -> 
         raise JaxslmError(f"{source}: hidden_act {hf['hidden_act']!r} is not supported (silu only)")
     if family == "qwen2" and hf.get("use_sliding_window"):
         raise JaxslmError(f"{source}: use_sliding_window=true is not supported; set it to false")
+    _check_numbers(hf, source)
     try:
         heads = hf["num_attention_heads"]
         theta, scaling = _rope(hf, source)
-        return ModelConfig(
+        config = dict(
             family=family,
             vocab_size=hf["vocab_size"],
             hidden_size=hf["hidden_size"],
@@ -66,11 +86,37 @@ def model_config_from_hf(hf: dict[str, Any], source: Path, param_dtype: str) -> 
         )
     except KeyError as err:
         raise JaxslmError(f"{source}: required field {err} is missing") from err
+    try:
+        return ModelConfig(**config)
+    except JaxslmError as err:
+        message = str(err)
+        for ours, theirs in HF_NAMES.items():
+            message = message.replace(ours, theirs)
+        raise JaxslmError(f"{source}: {message}; fix config.json") from None
+
+
+def _check_numbers(hf: dict[str, Any], source: Path) -> None:
+    """Refuse shape and numeric fields that are present but are not positive numbers (a
+    string, null, a negative value), naming the field."""
+    for key in POSITIVE_FIELDS:
+        if key not in hf or (key in OPTIONAL_FIELDS and hf[key] is None):
+            continue
+        value = hf[key]
+        whole = key not in REAL_FIELDS
+        kind = int if whole else (int, float)
+        if isinstance(value, bool) or not isinstance(value, kind) or value <= 0:
+            what = "a whole number" if whole else "a number"
+            raise JaxslmError(f"{source}: {key} must be {what} > 0, got {value!r}; fix config.json")
 
 
 def _rope(hf: dict[str, Any], source: Path) -> tuple[float, Llama3RopeScaling | None]:
-    params = hf.get("rope_parameters") or hf.get("rope_scaling") or {}
+    """RoPE theta and llama3 scaling from `rope_parameters` (transformers 5) or `rope_scaling`
+    and `rope_theta` (4.x)."""
+    key = "rope_parameters" if hf.get("rope_parameters") else "rope_scaling"
+    params = hf.get(key) or {}
     theta = params.get("rope_theta", hf.get("rope_theta", 10000.0))
+    if isinstance(theta, bool) or not isinstance(theta, (int, float)) or theta <= 0:
+        raise JaxslmError(f"{source}: rope_theta must be a number > 0, got {theta!r}")
     kind = params.get("rope_type", params.get("type", "default"))
     if kind == "default":
         return float(theta), None
@@ -78,12 +124,11 @@ def _rope(hf: dict[str, Any], source: Path) -> tuple[float, Llama3RopeScaling | 
         raise JaxslmError(
             f"{source}: rope type {kind!r} is not supported; supported: none/default and llama3"
         )
-    return float(theta), Llama3RopeScaling(
-        factor=params["factor"],
-        low_freq_factor=params["low_freq_factor"],
-        high_freq_factor=params["high_freq_factor"],
-        original_max_position_embeddings=params["original_max_position_embeddings"],
-    )
+    fields = ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")
+    missing = [name for name in fields if params.get(name) is None]
+    if missing:
+        raise JaxslmError(f"{source}: {key} of rope type llama3 lacks {', '.join(missing)}")
+    return float(theta), Llama3RopeScaling(**{name: params[name] for name in fields})
 
 
 def hf_architecture(cfg: ModelConfig) -> dict[str, Any]:

@@ -47,6 +47,13 @@ def plan_vocab(source: VocabSource, units: int | None, mode: str | None) -> Spee
     """
     if SPEECH_VOCAB_KEY in source.config:
         return _exported_vocab(source, SpeechVocab.from_dict(source.config[SPEECH_VOCAB_KEY]))
+    if units is not None and units < 0:
+        raise JaxslmError(f"--speech-units {units}: must be >= 0 (0 keeps the text vocabulary)")
+    if units == 0 and mode == "speech-only":
+        raise JaxslmError(
+            "--speech-units 0 keeps the text vocabulary, which --mode speech-only contradicts: "
+            "give the number of units (e.g. --speech-units 500), or drop --mode"
+        )
     if units == 0:
         return _with_special_ids(SpeechVocab("text", source.rows, 0), source)
     if source.is_slamkit:
