@@ -149,6 +149,13 @@ def test_salmon_groups_by_index_and_sorts_by_name(tmp_path):
             TaskRequest("salmon", root, units, salmon_parts=("rir_consistency",)),
             progress=False,
         )
+    for data, message in [
+        (units, r"u\.jsonl: SALMon reads a folder, <root>/<part>/"),
+        (tmp_path, "no SALMon part folder here; expected subfolders named after the parts"),
+    ]:
+        request = TaskRequest("salmon", data, units)
+        with pytest.raises(JaxslmError, match=message):
+            run_task(LastIdScorer(), SequenceBuilder(SPEECH_ONLY, None), request, progress=False)
 
 
 def test_ties_count_half():
@@ -218,7 +225,7 @@ def test_bad_folders_and_names_are_named(tmp_path):
     (unnumbered / "first.txt").write_text("x")
     (unnumbered / "second.txt").write_text("y")
     with pytest.raises(
-        JaxslmError, match=r"first\.txt: name 'first' does not start with an integer"
+        JaxslmError, match=r"first\.txt: name 'first' does not start with an integer.*move files"
     ):
         numbered_pairs(load_items(unnumbered), "_", from_folder=True)
     binary = tmp_path / "binary"
@@ -233,6 +240,10 @@ def test_bad_folders_and_names_are_named(tmp_path):
     units = _units_file(tmp_path / "u.jsonl", {"other.wav": [1]})
     with pytest.raises(JaxslmError, match=r"0_a\.wav: no units in .*u\.jsonl"):
         load_items(audio, units)
+    nameless = tmp_path / "nameless.jsonl"
+    nameless.write_text('{"units": [1], "duration": [1]}\n')
+    with pytest.raises(JaxslmError, match=r"nameless\.jsonl:1: each line needs .*'file_name'"):
+        load_items(audio, nameless)
     with pytest.raises(JaxslmError, match="unknown task 'swugy'; known tasks: swuggy"):
         task_spec("swugy")
 

@@ -84,7 +84,7 @@ def test_refusals(tmp_path, corpora, capsys):
     with pytest.raises(JaxslmError, match="must exceed the 100 units"):
         train_unit_pieces([np.arange(5)], 100, 100, tmp_path / "m")
     pieces = UnitPieces.load(corpora[1] / "unit_pieces")
-    with pytest.raises(JaxslmError, match="outside the model's 0..99"):
+    with pytest.raises(JaxslmError, match="outside the unit pieces model's 0..99"):
         pieces.encode(np.array([3, 100]))
     with pytest.raises(JaxslmError, match="--max-sequences 0: must be at least 1"):
         build_piece_corpus(corpora[0], VOCAB, tmp_path / "none", max_sequences=0)
@@ -93,6 +93,14 @@ def test_refusals(tmp_path, corpora, capsys):
     model = str(corpora[1] / "unit_pieces")
     assert main(["encode", "--model", model, "--units", str(bad), "--out", "o.jsonl"]) == 2
     assert f"{bad}:1: 'duration' has 1 values for 2 units" in capsys.readouterr().err
+    for units, message in [
+        ([1, 100], "units 1..100 are outside the unit pieces model's 0..99"),
+        ([1, "x"], "'units' must be a list of non-negative integers"),
+    ]:
+        line = json.dumps({"file_name": "a.wav", "units": units})
+        bad.write_text('{"ok": 1}\n' + line + "\n")
+        assert main(["encode", "--model", model, "--units", str(bad), "--out", "o.jsonl"]) == 2
+        assert f"{bad}:2: {message}" in capsys.readouterr().err
 
 
 def test_sweep_over_units_and_tokens_per_audio_second(corpora, tmp_path):

@@ -38,6 +38,7 @@ from jaxslm.data.corpus import (
 )
 from jaxslm.data.records import Utterance
 from jaxslm.errors import JaxslmError
+from jaxslm.evals.items import units_list
 from jaxslm.fsutil import atomic_write_text, prepare_output, prepare_output_file
 from jaxslm.speech.unit_pieces import UnitPieces, train_unit_pieces
 from jaxslm.textfiles import read_utf8
@@ -131,15 +132,20 @@ def encode_units_file(pieces: UnitPieces, path: Path, out: Path) -> Path:
             record = json.loads(line)
         except json.JSONDecodeError as err:
             raise JaxslmError(f"{path}:{number}: not JSON ({err.msg})") from None
+        if not isinstance(record, dict):
+            raise JaxslmError(f"{path}:{number}: not a JSON object with 'file_name' and 'units'")
         if "units" in record:
-            units = record["units"]
+            units = units_list(record["units"], f"{path}:{number}")
             frames = record.get("duration") or [1] * len(units)
             if len(frames) != len(units):
                 raise JaxslmError(
                     f"{path}:{number}: 'duration' has {len(frames)} values for "
                     f"{len(units)} units; give one frame count per unit"
                 )
-            tokens, frames = pieces.encode_with_durations(units, frames)
+            try:
+                tokens, frames = pieces.encode_with_durations(units, frames)
+            except JaxslmError as err:
+                raise JaxslmError(f"{path}:{number}: {err}") from None
             record["units"] = tokens.tolist()
             if "duration" in record:
                 record["duration"] = frames.tolist()

@@ -90,10 +90,16 @@ def read_units_file(path: str | Path) -> dict[str, np.ndarray]:
     path = Path(path)
     if not path.is_file():
         raise JaxslmError(f"--units {path}: no such file")
-    return {
-        record.get("file_name", ""): units_list(record.get("units"), f"{path}:{number}")
-        for number, record in jsonl_records(path)
-    }
+    units = {}
+    for number, record in jsonl_records(path):
+        name = record.get("file_name")
+        if not isinstance(name, str) or not name:
+            raise JaxslmError(
+                f"{path}:{number}: each line needs a non-empty string 'file_name' (the audio "
+                "file it holds the units of), as `python -m jaxslm.tokenize_audio` writes"
+            )
+        units[name] = units_list(record.get("units"), f"{path}:{number}")
+    return units
 
 
 def _folder_items(root: Path, units: dict | None, units_file, keep_audio: bool) -> list[Item]:

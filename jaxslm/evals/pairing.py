@@ -107,7 +107,8 @@ def _integer_prefix(item: Item, separator: str) -> int:
     if not prefix.isdigit():
         raise JaxslmError(
             f"{item.origin}: name {item.base!r} does not start with an integer followed by "
-            f"{separator!r}, as this task's pairs are numbered"
+            f"{separator!r}, as this task's pairs are numbered; move files that are not part "
+            "of the benchmark (notes, READMEs) out of its folder"
         )
     return int(prefix)
 

@@ -251,13 +251,23 @@ def _pair_part(pair: tuple[Item, Item]) -> str:
 
 
 def _salmon_parts(data: Path, parts: tuple[str, ...] | None) -> tuple[str, ...]:
+    if not data.is_dir():
+        raise JaxslmError(
+            f"{data}: SALMon reads a folder, <root>/<part>/*_<index>_*.wav, with a subfolder "
+            f"per part ({', '.join(SALMON_PARTS)}); pass its root folder"
+        )
     present = tuple(p for p in SALMON_PARTS if (data / p).is_dir())
     wanted = parts or present
     missing = [p for p in wanted if p not in present]
-    if missing or not wanted:
+    if missing:
         raise JaxslmError(
-            f"{data}: SALMon part folder(s) {', '.join(missing) or 'none'} missing; found "
-            f"{', '.join(present) or 'none'} of {', '.join(SALMON_PARTS)}"
+            f"{data}: SALMon part folder(s) {', '.join(missing)} missing; found "
+            f"{', '.join(present) or 'none'}"
+        )
+    if not wanted:
+        raise JaxslmError(
+            f"{data}: no SALMon part folder here; expected subfolders named after the parts "
+            f"({', '.join(SALMON_PARTS)})"
         )
     return wanted
 

@@ -137,8 +137,9 @@ class UnitPieces:
         units = np.asarray(units)
         if units.size and (units.min() < 0 or units.max() >= self.num_units):
             raise JaxslmError(
-                f"unit pieces: units {int(units.min())}..{int(units.max())} outside the "
-                f"model's 0..{self.num_units - 1}"
+                f"units {int(units.min())}..{int(units.max())} are outside the unit pieces "
+                f"model's 0..{self.num_units - 1}: encode units of the tokenizer it was trained "
+                "on"
             )
         ids = np.asarray(self.processor.encode(units_to_text(units)), np.int32)
         return ids - 1
