@@ -160,6 +160,7 @@ def speech_only_tokenizer(vocab: SpeechVocab) -> HFTokenizer:
         "bos_token": SPEECH_ONLY_BOUNDARY,
         "eos_token": SPEECH_ONLY_BOUNDARY,
         "pad_token": SPEECH_ONLY_PAD,
+        "unk_token": SPEECH_ONLY_PAD,  # the word model's (else Qwen2Tokenizer adds one)
     }
     return HFTokenizer(tokenizer, config_overrides=special)
 

@@ -124,6 +124,7 @@ def test_speech_only_import_truncates_rows(qwen_hf, tmp_path):
         31,
     ]
     assert tokenizer.bos_token_id == tokenizer.eos_token_id == 1
+    assert len(tokenizer) == 32, "no token beyond the model's rows (Qwen2Tokenizer's default unk)"
     model = AutoModelForCausalLM.from_pretrained(export).eval()
     tokens = np.array([[1, 2, 9, 31, 5, 1]])
     with torch.no_grad():
