@@ -174,7 +174,7 @@ def test_evaluator_tokenizes_audio_folders_like_the_units_file(
     assert direct.read_text() == cached.read_text()
 
 
-def test_corpus_builder_tokenizes_audio(hubert, codebook, tmp_path):
+def test_corpus_builder_tokenizes_audio(hubert, codebook, tmp_path, capsys):
     from jaxslm.data.build import main as build
     from jaxslm.data.corpus import example_to_utterance, open_corpus
 
@@ -202,6 +202,15 @@ def test_corpus_builder_tokenizes_audio(hubert, codebook, tmp_path):
     for utterance in utterances:
         assert utterance.units.tolist() == cached[utterance.id]["units"]
         assert utterance.durations.tolist() == cached[utterance.id]["duration"]
+    # the cache is keyed by its tokenizer: another codebook is refused, not silently reused
+    other = tmp_path / "other.npy"
+    np.save(other, np.load(codebook) + 1)
+    again = [*_speech_args(audio, hubert_dir, other), "--out", str(out), "--overwrite"]
+    assert build(again) == 2
+    assert "corpus.units.jsonl: cached units of another tokenizer" in capsys.readouterr().err
+    assert (
+        build([*_speech_args(audio, hubert_dir, codebook), "--out", str(out), "--overwrite"]) == 0
+    )
 
 
 def test_generate_from_audio_prompts(hubert, codebook, llama_hf, tmp_path):

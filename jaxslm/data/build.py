@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -36,7 +37,12 @@ from jaxslm.data.records import TextDocument, Utterance
 from jaxslm.data.synthetic import SyntheticConfig, SyntheticLanguage
 from jaxslm.data.synthetic_eval import EVAL_PAIRS, EVAL_SETS_VERSION, EVAL_TASKS, write_eval_sets
 from jaxslm.errors import JaxslmError
-from jaxslm.fsutil import clear_stale_staging, prepare_output, staging_directory
+from jaxslm.fsutil import (
+    atomic_write_text,
+    clear_stale_staging,
+    prepare_output,
+    staging_directory,
+)
 from jaxslm.text_tokenizer import train_sentencepiece
 
 SYNTHETIC_TOKENIZER_VOCAB = 512
@@ -357,11 +363,41 @@ def _tokenize_audio_input(args: argparse.Namespace) -> None:
     entries = list_audio(args.audio)
     out = Path(args.out)
     units_path = out.with_name(out.name + ".units.jsonl")
+    _check_units_cache(units_path, _tokenizer_stamp(args))
     tokenizer = SpeechTokenizer.load(args.hubert, args.layer, args.codebook, args.trust_pickle)
     args.num_units, args.frame_seconds = tokenizer.num_units, tokenizer.frame_seconds
-    if not units_path.exists():
-        tokenize_files(entries, tokenizer, units_path)
+    tokenize_files(entries, tokenizer, units_path)
     args.units = [*args.units, units_path]
+
+
+def _tokenizer_stamp(args: argparse.Namespace) -> dict:
+    """What makes the units: the HuBERT folder, the layer and the codebook's content."""
+    codebook = Path(args.codebook)
+    try:
+        digest = hashlib.sha256(codebook.read_bytes()).hexdigest()
+    except OSError as err:
+        raise JaxslmError(f"--codebook {codebook}: cannot read ({err.strerror or err})") from err
+    hubert = str(Path(args.hubert).resolve())
+    return {"hubert": hubert, "layer": args.layer, "codebook_sha256": digest}
+
+
+def _check_units_cache(units_path: Path, stamp: dict) -> None:
+    """Refuse cached units of another tokenizer (slamkit's fixed cache name reuses them
+    silently); stamp a new cache with this one."""
+    stamp_path = units_path.with_name(units_path.name + ".tokenizer.json")
+    if units_path.exists():
+        try:
+            cached = json.loads(stamp_path.read_text())
+        except (OSError, ValueError):
+            cached = None
+        if cached != stamp:
+            made = "an unknown tokenizer" if cached is None else f"another tokenizer ({cached})"
+            raise JaxslmError(
+                f"{units_path}: cached units of {made}, not of --hubert {stamp['hubert']} "
+                f"--layer {stamp['layer']} and this --codebook: delete it (and "
+                f"{stamp_path.name}) to tokenize again, or pass the tokenizer it was made with"
+            )
+    atomic_write_text(stamp_path, json.dumps(stamp, indent=2) + "\n")
 
 
 def _build_preference_corpus(args: argparse.Namespace) -> int:
