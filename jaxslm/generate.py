@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from jaxslm.errors import JaxslmError
+from jaxslm.generation.seeds import batch_seed
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -97,6 +98,10 @@ def _prompts(args: argparse.Namespace) -> list[tuple[str, list]]:
     from jaxslm.generation.prompts import Piece, cut_units
 
     seconds = args.prompt_seconds or None
+    if seconds is not None and seconds < 0:
+        raise JaxslmError(f"--prompt-seconds {seconds}: must be > 0 (or 0: the whole prompt)")
+    if args.frame_seconds <= 0:
+        raise JaxslmError(f"--frame-seconds {args.frame_seconds}: must be > 0")
     if args.prompt_text is not None:
         return [(text, [Piece("text", text=text)]) for text in args.prompt_text]
     if args.prompt_units is not None:
@@ -112,6 +117,11 @@ def _prompts(args: argparse.Namespace) -> list[tuple[str, list]]:
                 raise JaxslmError(f"{origin}: no 'units' to prompt with")
             units = units_list(record["units"], origin).tolist()
             durations = record.get("duration") or [1] * len(units)
+            if len(durations) != len(units):
+                raise JaxslmError(
+                    f"{origin}: 'duration' has {len(durations)} values for {len(units)} units; "
+                    "give one frame count per unit"
+                )
             units = cut_units(units, durations, args.frame_seconds, seconds)
             prompts.append((name, [Piece("speech", units=tuple(units))]))
         if not prompts:
@@ -197,7 +207,7 @@ def generate(args: argparse.Namespace) -> list[dict]:
                 top_k=args.top_k or None,
                 top_p=args.top_p,
                 modality=args.modality,
-                seed=args.seed + start,
+                seed=batch_seed(args.seed, start // args.batch_size),
                 repetition_penalty=args.repetition_penalty,
             )
             for (name, sample, ids), generated in zip(batch, outputs, strict=True):

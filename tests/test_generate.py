@@ -122,6 +122,38 @@ def test_top_k_one_and_tiny_top_p_are_greedy(llama_lm):
     assert llama_lm.generate(prompts, NEW, temperature=0.8, top_p=1e-6, seed=3) == greedy
 
 
+def test_top_k_past_the_candidates_keeps_them_all(llama_lm):
+    """As transformers clamps k to the vocabulary: with `modality="speech"` the candidates
+    are the restricted head's few columns, far fewer than k."""
+    prompts = _prompts(llama_lm.vocab, seed=6)
+    speech = dict(temperature=0.9, modality="speech", seed=2)
+    assert llama_lm.generate(prompts, NEW, top_k=10**6, **speech) == llama_lm.generate(
+        prompts, NEW, **speech
+    )
+
+
+def test_rows_that_only_pad_the_batch_end_the_loop_with_the_prompts(llama_lm, monkeypatch):
+    """Three prompts run as four rows: the loop stops once the three are done (here at the
+    first token, forced to be EOS), not at the budget, which the fourth row (never EOS) would
+    reach."""
+    eos = llama_lm.vocab.eos_ids[0]
+    steps = []
+
+    def prompts_end_at_once(logits, seen, valid, sampling, key):
+        jax.debug.callback(lambda: steps.append(1))
+        rows = jnp.arange(logits.shape[0])
+        return jnp.where(rows < 3, eos, eos + 1).astype(jnp.int32)
+
+    monkeypatch.setattr(decode, "_choose", prompts_end_at_once)
+    monkeypatch.setenv("JAXSLM_DECODE_CHECK_EVERY", "1")
+    generator = decode.Generator(
+        llama_lm._graphdef, llama_lm._params, llama_lm.vocab, llama_lm.config
+    )
+    out = generator.generate(_prompts(llama_lm.vocab, seed=7, lengths=(3, 5, 2)), 40)
+    assert out == [[eos]] * 3
+    assert len(steps) == 1
+
+
 def test_sharded_generation_equals_single_device(llama_ckpt, llama_lm, monkeypatch):
     """An 8-device mesh decodes what one device decodes, also when it looks for the end
     once per block of 8 tokens (the GPU default)."""

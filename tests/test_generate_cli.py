@@ -75,6 +75,9 @@ def test_cli_writes_continuations_and_refuses_bad_input(llama_ckpt, tmp_path, ca
     text_argv = [*base, "--prompt-text", "the cat", "--modality", "text", "--temperature", "0"]
     assert generate.main(text_argv) == 0
     assert isinstance(json.loads(out.read_text())["text"], str)
+    speech = ["--prompt-units", str(prompts), "--modality", "speech"]
+    uneven = tmp_path / "uneven.jsonl"
+    uneven.write_text(json.dumps({**lines[0], "duration": [200]}) + "\n")
     not_json = tmp_path / "not_json.jsonl"
     not_json.write_text(json.dumps(lines[0]) + "\n{units: [1]}\n")
     bad = [
@@ -85,8 +88,28 @@ def test_cli_writes_continuations_and_refuses_bad_input(llama_ckpt, tmp_path, ca
             ["--prompt-text", "x", "--modality", "speech", "--max-new-tokens", "100000"],
             "passes the model's context",
         ),
+        (["--prompt-units", str(uneven), "--modality", "speech"], f"{uneven}:1: 'duration' has 1"),
+        ([*speech, "--prompt-seconds", "-2"], "--prompt-seconds -2.0"),
+        ([*speech, "--frame-seconds", "0"], "--frame-seconds 0.0"),
     ]
     for extra, message in bad:
         assert generate.main([*base[:-2], *extra]) == 2
         assert message in capsys.readouterr().err
     assert np.all([r["prompt_ids"][-1] for r in records])
+
+
+def test_runs_with_different_seeds_share_no_batch(llama_ckpt, tmp_path):
+    """Each batch samples from (seed, batch): seed 1 is not seed 0 shifted by a batch."""
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(json.dumps({"file_name": "a.wav", "units": [1, 5, 9, 2]}) + "\n")
+    samples = {}
+    for seed in (0, 1):
+        out = tmp_path / f"seed{seed}.jsonl"
+        argv = ["--checkpoint", str(llama_ckpt), "--prompt-units", str(prompts), "--n", "4"]
+        argv += ["--batch-size", "1", "--modality", "speech", "--seed", str(seed)]
+        assert (
+            generate.main([*argv, "--max-new-tokens", "8", "--out", str(out), "--no-progress"]) == 0
+        )
+        samples[seed] = [json.loads(line)["units"] for line in out.read_text().splitlines()]
+    assert len({tuple(u) for u in samples[0]}) == 4
+    assert not {tuple(u) for u in samples[0]} & {tuple(u) for u in samples[1]}

@@ -21,6 +21,7 @@ import numpy as np
 
 from jaxslm.errors import JaxslmError
 from jaxslm.evals.generative_prompts import Prompt, PromptRules, audio_prompts, unit_prompts
+from jaxslm.generation.seeds import batch_seed
 
 GENERATIVE_TASKS = ("generate", "asr_perplexity", "llm_as_judge")
 GENERATIVE_HELP = {
@@ -140,7 +141,7 @@ def run_generative(lm, tokenizer, task: str, data: Path, args, audio_units) -> t
                 temperature=args.temperature,
                 top_k=args.top_k or None,
                 modality="speech",
-                seed=args.seed + start,
+                seed=batch_seed(args.seed, start // args.generate_batch),
             )
             continuations = [builder.units_of(g) for g in generated]
             waves = _vocode(

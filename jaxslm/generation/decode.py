@@ -88,7 +88,7 @@ class Generator:
         # "split": the layers' weights as separate arrays, a second copy of them in memory
         self.split = split_layers(self.params) if backend.decode_layers() == "split" else None
         self.check_every = backend.decode_check_every()
-        self._decode = jax.jit(_decode, static_argnums=(0, 6, 7, 8, 9), out_shardings=out)
+        self._decode = jax.jit(_decode, static_argnums=(0, 7, 8, 9, 10), out_shardings=out)
 
     def generate(
         self,
@@ -111,6 +111,7 @@ class Generator:
         cache_length = round_up(prompt_length + max_new_tokens, 64)
         tokens = np.zeros((rows, prompt_length), np.int32)
         lengths = np.ones(rows, np.int32)
+        active = np.arange(rows) < len(arrays)  # rows past the prompts pad the batch
         for row, ids in enumerate(arrays):
             tokens[row, : ids.size] = ids
             lengths[row] = ids.size
@@ -122,6 +123,7 @@ class Generator:
         inputs = (
             place(tokens, BATCH_AXES, mesh),
             place(lengths, ("batch",), mesh),
+            place(active, ("batch",), mesh),
             replicate(output, mesh),
             replicate(output.at_columns(eos) & output.valid, mesh),
         )
@@ -185,7 +187,8 @@ def _choose(logits, seen, valid, sampling: Sampling, key):
         return jnp.argmax(logits, axis=-1).astype(jnp.int32)
     logits = logits / sampling.temperature
     if sampling.top_k is not None:
-        kth = jax.lax.top_k(logits, sampling.top_k)[0][:, -1:]
+        k = min(sampling.top_k, logits.shape[-1])  # as transformers: k past the columns keeps all
+        kth = jax.lax.top_k(logits, k)[0][:, -1:]
         logits = jnp.where(logits < kth, -jnp.inf, logits)
     if sampling.top_p is not None and sampling.top_p < 1.0:
         order = jnp.argsort(-logits, axis=-1)
@@ -207,6 +210,7 @@ def _decode(
     params,
     tokens,
     lengths,
+    active,
     output: OutputColumns,
     eos,
     max_new,
@@ -216,7 +220,8 @@ def _decode(
     key,
     split,
 ):
-    """(generated [B, max_new] int32, count per row) for right-padded prompts.
+    """(generated [B, max_new] int32, count per row) for right-padded prompts; rows not
+    `active` [B] pad the batch and count as done from the start.
 
     Tokens are chosen among the `output` columns [K] (those it marks valid may be chosen;
     `eos` [K] marks the EOS columns). The loop's condition is evaluated every `check_every`
@@ -254,7 +259,7 @@ def _decode(
         "logits": logits,
         "cache": cache,
         "seen": seen,
-        "done": jnp.zeros(rows, bool),
+        "done": ~active,
         "counts": jnp.zeros(rows, jnp.int32),
         "out": jnp.zeros((rows, round_up(max_new, check_every)), jnp.int32),
     }
