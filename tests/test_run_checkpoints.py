@@ -28,6 +28,26 @@ def test_keeps_latest_and_best_and_restores(tmp_path, per_process_data):
     assert data_state == {"position": 2, "rows": [2, "abc"]}
 
 
+def test_the_best_checkpoint_survives_a_resume(tmp_path):
+    """A resumed run (a new manager over the same folder) still knows which step had the best
+    held-out loss, and keeps it while later saves drop the others."""
+
+    def save(checkpoints, step, loss):
+        state = {"params": {"w": jnp.full(3, float(step))}, "step": jnp.int32(step)}
+        checkpoints.save(step, state, {"position": step}, loss)
+
+    options = dict(keep=1, keep_best=True, async_save=False, per_process_data=False)
+    checkpoints = RunCheckpoints(tmp_path, **options)
+    for step, loss in ((1, 3.0), (2, 1.0), (3, 2.0)):
+        save(checkpoints, step, loss)
+    checkpoints.close()
+    resumed = RunCheckpoints(tmp_path, **options)
+    for step, loss in ((4, None), (5, 5.0), (6, None)):
+        save(resumed, step, loss)
+    assert sorted(resumed.manager.all_steps()) == [2, 6]
+    resumed.close()
+
+
 def test_data_state_of_another_process_count_is_refused(tmp_path):
     """Named as such, not mistaken for a damaged checkpoint (which would be set aside)."""
     from jaxslm.errors import JaxslmError

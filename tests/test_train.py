@@ -245,6 +245,60 @@ def test_two_processes_read_their_own_records(corpus, tmp_path):
     assert data_files == ["process_0-of-2.json", "process_1-of-2.json"]
 
 
+def _schedule_of(corpus, run_dir, *extra):
+    from jaxslm.training.trainer import Trainer
+
+    trainer = Trainer(load_config(None, overrides(corpus, run_dir, *extra)))
+    try:
+        return trainer.schedule
+    finally:
+        trainer.lock.release()
+
+
+def test_warmup_holds_for_time_bounded_and_short_runs(corpus, tmp_path):
+    """`warmup_steps` warms up a run bounded by time alone, then the rate stays at its peak;
+    warmup longer than the run is kept (with a warning), as transformers' schedules do."""
+    import torch
+    from transformers import get_cosine_with_min_lr_schedule_with_warmup
+
+    timed = ["budget.max_steps=null", "budget.max_seconds=600", "schedule.warmup_steps=20"]
+    schedule = _schedule_of(corpus, tmp_path / "timed", *timed)
+    lrs = [float(schedule(step)) for step in (0, 1, 10, 20, 500)]
+    np.testing.assert_allclose(lrs, [0, 1.5e-4, 1.5e-3, 3e-3, 3e-3], rtol=1e-6)
+
+    short = ["budget.max_steps=30", "schedule.warmup_steps=50", "schedule.decay=cosine"]
+    with pytest.warns(UserWarning, match="50 warmup steps outlast the run's 30"):
+        schedule = _schedule_of(corpus, tmp_path / "short", *short, "optimizer.min_lr=3e-4")
+    model = torch.nn.Linear(1, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=3e-3)
+    reference = get_cosine_with_min_lr_schedule_with_warmup(optimizer, 50, 30, min_lr=3e-4)
+    want = []
+    for _ in range(30):
+        want.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        reference.step()
+    np.testing.assert_allclose([float(schedule(step)) for step in range(30)], want, rtol=1e-5)
+
+
+def test_the_last_step_is_ranked_by_its_held_out_loss(corpus, tmp_path):
+    """The final checkpoint (step 6, not a checkpoint step) carries the held-out loss of its
+    step, so that keep_best can rank it."""
+    from jaxslm.training.step_checkpoints import BEST_METRIC, RunCheckpoints
+
+    run_dir = tmp_path / "run"
+    extra = [
+        "budget.max_steps=6",
+        "eval.every_steps=3",
+        "eval.batches=2",
+        "checkpoint.every_steps=4",
+    ]
+    train_here(corpus, run_dir, *extra, "checkpoint.keep=1", "checkpoint.keep_best=true")
+    logged = {r["step"]: r["eval_loss"] for r in read_metrics(run_dir) if "eval_loss" in r}
+    checkpoints = RunCheckpoints(run_dir, 1, True, False, True)
+    assert checkpoints.manager.metrics(6) == {BEST_METRIC: pytest.approx(logged[6])}
+    checkpoints.close()
+
+
 def test_two_processes_agree_on_held_out_batches(corpus, tmp_path):
     """With one row per process the two processes' validation records make 44 and 43 batches:
     the one that runs out pads, so both run the same steps and the loss is the oracle's."""

@@ -132,6 +132,29 @@ def test_schedule_warms_up_then_decays_to_the_minimum():
         np.testing.assert_allclose(float(SCHEDULE(step)), cosine, rtol=1e-5)
 
 
+def test_bfloat16_parameters_keep_float32_moments():
+    """AdamW runs in float32 for bf16 parameters: both moments are float32, and the update is
+    the float32 parameters' update rounded to bf16 (a bf16 second moment never decays)."""
+    optimizer = make_optimizer(
+        SCHEDULE, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.1, clip_norm=1.0
+    )
+    wide = {"mlp": {"kernel": jnp.linspace(-1, 1, 12).reshape(3, 4)}}
+    narrow = jax.tree.map(lambda x: x.astype(jnp.bfloat16), wide)
+    wide = jax.tree.map(lambda x: x.astype(jnp.float32), narrow)  # the same values
+    states = {"wide": optimizer.init(wide), "narrow": optimizer.init(narrow)}
+    for step in range(20):
+        grads = {"mlp": {"kernel": jnp.full((3, 4), 1.0 if step == 0 else 0.0)}}
+        want, states["wide"] = optimizer.update(grads, states["wide"], wide)
+        narrow_grads = jax.tree.map(lambda g: g.astype(jnp.bfloat16), grads)
+        got, states["narrow"] = optimizer.update(narrow_grads, states["narrow"], narrow)
+        assert got["mlp"]["kernel"].dtype == jnp.bfloat16
+        np.testing.assert_array_equal(
+            got["mlp"]["kernel"], want["mlp"]["kernel"].astype(jnp.bfloat16)
+        )
+    moments = [x for x in jax.tree.leaves(states["narrow"]) if x.ndim == 2]
+    assert len(moments) == 2 and all(m.dtype == jnp.float32 for m in moments)
+
+
 def test_weight_decay_skips_norms_and_biases():
     params = {
         "mlp": {"kernel": jnp.ones((3, 3)), "bias": jnp.ones((3, 3))},

@@ -43,16 +43,34 @@ def make_optimizer(
     weight_decay: float,
     clip_norm: float,
 ) -> optax.GradientTransformation:
-    """Clip by global norm, then AdamW (float32 moments whatever the parameter dtype)."""
-    return optax.chain(
-        optax.clip_by_global_norm(clip_norm),
-        optax.adamw(
-            schedule,
-            b1=b1,
-            b2=b2,
-            eps=eps,
-            weight_decay=weight_decay,
-            mask=decay_mask,
-            mu_dtype=jnp.float32,
-        ),
+    """Clip by global norm, then AdamW, in float32 whatever the parameter dtype (a bfloat16
+    second moment could not decay: 0.999 x nu rounds back to nu)."""
+    return in_float32(
+        optax.chain(
+            optax.clip_by_global_norm(clip_norm),
+            optax.adamw(
+                schedule, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay, mask=decay_mask
+            ),
+        )
     )
+
+
+def in_float32(inner: optax.GradientTransformation) -> optax.GradientTransformation:
+    """`inner` on float32 copies of the gradients and parameters (so its state is float32),
+    its updates cast back to each gradient's dtype; a no-op for float32 parameters."""
+
+    def upcast(tree):
+        return jax.tree.map(
+            lambda x: x.astype(jnp.float32) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree
+        )
+
+    def init(params):
+        return inner.init(upcast(params))
+
+    def update(updates, state, params=None):
+        wide, state = inner.update(
+            upcast(updates), state, None if params is None else upcast(params)
+        )
+        return jax.tree.map(lambda u, g: u.astype(g.dtype), wide, updates), state
+
+    return optax.GradientTransformation(init, update)

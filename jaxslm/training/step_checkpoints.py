@@ -68,6 +68,10 @@ class RunCheckpoints:
             )
         options = ocp.CheckpointManagerOptions(
             preservation_policy=policies.AnyPreservationPolicy(keep_policies),
+            # with a best_fn Orbax also writes each step's metrics to disk, so that a resumed
+            # run still knows which checkpoint is the best
+            best_fn=(lambda metrics: metrics[BEST_METRIC]) if keep_best else None,
+            best_mode="min",
             enable_async_checkpointing=async_save,
             cleanup_tmp_directories=True,
         )

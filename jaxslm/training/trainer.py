@@ -10,6 +10,7 @@ in a run directory (RUN_DIR/run.lock).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -71,9 +72,16 @@ class Trainer:
         self._report_attention()
         self.total_steps = cfg.total_steps
         opt, sched = cfg.optimizer, cfg.schedule
-        horizon = self.total_steps or 1
-        warmup = min(sched.warmup(horizon), horizon)
+        # a run bounded by time alone has no step count to decay over or take a fraction of
+        horizon = self.total_steps or sched.warmup_steps
+        warmup = sched.warmup(self.total_steps) if self.total_steps else sched.warmup_steps
         decay = sched.decay if self.total_steps else "constant"
+        if self.total_steps and warmup > self.total_steps and self.primary:
+            warnings.warn(
+                f"schedule: {warmup} warmup steps outlast the run's {self.total_steps}: the "
+                "learning rate never reaches optimizer.lr (as transformers' schedules)",
+                stacklevel=2,
+            )
         self.schedule = learning_rate_schedule(opt.lr, opt.min_lr, horizon, warmup, decay)
         self.optimizer = make_optimizer(
             self.schedule,
@@ -233,7 +241,8 @@ class Trainer:
                 log.message(stream_tokens.run_summary())
             if tasks is not None and tasks.summaries:
                 log.message(f"benchmarks at step {tasks.step}:\n{format_table(tasks.summaries)}")
-            checkpointing.save_unsaved(step, state)
+            final_loss = held_out.loss_at(step) if held_out is not None else None
+            checkpointing.save_unsaved(step, state, final_loss)
             log.message(
                 f"stopped at step {step}: {reason}; checkpoint in {self.checkpoints.directory}"
             )
