@@ -193,3 +193,21 @@ def test_benchmarks_during_a_dpo_run_equal_scoring_its_checkpoint(corpus, tmp_pa
     for task in ("swuggy", "sblimp"):
         assert results[task]["accuracy"] == pytest.approx(scored[-1][f"{task}_accuracy"])
         assert results[task]["pairs"] == 24
+
+
+@pytest.mark.parametrize("reference, factor", [("frozen", 4 / 3), ("precomputed", 1.0)])
+def test_mfu_counts_the_frozen_references_forward(reference, factor):
+    """MaxText's DPO convention: a frozen reference's forward pass is a third of a step."""
+    from pathlib import Path
+
+    from jaxslm.config import load_config
+    from jaxslm.models.presets import preset_model_config
+    from jaxslm.scaling.flops import train_flops
+    from jaxslm.training.step_report import Throughput
+
+    repo = Path(__file__).resolve().parents[1]
+    cfg = load_config(repo / "configs/tiny_dpo.yaml", [f"dpo.reference={reference}"])
+    model = preset_model_config("tiny", vocab_size=600)
+    throughput = Throughput.of_run(cfg, model, 0)
+    plain = train_flops(model, cfg.data.batch_size, cfg.data.seq_len)
+    assert throughput.flops_per_step == pytest.approx(factor * plain)

@@ -224,9 +224,10 @@ def test_fit_command_writes_the_report(tmp_path, capsys):
     assert fitted["n_runs"] == 64 and fitted["settings"]["bootstrap"] == 50
     assert list(fitted["downstream"]) == ["accuracy"]  # text and bookkeeping columns skipped
     assert fitted["downstream"]["accuracy"]["slope"] == pytest.approx(-0.2)
-    law, flops_range = read_fit(out)
+    law, flops_range, flops_per_nd = read_fit(out)
     assert law == Law(**{k: fitted[k] for k in NAMES})
     assert flops_range == pytest.approx(((6 * n * d).min(), (6 * n * d).max()))
+    assert flops_per_nd == 6.0
     budget = 1000 * flops_range[1]
     assert main(["plan", "--flops", str(budget), "--fit", str(out)]) == 0
     assert "extrapolates the law far beyond them" in capsys.readouterr().out
@@ -279,6 +280,14 @@ def test_bad_tables_fail_clearly(tmp_path, capsys, change, fragments):
     assert not out.exists() and [p.name for p in tmp_path.iterdir()] == ["runs.csv"]
 
 
+def test_blank_lines_keep_the_line_numbers_right(tmp_path, capsys):
+    table = write_table(tmp_path / "runs.csv", {**GOOD, "tokens": [1e9, 3e9, 1e10, -1, 1e11]})
+    header, *rows = table.read_text().splitlines()
+    table.write_text("\n".join([header, rows[0], "", rows[1], rows[2], rows[3], rows[4]]) + "\n")
+    assert main(["fit", str(table), "--out", str(tmp_path / "report")]) == 2
+    assert "run 4 (line 6), column 'tokens'" in capsys.readouterr().err
+
+
 def test_undetermined_terms_are_warned(tmp_path, capsys):
     """Two model sizes leave A and alpha undetermined; a law without E drives E to zero."""
     n = np.repeat([1e8, 4e8], 4)
@@ -329,6 +338,17 @@ def test_fit_per_audio_second(tmp_path, capsys):
     fitted = json.loads((out / "fit.json").read_text())
     for name in NAMES:
         assert fitted[name] == pytest.approx(getattr(TRUE, name), rel=1e-2), name
+    # compute-optimal over audio: C = 6 N x tokens = 75 N x seconds, minimised by brute force
+    assert fitted["compute_optimal"]["flops_per_nd"] == pytest.approx(75.0)
+    budget, sizes = 1e18, np.geomspace(1e5, 1e11, 200_001)
+    want = sizes[np.argmin(TRUE.loss(sizes, budget / (75 * sizes)))]
+    law = Law(**{name: fitted[name] for name in NAMES})
+    assert float(compute_optimal(law, budget, 75.0)[0]) == pytest.approx(want, rel=0.02)
+    assert main(["plan", "--fit", str(out), "--flops", "1e18"]) == 0
+    printed = capsys.readouterr().out
+    seconds_opt = float(compute_optimal(law, budget, 75.0)[1])
+    assert f"{seconds_opt:.4g} s of audio = {12.5 * seconds_opt:.4g} tokens" in printed
+    assert f"train_max_tokens: {round(12.5 * seconds_opt)}" in printed
     columns.pop("audio_seconds")
     write_table(table, columns)
     assert main(["fit", str(table), "--out", str(out), "--per-audio-second"]) == 2

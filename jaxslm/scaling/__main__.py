@@ -154,7 +154,7 @@ def run_plan(args: argparse.Namespace) -> int:
     from jaxslm.scaling.optimal import budget_flops, exponents, plan
     from jaxslm.scaling.report_files import read_fit
 
-    law, fitted_flops = (PUBLISHED[args.law], None) if args.law else read_fit(args.fit)
+    law, fitted_flops, per_nd = (PUBLISHED[args.law], None, 6.0) if args.law else read_fit(args.fit)
     source = f"--law {args.law}" if args.law else str(args.fit)
     if args.gpu:
         if args.count is None or args.hours is None:
@@ -166,7 +166,7 @@ def run_plan(args: argparse.Namespace) -> int:
         )
     else:
         flops, budget = args.flops, "given"
-    result = plan(law, flops, args.aspect, args.head_dim, args.kv_ratio)
+    result = plan(law, flops, args.aspect, args.head_dim, args.kv_ratio, per_nd)
     a, b = exponents(law)
     shape = result.shape
     print(
@@ -181,10 +181,11 @@ def run_plan(args: argparse.Namespace) -> int:
             "or 10x below)"
         )
     print(f"N_opt = {result.n_opt:.4g} parameters (~ C^{a:.3f})")
-    print(
-        f"D_opt = {result.d_opt:.4g} tokens (~ C^{b:.3f}), "
-        f"{result.d_opt / result.n_opt:.1f} tokens per parameter"
-    )
+    if per_nd == 6.0:
+        data = f"{result.d_opt:.4g} tokens"
+    else:  # a law over seconds of audio, C = 6 N x tokens
+        data = f"{result.d_opt:.4g} s of audio = {result.tokens:.4g} tokens"
+    print(f"D_opt = {data} (~ C^{b:.3f}), {result.tokens / result.n_opt:.1f} tokens per parameter")
     print(f"predicted loss: {result.loss:.4f}")
     print(
         f"shape: {shape['num_layers']} layers, hidden {shape['hidden_size']}, "

@@ -57,10 +57,11 @@ class IsoFlopCurve:
     coefficients: tuple[float, float, float]
     n_opt: float
     loss_opt: float
+    flops_per_nd: float = 6.0  # C = flops_per_nd N D, D in the law's units
 
     @property
     def d_opt(self) -> float:
-        return self.flops / (6 * self.n_opt)
+        return self.flops / (self.flops_per_nd * self.n_opt)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -107,8 +108,11 @@ class IsoFlopFit:
         return out
 
 
-def isoflop_fit(params: Any, loss: Any, flops: Any, rtol: float = 0.05) -> IsoFlopFit:
-    """Approach 2 over the runs' budgets (see the module docstring)."""
+def isoflop_fit(
+    params: Any, loss: Any, flops: Any, rtol: float = 0.05, flops_per_nd: float = 6.0
+) -> IsoFlopFit:
+    """Approach 2 over the runs' budgets (see the module docstring); D_opt = C / (N_opt
+    `flops_per_nd`)."""
     params, loss, flops = (np.asarray(v, float) for v in (params, loss, flops))
     labels = group_budgets(flops, rtol)
     curves, skipped = [], []
@@ -128,7 +132,9 @@ def isoflop_fit(params: Any, loss: Any, flops: Any, rtol: float = 0.05) -> IsoFl
             skipped.append(f"C={budget:.3g}: the minimum N={n_opt:.3g} lies outside the sizes run")
             continue
         curves.append(
-            IsoFlopCurve(budget, params[members], loss[members], coefficients, n_opt, loss_opt)
+            IsoFlopCurve(
+                budget, params[members], loss[members], coefficients, n_opt, loss_opt, flops_per_nd
+            )
         )
     n_law = d_law = None
     if len(curves) >= 2:

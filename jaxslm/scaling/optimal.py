@@ -39,11 +39,14 @@ def allocation_coefficient(law: Law) -> float:
     return (law.alpha * law.A / (law.beta * law.B)) ** (1 / (law.alpha + law.beta))
 
 
-def compute_optimal(law: Law, flops: Any) -> tuple[np.ndarray, np.ndarray]:
-    """N_opt(C) and D_opt(C) for budgets `flops` (C = 6 N D)."""
+def compute_optimal(
+    law: Law, flops: Any, flops_per_nd: float = 6.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """N_opt(C) and D_opt(C) for budgets `flops`, C = `flops_per_nd` N D (6 N D when D counts
+    tokens; 6 r N D for D in seconds of audio at r tokens a second)."""
     a, b = exponents(law)
     g = allocation_coefficient(law)
-    scaled = np.asarray(flops, float) / 6
+    scaled = np.asarray(flops, float) / flops_per_nd
     return g * scaled**a, scaled**b / g
 
 
@@ -62,24 +65,33 @@ class Plan:
 
     flops: float
     n_opt: float
-    d_opt: float
+    d_opt: float  # in the law's data units (tokens, or seconds of audio)
     loss: float
     shape: dict[str, int]
     shape_params: int
+    tokens: float  # the training tokens of d_opt
 
     def config_yaml(self) -> str:
         """Model and budget keys for a training config (as configs/tiny.yaml)."""
-        snippet = {"model": self.shape, "budget": {"train_max_tokens": round(self.d_opt)}}
+        snippet = {"model": self.shape, "budget": {"train_max_tokens": round(self.tokens)}}
         return yaml.safe_dump(snippet, sort_keys=False)
 
 
-def plan(law: Law, flops: float, aspect: float = 85, head_dim: int = 64, kv_ratio: int = 1) -> Plan:
-    """N_opt, D_opt and the loss predicted for `flops`, with the family shape nearest N_opt."""
+def plan(
+    law: Law,
+    flops: float,
+    aspect: float = 85,
+    head_dim: int = 64,
+    kv_ratio: int = 1,
+    flops_per_nd: float = 6.0,
+) -> Plan:
+    """N_opt, D_opt and the loss predicted for `flops` (C = `flops_per_nd` N D), with the
+    family shape nearest N_opt."""
     from jaxslm.scaling.sweep import shape_for, shape_params
 
     if not flops > 0:
         raise JaxslmError(f"--flops must be positive, got {flops}")
-    n_opt, d_opt = (float(v) for v in compute_optimal(law, flops))
+    n_opt, d_opt = (float(v) for v in compute_optimal(law, flops, flops_per_nd))
     shape = shape_for(n_opt, aspect, head_dim, kv_ratio)
     return Plan(
         flops=flops,
@@ -88,4 +100,5 @@ def plan(law: Law, flops: float, aspect: float = 85, head_dim: int = 64, kv_rati
         loss=float(law.loss(n_opt, d_opt)),
         shape=shape,
         shape_params=shape_params(shape),
+        tokens=d_opt * flops_per_nd / 6,
     )

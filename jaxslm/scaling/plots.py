@@ -53,7 +53,7 @@ def _plot_loss_vs_compute(report: Report, figure) -> None:
     budgets = _budgets(report)
     axis.plot(
         budgets,
-        law.loss(*compute_optimal(law, budgets)),
+        law.loss(*compute_optimal(law, budgets, runs.flops_per_nd)),
         "k-",
         label="compute-optimal L(N_opt, D_opt)",
     )
@@ -99,7 +99,7 @@ def _plot_isoflop(report: Report, figure) -> None:
 
 def _plot_optimal(report: Report, figure) -> None:
     iso, budgets = report.isoflop, _budgets(report)
-    laws = compute_optimal(report.law.law, budgets)
+    laws = compute_optimal(report.law.law, budgets, report.table.flops_per_nd)
     for axis, values, name, fitted in zip(
         figure.subplots(1, 2), laws, ("N_opt", "D_opt"), (iso.n_opt, iso.d_opt), strict=True
     ):

@@ -63,6 +63,7 @@ class Report:
     def to_dict(self) -> dict[str, Any]:
         """The content of fit.json."""
         a, b = exponents(self.law.law)
+        per_nd = self.table.flops_per_nd
         return {
             **self.law.to_dict(),
             "runs_file": self.table.path,
@@ -72,7 +73,8 @@ class Report:
                 "n_opt_exponent": a,
                 "d_opt_exponent": b,
                 "G": allocation_coefficient(self.law.law),
-                "formula": "N_opt = G (C/6)^a, D_opt = (C/6)^b / G",
+                "flops_per_nd": per_nd,
+                "formula": f"N_opt = G (C/{per_nd:.6g})^a, D_opt = (C/{per_nd:.6g})^b / G",
             },
             "isoflop": self.isoflop.to_dict(),
             "downstream": {name: fit.to_dict() for name, fit in self.downstream.items()},
@@ -113,7 +115,7 @@ def analyse(
         unique_tokens=runs.unique_tokens,
         r_star=r_star,
     )
-    iso = isoflop_fit(runs.params, runs.loss, runs.flops, isoflop_rtol)
+    iso = isoflop_fit(runs.params, runs.loss, runs.flops, isoflop_rtol, runs.flops_per_nd)
     downstream = {}
     for name, values in runs.metrics.items():
         fitted = downstream_fit(values, runs.flops, runs.loss)

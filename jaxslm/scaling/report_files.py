@@ -24,9 +24,10 @@ def write_report(report: Report, out_dir: str | Path, overwrite: bool = False) -
     return Path(out_dir)
 
 
-def read_fit(path: str | Path) -> tuple[Law, tuple[float, float] | None]:
-    """The law E, A, B, alpha, beta of a report's fit.json (or of the folder holding it), and
-    the smallest and largest compute of the runs it was fitted on (None if not recorded)."""
+def read_fit(path: str | Path) -> tuple[Law, tuple[float, float] | None, float]:
+    """The law E, A, B, alpha, beta of a report's fit.json (or of the folder holding it), the
+    smallest and largest compute of the runs it was fitted on (None if not recorded), and its
+    C / (N D) (6 when D counts tokens)."""
     path = Path(path)
     path = path / "fit.json" if path.is_dir() else path
     if not path.is_file():
@@ -44,7 +45,10 @@ def read_fit(path: str | Path) -> tuple[Law, tuple[float, float] | None]:
     if missing:
         raise JaxslmError(f"{path}: no number for {', '.join(missing)}; is it a fit.json?")
     flops = values.get("runs_flops")
-    return Law(**{k: float(values[k]) for k in names}), None if flops is None else tuple(flops)
+    optimal = values.get("compute_optimal")
+    per_nd = optimal.get("flops_per_nd", 6.0) if isinstance(optimal, dict) else 6.0
+    law = Law(**{k: float(values[k]) for k in names})
+    return law, None if flops is None else tuple(flops), float(per_nd)
 
 
 def summary(report: Report, plots: list[str]) -> str:
@@ -108,7 +112,7 @@ def summary(report: Report, plots: list[str]) -> str:
             "|---|---|---|---|---|",
         ]
         for curve in iso.curves:
-            law_n = float(compute_optimal(law, curve.flops)[0])
+            law_n = float(compute_optimal(law, curve.flops, report.table.flops_per_nd)[0])
             lines.append(
                 f"| {curve.flops:.3g} | {len(curve.params)} | {curve.n_opt:.4g} | "
                 f"{law_n:.4g} | {curve.loss_opt:.4g} |"

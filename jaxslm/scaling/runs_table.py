@@ -54,6 +54,7 @@ class RunTable:
     flops: np.ndarray
     unique_tokens: np.ndarray | None = None
     metrics: dict[str, np.ndarray] = field(default_factory=dict)
+    flops_per_nd: float = 6.0  # C = flops_per_nd x N x D, D in the law's units
 
     def __len__(self) -> int:
         return len(self.loss)
@@ -69,12 +70,13 @@ class RunTable:
             self.flops[keep],
             None if self.unique_tokens is None else self.unique_tokens[keep],
             {name: values[keep] for name, values in self.metrics.items()},
+            self.flops_per_nd,
         )
 
 
-def _number(path: Path, line: int, column: str, text: str | None) -> float:
+def _number(path: Path, run: int, line: int, column: str, text: str | None) -> float:
     """A positive finite number from one cell, or an error naming the file, line and column."""
-    where = f"{path}, run {line - 1} (line {line}), column {column!r}"
+    where = f"{path}, run {run} (line {line}), column {column!r}"
     if text is None or not text.strip():
         raise JaxslmError(f"{where}: the value is missing")
     try:
@@ -97,7 +99,10 @@ def read_runs(path: str | Path, per_audio_second: bool = False) -> RunTable:
     reader = csv.DictReader(io.StringIO(read_utf8(path, "runs table"), newline=""))
     try:
         columns = [c.strip() for c in reader.fieldnames or []]
-        rows = [{k.strip(): v for k, v in row.items() if k is not None} for row in reader]
+        rows, lines = [], []  # each run and the file line it ends on (blank lines skipped)
+        for row in reader:
+            rows.append({k.strip(): v for k, v in row.items() if k is not None})
+            lines.append(reader.line_num)
     except csv.Error as err:
         raise JaxslmError(f"{path}, line {reader.line_num}: not a CSV table ({err})") from None
     required = REQUIRED + (AUDIO_COLUMNS[1:3] if per_audio_second else ())
@@ -111,7 +116,7 @@ def read_runs(path: str | Path, per_audio_second: bool = False) -> RunTable:
         raise JaxslmError(f"{path}: no runs, only the header; add one row per run")
     numeric = [c for c in required + ("flops", "epochs", "unique_tokens") if c in columns]
     values = {
-        c: np.array([_number(path, i + 2, c, row[c]) for i, row in enumerate(rows)])
+        c: np.array([_number(path, i + 1, lines[i], c, row[c]) for i, row in enumerate(rows)])
         for c in numeric
     }
     unique = values.get("unique_tokens")
@@ -119,23 +124,25 @@ def read_runs(path: str | Path, per_audio_second: bool = False) -> RunTable:
         bad = np.flatnonzero(values["epochs"] < 1)
         if len(bad):
             raise JaxslmError(
-                f"{path}, run {bad[0] + 1} (line {bad[0] + 2}), column 'epochs': must be >= 1"
+                f"{path}, run {bad[0] + 1} (line {lines[bad[0]]}), column 'epochs': must be >= 1"
             )
         unique = values["tokens"] / values["epochs"]
     if unique is not None:
         bad = np.flatnonzero(unique > values["tokens"] * (1 + 1e-9))
         if len(bad):
             raise JaxslmError(
-                f"{path}, line {bad[0] + 2}, column 'unique_tokens': more unique tokens than tokens"
+                f"{path}, run {bad[0] + 1} (line {lines[bad[0]]}), column 'unique_tokens': more "
+                "unique tokens than tokens"
             )
         unique = np.minimum(unique, values["tokens"])
         if np.allclose(unique, values["tokens"]):
             unique = None  # no run repeats data: the plain law
     flops = values.get("flops", 6 * values["params"] * values["tokens"])
-    data, loss = values["tokens"], values["loss"]
+    data, loss, flops_per_nd = values["tokens"], values["loss"], 6.0
     if per_audio_second:
         data, loss = values["audio_seconds"], values["loss_per_audio_second"]
         unique = None if unique is None else unique * data / values["tokens"]
+        flops_per_nd = 6.0 * float(np.median(values["tokens"] / data))  # 6 N x tokens
     return RunTable(
         str(path),
         values["params"],
@@ -144,6 +151,7 @@ def read_runs(path: str | Path, per_audio_second: bool = False) -> RunTable:
         flops,
         unique,
         _metrics(rows, columns),
+        flops_per_nd,
     )
 
 

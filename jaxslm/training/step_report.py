@@ -38,8 +38,11 @@ class Throughput:
     @classmethod
     def of_run(cls, cfg: TrainConfig, model: ModelConfig, step: int) -> Throughput:
         """The throughput of the run `cfg` training `model` from `step` on these devices
-        (`logging.peak_flops`, else the device kind's peak, for MFU)."""
+        (`logging.peak_flops`, else the device kind's peak, for MFU). DPO with a frozen
+        reference adds its forward pass, a third of a training step (MaxText's convention)."""
         flops_per_step = train_flops(model, cfg.data.batch_size, cfg.data.seq_len)
+        if cfg.objective == "dpo" and cfg.dpo.reference == "frozen":
+            flops_per_step *= 4 / 3
         device = jax.devices()[0]
         peak = cfg.logging.peak_flops or peak_flops_per_device(device.device_kind, model.dtype)
         peak_total = None if peak is None else peak * jax.device_count()
