@@ -219,6 +219,7 @@ def test_audio_folder_goes_through_the_speech_tokenizer(tmp_path, monkeypatch):
     line = {f"{side}_path": f"clips/{side[0]}.wav" for side in ("prompt", "chosen", "rejected")}
     source = write_pairs(tmp_path / "pairs.jsonl", [json.dumps(line)])
     monkeypatch.setattr(SpeechTokenizer, "load", lambda *a, **k: LengthTokenizer())
+    (tmp_path / "km").write_bytes(b"a stand-in codebook")  # the units cache is keyed by it
     out = tmp_path / "c"
     argv = ["--preference", source, "--audio", folder, "--hubert", tmp_path, "--codebook"]
     argv += [tmp_path / "km", "--validation-fraction", "0", "--out", out]
