@@ -113,9 +113,9 @@ def format_table(results: dict[str, dict]) -> str:
             rows.append(("", part, f"{100 * values['accuracy']:.2f}", str(values["pairs"])))
         if "macro_accuracy" in summary:
             rows.append(("", "(macro mean)", f"{100 * summary['macro_accuracy']:.2f}", ""))
-        if "voice_pair_accuracy" in summary:
-            accuracy, count = summary["voice_pair_accuracy"], str(summary["voice_pairs"])
-            rows.append(("", "(voice pairs)", f"{100 * accuracy:.2f}", count))
+        if "pair_accuracy" in summary:
+            accuracy, count = summary["pair_accuracy"], str(summary["voice_pairs"])
+            rows.append(("", "(minimal pairs)", f"{100 * accuracy:.2f}", count))
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     return "\n".join(
         "  ".join(
