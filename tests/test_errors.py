@@ -212,3 +212,16 @@ def test_a_killed_imports_staging_folder_is_removed_by_the_next(hf_copy, tmp_pat
         "hf",
         "out",
     ]
+
+
+def test_an_unset_context_is_transformers_default(hf_copy, tmp_path):
+    from transformers import LlamaConfig
+
+    from jaxslm.model_dir import read_metadata
+
+    config = json.loads((hf_copy / "config.json").read_text())
+    config.pop("max_position_embeddings")
+    (hf_copy / "config.json").write_text(json.dumps(config))
+    assert main(["import-hf", str(hf_copy), str(tmp_path / "out")]) == 0
+    cfg = read_metadata(tmp_path / "out")[0]
+    assert cfg.max_position_embeddings == LlamaConfig().max_position_embeddings

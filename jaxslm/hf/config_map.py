@@ -20,6 +20,7 @@ SUPPORTED_MESSAGE = (
 )
 
 
+DEFAULT_CONTEXT = {"llama": 2048, "qwen2": 32768}  # transformers' defaults when unset
 HF_NAMES = {  # jaxslm's field names -> config.json's, for messages
     "num_kv_heads": "num_key_value_heads",
     "num_heads": "num_attention_heads",
@@ -78,7 +79,7 @@ def model_config_from_hf(hf: dict[str, Any], source: Path, param_dtype: str) -> 
             rms_norm_eps=hf.get("rms_norm_eps", 1e-6),
             rope_theta=theta,
             rope_scaling=scaling,
-            max_position_embeddings=hf.get("max_position_embeddings", 8192),
+            max_position_embeddings=hf.get("max_position_embeddings", DEFAULT_CONTEXT[family]),
             **family_biases(family, bool(hf.get("attention_bias", False))),
             mlp_bias=bool(hf.get("mlp_bias", False)),
             initializer_range=hf.get("initializer_range", 0.02),
