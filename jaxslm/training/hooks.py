@@ -38,7 +38,6 @@ class HeldOut:
         self, cfg: TrainConfig, batches: BatchSource, graphdef: nnx.GraphDef, param_shardings
     ):
         self.every = cfg.eval.every_steps
-        self.latest: tuple[int, float] | None = None  # the last evaluated step, its eval_loss
         self.batches = batches.first(cfg.eval.split, cfg.eval.batches)
         self.step = jax.jit(
             make_eval_step(graphdef), in_shardings=(param_shardings, batches.sharding)
@@ -49,11 +48,6 @@ class HeldOut:
 
     def run(self, step: int, state: dict, results: dict[str, float]) -> None:
         results.update(self.losses(state["params"]))
-        self.latest = (step, results["eval_loss"])
-
-    def loss_at(self, step: int) -> float | None:
-        """`eval_loss` of `step`, if it was evaluated."""
-        return self.latest[1] if self.latest is not None and self.latest[0] == step else None
 
     def losses(self, params: dict) -> dict[str, float]:
         """Mean held-out losses: `eval_loss` and `eval_loss_<modality>`."""

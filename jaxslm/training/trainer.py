@@ -241,8 +241,7 @@ class Trainer:
                 log.message(stream_tokens.run_summary())
             if tasks is not None and tasks.summaries:
                 log.message(f"benchmarks at step {tasks.step}:\n{format_table(tasks.summaries)}")
-            final_loss = held_out.loss_at(step) if held_out is not None else None
-            checkpointing.save_unsaved(step, state, final_loss)
+            checkpointing.save_unsaved(step, state, self.last_results.get("eval_loss"))
             log.message(
                 f"stopped at step {step}: {reason}; checkpoint in {self.checkpoints.directory}"
             )
@@ -271,8 +270,10 @@ class Trainer:
         self, state: dict, step: int, data, hooks: list[Hook], reporter: StepReporter, stop
     ) -> tuple[dict, int, str]:
         """Train until a stop condition: after each step, the hooks that are due, in order
-        (their time is left out of the throughput). Returns (state, step, why it stopped)."""
+        (their time is left out of the throughput). Returns (state, step, why it stopped);
+        `last_results` keeps the last step's record (its eval_loss ranks the final save)."""
         train_step = self._compiled_step()
+        self.last_results: dict[str, float] = {}
         while (reason := stop.reason(step, self.total_steps)) is None:
             try:
                 local = next(data)
@@ -280,7 +281,7 @@ class Trainer:
                 return state, step, "the data ran out"
             state, metrics = train_step(state, self.batches.place(local))
             step += 1
-            results = reporter.add(step, metrics, local)
+            results = self.last_results = reporter.add(step, metrics, local)
             with reporter.throughput.paused():
                 for hook in hooks:
                     if hook.due(step):
