@@ -242,3 +242,51 @@ def test_files_sharing_a_name_keep_every_pair(tmp_path, capsys):
     assert open_corpus(out).metadata["counts"]["preference"]["train"] == 10
     assert build_main([*argv[:2], *argv[1:], "--overwrite"]) == 2
     assert f"{files[0]}: given twice" in capsys.readouterr().err
+
+
+def test_a_pair_without_room_starts_the_next_batch():
+    """Long pairs fit one to a row: a shuffled batch of more long pairs than rows would not
+    pack. The pair that finds no room starts the next batch, so no batch fails mid-run, each
+    epoch still holds every pair once, and a restored position gives the same batches."""
+    from jaxslm.data.preference import PreferencePair, Side
+    from jaxslm.data.preference_store import PreferenceSet, preference_arrays
+
+    rng = np.random.default_rng(0)
+
+    def units(count):
+        return Side(rng.integers(0, UNITS, count).astype(np.int32))
+
+    lengths = [(40, 30) if rng.random() < 0.3 else (4, 3) for _ in range(60)]
+    pairs = [
+        PreferencePair(f"p{i}", units(p), units(c), units(c)) for i, (p, c) in enumerate(lengths)
+    ]
+    rules = SequenceRules((1,), 1, 32, 20)  # a long pair: 32 + 21 + 21 - 1 = 73 of 128 positions
+    encoded = EncodedPairs(
+        PreferenceSet(preference_arrays(pairs)),
+        "speech",
+        SpeechVocab.speech_only(UNITS),
+        None,
+        rules,
+    )
+    layout = RowLayout(4, 128, 8, True)
+    batches = PreferenceBatches(encoded, layout, 8, seed=0)
+    seen, states, sizes = [], [], []
+    for _ in range(40):
+        states.append(batches.get_state())
+        batch = next(batches)
+        rows, slots = np.nonzero(batch["pair_valid"])
+        held = batch["pair_index"][rows, slots].tolist()
+        sizes.append(len(held))
+        seen += sorted(held)
+    assert min(sizes) < 8 == max(sizes)  # some batches of long pairs hold fewer
+    epochs = [np.random.default_rng([0, e]).permutation(len(encoded)) for e in range(10)]
+    order = np.concatenate(epochs)[: len(seen)].tolist()  # each epoch's order, in turn
+    starts = np.cumsum([0, *sizes])
+    bounds = zip(starts[:-1], starts[1:], strict=True)
+    assert seen == [i for a, b in bounds for i in sorted(order[a:b])]
+    again = PreferenceBatches(encoded, layout, 8, seed=0)
+    again.set_state(states[7])
+    replay = [next(again)["pair_index"].tolist() for _ in range(3)]
+    fresh = PreferenceBatches(encoded, layout, 8, seed=0)
+    expected = [next(fresh)["pair_index"].tolist() for _ in range(10)][7:]
+    assert replay == expected

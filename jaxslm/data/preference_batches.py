@@ -105,6 +105,19 @@ class RowLayout:
     share_prompt: bool
 
 
+def first_fit(fill: list[int], count: list[int], size: int, layout: RowLayout) -> int | None:
+    """The first row with room for a pair of `size` positions (rows holding `fill` positions
+    and `count` pairs), or None."""
+    return next(
+        (
+            r
+            for r in range(layout.rows)
+            if fill[r] + size <= layout.length and count[r] < layout.slots
+        ),
+        None,
+    )
+
+
 def pack_pairs(
     pairs: list[tuple[int, Sequences]], layout: RowLayout, reference: np.ndarray | None = None
 ) -> dict[str, np.ndarray]:
@@ -118,14 +131,7 @@ def pack_pairs(
     fill, count = [0] * layout.rows, [0] * layout.rows
     for index, sequences in pairs:
         size = pair_positions(*(len(s) for s in sequences), layout.share_prompt)
-        row = next(
-            (
-                r
-                for r in range(layout.rows)
-                if fill[r] + size <= layout.length and count[r] < layout.slots
-            ),
-            None,
-        )
+        row = first_fit(fill, count, size, layout)
         if row is None:
             raise JaxslmError(
                 f"{len(pairs)} pairs do not fit data.batch_size={layout.rows} rows of "
@@ -182,8 +188,9 @@ def _place(batch: dict, row: int, start: int, k: int, sequences: Sequences, shar
 class PreferenceBatches:
     """Batches of `pairs_per_batch` pairs of `encoded` packed into `layout.rows` rows, in an
     order drawn per epoch from (seed, epoch) (`shuffle`; else in order), endless or for
-    `num_epochs` (the last batch then holds the rest). `get_state` / `set_state` save and
-    restore the position."""
+    `num_epochs` (the last batch then holds the rest). A pair that no row has room for left
+    starts the next batch instead, so a batch of long pairs holds fewer and packing never
+    fails mid-run. `get_state` / `set_state` save and restore the position."""
 
     def __init__(
         self,
@@ -199,6 +206,7 @@ class PreferenceBatches:
         self.seed, self.shuffle, self.num_epochs = seed, shuffle, num_epochs
         self.reference = reference
         self.epoch, self.offset = 0, 0
+        self._orders: tuple[int, np.ndarray] = (-1, np.zeros(0, np.int64))
 
     def __iter__(self) -> PreferenceBatches:
         return self
@@ -209,20 +217,34 @@ class PreferenceBatches:
         )
 
     def _order(self) -> np.ndarray:
-        if not self.shuffle:
-            return np.arange(len(self.encoded))
-        return np.random.default_rng([self.seed, self.epoch]).permutation(len(self.encoded))
+        """This epoch's order of the pairs (drawn once per epoch)."""
+        if self._orders[0] != self.epoch:
+            size = len(self.encoded)
+            order = (
+                np.random.default_rng([self.seed, self.epoch]).permutation(size)
+                if self.shuffle
+                else np.arange(size)
+            )
+            self._orders = (self.epoch, order)
+        return self._orders[1]
 
     def __next__(self) -> dict[str, np.ndarray]:
         if self._ended():
             raise StopIteration
         taken: list[int] = []
+        layout = self.layout
+        fill, count = [0] * layout.rows, [0] * layout.rows
         while len(taken) < self.pairs_per_batch and not self._ended():
-            order = self._order()
-            piece = order[self.offset : self.offset + self.pairs_per_batch - len(taken)]
-            taken += piece.tolist()
-            self.offset += len(piece)
-            if self.offset == len(order):
+            index = int(self._order()[self.offset])
+            sequences = self.encoded.sequences[index]
+            size = pair_positions(*(len(s) for s in sequences), layout.share_prompt)
+            row = first_fit(fill, count, size, layout)
+            if row is None:
+                break  # it starts the next batch
+            fill[row], count[row] = fill[row] + size, count[row] + 1
+            taken.append(index)
+            self.offset += 1
+            if self.offset == len(self._order()):
                 self.epoch, self.offset = self.epoch + 1, 0
         pairs = [(i, self.encoded.sequences[i]) for i in taken]
         return pack_pairs(pairs, self.layout, self.reference)
