@@ -15,6 +15,7 @@ from test_train import REPO, TINY, assert_close, losses, single_device_env
 
 from jaxslm.config import load_config
 from jaxslm.data.preference_store import build_synthetic_preferences
+from jaxslm.errors import JaxslmError
 from jaxslm.training.metrics_log import read_metrics
 from jaxslm.training.reference_cache import load_cached
 
@@ -101,12 +102,16 @@ def test_sigkill_then_rerun_resumes_bitwise(corpus, reference, tmp_path):
 
 
 def test_objective_must_match_the_corpus(corpus, tmp_path):
-    from jaxslm.errors import JaxslmError
     from jaxslm.training.setup import plan_run
 
     overrides = command(corpus, tmp_path / "run", "objective=lm")[3:]
     with pytest.raises(JaxslmError, match="holds preference pairs, which objective=lm"):
         plan_run(load_config(None, overrides))
+
+
+def test_a_missing_held_out_split_is_named(corpus, tmp_path):
+    with pytest.raises(JaxslmError, match="no 'dev' split of preference pairs.*eval.split"):
+        train_here(corpus, tmp_path / "run", "eval.split=dev", "mesh.data=4", "mesh.tensor=2")
 
 
 def test_run_starts_from_a_pretrained_run(corpus, reference, tmp_path):
@@ -156,6 +161,11 @@ def test_precomputed_reference_is_recomputed_when_its_inputs_change(corpus, tmp_
     before = cached.stat()
     assert "recomputing" not in rerun(shorter)
     assert (cached.stat().st_ino, cached.stat().st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    # a config the resume check refuses is refused before any reference pass touches the file
+    with pytest.raises(JaxslmError, match="holds a run whose"):
+        train_here(corpus, run_dir, *quick, "dpo.max_completion_length=12")
+    assert (cached.stat().st_ino, cached.stat().st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    assert "model.rope_theta: None -> 50.0" in rerun(shorter, "model.rope_theta=50.0")
 
     with np.load(cached) as saved:
         stored = json.loads(str(saved["fingerprint"]))

@@ -102,6 +102,13 @@ def open_preferences(corpus: Corpus, split: str) -> PreferenceSet:
             "`python -m jaxslm.data.build --preference FILE.jsonl` (or --synthetic-preference)"
         )
     directory = corpus.directory / COLUMNS_DIR / STREAM / split
+    if not directory.is_dir():
+        present = sorted(p.name for p in directory.parent.iterdir() if p.is_dir())
+        raise JaxslmError(
+            f"data.corpus={corpus.directory} has no {split!r} split of preference pairs (it "
+            f"has {', '.join(present) or 'none'}): set eval.split to one of them, or "
+            "eval.every_steps=0"
+        )
     return PreferenceSet(
         {p.stem: np.asarray(np.load(p, mmap_mode="r")) for p in sorted(directory.glob("*.npy"))}
     )

@@ -97,6 +97,12 @@ class PreferenceSource(BatchSource):
         cfg, plan = self.cfg, self.plan
         pairs = open_preferences(plan.corpus, split)
         encoded = EncodedPairs(pairs, cfg.dpo.modality, plan.vocab, plan.tokenizer, self.rules)
+        if encoded.left_out and jax.process_index() == 0:
+            print(
+                f"{encoded.left_out} of the {len(pairs)} {split} pairs lack {cfg.dpo.modality} "
+                "on some side (dpo.modality): left out",
+                flush=True,
+            )
         if split == "train" and not len(encoded):
             raise JaxslmError(
                 f"data.corpus={plan.corpus.directory} has no training pair whose three sides "
@@ -163,7 +169,9 @@ class DpoTrainer(Trainer):
             "loss_tokens": int(metrics["loss_tokens"]),
         }
 
-    def _run(self):
+    def _prepare(self) -> None:
+        """The reference parameters, or with `reference: precomputed` their log-probabilities
+        of the train (and held-out) pairs."""
         self._reference = self._reference_params()
         if self.cfg.dpo.reference == "precomputed":
             splits = ["train"] + ([self.cfg.eval.split] if self.cfg.eval.every_steps else [])
@@ -171,7 +179,6 @@ class DpoTrainer(Trainer):
             for split in splits:
                 self.batches.reference_logps[split] = self._precomputed(split, checksum)
             self._reference = None
-        return super()._run()
 
     def _reference_params(self) -> dict | None:
         """The reference model's parameters on the mesh: the run's starting point (where it

@@ -35,6 +35,7 @@ SETTINGS = (
     "model.dtype",
     "model.param_dtype",
     "model.attention",
+    "model.rope_theta",
 )
 
 

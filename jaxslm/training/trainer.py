@@ -102,6 +102,9 @@ class Trainer:
             per_process_data=not self.batches.rows_mode,
         )
 
+    def _prepare(self) -> None:
+        """The objective's work before the loop, once a resume is known to be allowed."""
+
     def _batch_source(self) -> BatchSource:
         """Where the run's batches come from (the objective's data)."""
         return BatchSource(self.cfg, self.plan, self.mesh)
@@ -215,6 +218,7 @@ class Trainer:
         cfg = self.cfg
         if self.checkpoints.latest_step() is not None:
             self._check_resumable()
+        self._prepare()
         self._write_run_files()
         data = self.batches.iterator("train", None)
         state, start_step = self._start(data)
