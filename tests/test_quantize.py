@@ -50,9 +50,9 @@ def test_assign_matches_sklearn_predict():
     np.testing.assert_array_equal(assign(held_out, model.cluster_centers_), model.predict(held_out))
 
 
-def pickled_kmeans(path, compress=0) -> np.ndarray:
+def pickled_kmeans(path, compress=0, seed=0) -> np.ndarray:
     """A real fitted sklearn MiniBatchKMeans dumped by joblib, as textless ships codebooks."""
-    model = MiniBatchKMeans(n_clusters=8, batch_size=64, n_init=1, random_state=0)
+    model = MiniBatchKMeans(n_clusters=8, batch_size=64, n_init=1, random_state=seed)
     model.fit(FEATURES)
     joblib.dump(model, path, compress=compress)
     return model.cluster_centers_
@@ -79,10 +79,17 @@ def test_pickled_codebook_needs_trust_once(tmp_path, caplog, monkeypatch):
     monkeypatch.setattr(joblib, "load", no_unpickling)
     np.testing.assert_array_equal(load_codebook(path).centroids, codebook.centroids)
 
-    later = converted_path(path).stat().st_mtime_ns + 10**9  # a newer pickle: .npy is stale
-    os.utime(path, ns=(later, later))
-    with pytest.raises(JaxslmError, match="older than it"):
+    # another codebook moved onto the same name, its time older than the .npy's (mv, tar and
+    # cp -p keep file times): the .npy is keyed by the pickle's content, so it is not used
+    monkeypatch.undo()
+    other = pickled_kmeans(path, seed=1)
+    earlier = converted_path(path).stat().st_mtime_ns - 10**9
+    os.utime(path, ns=(earlier, earlier))
+    with pytest.raises(JaxslmError, match="not known to come from this pickle's content"):
         load_codebook(path)
+    np.testing.assert_array_equal(
+        load_codebook(path, trust_pickle=True).centroids, other.astype(np.float32)
+    )
 
 
 KILLED_CONVERSION = textwrap.dedent(
@@ -110,7 +117,7 @@ def test_a_conversion_killed_mid_write_leaves_no_npy_and_is_cleaned_up(tmp_path,
     assert not converted_path(path).exists()
     load_codebook(path, trust_pickle=True)
     np.testing.assert_array_equal(np.load(converted_path(path)), centers.astype(np.float32))
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["km8.bin", "km8.npy"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["km8.bin", "km8.npy", "km8.npy.sha256"]
     assert f"removed stale staging file {staging}" in capsys.readouterr().err
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import logging
 import os
 import warnings
@@ -20,7 +21,7 @@ import numpy as np
 from tqdm import tqdm
 
 from jaxslm.errors import JaxslmError
-from jaxslm.fsutil import atomic_file
+from jaxslm.fsutil import atomic_file, atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -80,9 +81,11 @@ def load_codebook(path: str | os.PathLike, trust_pickle: bool = False) -> Codebo
 
     The format is found from the content, not the suffix. A safetensors file holds one tensor
     (any name), or names the centroids `centroids`. A pickle is read through its converted
-    `.npy` (`converted_path`) when that exists and is not older than the pickle; otherwise it is
-    refused unless `trust_pickle`, then unpickled (needs joblib and scikit-learn), its
-    `cluster_centers_` converted to that `.npy` with a warning, and returned.
+    `.npy` (`converted_path`) when that was converted from a pickle of the same content (its
+    SHA-256 is kept beside it: file times survive copies and moves, so they cannot tell);
+    otherwise it is refused unless `trust_pickle`, then unpickled (needs joblib and
+    scikit-learn), its `cluster_centers_` converted to that `.npy` with a warning, and
+    returned.
     """
     path = Path(path)
     if not path.is_file():
@@ -98,11 +101,16 @@ def load_codebook(path: str | os.PathLike, trust_pickle: bool = False) -> Codebo
             f"(or one named '{SAFETENSORS_KEY}'), or a joblib-pickled sklearn k-means model"
         )
     converted = converted_path(path)
-    fresh = converted.is_file() and converted.stat().st_mtime_ns >= path.stat().st_mtime_ns
-    if fresh:
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    source = _source_path(converted)
+    if converted.is_file() and source.is_file() and source.read_text().strip() == digest:
         return _from_array(_read_npy(converted), converted)
     if not trust_pickle:
-        stale = f" ({converted} is older than it, so it is not used)" if converted.exists() else ""
+        stale = (
+            f" ({converted} is not known to come from this pickle's content, so it is not used)"
+            if converted.exists()
+            else ""
+        )
         raise JaxslmError(
             f"{path} is a pickle (joblib/sklearn k-means){stale}; unpickling can run arbitrary "
             "code, so it is refused by default. If you trust its source, pass --trust-pickle "
@@ -113,9 +121,15 @@ def load_codebook(path: str | os.PathLike, trust_pickle: bool = False) -> Codebo
     log.warning("converting pickled k-means %s to %s; later loads read the .npy", path, converted)
     try:
         codebook.save_npy(converted)
+        atomic_write_text(source, digest + "\n")
     except OSError as error:
         log.warning("could not write %s (%s); the pickle stays the source", converted, error)
     return codebook
+
+
+def _source_path(converted: Path) -> Path:
+    """Where the SHA-256 of the pickle that `converted` came from is kept."""
+    return converted.with_name(converted.name + ".sha256")
 
 
 def _sniff(path: Path) -> str | None:
