@@ -31,6 +31,8 @@ class ResumableJsonl:
         self._seeded = False
 
     def __enter__(self) -> ResumableJsonl:
+        if self.out.is_file():
+            _committed_lines(self.out)  # refuse another file before taking anything over
         self._handle = self._open_locked()
         self._handle.seek(0)
         end = 0
@@ -40,8 +42,7 @@ class ResumableJsonl:
         self._handle.truncate(end)
         self.done = set(self._staged)
         if self.out.is_file():
-            with open(self.out, "rb") as handle:
-                self.done.update(name for name, _ in _complete_lines(handle))
+            self.done.update(name for name, _ in _committed_lines(self.out))
         self._seeded = self.done == self._staged
         return self
 
@@ -78,11 +79,10 @@ class ResumableJsonl:
         """Copy the lines of `OUT` that `OUT.partial` lacks into it, once, before any new line."""
         if self._seeded:
             return
-        with open(self.out, "rb") as handle:
-            for name, raw in _complete_lines(handle):
-                if name not in self._staged:
-                    self._handle.write(raw)
-                    self._staged.add(name)
+        for name, raw in _committed_lines(self.out):
+            if name not in self._staged:
+                self._handle.write(raw)
+                self._staged.add(name)
         self._seeded = True
 
     def _open_locked(self) -> IO[bytes]:
@@ -133,7 +133,24 @@ def _size(handle: IO[bytes]) -> int:
     return os.fstat(handle.fileno()).st_size
 
 
-def _complete_lines(handle: IO[bytes]) -> Iterator[tuple[str, bytes]]:
+def _committed_lines(out: Path) -> list[tuple[str, bytes]]:
+    """(file_name, raw line) of every line of `OUT`, which a run only ever replaces whole: a
+    line that is not one of its records means OUT is another file, or damaged, and is refused
+    rather than replaced."""
+    with open(out, "rb") as handle:
+        raw_lines = handle.read().splitlines(keepends=True)
+    lines = list(_complete_lines(iter(raw_lines)))
+    if len(lines) < len(raw_lines):
+        number = len(lines) + 1
+        raise JaxslmError(
+            f"{out}:{number}: not a line of this tool's output (a JSON object with a "
+            "'file_name', ending in a newline); it would be replaced, so choose another --out, "
+            "or mend or remove that file"
+        )
+    return lines
+
+
+def _complete_lines(handle) -> Iterator[tuple[str, bytes]]:
     """(file_name, raw line) of each line up to the first that is cut short, not JSON, or has
     no `file_name`."""
     for raw in handle:

@@ -128,6 +128,21 @@ def test_resume_after_interruption_equals_one_run(hubert, codebook, tmp_path):
     assert resumed.read_text() == whole.read_text()
 
 
+def test_an_out_that_is_another_file_is_refused_not_replaced(hubert, codebook, tmp_path, capsys):
+    """OUT is only ever replaced whole by this tool: a file of other lines (a preference
+    JSONL given by mistake), or a units file with a damaged line, is refused and kept."""
+    hubert_dir, _ = hubert
+    audio = tmp_path / "audio"
+    _audio_folder(audio, np.random.default_rng(4))
+    for content in ('{"prompt": 1}\n{"prompt": 2}\n', '{"file_name": "a.wav"}\nnot json\n'):
+        out = tmp_path / "out.jsonl"
+        out.write_text(content)
+        assert tokenize_audio.main(_argv(audio, hubert_dir, codebook, out)) == 2
+        assert out.read_text() == content
+        assert "not a line of this tool's output" in capsys.readouterr().err
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["audio", "out.jsonl"]
+
+
 def test_pickle_codebook_needs_trust(hubert, tmp_path, capsys):
     import joblib
     from sklearn.cluster import MiniBatchKMeans
