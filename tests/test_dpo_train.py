@@ -221,3 +221,38 @@ def test_mfu_counts_the_frozen_references_forward(reference, factor):
     throughput = Throughput.of_run(cfg, model, 0)
     plain = train_flops(model, cfg.data.batch_size, cfg.data.seq_len)
     assert throughput.flops_per_step == pytest.approx(factor * plain)
+
+
+def test_pairs_without_the_modality_are_counted_aloud(tmp_path, capsys):
+    """A pair whose chosen side has text but no units cannot train a speech DPO run: it is
+    left out, and the run says how many were."""
+    from jaxslm.data.build import main as build_main
+
+    def side(units):
+        return {"units": units, "duration": [1] * len(units)}
+
+    lines = [
+        {"prompt": side([1, 2, 3, i % 7]), "chosen": side([4, 5]), "rejected": side([6, i % 5])}
+        for i in range(40)
+    ]
+    lines += [{**line, "chosen": {"text": "only words"}} for line in lines[:3]]
+    source = tmp_path / "pairs.jsonl"
+    source.write_text(
+        "".join(json.dumps({**line, "id": f"p{i}"}) + "\n" for i, line in enumerate(lines))
+    )
+    corpus = tmp_path / "corpus"
+    argv = ["--preference", str(source), "--num-units", "20", "--validation-fraction", "0"]
+    assert build_main([*argv, "--out", str(corpus)]) == 0
+    capsys.readouterr()
+    train_here(
+        corpus,
+        tmp_path / "run",
+        "budget.max_steps=1",
+        "eval.every_steps=0",
+        "mesh.data=4",
+        "mesh.tensor=2",
+    )
+    assert (
+        "3 of the 43 train pairs lack speech on some side (dpo.modality): left out"
+        in capsys.readouterr().out
+    )
