@@ -31,18 +31,20 @@ class ResumableJsonl:
         self._seeded = False
 
     def __enter__(self) -> ResumableJsonl:
-        if self.out.is_file():
-            _committed_lines(self.out)  # refuse another file before taking anything over
         self._handle = self._open_locked()
+        try:
+            # read once under the lock: only the lock's holder replaces OUT
+            self._committed = _committed_lines(self.out) if self.out.is_file() else []
+        except JaxslmError:
+            self.__exit__(None, None, None)
+            raise
         self._handle.seek(0)
         end = 0
         for name, raw in _complete_lines(self._handle):
             self._staged.add(name)
             end += len(raw)
         self._handle.truncate(end)
-        self.done = set(self._staged)
-        if self.out.is_file():
-            self.done.update(name for name, _ in _committed_lines(self.out))
+        self.done = set(self._staged) | {name for name, _ in self._committed}
         self._seeded = self.done == self._staged
         return self
 
@@ -79,7 +81,7 @@ class ResumableJsonl:
         """Copy the lines of `OUT` that `OUT.partial` lacks into it, once, before any new line."""
         if self._seeded:
             return
-        for name, raw in _committed_lines(self.out):
+        for name, raw in self._committed:
             if name not in self._staged:
                 self._handle.write(raw)
                 self._staged.add(name)

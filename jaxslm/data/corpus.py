@@ -249,9 +249,14 @@ class Corpus:
         if not self.has(stream):
             raise JaxslmError(f"{self.directory}: the corpus has no {stream} records")
         if split not in self.metadata["counts"][stream]:
+            fix = (
+                "lower --validation-fraction"
+                if split == "train"
+                else "give --validation-fraction above 0 (or train with eval.every_steps=0)"
+            )
             raise JaxslmError(
                 f"{self.directory}: no {split!r} split of {stream} records; it has "
-                f"{sorted(self.metadata['counts'][stream])}"
+                f"{sorted(self.metadata['counts'][stream])}: rebuild the corpus and {fix}"
             )
         name = SpeechCorpusBuilder.name if stream == SPEECH_DIR else TextCorpusBuilder.name
         version_dir = self.directory / stream / name / "1.0.0"

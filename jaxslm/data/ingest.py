@@ -246,12 +246,9 @@ def file_labels(paths: list[Path]) -> dict[Path, str]:
     return {path: full.relative_to(root).as_posix() for path, full in pairs}
 
 
-def read_text_documents(
-    path: Path, report: SkipReport, label: str | None = None
-) -> Iterator[TextDocument]:
+def read_text_documents(path: Path, report: SkipReport, label: str) -> Iterator[TextDocument]:
     """Documents of a `.txt` (one per line) or `.jsonl` (`text` field) file, with ids
-    `LABEL:LINE` (`label`: from `file_labels`, default the file name)."""
-    label = path.name if label is None else label
+    `LABEL:LINE` (`label`: the file's, from `file_labels`)."""
     is_jsonl = path.suffix in (".jsonl", ".json")
     for number, line in numbered_lines(path, report):
         where = f"{path}:{number}"

@@ -98,17 +98,6 @@ def make_pipeline(
     codes = [code for code, weight in enumerate(weights) if weight > 0]
     kinds = {"speech": any(weights[1:]), "text": weights[0] > 0}
     for kind, on in kinds.items():
-        if on and corpus.has(kind) and config.split not in corpus.metadata["counts"][kind]:
-            fix = (
-                "rebuild the corpus with a lower --validation-fraction"
-                if config.split == "train"
-                else "rebuild the corpus with --validation-fraction above 0, or set "
-                "eval.every_steps=0 (no held-out loss)"
-            )
-            raise JaxslmError(
-                f"data.corpus={corpus.directory}: no {config.split!r} split of {kind} records: "
-                f"{fix}"
-            )
         if on and not corpus.has(kind):
             raise _nothing_to_draw(corpus, config.split, weights, kind, f"no {kind} records")
     columns = {k: corpus.columns(k, config.split) if on else None for k, on in kinds.items()}

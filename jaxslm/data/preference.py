@@ -59,14 +59,13 @@ def read_preferences(
     path: Path,
     num_units: int,
     report: SkipReport,
-    units_of: UnitLookup | None = None,
-    label: str | None = None,
+    units_of: UnitLookup | None,
+    label: str,
 ) -> Iterator[tuple[int, PreferencePair]]:
     """(line number, pair) of the valid pairs of a preference JSONL file; bad lines go to
     `report` (file:line, reason). `units_of(path)` gives the units of a side that names only
-    its audio file. A pair without an `id` is named `LABEL:LINE` (`label`: from
-    `file_labels`, default the file name)."""
-    label = path.name if label is None else label
+    its audio file. A pair without an `id` is named `LABEL:LINE` (`label`: the file's, from
+    `file_labels`)."""
     for number, line in numbered_lines(path, report):
         if not line.strip():
             continue

@@ -26,7 +26,7 @@ HF_NAMES = {  # jaxslm's field names -> config.json's, for messages
     "num_heads": "num_attention_heads",
     "num_layers": "num_hidden_layers",
 }
-REAL_FIELDS = ("rms_norm_eps", "rope_theta", "initializer_range")
+REAL_FIELDS = ("rms_norm_eps", "initializer_range")  # rope_theta: checked where it is read
 OPTIONAL_FIELDS = ("num_key_value_heads", "head_dim")  # null: derived from the others
 POSITIVE_FIELDS = (
     "vocab_size",
@@ -102,12 +102,18 @@ def _check_numbers(hf: dict[str, Any], source: Path) -> None:
     for key in POSITIVE_FIELDS:
         if key not in hf or (key in OPTIONAL_FIELDS and hf[key] is None):
             continue
-        value = hf[key]
         whole = key not in REAL_FIELDS
-        kind = int if whole else (int, float)
-        if isinstance(value, bool) or not isinstance(value, kind) or value <= 0:
+        if not _positive(hf[key], whole):
             what = "a whole number" if whole else "a number"
-            raise JaxslmError(f"{source}: {key} must be {what} > 0, got {value!r}; fix config.json")
+            raise JaxslmError(
+                f"{source}: {key} must be {what} > 0, got {hf[key]!r}; fix config.json"
+            )
+
+
+def _positive(value: Any, whole: bool) -> bool:
+    """Whether `value` is a positive int (or with `whole` False, a positive int or float)."""
+    kind = int if whole else (int, float)
+    return not isinstance(value, bool) and isinstance(value, kind) and value > 0
 
 
 def _rope(hf: dict[str, Any], source: Path) -> tuple[float, Llama3RopeScaling | None]:
@@ -116,7 +122,7 @@ def _rope(hf: dict[str, Any], source: Path) -> tuple[float, Llama3RopeScaling | 
     key = "rope_parameters" if hf.get("rope_parameters") else "rope_scaling"
     params = hf.get(key) or {}
     theta = params.get("rope_theta", hf.get("rope_theta", 10000.0))
-    if isinstance(theta, bool) or not isinstance(theta, (int, float)) or theta <= 0:
+    if not _positive(theta, whole=False):
         raise JaxslmError(f"{source}: rope_theta must be a number > 0, got {theta!r}")
     kind = params.get("rope_type", params.get("type", "default"))
     if kind == "default":
