@@ -2,6 +2,7 @@
 reason, and --strict names the file, line and field. The built-in corpus's eval sets are
 regenerated when missing or stale."""
 
+import dataclasses
 import json
 import shutil
 
@@ -384,4 +385,8 @@ def test_unaligned_utterances_are_noted_and_never_interleaved(tmp_path, capsys):
         make_pipeline(corpus, None, vocab, config)
     assert "no utterance with word alignments" in str(refused.value)
     assert "--alignments" in str(refused.value) and "[0.0, 0, 0.5]" in str(refused.value)
-    assert next(iter(make_pipeline(corpus, None, vocab, PipelineConfig(stream_weights=(0, 0, 1)))))
+    speech = PipelineConfig(stream_weights=(0, 0, 1))
+    assert next(iter(make_pipeline(corpus, None, vocab, speech)))
+    held_out = dataclasses.replace(speech, split="validation")
+    with pytest.raises(JaxslmError, match="no 'validation' split.*--validation-fraction above 0"):
+        make_pipeline(corpus, None, vocab, held_out)
