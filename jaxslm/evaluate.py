@@ -143,7 +143,8 @@ def _parser() -> argparse.ArgumentParser:
         choices=CONVENTIONS,
         default="slamkit",
         help="scoring convention: slamkit's (default) or cuervo-marxer (their scaling paper: "
-        "mean unit NLL without terminal EOS, sBLIMP macro and voice-pair accuracy)",
+        "mean unit NLL without terminal EOS, sBLIMP macro and voice-pair accuracy; --hubert "
+        "audio tokenized as their slm-data encode does)",
     )
     parser.add_argument(
         "--gold",
@@ -299,7 +300,7 @@ def evaluate(args: argparse.Namespace, requests, mesh_sizes) -> dict:
             from jaxslm.evals.generative import run_generative
 
             summary, items = run_generative(
-                lm, builder.tokenizer, request.name, request.data, args, audio
+                lm, builder.tokenizer, request.name, request.data, args, audio, unit_pieces
             )
             summaries[request.name] = summary
             pair_lines += [json.dumps(item) for item in items]
@@ -338,7 +339,9 @@ def _audio_units(args: argparse.Namespace, num_units: int):
     from jaxslm.evals.audio_units import AudioUnits
     from jaxslm.speech.tokenizer import SpeechTokenizer
 
-    tokenizer = SpeechTokenizer.load(args.hubert, args.layer, args.codebook, args.trust_pickle)
+    tokenizer = SpeechTokenizer.load(
+        args.hubert, args.layer, args.codebook, args.trust_pickle, convention=args.convention
+    )
     if tokenizer.num_units != num_units:
         raise JaxslmError(
             f"--codebook {args.codebook} has {tokenizer.num_units} units but the model "

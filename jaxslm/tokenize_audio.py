@@ -66,6 +66,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--dtype", choices=("float32", "bfloat16"), default="float32", help="HuBERT compute dtype"
     )
+    parser.add_argument(
+        "--convention",
+        choices=("slamkit", "cuervo-marxer"),
+        default="slamkit",
+        help="unit extraction: slamkit's (default: 40 zero samples each side, each file whole) "
+        "or Cuervo & Marxer's slm-data encode (no padding, 30 s chunks)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
@@ -107,6 +114,7 @@ def tokenize(args: argparse.Namespace) -> dict[str, int]:
             not args.no_dedup,
             args.batch_seconds,
             args.dtype,
+            args.convention,
         )
 
     return tokenize_pending(

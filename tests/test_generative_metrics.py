@@ -281,3 +281,22 @@ def test_text_lm_scores_in_float32_whatever_dtype_it_was_saved_in(tmp_path):
             logits = oracle(ids).logits[0, :-1]
         want.append(torch.nn.functional.cross_entropy(logits, ids[0, 1:]).item())
     assert scorer.nlls(texts) == pytest.approx(want, rel=1e-5)
+
+
+def test_judge_transcribes_audio_prompts_at_16khz_and_vocoded_ones_at_the_vocoders_rate():
+    """A prompt that came as audio is 16 kHz whatever the vocoder's rate; a unit-line prompt
+    has no audio and is vocoded, so it is at the vocoder's rate."""
+    from jaxslm.evals.generative import _prompt_waves
+    from jaxslm.evals.generative_prompts import Prompt
+
+    class Vocoder24k:
+        sample_rate = 24_000
+
+        def vocode(self, units):
+            return [np.ones(len(u) * 480, np.float32) for u in units]
+
+    audio = np.zeros(48_000, np.float32)
+    prompts = [Prompt("spoken.wav", (1, 2), audio), Prompt("line.wav", (3, 4, 5))]
+    waves, rates = _prompt_waves(prompts, Vocoder24k())
+    assert waves[0] is audio and waves[1].size == 3 * 480
+    assert rates == [16_000, 24_000]

@@ -318,3 +318,54 @@ def test_generative_metric_from_audio_prompts(hubert, llama_hf, tmp_path):
         units = len(record["prompt_units"]) + len(record["units"])
         assert rate == 16000 and written.size == units * per_unit
     assert any(record["units"] for record in records)
+
+
+def _oracle_chunked_units(model, centroids, wave, chunk, min_chunk):
+    """Cuervo & Marxer's slm-data encode restated: no padding, each chunk alone, short chunks
+    dropped, the chunks' frames joined, then runs merged."""
+    frames = []
+    for start in range(0, len(wave), chunk):
+        piece = torch.as_tensor(wave[start : start + chunk])
+        if piece.numel() < min_chunk:
+            continue
+        with torch.no_grad():
+            frames.append(model(piece[None], output_hidden_states=True).hidden_states[LAYER][0])
+    hidden = torch.cat(frames).numpy()
+    distances = ((hidden[:, None, :] - centroids[None]) ** 2).sum(-1)
+    return dedup(distances.argmin(1))
+
+
+def test_cuervo_marxer_extraction_runs_unpadded_chunks(hubert, codebook, tmp_path):
+    from jaxslm.hf.hubert_import import load_hubert
+    from jaxslm.speech.hubert_features import HubertFeatures
+    from jaxslm.speech.quantize import load_codebook
+    from jaxslm.speech.tokenizer import Extraction, SpeechTokenizer
+
+    hubert_dir, model = hubert
+    centroids = np.load(codebook)
+    rng = np.random.default_rng(7)
+    # the second file's last 500 samples are a chunk under 720 samples, which is dropped
+    waves = [0.3 * rng.normal(size=n).astype(np.float32) for n in (2 * 4000 + 800, 4000 + 500)]
+    extraction = Extraction(pad_samples=0, chunk_samples=4000, min_chunk_samples=720)
+    features = HubertFeatures(load_hubert(hubert_dir), LAYER, batch_seconds=2.5, pad_samples=0)
+    tokenizer = SpeechTokenizer(features, load_codebook(codebook), extraction=extraction)
+    for wave, (units, durations) in zip(waves, tokenizer.units(waves), strict=True):
+        want_units, want_durations = _oracle_chunked_units(model, centroids, wave, 4000, 720)
+        np.testing.assert_array_equal(units, want_units)
+        np.testing.assert_array_equal(durations, want_durations)
+    # the command line's cuervo-marxer convention: a file under 30 s is one unpadded chunk;
+    # this length gives one frame fewer than slamkit's 40 samples of padding each side
+    length = next(n for n in range(8000, 8400) if features.frames(n) == features.frames(n + 80) - 1)
+    wave = waves[0][:length]
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    soundfile.write(audio / "a.wav", wave, 16000)
+    out = tmp_path / "units.jsonl"
+    argv = _argv(audio, hubert_dir, codebook, out, "--convention", "cuervo-marxer")
+    assert tokenize_audio.main(argv) == 0
+    (record,) = [json.loads(line) for line in out.read_text().splitlines()]
+    want_units, want_durations = _oracle_chunked_units(model, centroids, wave, 480000, 720)
+    assert record["units"] == want_units.tolist()
+    assert record["duration"] == want_durations.tolist()
+    slamkit_frames = sum(_oracle_units(model, centroids, wave)[1].tolist())
+    assert sum(record["duration"]) == slamkit_frames - 1

@@ -155,7 +155,7 @@ def _generate_and_score(corpora, run_dir):
     prompt.write_text(line + "\n")
     out = run_dir.parent / "continuations.jsonl"
     argv = ["--checkpoint", str(run_dir), "--prompt-units", str(prompt), "--modality", "speech"]
-    argv += ["--out", str(out), "--temperature", "0", "--max-new-tokens", "6"]
+    argv += ["--out", str(out), "--temperature", "1", "--seed", "3", "--max-new-tokens", "6"]
     argv += ["--prompt-seconds", "0", "--unit-pieces", str(pieces_dir / "unit_pieces")]
     assert generate.main([*argv, "--no-progress"]) == 0
     (record,) = [json.loads(text) for text in out.read_text().splitlines()]
@@ -163,6 +163,17 @@ def _generate_and_score(corpora, run_dir):
     expected = [1, *(pieces.encode(np.array(json.loads(line)["units"])) + 2).tolist()]
     assert record["prompt_ids"] == expected
     assert record["units"] == pieces.decode(record["tokens"]).tolist()
+    # evaluate's generative task reads the same prompt as tokens, so it draws the same
+    # sample, and vocodes its decoded units
+    items_out, audio_out = run_dir.parent / "items.jsonl", run_dir.parent / "audio"
+    argv = ["--checkpoint", str(run_dir), "--task", "generate", "--data", str(prompt)]
+    argv += ["--vocoder", "toy", "--audio-out", str(audio_out), "--pairs-out", str(items_out)]
+    argv += ["--temperature", "1", "--seed", "3", "--max-new-tokens", "6", "--prompt-seconds", "0"]
+    argv += ["--unit-pieces", str(pieces_dir / "unit_pieces"), "--no-progress"]
+    assert evaluate.main(argv) == 0
+    (item,) = [json.loads(text) for text in items_out.read_text().splitlines()]
+    assert item["prompt_units"] == json.loads(line)["units"]
+    assert item["units"] == record["units"] != record["tokens"]
     results = run_dir.parent / "scores.json"
     argv = ["--checkpoint", str(run_dir), "--data-dir", str(pieces_dir / "eval")]
     argv += ["--task", "sblimp", "--out", str(results), "--no-progress"]

@@ -82,9 +82,13 @@ class Transcriber:
             device=device,
         )
 
-    def __call__(self, waves: Sequence[np.ndarray], sample_rate: int) -> list[str]:
-        """One transcript per wave; "" for an empty wave."""
-        inputs = [{"raw": w, "sampling_rate": sample_rate} for w in waves if w.size]
+    def __call__(self, waves: Sequence[np.ndarray], sample_rate: int | Sequence[int]) -> list[str]:
+        """One transcript per wave, sampled at `sample_rate` (one for all, or one per wave);
+        "" for an empty wave."""
+        rates = [sample_rate] * len(waves) if isinstance(sample_rate, int) else sample_rate
+        inputs = [
+            {"raw": w, "sampling_rate": r} for w, r in zip(waves, rates, strict=True) if w.size
+        ]
         outputs = iter(self._pipe(inputs, batch_size=BATCH_SIZE) if inputs else [])
         return [next(outputs)["text"] if w.size else "" for w in waves]
 

@@ -115,9 +115,13 @@ def check_generative(args: argparse.Namespace, names: list[str]) -> None:
         check_model_dir(args.judge, "--judge")
 
 
-def run_generative(lm, tokenizer, task: str, data: Path, args, audio_units) -> tuple[dict, list]:
+def run_generative(
+    lm, tokenizer, task: str, data: Path, args, audio_units, unit_pieces=None
+) -> tuple[dict, list]:
     """(summary, one JSON-ready line per prompt) of generative task `task` on prompts `data`,
-    a chunk of --generate-batch prompts at a time: generate, vocode, write, score."""
+    a chunk of --generate-batch prompts at a time: generate, vocode, write, score. A model over
+    unigram speech tokens (`unit_pieces`) reads its prompts encoded and its continuations are
+    decoded back to units before the vocoder."""
     from tqdm import tqdm
 
     from jaxslm.generation.prompts import Piece, PromptBuilder
@@ -126,7 +130,7 @@ def run_generative(lm, tokenizer, task: str, data: Path, args, audio_units) -> t
 
     prompts = _prompts(task, data, args, audio_units)
     vocoder = load_vocoder(args.vocoder)
-    check_vocoder_for(vocoder, lm.vocab.num_units)
+    check_vocoder_for(vocoder, lm.vocab.num_units if unit_pieces is None else unit_pieces.num_units)
     builder = PromptBuilder(lm.vocab, tokenizer)
     scorer = {"asr_perplexity": AsrPerplexity, "llm_as_judge": LlmJudge}.get(task)
     scorer = scorer(args) if scorer is not None else None
@@ -136,14 +140,17 @@ def run_generative(lm, tokenizer, task: str, data: Path, args, audio_units) -> t
         for start in range(0, len(prompts), args.generate_batch):
             chunk = prompts[start : start + args.generate_batch]
             generated = lm.generate(
-                [builder.ids([Piece("speech", units=p.units)], "speech") for p in chunk],
+                [
+                    builder.ids([Piece("speech", units=_tokens(p.units, unit_pieces))], "speech")
+                    for p in chunk
+                ],
                 args.max_new_tokens,
                 temperature=args.temperature,
                 top_k=args.top_k or None,
                 modality="speech",
                 seed=batch_seed(args.seed, start // args.generate_batch),
             )
-            continuations = [builder.units_of(g) for g in generated]
+            continuations = [_units(builder.units_of(g), unit_pieces) for g in generated]
             waves = _vocode(
                 vocoder,
                 [
@@ -191,6 +198,20 @@ def _prompts(task: str, data: Path, args, audio_units) -> list[Prompt]:
     return audio_prompts(data, rules, audio_units.tokenizer)
 
 
+def _tokens(units: tuple[int, ...], unit_pieces) -> tuple[int, ...]:
+    """The model's speech tokens for `units`: themselves, or their unigram pieces."""
+    if unit_pieces is None:
+        return units
+    return tuple(unit_pieces.encode(np.asarray(units, np.int64)).tolist())
+
+
+def _units(tokens: list[int], unit_pieces) -> list[int]:
+    """The units the model's speech tokens `tokens` stand for."""
+    if unit_pieces is None:
+        return tokens
+    return unit_pieces.decode(tokens).tolist()
+
+
 def _vocode(vocoder, units: list[list[int]]) -> list[np.ndarray]:
     """A wave per unit list; an empty one for no units (slamkit's empty tensor)."""
     present = [i for i, u in enumerate(units) if u]
@@ -201,10 +222,15 @@ def _vocode(vocoder, units: list[list[int]]) -> list[np.ndarray]:
     return result
 
 
-def _prompt_waves(prompts: list[Prompt], vocoder) -> list[np.ndarray]:
-    """The prompts' own audio; unit-line prompts, which have none, are vocoded."""
+def _prompt_waves(prompts: list[Prompt], vocoder) -> tuple[list[np.ndarray], list[int]]:
+    """The prompts' own (16 kHz) audio, or for unit-line prompts, which have none, their
+    vocoded units; with each wave's sample rate."""
+    from jaxslm.speech.audio import SAMPLE_RATE
+
     vocoded = _vocode(vocoder, [[] if p.audio is not None else list(p.units) for p in prompts])
-    return [p.audio if p.audio is not None else w for p, w in zip(prompts, vocoded, strict=True)]
+    waves = [p.audio if p.audio is not None else w for p, w in zip(prompts, vocoded, strict=True)]
+    rates = [SAMPLE_RATE if p.audio is not None else vocoder.sample_rate for p in prompts]
+    return waves, rates
 
 
 class AsrPerplexity:
@@ -247,7 +273,7 @@ class LlmJudge:
     def add(self, prompts: list[Prompt], waves: list[np.ndarray], vocoder, items: list[dict]):
         from jaxslm.evals.asr_metrics import boxed_score, judge_prompts
 
-        prompt_texts = self.transcribe(_prompt_waves(prompts, vocoder), vocoder.sample_rate)
+        prompt_texts = self.transcribe(*_prompt_waves(prompts, vocoder))
         texts = self.transcribe(waves, vocoder.sample_rate)
         answers = self.judge.answers(judge_prompts(self.instruction, prompt_texts, texts))
         for item, p_text, text, answer in zip(items, prompt_texts, texts, answers, strict=True):
