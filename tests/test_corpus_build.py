@@ -390,3 +390,29 @@ def test_unaligned_utterances_are_noted_and_never_interleaved(tmp_path, capsys):
     held_out = dataclasses.replace(speech, split="validation")
     with pytest.raises(JaxslmError, match="no 'validation' split.*--validation-fraction above 0"):
         make_pipeline(corpus, None, vocab, held_out)
+
+
+def test_the_fingerprint_follows_the_records_and_tokenizer_not_the_path_or_eval_sets(
+    toy, tmp_path
+):
+    """What a resumed run compares: a copy elsewhere, or eval sets made again, change nothing;
+    another tokenizer, other records or other counts do."""
+    corpus, _ = toy
+    first = open_corpus(corpus).fingerprint()
+    assert open_corpus(shutil.copytree(corpus, tmp_path / "moved")).fingerprint() == first
+    shutil.rmtree(corpus / "eval")
+    metadata = json.loads((corpus / "corpus.json").read_text())
+    del metadata["eval_sets"]
+    (corpus / "corpus.json").write_text(json.dumps(metadata))
+    ensure_eval_sets(corpus)
+    assert open_corpus(corpus).fingerprint() == first
+    with (corpus / "tokenizer" / "tokenizer.model").open("ab") as tokenizer:
+        tokenizer.write(b"\0")
+    changed = open_corpus(corpus).fingerprint()
+    assert [k for k in first if first[k] != changed[k]] == ["tokenizer"]
+    other = build_synthetic(
+        tmp_path / "other",
+        SyntheticConfig(num_utterances=31, num_text_documents=30, num_validation=4),
+    )
+    rebuilt = open_corpus(other).fingerprint()
+    assert rebuilt["records"] != first["records"] and rebuilt["metadata"] != first["metadata"]

@@ -354,7 +354,13 @@ def test_bad_configs_fail_before_any_work(tmp_path, extra, message):
 
 
 @pytest.mark.parametrize(
-    "change, key", [("model.hidden_size=64", "model.hidden_size"), ("seed=1", "whose seed differ")]
+    "change, key",
+    [
+        ("model.hidden_size=64", "model.hidden_size"),
+        ("seed=1", "whose seed differ"),
+        ("optimizer.lr=1e-2", "optimizer.lr"),
+        ("schedule.decay=cosine", "schedule.decay"),
+    ],
 )
 def test_resume_refuses_a_different_model_or_seed(corpus, reference, tmp_path, change, key):
     import shutil
@@ -365,3 +371,58 @@ def test_resume_refuses_a_different_model_or_seed(corpus, reference, tmp_path, c
     shutil.copytree(reference[0], run_dir)
     with pytest.raises(JaxslmError, match=key):
         train_here(corpus, run_dir, change)
+
+
+def test_resume_refuses_a_corpus_changed_under_the_run(corpus, reference, tmp_path):
+    """The run keeps its corpus's fingerprint (tests/test_corpus_build.py checks what changes
+    it); here the corpus stays and the saved print says it had other records."""
+    import json
+    import shutil
+
+    from jaxslm.errors import JaxslmError
+
+    run_dir = shutil.copytree(reference[0], tmp_path / "run")
+    fingerprint = run_dir / "corpus_fingerprint.json"
+    saved = json.loads(fingerprint.read_text())
+    fingerprint.write_text(json.dumps({**saved, "records": "0" * 64}))
+    with pytest.raises(JaxslmError, match="changed since .*its record files differ"):
+        train_here(corpus, run_dir, f"budget.max_steps={STEPS + 1}")
+
+
+def test_a_failed_resume_leaves_the_run_files_as_they_were(corpus, reference, tmp_path):
+    """Nothing of the new config is written before a checkpoint restores."""
+    import os
+    import shutil
+
+    from jaxslm.errors import JaxslmError
+
+    run_dir = shutil.copytree(reference[0], tmp_path / "run")
+    for step_dir in (run_dir / "checkpoints").iterdir():
+        os.truncate(step_dir / "params" / "_METADATA", 10)
+    before = {name: (run_dir / name).read_bytes() for name in ("config.yaml", "jaxslm.json")}
+    with pytest.raises(JaxslmError, match="no intact checkpoint"), pytest.warns(UserWarning):
+        train_here(corpus, run_dir, "logging.every_steps=2", f"budget.max_steps={STEPS + 1}")
+    assert {name: (run_dir / name).read_bytes() for name in before} == before
+
+
+def test_records_after_a_stop_between_logged_steps_equal_the_uninterrupted_runs(
+    corpus, tmp_path, monkeypatch
+):
+    """A run stopped at step 5 (as SIGTERM stops it) and resumed logs step 8's stream shares
+    over steps 5-8, as the uninterrupted run does: the counts travel in the checkpoint."""
+    from jaxslm.training.hooks import StopRequests
+
+    extra = ["logging.every_steps=4", "budget.max_steps=8", "checkpoint.every_steps=100"]
+    train_here(corpus, tmp_path / "whole", *extra)
+    stop_at_five = StopRequests.reason
+    monkeypatch.setattr(
+        StopRequests, "reason", lambda self, step, total: "test" if step == 5 else None
+    )
+    train_here(corpus, tmp_path / "stopped", *extra)
+    monkeypatch.setattr(StopRequests, "reason", stop_at_five)
+    summary = train_here(corpus, tmp_path / "stopped", *extra)
+    assert summary["start_step"] == 5
+    whole, resumed = read_metrics(tmp_path / "whole"), read_metrics(tmp_path / "stopped")
+    assert [r["step"] for r in resumed] == [r["step"] for r in whole] == [4, 8]
+    for key in ("tokens_text", "tokens_interleaved", "tokens_speech", "loss"):
+        assert resumed[-1][key] == whole[-1][key], key

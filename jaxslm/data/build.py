@@ -25,7 +25,15 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from jaxslm.data.corpus import METADATA_FILE, SPLITS, Corpus, open_corpus, split_of, write_corpus
+from jaxslm.data.corpus import (
+    EVAL_DIR,
+    METADATA_FILE,
+    SPLITS,
+    Corpus,
+    open_corpus,
+    split_of,
+    write_corpus,
+)
 from jaxslm.data.ingest import (
     SkipReport,
     file_labels,
@@ -46,7 +54,6 @@ from jaxslm.fsutil import (
 from jaxslm.text_tokenizer import train_sentencepiece
 
 SYNTHETIC_TOKENIZER_VOCAB = 512
-EVAL_DIR = "eval"
 
 
 def build_synthetic(

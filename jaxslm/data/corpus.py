@@ -14,6 +14,7 @@ random-access data sources (`Corpus.source`) or as columns (`Corpus.columns`).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import zlib
 from collections.abc import Callable, Iterable
@@ -39,6 +40,8 @@ from jaxslm.fsutil import atomic_directory
 
 SPLITS = ("train", "validation")
 METADATA_FILE = "corpus.json"
+EVAL_DIR = "eval"  # where the built-in eval sets go unless corpus.json names `eval_dir`
+EVAL_KEYS = ("eval_dir", "eval_sets")  # corpus.json's keys of the eval sets, made on demand
 SPEECH_DIR, TEXT_DIR, COLUMNS_DIR = "speech", "text", "columns"
 
 SplitRecords = Callable[[str], Iterable[Any]]
@@ -240,6 +243,22 @@ class Corpus:
                 f"{self.num_units}"
             )
 
+    def fingerprint(self) -> dict[str, str]:
+        """SHA-256s of what training reads, so a resumed run can tell whether the corpus changed
+        under it: `metadata` (corpus.json less the eval sets, which are made on demand),
+        `tokenizer` (its files' bytes) and `records` (every other data file's path and size:
+        a rebuild with other records changes sizes; reading every byte of a large corpus at
+        each resume would take minutes)."""
+        metadata = {k: v for k, v in self.metadata.items() if k not in EVAL_KEYS}
+        tokenizer = self.path("tokenizer")
+        skipped = [self.directory / METADATA_FILE, self.directory / EVAL_DIR]
+        skipped += [p for p in (tokenizer, self.path("eval_dir")) if p is not None]
+        return {
+            "metadata": hashlib.sha256(json.dumps(metadata, sort_keys=True).encode()).hexdigest(),
+            "tokenizer": _files_digest(tokenizer, [], contents=True) if tokenizer else "",
+            "records": _files_digest(self.directory, skipped, contents=False),
+        }
+
     def has(self, stream: str) -> bool:
         """Whether the corpus holds `speech` or `text` records."""
         return stream in self.metadata["counts"]
@@ -287,6 +306,21 @@ class Corpus:
         """A file named in the metadata (e.g. `tokenizer`, `eval_dir`), or None."""
         value = self.metadata.get(key)
         return None if value is None else self.directory / value
+
+
+def _files_digest(root: Path, skipped: list[Path], contents: bool) -> str:
+    """SHA-256 of the files at or under `root` but not under `skipped` (hidden ones left out):
+    their paths and their bytes (`contents`) or sizes."""
+    digest = hashlib.sha256()
+    paths = sorted(root.rglob("*")) if root.is_dir() else [root]
+    for path in paths:
+        name = path.relative_to(root).as_posix() if root.is_dir() else path.name
+        hidden = any(part.startswith(".") for part in Path(name).parts)
+        if hidden or not path.is_file() or any(path.is_relative_to(s) for s in skipped):
+            continue
+        digest.update(f"{name}\0".encode())
+        digest.update(path.read_bytes() if contents else f"{path.stat().st_size}\0".encode())
+    return digest.hexdigest()
 
 
 def open_corpus(path: str | Path) -> Corpus:

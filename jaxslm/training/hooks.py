@@ -18,6 +18,9 @@ from jaxslm.training.step import make_eval_step
 from jaxslm.training.step_checkpoints import RunCheckpoints
 from jaxslm.training.step_report import StepReporter
 
+# the data state's key for the stream counts of the records (jaxslm.training.stream_mix)
+STREAM_TOKENS_KEY = "stream_tokens"
+
 
 class Hook(Protocol):
     """An action of the train loop after the steps it is due at."""
@@ -85,7 +88,10 @@ class Checkpointing:
         """Write the records up to `step`, then its checkpoint (`eval_loss` ranks it for
         `checkpoint.keep_best`)."""
         self.reporter.sync()
-        self.checkpoints.save(step, state, self.data.get_state(), eval_loss)
+        data_state = self.data.get_state()
+        if self.reporter.stream_tokens is not None:
+            data_state = {**data_state, STREAM_TOKENS_KEY: self.reporter.stream_tokens.state()}
+        self.checkpoints.save(step, state, data_state, eval_loss)
         self.saved_step = step
 
     def save_unsaved(self, step: int, state: dict, eval_loss: float | None = None) -> None:

@@ -94,13 +94,12 @@ def pipeline_config(cfg: TrainConfig, split: str, num_epochs: int | None) -> Pip
 
 
 def save_tokenizer(plan: RunPlan, directory: Path) -> None:
-    """Write the run's tokenizer files into `directory` (which must not exist)."""
+    """Write the run's tokenizer files into the empty folder `directory`."""
     if plan.vocab.mode == "speech-only":
         speech_only_tokenizer(plan.vocab).save(directory)
     elif plan.tokenizer_files is not None and plan.tokenizer_files.is_dir():
-        shutil.copytree(plan.tokenizer_files, directory)
+        shutil.copytree(plan.tokenizer_files, directory, dirs_exist_ok=True)
     elif plan.tokenizer_files is not None:
-        directory.mkdir()
         shutil.copyfile(plan.tokenizer_files, directory / "tokenizer.model")
 
 

@@ -41,6 +41,16 @@ class StreamTokens:
         self.window = np.zeros_like(self.window)
         return _shares(counts)
 
+    def state(self) -> dict[str, list[int]]:
+        """The counts, JSON-ready, for a checkpoint: a resumed run's records then equal an
+        uninterrupted run's."""
+        return {"window": self.window.tolist(), "total": self.total.tolist()}
+
+    def set_state(self, state: dict[str, list[int]]) -> None:
+        """Take the counts `state` saved."""
+        self.window = np.asarray(state["window"], np.int64)
+        self.total = np.asarray(state["total"], np.int64)
+
     def run_summary(self) -> str:
         """The shares over every window reported so far, as one line."""
         shares = _shares(self.total)

@@ -10,6 +10,7 @@ in a run directory (RUN_DIR/run.lock).
 
 from __future__ import annotations
 
+import json
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -22,12 +23,13 @@ from jaxslm import backend
 from jaxslm.config import TrainConfig, dump_config, load_config
 from jaxslm.errors import JaxslmError
 from jaxslm.evals.runner import format_table
+from jaxslm.fsutil import atomic_directory, atomic_write_text
 from jaxslm.model_dir import TOKENIZER_DIR, restore_params, write_metadata
 from jaxslm.models.decoder import abstract_decoder
 from jaxslm.sharding import make_mesh
 from jaxslm.training import distributed
 from jaxslm.training.batches import BatchSource
-from jaxslm.training.hooks import Checkpointing, HeldOut, Hook, StopRequests
+from jaxslm.training.hooks import STREAM_TOKENS_KEY, Checkpointing, HeldOut, Hook, StopRequests
 from jaxslm.training.metrics_log import MetricsLog
 from jaxslm.training.optimizer import learning_rate_schedule, make_optimizer
 from jaxslm.training.placement import param_shardings, state_shardings
@@ -40,12 +42,26 @@ from jaxslm.training.stream_mix import StreamTokens
 from jaxslm.training.task_eval import TaskEvaluator
 
 CONFIG_FILE = "config.yaml"
-RESUME_SECTIONS = ("model", "vocab", "data", "dpo")
+CORPUS_FINGERPRINT_FILE = "corpus_fingerprint.json"
+RESUME_SECTIONS = ("model", "vocab", "data", "dpo", "optimizer", "schedule")
 # Top-level keys a resumed run keeps: initialisation and interleaving derive from the seed.
 RESUME_KEYS = ("seed", "objective")
 # Keys of RESUME_SECTIONS that change how a run computes, not what it trains: a resumed run may
-# change them (another kernel or remat policy on another machine).
-RUNTIME_KEYS = ("model.attention", "model.remat", "model.scan_layers")
+# change them (another kernel or remat policy on another machine, more reading threads).
+RUNTIME_KEYS = (
+    "model.attention",
+    "model.remat",
+    "model.scan_layers",
+    "data.read_threads",
+    "data.prefetch_batches",
+    "data.build_synthetic",
+    "optimizer.max_nonfinite_steps",
+)
+FINGERPRINT_PARTS = {  # Corpus.fingerprint's parts, as a refusal names them
+    "metadata": "corpus.json (units, record counts, source)",
+    "tokenizer": "tokenizer",
+    "records": "record files",
+}
 
 
 class Trainer:
@@ -71,11 +87,8 @@ class Trainer:
         self.plan = plan_run(cfg)
         self._report_attention()
         self.total_steps = cfg.total_steps
-        opt, sched = cfg.optimizer, cfg.schedule
-        # a run bounded by time alone has no step count to decay over or take a fraction of
-        horizon = self.total_steps or sched.warmup_steps
-        warmup = sched.warmup(self.total_steps) if self.total_steps else sched.warmup_steps
-        decay = sched.decay if self.total_steps else "constant"
+        opt = cfg.optimizer
+        horizon, warmup, decay = schedule_shape(cfg)
         if self.total_steps and warmup > self.total_steps and self.primary:
             warnings.warn(
                 f"schedule: {warmup} warmup steps outlast the run's {self.total_steps}: the "
@@ -174,16 +187,20 @@ class Trainer:
         )
 
     def _write_run_files(self) -> None:
-        """Resolved config, model metadata and tokenizer, so the run dir loads as a model."""
+        """Resolved config, corpus fingerprint, model metadata and tokenizer, so the run dir
+        loads as a model (and a resume can tell what changed)."""
         if not self.primary:
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
         dump_config(self.cfg, self.run_dir / CONFIG_FILE)
+        fingerprint = json.dumps(self.plan.corpus.fingerprint(), indent=2) + "\n"
+        atomic_write_text(self.run_dir / CORPUS_FINGERPRINT_FILE, fingerprint)
         source = {"run": self.cfg.name, "init": self.cfg.model.init}
         write_metadata(self.run_dir, self.plan.model, self.plan.vocab, source)
         tokenizer_dir = self.run_dir / TOKENIZER_DIR
         if not tokenizer_dir.exists():
-            save_tokenizer(self.plan, tokenizer_dir)
+            with atomic_directory(tokenizer_dir) as staging:
+                save_tokenizer(self.plan, staging)
 
     def _check_resumable(self) -> None:
         """A resumed run must train the same model on the same data from the same seed (budgets
@@ -205,6 +222,30 @@ class Trainer:
                 f"{self.run_dir} holds a run whose {', '.join(changed)} differ from this config; "
                 "resume with the same values or choose a new run_dir=PATH"
             )
+        self._check_corpus_unchanged()
+        if schedule_shape(saved) != schedule_shape(self.cfg) and self.primary:
+            warnings.warn(
+                f"the budget changed from {saved.total_steps} to {self.cfg.total_steps} steps: "
+                "the learning-rate schedule's warmup and decay now span the new budget, so the "
+                "resumed rates differ from the first run's",
+                stacklevel=2,
+            )
+
+    def _check_corpus_unchanged(self) -> None:
+        """Refuse a resume whose corpus changed since the run started (runs from before the
+        fingerprint was kept are not checked)."""
+        path = self.run_dir / CORPUS_FINGERPRINT_FILE
+        if not path.is_file():
+            return
+        saved = json.loads(path.read_text())
+        current = self.plan.corpus.fingerprint()
+        changed = [FINGERPRINT_PARTS[k] for k in FINGERPRINT_PARTS if saved.get(k) != current[k]]
+        if changed:
+            raise JaxslmError(
+                f"data.corpus={self.plan.corpus.directory} changed since {self.run_dir} started "
+                f"(its {', '.join(changed)} differ from {path}); resume with the corpus the run "
+                "started with, or choose a new run_dir=PATH"
+            )
 
     def run(self) -> dict[str, Any]:
         """Train until the budget, a SIGTERM or the wall-clock limit; returns a summary."""
@@ -219,9 +260,9 @@ class Trainer:
         if self.checkpoints.latest_step() is not None:
             self._check_resumable()
         self._prepare()
-        self._write_run_files()
         data = self.batches.iterator("train", None)
-        state, start_step = self._start(data)
+        state, start_step, stream_state = self._start(data)
+        self._write_run_files()
         held_out = self._held_out() if cfg.eval.every_steps else None
         tasks = TaskEvaluator(cfg, self.plan, self.mesh) if cfg.eval.tasks else None
         log = MetricsLog(
@@ -233,6 +274,8 @@ class Trainer:
             primary=self.primary,
         )
         stream_tokens = self._stream_tokens()
+        if stream_tokens is not None and stream_state is not None:
+            stream_tokens.set_state(stream_state)
         throughput = Throughput.of_run(cfg, self.plan.model, start_step)
         reporter = StepReporter(cfg, log, throughput, stream_tokens, self._step_summary)
         checkpointing = Checkpointing(cfg, self.checkpoints, data, reporter, start_step)
@@ -260,15 +303,16 @@ class Trainer:
         losses = reporter.losses
         return {"start_step": start_step, "losses": losses, "end_step": step, "stopped": reason}
 
-    def _start(self, data) -> tuple[dict, int]:
-        """(train state, step) from the newest intact checkpoint, whose data position `data`
-        takes, or fresh at step 0."""
+    def _start(self, data) -> tuple[dict, int, dict | None]:
+        """(train state, step, stream counts) from the newest intact checkpoint, whose data
+        position `data` takes, or fresh at step 0 (no counts)."""
         restored = self.checkpoints.restore_latest(self._abstract_state())
         if restored is None:
-            return self._fresh_state(), 0
+            return self._fresh_state(), 0, None
         step, state, data_state = restored
+        stream_state = data_state.pop(STREAM_TOKENS_KEY, None)
         data.set_state(data_state)
-        return state, step
+        return state, step, stream_state
 
     def _steps(
         self, state: dict, step: int, data, hooks: list[Hook], reporter: StepReporter, stop
@@ -291,6 +335,15 @@ class Trainer:
                     if hook.due(step):
                         hook.run(step, state, results)
         return state, step, reason
+
+
+def schedule_shape(cfg: TrainConfig) -> tuple[int, int, str]:
+    """(horizon, warmup steps, decay) of the run's learning-rate schedule; a run bounded by
+    time alone has no step count to decay over or take a fraction of."""
+    sched, total = cfg.schedule, cfg.total_steps
+    if not total:
+        return sched.warmup_steps, sched.warmup_steps, "constant"
+    return total, sched.warmup(total), sched.decay
 
 
 def train(cfg: TrainConfig) -> dict[str, Any]:
