@@ -392,9 +392,7 @@ def test_unaligned_utterances_are_noted_and_never_interleaved(tmp_path, capsys):
         make_pipeline(corpus, None, vocab, held_out)
 
 
-def test_the_fingerprint_follows_the_records_and_tokenizer_not_the_path_or_eval_sets(
-    toy, tmp_path
-):
+def test_the_fingerprint_follows_the_records_and_tokenizer_not_the_path_or_eval_sets(toy, tmp_path):
     """What a resumed run compares: a copy elsewhere, or eval sets made again, change nothing;
     another tokenizer, other records or other counts do."""
     corpus, _ = toy
