@@ -25,7 +25,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
 
-from jaxslm.checkpoint_fallback import newest_intact, reading
+from jaxslm.checkpoint_fallback import check_fits, newest_intact, reading
 from jaxslm.errors import JaxslmError
 from jaxslm.fsutil import atomic_write_text
 from jaxslm.hostmem import cpu_device, to_cpu_array
@@ -40,6 +40,10 @@ PARAMS_DIR = "params"
 TOKENIZER_DIR = "tokenizer"
 RESTORE_CONCURRENT_GB = 1
 RUN_CHECKPOINTS_DIR = "checkpoints"
+MISMATCH_HINT = (
+    f"the parameters were saved for another model or vocabulary than the one {METADATA_FILE} "
+    f"describes: put back the {METADATA_FILE} they were saved with, or re-create the checkpoint"
+)
 
 
 def write_checkpoint(
@@ -156,6 +160,7 @@ def restore_params_from(
 
     def read(params_dir: Path) -> dict:
         with reading(params_dir), ocp.Checkpointer(handler) as checkpointer:
+            check_fits({params_dir: target}, MISMATCH_HINT)
             return checkpointer.restore(params_dir, args=ocp.args.StandardRestore(target))
 
     return newest_intact(params_candidates(directory), read)
@@ -178,6 +183,7 @@ def restore_param(params_dir: Path, cfg: ModelConfig, path: tuple[str, ...]) -> 
     )
     args = ocp.args.PyTreeRestore(item=item, restore_args=restore_args, partial_restore=True)
     with reading(params_dir), ocp.Checkpointer(ocp.PyTreeCheckpointHandler()) as checkpointer:
+        check_fits({params_dir: item}, MISMATCH_HINT, partial=True)
         restored = checkpointer.restore(params_dir, args=args)
     for key in path:
         restored = restored[key]

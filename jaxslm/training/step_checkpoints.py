@@ -7,7 +7,8 @@ Each step directory holds the items
   data     the data iterator's state: one JSON for the run (`shard_by: rows`, every process
            reads the same stream) or one file per process (`shard_by: records`)
 Keeps the latest `keep` checkpoints plus the one with the best held-out loss. A resume reads
-the newest intact checkpoint and moves damaged newer ones to RUN_DIR/damaged_checkpoints/.
+the newest intact checkpoint and moves damaged newer ones to RUN_DIR/damaged_checkpoints/; a
+checkpoint whose shapes do not fit the run's model is refused instead, and nothing is moved.
 """
 
 from __future__ import annotations
@@ -23,13 +24,18 @@ import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 from orbax.checkpoint.checkpoint_managers import preservation_policy as policies
 
-from jaxslm.checkpoint_fallback import DamagedCheckpoint, newest_intact, reading
+from jaxslm.checkpoint_fallback import DamagedCheckpoint, check_fits, newest_intact, reading
 from jaxslm.errors import JaxslmError
 from jaxslm.model_dir import RUN_CHECKPOINTS_DIR
 
 BEST_METRIC = "eval_loss"
 DATA_ITEM = "data"  # the item (and folder) of the data-iterator state
 DAMAGED_DIR = "damaged_checkpoints"
+MISMATCH_HINT = (
+    "the model or the corpus changed since this checkpoint was saved (a corpus with another "
+    "number of speech units changes the vocabulary, and so the embedding's rows): resume with "
+    "the original model and corpus, or start a new run with another run_dir=PATH"
+)
 
 
 class FrozenIteratorState:
@@ -116,7 +122,8 @@ class RunCheckpoints:
 
     def restore(self, step: int, abstract_state: dict) -> tuple[dict, dict]:
         """The train state (placed as `abstract_state`'s shardings say) and the data state of
-        checkpoint `step`; DamagedCheckpoint when it cannot be read."""
+        checkpoint `step`; DamagedCheckpoint when it cannot be read, JaxslmError when its
+        shapes do not fit `abstract_state` (a changed model or vocabulary)."""
         train = {k: v for k, v in abstract_state.items() if k != "params"}
         step_dir = self.directory / str(step)
         self._check_data_processes(step_dir)
@@ -132,6 +139,8 @@ class RunCheckpoints:
         )
         try:
             with reading(step_dir):
+                targets = {step_dir / "params": abstract_state["params"], step_dir / "train": train}
+                check_fits(targets, MISMATCH_HINT)
                 restored = self.manager.restore(step, args=args)
         except DamagedCheckpoint as damage:
             if jax.process_count() == 1:

@@ -261,6 +261,7 @@ class Trainer:
             self._check_resumable()
         self._prepare()
         data = self.batches.iterator("train", None)
+        # the checkpoint is read first: a refused resume leaves the run's files as they were
         state, start_step, stream_state = self._start(data)
         self._write_run_files()
         held_out = self._held_out() if cfg.eval.every_steps else None
