@@ -318,3 +318,21 @@ def test_batch_split_one_rule():
     with pytest.raises(JaxslmError, match=r"data.samples_per_step=3 does not split over 2"):
         check_batch_split(4, processes=2, samples_per_step=3)
     _fails(None, [STEPS, "mesh.data=4", "data.batch_size=6"], "mesh data x fsdp = 4 devices")
+
+
+def test_batch_shards_split_over_processes_that_read_their_own_rows():
+    """With data.shard_by=records a process feeds only its own rows, so it must hold whole
+    batch shards (mesh data x fsdp) and only its own: the trainer refuses the rest."""
+    from jaxslm.data.batch_split import check_process_shards
+
+    check_process_shards(data=1, fsdp=1, processes=1)
+    check_process_shards(data=2, fsdp=2, processes=4)
+    check_process_shards(data=4, fsdp=1, processes=2)
+    message = r"mesh data=1 x fsdp=1 = 1 batch shards do not split over the 2 processes"
+    with pytest.raises(JaxslmError, match=message) as caught:
+        check_process_shards(data=1, fsdp=1, processes=2)
+    assert "make mesh.data x mesh.fsdp a multiple of 2, or set data.shard_by=rows" in str(
+        caught.value
+    )
+    with pytest.raises(JaxslmError, match=r"= 6 batch shards do not split over the 4 processes"):
+        check_process_shards(data=3, fsdp=2, processes=4)

@@ -1,6 +1,7 @@
 """Training end to end: the loss falls and the run dir loads as a model; 8-device sharding,
-two processes and a restore onto 8 devices agree with one device; a SIGKILLed run resumes
-bitwise; bad configs fail before any work.
+two processes and a restore onto 8 devices agree with one device; two processes stop at the
+same step when a SIGTERM reaches one; a SIGKILLed run resumes bitwise; bad configs fail before
+any work.
 
 One 20-step run on a single device (a subprocess) is the reference for the others.
 """
@@ -10,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -191,6 +193,35 @@ def test_wall_clock_budget_saves_and_stops(corpus, tmp_path):
     assert (tmp_path / "run" / "checkpoints" / str(summary["end_step"])).is_dir()
 
 
+def test_processes_stop_on_any_sigterm_and_on_process_0s_clock(monkeypatch):
+    """With several processes the stop decision is the exchanged table of the previous step
+    (distributed.FlagExchange): a SIGTERM to any process stops all, the wall clock is process
+    0's, and a request not yet exchanged stops nothing."""
+    from jaxslm.training import hooks
+
+    tables = iter([None, [[0, 0], [0, 1]], [[0, 1], [0, 0]], [[0, 0], [1, 1]]])
+    sent = []
+
+    class Exchange:  # what FlagExchange returns: the table the previous call started
+        def exchange(self, flags):
+            sent.append(list(flags))
+            table = next(tables)
+            return None if table is None else np.asarray(table, np.int32)
+
+    monkeypatch.setattr(hooks.jax, "process_count", lambda: 2)
+    monkeypatch.setattr(hooks, "FlagExchange", Exchange)
+    stop = hooks.StopRequests(max_seconds=0)
+    try:
+        stop.terminated = True
+        assert stop.reason(1, None) is None  # not exchanged yet
+        assert stop.reason(2, None) is None  # only process 1's clock is past the deadline
+        assert "wall-clock" in stop.reason(3, None)
+        assert "SIGTERM" in stop.reason(4, None)
+    finally:
+        stop.restore()
+    assert sent == [[True, True]] * 4
+
+
 def test_sigkill_then_rerun_resumes_bitwise(corpus, reference, tmp_path):
     run_dir = tmp_path / "run"
     interrupt_after_checkpoint(corpus, run_dir, 10, signal.SIGKILL)
@@ -243,6 +274,48 @@ def test_two_processes_read_their_own_records(corpus, tmp_path):
     assert len(assert_logged_stream_shares(tmp_path / "run", processes=2)) == 5
     data_files = sorted(p.name for p in (tmp_path / "run/checkpoints/5/data").glob("*.json"))
     assert data_files == ["process_0-of-2.json", "process_1-of-2.json"]
+
+
+def test_two_processes_stop_at_the_same_step_when_one_is_signalled(corpus, tmp_path):
+    """A SIGTERM that reaches process 1 alone stops both processes after the same step (they
+    agree at every step), with that step's checkpoint and every step logged once; before,
+    process 1 left while process 0 waited in the next step's collective forever."""
+    run_dir = tmp_path / "run"
+    processes = start_two_processes(corpus, run_dir, "budget.max_steps=100000")
+    checkpoint, deadline = run_dir / "checkpoints" / "5", time.monotonic() + 120
+    while not checkpoint.is_dir() and time.monotonic() < deadline:
+        if any(p.poll() is not None for p in processes):
+            break
+        time.sleep(0.02)
+    processes[1].send_signal(signal.SIGTERM)
+    try:
+        outputs = [p.communicate(timeout=60)[0] for p in processes]
+    except subprocess.TimeoutExpired:
+        for p in processes:
+            p.kill()
+        outputs = [p.communicate()[0] for p in processes]
+        pytest.fail(f"a process did not stop after the SIGTERM:\n{outputs[0]}\n{outputs[1]}")
+    assert [p.returncode for p in processes] == [0, 0], outputs
+    stopped = [int(out.split("stopped at step ")[1].split(":")[0]) for out in outputs]
+    assert stopped[0] == stopped[1] >= 5 and all("SIGTERM" in out for out in outputs), outputs
+    logged = [r["step"] for r in read_metrics(run_dir) if "loss" in r]
+    assert logged == list(range(1, stopped[0] + 1))
+    saved = checkpoint.parent / str(stopped[0]) / "data"
+    data_files = sorted(p.name for p in saved.glob("*.json"))
+    assert data_files == ["process_0-of-2.json", "process_1-of-2.json"]
+
+
+def test_two_processes_refuse_batch_shards_that_span_them(corpus, tmp_path):
+    """With data.shard_by=records each process feeds its own rows, so mesh data x fsdp must
+    split over the processes: one batch shard over two processes stops both before any work,
+    naming the fix."""
+    processes = start_two_processes(corpus, tmp_path / "run", "mesh.data=1", "mesh.tensor=2")
+    outputs = [p.communicate(timeout=120)[0] for p in processes]
+    assert [p.returncode for p in processes] == [2, 2], outputs
+    for output in outputs:
+        assert "mesh data=1 x fsdp=1 = 1 batch shards do not split over the 2 processes" in output
+        assert "or set data.shard_by=rows" in output
+    assert not (tmp_path / "run").exists()
 
 
 def _schedule_of(corpus, run_dir, *extra):

@@ -52,3 +52,17 @@ def check_batch_split(
             count,
             f"does not split over {processes} processes: make it a multiple of {processes}",
         )
+
+
+def check_process_shards(data: int, fsdp: int, processes: int) -> None:
+    """Refuse a mesh whose batch shards (mesh data x fsdp) do not split over `processes` that
+    each feed only their own rows of a batch (data.shard_by=records): a process must hold
+    whole shards of the batch, and only its own."""
+    shards = data * fsdp
+    if shards % processes:
+        raise JaxslmError(
+            f"mesh data={data} x fsdp={fsdp} = {shards} batch shards do not split over the "
+            f"{processes} processes, which each feed their own rows with data.shard_by=records: "
+            f"make mesh.data x mesh.fsdp a multiple of {processes}, or set data.shard_by=rows "
+            "(every process reads every row)"
+        )

@@ -156,6 +156,9 @@ class PreferenceHeldOut:
 class DpoTrainer(Trainer):
     """A Trainer whose objective is DPO (the config's `dpo` section)."""
 
+    def _rows_per_process(self) -> bool:
+        return False  # every process packs every row (PreferenceSource)
+
     def _batch_source(self) -> PreferenceSource:
         return PreferenceSource(self.cfg, self.plan, self.mesh)
 

@@ -13,6 +13,7 @@ from flax import nnx
 
 from jaxslm.config import TrainConfig
 from jaxslm.training.batches import BatchSource
+from jaxslm.training.distributed import FlagExchange
 from jaxslm.training.loss import mean_losses
 from jaxslm.training.step import make_eval_step
 from jaxslm.training.step_checkpoints import RunCheckpoints
@@ -102,24 +103,43 @@ class Checkpointing:
 
 
 class StopRequests:
-    """Why the run should stop now: the step budget, the wall clock, or SIGTERM."""
+    """Why the run should stop now: the step budget, the wall clock, or SIGTERM.
+
+    With several processes, all stop after the same step, whichever of them a SIGTERM
+    reaches and whenever their clocks pass the deadline: at each step they exchange their
+    SIGTERM flags and process 0's clock (distributed.FlagExchange, one step late, so the loop
+    keeps a step queued), and stop when any process was signalled or process 0's time is
+    up. A single process exchanges nothing."""
 
     def __init__(self, max_seconds: float | None):
         self.deadline = None if max_seconds is None else time.monotonic() + max_seconds
         self.terminated = False
+        self.flags = FlagExchange() if jax.process_count() > 1 else None
         self.previous = signal.signal(signal.SIGTERM, self._on_sigterm)
 
     def _on_sigterm(self, signum, frame) -> None:
         self.terminated = True
 
     def reason(self, step: int, total_steps: int | None) -> str | None:
-        if self.terminated:
+        terminated, late = self._requests()
+        if terminated:
             return "SIGTERM (checkpoint saved before exit)"
         if total_steps is not None and step >= total_steps:
             return f"the budget of {total_steps} steps is reached"
-        if self.deadline is not None and time.monotonic() >= self.deadline:
+        if late:
             return "the wall-clock budget budget.max_seconds is spent"
         return None
+
+    def _requests(self) -> tuple[bool, bool]:
+        """(a SIGTERM arrived, the deadline passed): this process's, or with several
+        processes, what they all agree on (any SIGTERM, process 0's deadline)."""
+        late = self.deadline is not None and time.monotonic() >= self.deadline
+        if self.flags is None:
+            return self.terminated, late
+        table = self.flags.exchange([self.terminated, late])
+        if table is None:
+            return False, False
+        return bool(table[:, 0].any()), bool(table[0, 1])
 
     def restore(self) -> None:
         signal.signal(signal.SIGTERM, self.previous)

@@ -21,6 +21,7 @@ from flax import nnx
 
 from jaxslm import backend
 from jaxslm.config import TrainConfig, dump_config, load_config
+from jaxslm.data.batch_split import check_process_shards
 from jaxslm.errors import JaxslmError
 from jaxslm.evals.runner import format_table
 from jaxslm.fsutil import atomic_directory, atomic_write_text
@@ -160,8 +161,14 @@ class Trainer:
             print(f"attention kernel: {kernel} (model.attention={model.attention})", flush=True)
 
     def _check_batch(self) -> None:
-        shards = self.mesh.shape["data"] * self.mesh.shape["fsdp"]
-        self.cfg.data.check_batch_split(shards, jax.process_count())
+        data, fsdp = self.mesh.shape["data"], self.mesh.shape["fsdp"]
+        self.cfg.data.check_batch_split(data * fsdp, jax.process_count())
+        if self._rows_per_process():
+            check_process_shards(data, fsdp, jax.process_count())
+
+    def _rows_per_process(self) -> bool:
+        """Whether each process feeds only its own rows of a batch (data.shard_by=records)."""
+        return self.cfg.data.shard_by == "records"
 
     def _fresh_state(self) -> dict:
         model_cfg, seed = self.plan.model, self.cfg.seed
