@@ -188,9 +188,15 @@ def _host() -> str:
 
 
 def _new_staging(out_dir: Path, kind: str = "partial") -> Path:
-    """A new empty folder `.OUT.KIND-PID@HOST-XXXXXXXX` beside `out_dir`."""
+    """A new empty folder `.OUT.KIND-PID@HOST-XXXXXXXX` beside `out_dir`, with a plain new
+    folder's mode (0777 less the umask; mkdtemp's 0700 would survive the rename and hide a
+    shared corpus or checkpoint from the other users of a cluster)."""
     prefix = f".{out_dir.name}.{kind}-{os.getpid()}@{_host()}-"
-    return Path(tempfile.mkdtemp(prefix=prefix, dir=out_dir.parent))
+    staging = Path(tempfile.mkdtemp(prefix=prefix, dir=out_dir.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    staging.chmod(0o777 & ~umask)
+    return staging
 
 
 def _new_staging_file(out: Path) -> Path:

@@ -124,6 +124,7 @@ def test_batch_not_divisible_by_micro_batches():
         ([STEPS, "mesh.data=-1", "mesh.tensor=-1"], ["mesh.data and mesh.tensor", "at most one"]),
         ([STEPS, "mesh.process_id=1"], ["mesh.process_id", "mesh.num_processes"]),
         ([STEPS, "data.seq_len=4096"], ["data.seq_len", "max_position_embeddings"]),
+        ([STEPS, "data.seq_len=1"], ["data.seq_len=1", "at least 2"]),
         ([STEPS, "vocab.mode=text", "vocab.num_units=10"], ["vocab.num_units", "mode=text"]),
         ([], ["defaults: budget", "budget.max_steps", "budget.max_seconds"]),
     ],

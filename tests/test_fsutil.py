@@ -202,3 +202,18 @@ def test_outputs_in_a_read_only_folder_are_refused(tmp_path):
         prepare_output_file(folder / "results.json")
     with pytest.raises(JaxslmError, match="ro is not writable"):
         prepare_output_folder(folder)
+
+
+def test_folders_written_whole_get_a_plain_folders_mode(tmp_path):
+    """0777 less the umask, as `mkdir` gives: not mkdtemp's 0700, which would hide a corpus
+    or checkpoint from the other users of a shared cluster."""
+    import os
+    import stat
+
+    previous = os.umask(0o022)
+    try:
+        with atomic_directory(tmp_path / "out") as staging:
+            (staging / "a").write_text("a")
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE((tmp_path / "out").stat().st_mode) == 0o755

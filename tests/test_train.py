@@ -6,6 +6,7 @@ any work.
 One 20-step run on a single device (a subprocess) is the reference for the others.
 """
 
+import dataclasses
 import os
 import signal
 import socket
@@ -499,3 +500,64 @@ def test_records_after_a_stop_between_logged_steps_equal_the_uninterrupted_runs(
     assert [r["step"] for r in resumed] == [r["step"] for r in whole] == [4, 8]
     for key in ("tokens_text", "tokens_interleaved", "tokens_speech", "loss"):
         assert resumed[-1][key] == whole[-1][key], key
+
+
+def test_a_missing_corpus_is_refused_unless_the_toy_is_asked_for(tmp_path):
+    """A mistyped data.corpus never trains on the built-in toy language."""
+    from jaxslm.errors import JaxslmError
+
+    missing = tmp_path / "my_corpus_typo"
+    with pytest.raises(JaxslmError, match="no such corpus.*data.build_synthetic=true"):
+        train_here(missing, tmp_path / "run")
+    assert not missing.exists()
+
+
+def test_a_model_folder_is_not_a_run_dir(corpus, llama_ckpt, tmp_path):
+    """Training would rewrite the imported model's jaxslm.json beside its parameters."""
+    import shutil
+
+    from jaxslm.errors import JaxslmError
+
+    model_dir = shutil.copytree(llama_ckpt, tmp_path / "llama")
+    before = (model_dir / "jaxslm.json").read_bytes()
+    with pytest.raises(JaxslmError, match="holds a model that no training run made"):
+        train_here(corpus, model_dir)
+    assert (model_dir / "jaxslm.json").read_bytes() == before
+    assert not (model_dir / "run.lock").exists()
+
+
+def test_export_hf_refuses_a_folder_it_did_not_write_before_training(corpus, tmp_path):
+    from jaxslm.errors import JaxslmError
+
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "thesis.tex").write_text("draft")
+    with pytest.raises(JaxslmError, match="already exists"):
+        train_here(corpus, tmp_path / "run", f"budget.export_hf={victim}")
+    assert (victim / "thesis.tex").read_text() == "draft"
+    assert not (tmp_path / "run").exists()
+
+
+def test_ctrl_c_stops_like_sigterm_and_a_second_one_interrupts():
+    from jaxslm.training.hooks import StopRequests
+
+    stop = StopRequests(None)
+    try:
+        assert stop.reason(1, None) is None
+        os.kill(os.getpid(), signal.SIGINT)
+        assert stop.reason(2, None) == "Ctrl-C (checkpoint saved before exit)"
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+    finally:
+        stop.restore()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_training_past_an_initial_models_context_is_warned(llama_ckpt, tmp_path):
+    from jaxslm.training.setup import plan_run
+
+    small = SyntheticConfig(num_units=20, num_utterances=20, num_text_documents=10)
+    corpus = build_synthetic(tmp_path / "toy20", dataclasses.replace(small, num_validation=2))
+    overrides = [*TINY, f"data.corpus={corpus}", f"model.init={llama_ckpt}", "data.seq_len=512"]
+    with pytest.warns(UserWarning, match="max_position_embeddings=256"):
+        plan_run(load_config(None, overrides))

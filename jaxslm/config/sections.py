@@ -55,12 +55,15 @@ class DataSection:
     probability of starting a span and its length in words (0.035 and 10 speak about 30%).
     `interleave_last_span`: `full` counts the last Poisson span whole (slamkit); `cut` stops
     it at the target so that exactly `interleave_eta` of the words are spoken.
+    `build_synthetic`: build the built-in toy corpus (or preference set) at `corpus` when
+    nothing is there (configs/tiny*.yaml set it); off, a missing corpus is an error, so a
+    mistyped path never trains on the toy language.
     `shard_by`: `records` gives each process its own share of the corpus (the fastest);
     `rows` has every process read the whole stream and keep its rows of each batch, so the
     batches do not depend on the number of processes (exact across cluster sizes)."""
 
     corpus: str = "data/toy"
-    build_synthetic: bool = True
+    build_synthetic: bool = False
     seq_len: int = 256
     batch_size: int = 16
     micro_batches: int = 1
@@ -82,6 +85,7 @@ class DataSection:
         one_of("data.batch_unit", self.batch_unit, BATCH_UNITS)
         one_of("data.interleave_last_span", self.interleave_last_span, LAST_SPANS)
         positive(self, "data.", "seq_len", "batch_size", "micro_batches", "read_threads")
+        require(self.seq_len >= 2, "data.seq_len", self.seq_len, "must be at least 2 (a target)")
         positive(self, "data.", "samples_per_step")
         self._check_samples()
         non_negative(self, "data.", "prefetch_batches", "interleave_lam")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,16 @@ POSITIVE_FIELDS = (
     "max_position_embeddings",
     *REAL_FIELDS,
 )
+
+
+def is_jaxslm_export(directory: Path) -> bool:
+    """Whether `directory` holds a HF export of a jaxslm model (its config.json names the
+    speech vocabulary)."""
+    try:
+        config = json.loads((directory / "config.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(config, dict) and SPEECH_VOCAB_KEY in config
 
 
 def unwrap_slamkit(hf: dict[str, Any], source: Path) -> dict[str, Any]:

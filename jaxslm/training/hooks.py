@@ -103,7 +103,8 @@ class Checkpointing:
 
 
 class StopRequests:
-    """Why the run should stop now: the step budget, the wall clock, or SIGTERM.
+    """Why the run should stop now: the step budget, the wall clock, SIGTERM or Ctrl-C (a
+    second Ctrl-C interrupts at once, without the checkpoint).
 
     With several processes, all stop after the same step, whichever of them a SIGTERM
     reaches and whenever their clocks pass the deadline: at each step they exchange their
@@ -114,16 +115,22 @@ class StopRequests:
     def __init__(self, max_seconds: float | None):
         self.deadline = None if max_seconds is None else time.monotonic() + max_seconds
         self.terminated = False
+        self.signal_name = "SIGTERM"
         self.flags = FlagExchange() if jax.process_count() > 1 else None
-        self.previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+        self.previous = {
+            sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)
+        }
 
-    def _on_sigterm(self, signum, frame) -> None:
+    def _on_signal(self, signum, frame) -> None:
         self.terminated = True
+        if signum == signal.SIGINT:
+            self.signal_name = "Ctrl-C"
+            signal.signal(signal.SIGINT, signal.default_int_handler)
 
     def reason(self, step: int, total_steps: int | None) -> str | None:
         terminated, late = self._requests()
         if terminated:
-            return "SIGTERM (checkpoint saved before exit)"
+            return f"{self.signal_name} (checkpoint saved before exit)"
         if total_steps is not None and step >= total_steps:
             return f"the budget of {total_steps} steps is reached"
         if late:
@@ -142,4 +149,5 @@ class StopRequests:
         return bool(table[:, 0].any()), bool(table[0, 1])
 
     def restore(self) -> None:
-        signal.signal(signal.SIGTERM, self.previous)
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)

@@ -4,6 +4,7 @@ shape, from scratch or from an imported checkpoint."""
 from __future__ import annotations
 
 import shutil
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,6 +65,14 @@ def plan_run(cfg: TrainConfig) -> RunPlan:
         tokenizer_path = Path(cfg.vocab.tokenizer) if cfg.vocab.tokenizer else files
         tokenizer = None if vocab.mode == "speech-only" else load_text_tokenizer(tokenizer_path)
         model = cfg.model.applied_to(model)
+        if cfg.data.seq_len > model.max_position_embeddings:
+            warnings.warn(
+                f"data.seq_len={cfg.data.seq_len} exceeds model.init={init_dir}'s "
+                f"max_position_embeddings={model.max_position_embeddings}: the model trains on "
+                "positions it was not made for, and its export still declares the shorter "
+                "context; lower data.seq_len unless that is meant",
+                stacklevel=2,
+            )
     corpus.check_units(vocab.num_units)
     return RunPlan(model, vocab, tokenizer, files, corpus, init_dir)
 
@@ -111,6 +120,11 @@ def _corpus(cfg: TrainConfig) -> Corpus:
     elif not path.exists() and cfg.data.build_synthetic:
         print(f"building the built-in corpus at {path}")
         build_synthetic(path)
+    elif not path.exists():
+        raise JaxslmError(
+            f"data.corpus={path}: no such corpus; build one with `python -m jaxslm.data.build`, "
+            "or set data.build_synthetic=true to build the built-in toy corpus there"
+        )
     elif path.is_dir() and cfg.eval.tasks:
         ensure_eval_sets(path)
     return open_corpus(path)

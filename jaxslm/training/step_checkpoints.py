@@ -14,6 +14,7 @@ checkpoint whose shapes do not fit the run's model is refused instead, and nothi
 from __future__ import annotations
 
 import json
+import logging
 import warnings
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,17 @@ from jaxslm.errors import JaxslmError
 from jaxslm.model_dir import RUN_CHECKPOINTS_DIR
 
 BEST_METRIC = "eval_loss"
+
+
+class _NoMissingMetricNotice(logging.Filter):
+    """Drops Orbax's warning for each checkpoint saved without a held-out loss: with
+    `keep_best`, most are (every save between evaluations), and the warning would repeat."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "did not provide metrics" not in record.getMessage()
+
+
+logging.getLogger("absl").addFilter(_NoMissingMetricNotice())
 DATA_ITEM = "data"  # the item (and folder) of the data-iterator state
 DAMAGED_DIR = "damaged_checkpoints"
 MISMATCH_HINT = (

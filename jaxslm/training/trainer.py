@@ -24,8 +24,9 @@ from jaxslm.config import TrainConfig, dump_config, load_config
 from jaxslm.data.batch_split import check_process_shards
 from jaxslm.errors import JaxslmError
 from jaxslm.evals.runner import format_table
-from jaxslm.fsutil import atomic_directory, atomic_write_text
-from jaxslm.model_dir import TOKENIZER_DIR, restore_params, write_metadata
+from jaxslm.fsutil import atomic_directory, atomic_write_text, prepare_output
+from jaxslm.hf.config_map import is_jaxslm_export
+from jaxslm.model_dir import METADATA_FILE, TOKENIZER_DIR, restore_params, write_metadata
 from jaxslm.models.decoder import abstract_decoder
 from jaxslm.sharding import make_mesh
 from jaxslm.training import distributed
@@ -75,6 +76,7 @@ class Trainer:
         self.primary = jax.process_index() == 0
         self.mesh = make_mesh(cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.tensor)
         self._check_batch()
+        self._check_outputs()
         self.lock = lock_run_dir(self.run_dir, self.primary)
         try:
             self._plan()
@@ -165,6 +167,20 @@ class Trainer:
         self.cfg.data.check_batch_split(data * fsdp, jax.process_count())
         if self._rows_per_process():
             check_process_shards(data, fsdp, jax.process_count())
+
+    def _check_outputs(self) -> None:
+        """Before any work: `run_dir` is not a model folder made by something else (training
+        would rewrite its jaxslm.json beside another model's parameters), and
+        `budget.export_hf` is new or an earlier jaxslm export, which the run replaces."""
+        if (self.run_dir / METADATA_FILE).is_file() and not (self.run_dir / CONFIG_FILE).is_file():
+            raise JaxslmError(
+                f"run_dir={self.run_dir} holds a model that no training run made (it has "
+                f"{METADATA_FILE} but no {CONFIG_FILE}); choose a new run_dir=PATH, or train "
+                f"from that model with model.init={self.run_dir}"
+            )
+        if self.cfg.budget.export_hf and self.primary:
+            target = Path(self.cfg.budget.export_hf)
+            prepare_output(target, overwrite=is_jaxslm_export(target))
 
     def _rows_per_process(self) -> bool:
         """Whether each process feeds only its own rows of a batch (data.shard_by=records)."""
