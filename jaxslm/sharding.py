@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 import jax
 import numpy as np
+from jax.experimental import mesh_utils
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 from jaxslm.errors import JaxslmError
@@ -60,7 +61,8 @@ def make_mesh(
             f"mesh data={sizes[0]} x fsdp={sizes[1]} x tensor={sizes[2]} needs "
             f"{math.prod(sizes)} devices but {len(devices)} are present; set one size to -1 to fill"
         )
-    grid = np.asarray(devices, dtype=object).reshape(sizes)
+    # topology-aware on TPUs (neighbouring chips share an axis), the listed order elsewhere
+    grid = mesh_utils.create_device_mesh(sizes, devices, allow_split_physical_axes=True)
     return Mesh(grid, MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES))
 
 

@@ -168,3 +168,14 @@ def test_model_parameters_of_another_shape_are_named(tmp_path):
     with pytest.raises(JaxslmError, match=message):
         restore_param(tmp_path / "params", grown, ("embed", "embedding"))
     assert restore_param(tmp_path / "params", saved, ("embed", "embedding")).shape == (640, 16)
+
+
+def test_a_nan_held_out_loss_is_never_the_best(tmp_path):
+    checkpoints = RunCheckpoints(
+        tmp_path, keep=1, keep_best=True, async_save=False, per_process_data=False
+    )
+    for step, loss in ((1, 2.0), (2, float("nan")), (3, 3.0), (4, None)):
+        state = {"params": {"w": jnp.full(3, float(step))}, "step": jnp.int32(step)}
+        checkpoints.save(step, state, {"position": step}, loss)
+    assert sorted(checkpoints.manager.all_steps()) == [1, 4]
+    checkpoints.close()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import warnings
 from pathlib import Path
 from typing import Any
@@ -109,7 +110,9 @@ class RunCheckpoints:
             train=ocp.args.StandardSave(train),
             data=self._data_save(data_state),
         )
-        metrics = None if eval_loss is None else {BEST_METRIC: eval_loss}
+        # a NaN loss would sort anywhere among the others: such a step is never the best
+        ranked = eval_loss is not None and math.isfinite(eval_loss)
+        metrics = {BEST_METRIC: eval_loss} if ranked else None
         self.manager.save(step, args=args, metrics=metrics, force=True)
 
     def _data_save(self, data_state: dict):
