@@ -117,14 +117,18 @@ def test_a_missing_held_out_split_is_named(corpus, tmp_path):
 def test_run_starts_from_a_pretrained_run(corpus, reference, tmp_path):
     """model.init is a jaxslm run: the policy starts from it and the frozen reference is it, so
     the first step's loss is log 2 exactly as at step 1 of a fresh run (a seeded reference
-    would give another value)."""
+    would give another value), and its log-probabilities are the trained run's, not those of
+    the fresh run's first step on the same pairs."""
     shape = [o for o in TINY_DPO if not o.startswith("model.")]
     run_dir = tmp_path / "run"
     extra = [f"model.init={reference[0]}", "budget.max_steps=2", "eval.every_steps=0"]
     extra += ["mesh.data=4", "mesh.tensor=2"]
     train_here_with(shape, corpus, run_dir, *extra)
-    first = losses(run_dir)[1]
-    assert first == pytest.approx(np.log(2), abs=1e-6)
+    first = read_metrics(run_dir)[0]
+    assert first["step"] == 1 and first["loss"] == pytest.approx(np.log(2), abs=1e-6)
+    fresh = next(r for r in reference[1] if r["step"] == 1)
+    assert first["pairs"] == fresh["pairs"]  # the same first batch
+    assert first["logps_chosen"] != pytest.approx(fresh["logps_chosen"], rel=1e-4)
 
 
 def test_precomputed_reference_is_recomputed_when_its_inputs_change(corpus, tmp_path, capsys):

@@ -84,6 +84,26 @@ def test_four_micro_batches_equal_one_large_batch(model_parts):
     )
 
 
+def test_micro_batches_of_unequal_targets_equal_one_large_batch(model_parts):
+    """The accumulated gradients are divided once by the batch's target count: a micro-batch
+    of padding rows counts nothing, and one with fewer targets weighs less (a mean per
+    micro-batch would differ)."""
+    batch = random_batch(rows=8, length=16, seed=4)
+    for key in ("segment_ids", "loss_mask"):
+        batch[key][:2] = 0  # the first micro-batch is all padding
+        batch[key][5, 4:] = 0  # and one row of the third has 4 targets
+    whole_state, whole = run_step(model_parts, batch)
+    accumulated_state, accumulated = run_step(model_parts, batch, micro_batches=4)
+    assert accumulated["count"] == whole["count"] == 4 + 5 * 13
+    np.testing.assert_allclose(accumulated["nll"], whole["nll"], rtol=1e-6)
+    np.testing.assert_allclose(accumulated["grad_norm"], whole["grad_norm"], rtol=1e-5)
+    jax.tree.map(
+        lambda got, want: np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7),
+        accumulated_state["params"],
+        whole_state["params"],
+    )
+
+
 def test_non_finite_step_is_skipped(model_parts):
     _, params, _ = model_parts
     poisoned = jax.tree.map(lambda x: x, params)
