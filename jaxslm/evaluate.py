@@ -39,6 +39,7 @@ import json
 import sys
 from pathlib import Path
 
+from jaxslm.cli_help import HelpFormatter
 from jaxslm.errors import JaxslmError
 from jaxslm.evals.compat import COMPAT_MODES, SLAMKIT_BATCH_SIZE
 from jaxslm.evals.cuervo_marxer import CONVENTIONS
@@ -62,7 +63,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m jaxslm.evaluate",
         description=__doc__,
         epilog=f"tasks:\n{tasks}",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--checkpoint", required=True, help="jaxslm checkpoint or run directory")
     parser.add_argument(
@@ -80,7 +81,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--hubert", type=Path, help="HF HubertModel directory: tokenize audio in data folders"
     )
-    parser.add_argument("--layer", type=int, default=11, help="HuBERT layer (default 11)")
+    parser.add_argument("--layer", type=int, default=11, help="HuBERT layer")
     parser.add_argument("--codebook", type=Path, help="k-means codebook for --hubert")
     parser.add_argument(
         "--trust-pickle", action="store_true", help="allow a pickled (.bin) k-means codebook"
@@ -119,13 +120,13 @@ def _parser() -> argparse.ArgumentParser:
         "--dtype",
         choices=("float32", "bfloat16"),
         default="float32",
-        help="compute dtype (default float32, as slamkit scores, whatever the model trained in)",
+        help="compute dtype (float32 as slamkit scores, whatever the model trained in)",
     )
     parser.add_argument(
         "--compat",
         choices=COMPAT_MODES,
         default="jaxslm",
-        help="scoring rules: jaxslm's (default) or slamkit's, to reproduce its published numbers",
+        help="scoring rules: jaxslm's or slamkit's, to reproduce its published numbers",
     )
     parser.add_argument(
         "--slamkit-batch-size",
@@ -136,13 +137,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--mesh",
         default="-1,1,1",
-        help="data,fsdp,tensor mesh sizes over the devices (-1 fills; default all data-parallel)",
+        help="data,fsdp,tensor mesh sizes over the devices (-1 fills; -1,1,1: all data-parallel)",
     )
     parser.add_argument(
         "--convention",
         choices=CONVENTIONS,
         default="slamkit",
-        help="scoring convention: slamkit's (default) or cuervo-marxer (their scaling paper: "
+        help="scoring convention: slamkit's or cuervo-marxer (their scaling paper: "
         "mean unit NLL without terminal EOS, sBLIMP macro and voice-pair accuracy; --hubert "
         "audio tokenized as their slm-data encode does)",
     )

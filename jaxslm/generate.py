@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxslm.cli_help import HelpFormatter
 from jaxslm.errors import JaxslmError
 from jaxslm.generation.seeds import batch_seed
 
@@ -41,7 +42,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m jaxslm.generate",
         description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--checkpoint", required=True, help="jaxslm checkpoint or run directory")
     prompt = parser.add_mutually_exclusive_group(required=True)
@@ -59,8 +60,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
     parser.add_argument("--top-k", type=int, default=25, help="0 = off")
     parser.add_argument("--top-p", type=float, help="nucleus sampling mass (default off)")
-    parser.add_argument("--repetition-penalty", type=float, default=1.0)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--repetition-penalty", type=float, default=1.0, help="1 = off")
+    parser.add_argument("--seed", type=int, default=0, help="sampling seed")
     parser.add_argument(
         "--prompt-seconds",
         type=float,
@@ -78,7 +79,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--unit-pieces", type=Path, help="unigram speech-token model of the checkpoint's corpus"
     )
-    parser.add_argument("--dtype", choices=("float32", "bfloat16"), help="compute dtype")
+    parser.add_argument(
+        "--dtype",
+        choices=("float32", "bfloat16"),
+        help="compute dtype (default: the dtype the model trained in)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument(
         "--vocoder", help="vocode speech continuations: a textless/fairseq vocoder folder, or toy"

@@ -107,6 +107,13 @@ class ResumableJsonl:
             handle.close()  # the run that held the lock renamed the file onto OUT meanwhile
 
 
+def started(out: str | Path) -> bool:
+    """Whether an earlier run left `OUT` or `OUT.partial` (a run on no such file starts from
+    nothing, so every input is work to do)."""
+    out = Path(out)
+    return out.exists() or out.with_name(out.name + ".partial").exists()
+
+
 def report_errors(path: Path, errors: list[dict[str, Any]], what: str) -> None:
     """Write a batch tool's `errors` (one JSON object each) to `path` and say on stderr how
     many `what` they are; with no errors, remove a `path` left by an earlier run."""

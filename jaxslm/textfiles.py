@@ -28,12 +28,45 @@ def read_utf8(path: Path, what: str) -> str:
         ) from None
 
 
+class UniqueKeyLoader(yaml.SafeLoader):
+    """`yaml.SafeLoader` that refuses a key given twice in one mapping (PyYAML keeps the last
+    silently, so `{lr: 1e-3, lr: 2e-3}` or a second `budget:` section would drop the first).
+    Keys brought in by a merge (`<<: *base`) may still be overridden."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        if isinstance(node, yaml.MappingNode):
+            first_line: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = first_line.get(key)
+                except TypeError:
+                    continue  # an unhashable key: SafeLoader's own error follows
+                if first is not None:
+                    raise yaml.constructor.ConstructorError(
+                        None,
+                        None,
+                        f"the key {key!r} is given twice in one mapping, first on line {first}; "
+                        "remove or rename one",
+                        key_node.start_mark,
+                    )
+                first_line[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep)
+
+
+def load_yaml(text: str) -> Any:
+    """`yaml.safe_load(text)`, refusing duplicate keys (see `UniqueKeyLoader`)."""
+    return yaml.load(text, Loader=UniqueKeyLoader)
+
+
 def read_yaml_mapping(path: Path, what: str, expected: str) -> dict[Any, Any]:
     """The top-level mapping of the YAML file `path` ({} when empty). `what` names the file
     in errors ("config file"), `expected` says what its top level should hold."""
     text = read_utf8(path, what)
     try:
-        tree = yaml.safe_load(text)
+        tree = load_yaml(text)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -27,6 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from jaxslm.cli_help import HelpFormatter
 from jaxslm.errors import JaxslmError
 from jaxslm.textfiles import read_utf8
 
@@ -37,13 +38,13 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m jaxslm.tokenize_audio",
         description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument(
         "--audio", required=True, type=Path, help="a folder (searched recursively) or a list file"
     )
     parser.add_argument("--hubert", required=True, type=Path, help="HF HubertModel directory")
-    parser.add_argument("--layer", type=int, default=11, help="HuBERT layer (default 11)")
+    parser.add_argument("--layer", type=int, default=11, help="HuBERT layer")
     parser.add_argument(
         "--codebook", required=True, type=Path, help="k-means centroids: .npy, safetensors, .bin"
     )
@@ -70,7 +71,7 @@ def _parser() -> argparse.ArgumentParser:
         "--convention",
         choices=("slamkit", "cuervo-marxer"),
         default="slamkit",
-        help="unit extraction: slamkit's (default: 40 zero samples each side, each file whole) "
+        help="unit extraction: slamkit's (40 zero samples each side, each file whole) "
         "or Cuervo & Marxer's slm-data encode (no padding, 30 s chunks)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -99,9 +100,17 @@ def _listed_path(list_file: Path, line: str) -> Path:
 
 def tokenize(args: argparse.Namespace) -> dict[str, int]:
     """Tokenize every listed file not yet in --out; returns counts."""
+    from jaxslm.backend import hubert_bucket_seconds
     from jaxslm.fsutil import prepare_output_file
     from jaxslm.speech.tokenizer import SpeechTokenizer
 
+    if not args.batch_seconds > 0:
+        raise JaxslmError(f"--batch-seconds must be positive, got {args.batch_seconds:g}")
+    if args.batch_seconds < (bucket := hubert_bucket_seconds()):
+        raise JaxslmError(
+            f"--batch-seconds {args.batch_seconds:g}: must be at least {bucket:g}, the shortest "
+            "HuBERT batch on this device (JAXSLM_HUBERT_BUCKET_SECONDS)"
+        )
     entries = list_audio(args.audio)
     prepare_output_file(args.out)
 
@@ -152,12 +161,14 @@ def tokenize_pending(
     """Add `{file_name, units, duration}` lines to `out_path` for the `entries` (from
     `list_audio`) not in it yet: new files and those that failed before. Resumes from
     `out_path.partial`, keeps the lines already in `out_path`, and replaces it in one rename;
-    this run's failures go to `<stem>.errors.jsonl`. `load_tokenizer` is called only when a
-    file is to be tokenized."""
-    from jaxslm.resumable_jsonl import ResumableJsonl, report_errors
+    this run's failures go to `<stem>.errors.jsonl`. `load_tokenizer` is called before
+    anything is written (or a folder made) on a first run, when every file is to be tokenized,
+    and on a later run only when a file is left to tokenize."""
+    from jaxslm.resumable_jsonl import ResumableJsonl, report_errors, started
     from jaxslm.speech.audio import audio_seconds
 
     errors_path = out_path.with_name(out_path.stem + ".errors.jsonl")
+    tokenizer = None if started(out_path) else load_tokenizer()
     with ResumableJsonl(out_path) as output:
         todo, errors = [], []
         for name, path in entries:
@@ -170,7 +181,8 @@ def tokenize_pending(
         pending = len(todo) + len(errors)
         written = 0
         if todo:
-            tokenizer = load_tokenizer()
+            if tokenizer is None:
+                tokenizer = load_tokenizer()
             written = _tokenize_into(
                 output, sorted(todo), tokenizer, batch_seconds, trim_silence, progress, errors
             )

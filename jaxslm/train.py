@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from jaxslm.cli_help import HelpFormatter
 from jaxslm.config import load_config
 from jaxslm.errors import JaxslmError
 
@@ -21,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m jaxslm.train",
         description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--config", help="YAML config (see configs/tiny.yaml)")
     parser.add_argument(

@@ -13,8 +13,8 @@ renderer. Write ./toy to use a folder named toy.
 
 Durations (--durations): auto (default, as slamkit) uses the vocoder's duration predictor when
 it has one, else one frame per unit; file repeats each unit by the line's `duration` (to
-resynthesize tokenize_audio output); once is one frame per unit; predict requires the
-predictor.
+resynthesize tokenize_audio output; a line without one is an error); once is one frame per
+unit; predict requires the predictor.
 
 Each wav is named after the line (`file_name` with suffix .wav, or `<prompt>-<sample>.wav`)
 and written whole or not at all; OUT/manifest.jsonl lists the wavs done. Running the command
@@ -29,6 +29,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from jaxslm.cli_help import HelpFormatter
 from jaxslm.errors import JaxslmError
 
 
@@ -39,7 +40,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m jaxslm.vocode",
         description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--units", required=True, type=Path, help="JSONL of unit lines")
     parser.add_argument(
@@ -55,7 +56,7 @@ def _parser() -> argparse.ArgumentParser:
         "--batch-frames",
         type=int,
         default=DEFAULT_BATCH_FRAMES,
-        help=f"unit frames per vocoder batch (default {DEFAULT_BATCH_FRAMES})",
+        help="unit frames per vocoder batch",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser

@@ -11,6 +11,7 @@ from jaxslm import evaluate, fsutil, generate, train
 from jaxslm.scaling import report
 from jaxslm.scaling import sweep as sweep_module
 from jaxslm.scaling.__main__ import main as scaling
+from jaxslm.textfiles import read_yaml_mapping
 
 RUNS = "params,tokens,loss\n" + "".join(f"{n},{20 * n},{3 - i / 10}\n" for i, n in enumerate(
     [1e6, 2e6, 4e6, 8e6, 1.6e7]
@@ -151,3 +152,123 @@ def test_vocode_refuses_bad_inputs_and_checks_its_output_first(
     _fails(vocode.main(missing), capsys, absent, "no such file")
     monkeypatch.setattr(vocode_lines, "vocode_file", _no_work)
     _fails(vocode.main([*base, "--vocoder", "toy", "--out", str(under_a_file)]), capsys, "file")
+
+
+def test_plan_names_a_shape_flag_that_is_not_positive(capsys):
+    plan = ["plan", "--flops", "1e20", "--law", "speech"]
+    bad = [("--kv-ratio", "0"), ("--head-dim", "-64"), ("--aspect", "-5"), ("--aspect", "0")]
+    for flag, value in [*bad, ("--aspect", "nan")]:
+        _fails(scaling([*plan, flag, value]), capsys, "must be positive", f"got {flag} ")
+
+
+def test_a_sweep_shape_rule_that_is_not_positive(tmp_path, capsys):
+    config = tmp_path / "sweep.yaml"
+    config.write_text("base: x.yaml\nout: o\nparams: [1e5]\nflops: [1e9]\nkv_ratio: 0\n")
+    _fails(scaling(["sweep", str(config)]), capsys, "aspect, head_dim and kv_ratio", "kv_ratio 0")
+
+
+def test_a_yaml_key_given_twice_is_refused(tmp_path, capsys):
+    config = tmp_path / "config.yaml"
+    config.write_text("model:\n  hidden_size: 64\noptimizer: {lr: 1.0e-3, lr: 2.0e-3}\n")
+    argv = ["--config", str(config)]
+    _fails(train.main(argv), capsys, f"{config}, line 3", "'lr' is given twice", "first on line 3")
+    config.write_text("budget:\n  max_steps: 10\nmodel: {}\nbudget:\n  max_seconds: 5\n")
+    _fails(train.main(argv), capsys, f"{config}, line 4", "'budget' is given twice", "line 1")
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text("base: x.yaml\nout: o\nparams: [1e5]\nflops: [1e9]\nparams: [2e5]\n")
+    _fails(scaling(["sweep", str(sweep)]), capsys, f"{sweep}, line 5", "'params' is given twice")
+    merged = tmp_path / "merged.yaml"
+    merged.write_text("base: &b {lr: 1, wd: 2}\nopt:\n  <<: *b\n  lr: 3\n")
+    assert read_yaml_mapping(merged, "config file", "sections")["opt"] == {"lr": 3, "wd": 2}
+
+
+def test_build_refuses_input_files_with_a_builtin_corpus(tmp_path, capsys, monkeypatch):
+    from jaxslm.data import build, preference_store
+
+    monkeypatch.setattr(build, "build_synthetic", _no_work)
+    monkeypatch.setattr(preference_store, "build_synthetic_preferences", _no_work)
+    units = tmp_path / "units.jsonl"
+    units.write_text('{"file_name": "a.wav", "units": [1], "duration": [1]}\n')
+    out = ["--out", str(tmp_path / "corpus")]
+    argv = ["--synthetic", "--units", str(units), *out]
+    _fails(build.main(argv), capsys, "--synthetic builds", "--units was given")
+    files = ["--text", str(units), "--alignments", str(units), "--audio", str(tmp_path)]
+    _fails(build.main(["--synthetic", *files, *out]), capsys, "--text, --alignments, --audio")
+    argv = ["--synthetic-preference", "--preference", str(units), *out]
+    _fails(build.main(argv), capsys, "--synthetic-preference builds", "--preference was given")
+    _fails(build.main(["--synthetic", "--synthetic-preference", *out]), capsys, "give one of")
+    assert not (tmp_path / "corpus").exists()
+
+
+def test_export_refuses_a_shard_size_that_is_not_positive(tmp_path, capsys, monkeypatch):
+    from jaxslm.hf import cli, exporter
+
+    with pytest.raises(jaxslm.JaxslmError, match="max_shard_bytes"):
+        exporter.export_hf(tmp_path, tmp_path / "hf", max_shard_bytes=0)
+    monkeypatch.setattr(exporter, "export_hf", _no_work)
+    for size in ("0", "-1", "nan"):
+        argv = ["export-hf", str(tmp_path), str(tmp_path / "hf"), "--max-shard-size", size]
+        _fails(cli.main(argv), capsys, f"--max-shard-size {size}: give a positive number")
+    assert not (tmp_path / "hf").exists()
+
+
+def test_vocode_checks_the_vocoder_before_making_its_folder(tmp_path, capsys):
+    from jaxslm import vocode
+
+    units = tmp_path / "units.jsonl"
+    units.write_text('{"file_name": "a.wav", "units": [1, 2]}\n')
+    out = tmp_path / "new" / "wavs"
+    base = ["--units", str(units), "--out", str(out), "--no-progress"]
+    absent = str(tmp_path / "absent")
+    _fails(vocode.main([*base, "--vocoder", absent]), capsys, absent, "no such folder")
+    _fails(vocode.main([*base, "--vocoder", "toy", "--speaker", "3"]), capsys, "--speaker 3")
+    _fails(vocode.main([*base, "--vocoder", "toy", "--style", "2"]), capsys, "--style 2")
+    argv = [*base, "--vocoder", "toy", "--durations", "predict"]
+    _fails(vocode.main(argv), capsys, "--durations predict", "no duration predictor")
+    assert not (tmp_path / "new").exists()
+
+
+def test_vocode_durations_file_refuses_a_line_without_durations(tmp_path, capsys):
+    from jaxslm import vocode
+
+    units = tmp_path / "units.jsonl"
+    units.write_text(
+        '{"file_name": "a.wav", "units": [1, 2], "duration": [2, 1]}\n'
+        '{"file_name": "b.wav", "units": [1, 2]}\n'
+    )
+    out = tmp_path / "wavs"
+    argv = ["--units", str(units), "--vocoder", "toy", "--out", str(out), "--no-progress"]
+    message = _fails(vocode.main([*argv, "--durations", "file"]), capsys, f"{units}:2")
+    assert "no 'duration'" in message and "--durations auto or once" in message
+    assert not out.exists()
+
+
+def test_tokenize_audio_checks_batch_seconds_and_its_model_before_making_a_folder(
+    tmp_path, capsys, monkeypatch
+):
+    import numpy as np
+    import soundfile
+
+    from jaxslm import tokenize_audio
+    from jaxslm.speech.tokenizer import SpeechTokenizer
+
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    soundfile.write(audio / "a.wav", np.full(8000, 0.1, np.float32), 16000)
+    out = tmp_path / "new" / "units.jsonl"
+    argv = ["--audio", str(audio), "--hubert", str(tmp_path), "--codebook", str(tmp_path / "km")]
+    argv += ["--out", str(out), "--no-progress"]
+    monkeypatch.setattr(SpeechTokenizer, "load", _no_work)
+    for seconds in ("0", "-1", "nan"):
+        argv_seconds = [*argv, "--batch-seconds", seconds]
+        _fails(tokenize_audio.main(argv_seconds), capsys, "--batch-seconds must be positive")
+    monkeypatch.setenv("JAXSLM_HUBERT_BUCKET_SECONDS", "0.5")
+    argv_seconds = [*argv, "--batch-seconds", "0.1"]
+    _fails(tokenize_audio.main(argv_seconds), capsys, "--batch-seconds 0.1: must be at least 0.5")
+
+    def bad_layer(*args, **kwargs):
+        raise jaxslm.JaxslmError("HuBERT layer 99 does not exist; use 0..2")
+
+    monkeypatch.setattr(SpeechTokenizer, "load", bad_layer)
+    _fails(tokenize_audio.main(argv), capsys, "HuBERT layer 99")
+    assert not (tmp_path / "new").exists()

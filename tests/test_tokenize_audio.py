@@ -369,3 +369,20 @@ def test_cuervo_marxer_extraction_runs_unpadded_chunks(hubert, codebook, tmp_pat
     assert record["duration"] == want_durations.tolist()
     slamkit_frames = sum(_oracle_units(model, centroids, wave)[1].tolist())
     assert sum(record["duration"]) == slamkit_frames - 1
+
+
+def test_a_bad_layer_or_codebook_is_refused_before_the_output_folder_is_made(
+    hubert, codebook, tmp_path, capsys
+):
+    hubert_dir, _ = hubert
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    soundfile.write(audio / "a.wav", np.zeros(8000, np.float32) + 0.1, 16000)
+    out = tmp_path / "new" / "units.jsonl"
+    argv = _argv(audio, hubert_dir, codebook, out)
+    argv[argv.index("--layer") + 1] = "99"
+    assert tokenize_audio.main(argv) == 2
+    assert "HuBERT layer 99 does not exist" in capsys.readouterr().err
+    assert tokenize_audio.main(_argv(audio, hubert_dir, tmp_path / "absent.npy", out)) == 2
+    assert "absent.npy" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()

@@ -25,6 +25,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from jaxslm.cli_help import HelpFormatter
 from jaxslm.data.corpus import (
     EVAL_DIR,
     METADATA_FILE,
@@ -264,7 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m jaxslm.data.build",
         description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--out", required=True, help="corpus directory to create")
     parser.add_argument(
@@ -450,10 +451,41 @@ def _build_preference_corpus(args: argparse.Namespace) -> int:
     return 0
 
 
+def _refuse_inputs_with_synthetic(args: argparse.Namespace) -> None:
+    """The built-in corpora take no input files: refuse input flags given with them (they
+    would be ignored), and both built-in corpora at once."""
+    if args.synthetic and args.synthetic_preference:
+        raise JaxslmError(
+            "--synthetic and --synthetic-preference build different corpora; give one of them"
+        )
+    if not (args.synthetic or args.synthetic_preference):
+        return
+    synthetic = "--synthetic" if args.synthetic else "--synthetic-preference"
+    given = [
+        flag
+        for flag, value in (
+            ("--units", args.units),
+            ("--text", args.text),
+            ("--alignments", args.alignments),
+            ("--audio", args.audio),
+            ("--preference", args.preference),
+            ("--preference-units", args.preference_units),
+        )
+        if value
+    ]
+    if given:
+        raise JaxslmError(
+            f"{synthetic} builds a built-in toy corpus and reads no input files, but "
+            f"{', '.join(given)} {'was' if len(given) == 1 else 'were'} given; drop "
+            f"{synthetic} to build from the files, or drop the files"
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the builder; returns the exit code."""
     args = build_parser().parse_args(argv)
     try:
+        _refuse_inputs_with_synthetic(args)
         if args.synthetic:
             path = build_synthetic(args.out, overwrite=args.overwrite)
             print(f"wrote the built-in corpus to {path}")

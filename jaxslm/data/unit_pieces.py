@@ -28,6 +28,7 @@ from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
+from jaxslm.cli_help import HelpFormatter
 from jaxslm.data.corpus import (
     SPEECH_DIR,
     TEXT_DIR,
@@ -157,10 +158,14 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m jaxslm.data.unit_pieces",
         description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    corpus = commands.add_parser("corpus", help="train a unigram model and write a token corpus")
+    corpus = commands.add_parser(
+        "corpus",
+        help="train a unigram model and write a token corpus",
+        formatter_class=HelpFormatter,
+    )
     corpus.add_argument("--corpus", required=True, type=Path, help="unit corpus to compress")
     corpus.add_argument(
         "--vocab-size", required=True, type=int, help="speech tokens, units included"
@@ -173,7 +178,9 @@ def _parser() -> argparse.ArgumentParser:
         "holds them in memory)",
     )
     corpus.add_argument("--overwrite", action="store_true", help="replace an existing --out")
-    encode = commands.add_parser("encode", help="encode a units JSONL with a trained model")
+    encode = commands.add_parser(
+        "encode", help="encode a units JSONL with a trained model", formatter_class=HelpFormatter
+    )
     encode.add_argument("--model", required=True, type=Path, help="a unit_pieces/ directory")
     encode.add_argument("--units", required=True, type=Path, help="units JSONL to encode")
     encode.add_argument("--out", required=True, type=Path, help="the token JSONL to write")

@@ -72,14 +72,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--frame-seconds", type=float, default=0.04, help="frame length of unit-line prompts"
     )
-    group.add_argument("--temperature", type=float, default=0.8)
-    group.add_argument("--top-k", type=int, default=25)
-    group.add_argument("--max-new-tokens", type=int, default=150)
-    group.add_argument("--seed", type=int, default=0)
+    group.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
+    group.add_argument("--top-k", type=int, default=25, help="0 = off")
+    group.add_argument("--max-new-tokens", type=int, default=150, help="tokens per continuation")
+    group.add_argument("--seed", type=int, default=0, help="sampling seed")
     group.add_argument("--generate-batch", type=int, default=16, help="prompts decoded together")
     group.add_argument("--whisper", type=Path, help="local HF Whisper folder (transcripts)")
     group.add_argument("--text-lm", type=Path, help="local HF causal LM folder (perplexity)")
-    group.add_argument("--auto-bleu-n", type=int, default=2, help="n of auto-BLEU (default 2)")
+    group.add_argument("--auto-bleu-n", type=int, default=2, help="n of auto-BLEU")
     group.add_argument("--judge", type=Path, help="local HF causal LM folder (llm_as_judge)")
     group.add_argument(
         "--judge-max-new-tokens", type=int, default=512, help="judge answer length (slamkit 512)"

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 
+from jaxslm.cli_help import HelpFormatter
 from jaxslm.errors import JaxslmError
 from jaxslm.hf.row_init import ROW_INIT_METHODS
 from jaxslm.models.model_config import DTYPES
@@ -26,11 +28,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="jaxslm-convert",
         description=DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
-    imp = commands.add_parser("import-hf", help="HF or slamkit directory -> jaxslm checkpoint")
+    imp = commands.add_parser(
+        "import-hf",
+        help="HF or slamkit directory -> jaxslm checkpoint",
+        formatter_class=HelpFormatter,
+    )
     imp.add_argument("hf_dir", help="HF model directory (config.json + safetensors)")
     imp.add_argument("out_dir", help="jaxslm checkpoint directory to create")
     imp.add_argument(
@@ -65,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--init",
         choices=ROW_INIT_METHODS,
         default="mean_cov",
-        help="how new embedding rows start (default mean_cov, as transformers)",
+        help="how new embedding rows start (mean_cov: as transformers)",
     )
     imp.add_argument("--seed", type=int, default=0, help="seed for new embedding rows")
     imp.add_argument("--overwrite", action="store_true", help="replace an existing OUT_DIR")
@@ -73,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     slm = commands.add_parser(
         "import-slm-scaling",
         help="Cuervo & Marxer's slm_scaling checkpoint (native directory or .pt) -> jaxslm",
+        formatter_class=HelpFormatter,
     )
     slm.add_argument("source", help="native directory (config.json + safetensors) or .pt file")
     slm.add_argument("out_dir", help="jaxslm checkpoint directory to create")
@@ -91,7 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     slm.add_argument("--overwrite", action="store_true", help="replace an existing OUT_DIR")
 
-    exp = commands.add_parser("export-hf", help="jaxslm checkpoint -> plain HF directory")
+    exp = commands.add_parser(
+        "export-hf", help="jaxslm checkpoint -> plain HF directory", formatter_class=HelpFormatter
+    )
     exp.add_argument("ckpt_dir", help="jaxslm checkpoint directory")
     exp.add_argument("hf_out_dir", help="HF directory to create")
     exp.add_argument(
@@ -105,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=5.0,
         metavar="GB",
-        help="split safetensors into shards of at most this many GB (default 5)",
+        help="split safetensors into shards of at most this many GB",
     )
     exp.add_argument("--overwrite", action="store_true", help="replace an existing HF_OUT_DIR")
     return parser
@@ -114,6 +123,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run the converter; returns the process exit code."""
     args = build_parser().parse_args(argv)
+    if args.command == "export-hf" and not (
+        math.isfinite(args.max_shard_size) and args.max_shard_size * 10**9 >= 1
+    ):
+        print(
+            f"error: --max-shard-size {args.max_shard_size:g}: give a positive number of GB "
+            "(HF's default is 5)",
+            file=sys.stderr,
+        )
+        return 2
     from jaxslm.hf.exporter import export_hf
     from jaxslm.hf.importer import import_hf
     from jaxslm.hf.slm_scaling import import_slm_scaling

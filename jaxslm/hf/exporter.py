@@ -17,6 +17,7 @@ import numpy as np
 from tqdm import tqdm
 
 from jaxslm.checkpoint_fallback import newest_intact
+from jaxslm.errors import JaxslmError
 from jaxslm.fsutil import atomic_directory, prepare_output
 from jaxslm.hf.config_map import generation_config, hf_config_from_model
 from jaxslm.hf.param_map import param_maps
@@ -42,6 +43,8 @@ def export_hf(
     overwrite: bool = False,
 ) -> Path:
     """Write `ckpt_dir` as a HF directory at `out_dir`; `dtype` defaults to the stored one."""
+    if not max_shard_bytes >= 1:
+        raise JaxslmError(f"max_shard_bytes must be a positive size, got {max_shard_bytes}")
     ckpt_dir = Path(ckpt_dir)
     out_path = prepare_output(out_dir, overwrite)
     cfg, vocab, _ = read_metadata(ckpt_dir)

@@ -10,6 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from jaxslm.cli_help import HelpFormatter
 from jaxslm.errors import JaxslmError
 
 DESCRIPTION = """Scaling analysis: `fit` scaling laws to a table of training runs, `plan` the
@@ -44,16 +45,16 @@ def add_fit_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("runs", type=Path, help="RUNS.csv")
     parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="report folder")
     parser.add_argument(
-        "--delta", type=float, default=1e-3, help="Huber delta on log-loss residuals (default 1e-3)"
+        "--delta", type=float, default=1e-3, help="Huber delta on log-loss residuals"
     )
     parser.add_argument(
         "--bootstrap",
         type=int,
         default=100,
         metavar="R",
-        help="bootstrap resamples for intervals; 0: none (default 100)",
+        help="bootstrap resamples for intervals; 0: none",
     )
-    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     parser.add_argument(
         "--drop-highest-loss",
         type=int,
@@ -71,7 +72,7 @@ def add_fit_arguments(parser: argparse.ArgumentParser) -> None:
         "--isoflop-rtol",
         type=float,
         default=0.05,
-        help="runs within this relative FLOP gap share a budget (default 0.05)",
+        help="runs within this relative FLOP gap share a budget",
     )
     parser.add_argument(
         "--per-audio-second",
@@ -118,6 +119,9 @@ def run_fit(args: argparse.Namespace) -> int:
     return 0
 
 
+PLAN_SHAPE_FLAGS = ("--aspect", "--head-dim", "--kv-ratio")
+
+
 def add_plan_arguments(parser: argparse.ArgumentParser) -> None:
     """The arguments of `plan (--flops C | --gpu ...) (--fit FIT | --law NAME)`."""
     from jaxslm.scaling.law import PUBLISHED
@@ -128,7 +132,7 @@ def add_plan_arguments(parser: argparse.ArgumentParser) -> None:
     budget.add_argument("--gpu", choices=GPUS, help="GPU type (with --count and --hours)")
     parser.add_argument("--count", type=int, help="number of GPUs")
     parser.add_argument("--hours", type=float, help="wall-clock hours")
-    parser.add_argument("--mfu", type=float, default=0.4, help="model FLOPs utilisation (0.4)")
+    parser.add_argument("--mfu", type=float, default=0.4, help="model FLOPs utilisation")
     law = parser.add_mutually_exclusive_group(required=True)
     law.add_argument(
         "--fit", type=Path, metavar="FIT_JSON", help="fit.json of a report (or its folder)"
@@ -139,13 +143,9 @@ def add_plan_arguments(parser: argparse.ArgumentParser) -> None:
         help="published fit: speech/text (Cuervo & Marxer), chinchilla (Hoffmann "
         "et al.), epoch (Epoch AI's refit of Chinchilla)",
     )
-    parser.add_argument(
-        "--aspect", type=float, default=85, help="shape rule: hidden size / layers (default 85)"
-    )
-    parser.add_argument("--head-dim", type=int, default=64, help="head size (default 64)")
-    parser.add_argument(
-        "--kv-ratio", type=int, default=1, help="query heads per KV head (default 1)"
-    )
+    parser.add_argument("--aspect", type=float, default=85, help="shape rule: hidden size / layers")
+    parser.add_argument("--head-dim", type=int, default=64, help="head size")
+    parser.add_argument("--kv-ratio", type=int, default=1, help="query heads per KV head")
 
 
 def run_plan(args: argparse.Namespace) -> int:
@@ -153,7 +153,9 @@ def run_plan(args: argparse.Namespace) -> int:
     from jaxslm.scaling.law import PUBLISHED
     from jaxslm.scaling.optimal import budget_flops, exponents, plan
     from jaxslm.scaling.report_files import read_fit
+    from jaxslm.scaling.sweep import check_shape_rule
 
+    check_shape_rule(args.aspect, args.head_dim, args.kv_ratio, "", PLAN_SHAPE_FLAGS)
     law, fitted_flops, per_nd = (PUBLISHED[args.law], None, 6.0) if args.law else read_fit(args.fit)
     source = f"--law {args.law}" if args.law else str(args.fit)
     if args.gpu:
@@ -204,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m jaxslm.scaling",
         description=DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, summary, description, add_arguments, handler in (
@@ -216,7 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
             name,
             help=summary,
             description=description,
-            formatter_class=argparse.RawDescriptionHelpFormatter,
+            formatter_class=HelpFormatter,
         )
         add_arguments(command)
         command.set_defaults(handler=handler)

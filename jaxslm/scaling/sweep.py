@@ -90,8 +90,32 @@ class SweepConfig:
             raise JaxslmError("sweep: params must list positive parameter counts")
         if not budgets:
             raise JaxslmError("sweep: give tokens_per_param and/or flops budgets (or steps)")
-        if self.aspect <= 0 or self.head_dim <= 0 or self.kv_ratio <= 0:
-            raise JaxslmError("sweep: aspect, head_dim and kv_ratio must be positive")
+        check_shape_rule(self.aspect, self.head_dim, self.kv_ratio, "sweep: ", SHAPE_RULE_KEYS)
+
+
+SHAPE_RULE_KEYS = ("aspect", "head_dim", "kv_ratio")
+
+
+def check_shape_rule(
+    aspect: Any, head_dim: Any, kv_ratio: Any, where: str, names: tuple[str, str, str]
+) -> None:
+    """Refuse a shape rule `shape_for` cannot follow: aspect, head_dim and kv_ratio must be
+    positive finite numbers. `names` are how the user wrote them (the sweep's keys, or plan's
+    flags); `where` starts the error."""
+    bad = [
+        f"{name} {value!r}"
+        for name, value in zip(names, (aspect, head_dim, kv_ratio), strict=True)
+        if not (
+            isinstance(value, int | float)
+            and not isinstance(value, bool)
+            and math.isfinite(value)
+            and value > 0
+        )
+    ]
+    if bad:
+        raise JaxslmError(
+            f"{where}{names[0]}, {names[1]} and {names[2]} must be positive; got {', '.join(bad)}"
+        )
 
 
 def load_sweep(path: str | Path) -> SweepConfig:

@@ -113,6 +113,17 @@ def frames_per_unit(vocoder: Vocoder, lines: Sequence[UnitLine], mode: str) -> l
     return None  # auto / predict: the predictor when there is one, else one frame per unit
 
 
+def check_request(
+    vocoder: Vocoder, durations: str, speaker: str | int, style: str | int
+) -> tuple[int, int]:
+    """The speaker and style ids of `vocoder`, refusing those it lacks and a --durations mode
+    it cannot run."""
+    speaker_id = vocoder.speaker_id(speaker, "speaker")
+    style_id = vocoder.speaker_id(style, "style")
+    frames_per_unit(vocoder, [], durations)
+    return speaker_id, style_id
+
+
 def vocode_file(
     units_file: Path,
     vocoder_loader,
@@ -123,9 +134,10 @@ def vocode_file(
     progress: bool = True,
 ) -> dict[str, int]:
     """Write a wav into `out_dir` for each line of `units_file` not yet in its manifest;
-    resumable (see `python -m jaxslm.vocode --help`). `vocoder_loader()` is called only when
-    a line is to be vocoded. Returns counts."""
-    from jaxslm.resumable_jsonl import ResumableJsonl, report_errors
+    resumable (see `python -m jaxslm.vocode --help`). `vocoder_loader()` is called, and the
+    vocoder checked against `durations`, `speaker` and `style`, before `out_dir` is made on a
+    first run, and on a later run only when a line is left to vocode. Returns counts."""
+    from jaxslm.resumable_jsonl import ResumableJsonl, report_errors, started
     from jaxslm.textfiles import read_utf8
 
     text = read_utf8(units_file, "units JSONL")
@@ -140,16 +152,25 @@ def vocode_file(
             line = parse_line(json.loads(raw), origin)
             if line.wav in names:
                 raise JaxslmError(f"a second line for {line.wav}")
-            if durations == "file" and line.durations is None:
-                raise JaxslmError("--durations file, but the line has no 'duration'")
         except (ValueError, JaxslmError) as error:
             reason = f"not JSON ({error})" if isinstance(error, ValueError) else str(error)
             errors.append({"line": origin, "error": reason})
             continue
+        if durations == "file" and line.durations is None:
+            raise JaxslmError(
+                f"{origin}: --durations file, but this line has no 'duration' (frames per "
+                "unit, as tokenize_audio writes); use --durations auto or once for lines "
+                "without durations"
+            )
         names.add(line.wav)
         lines.append(line)
     if not lines and not errors:
         raise JaxslmError(f"--units {units_file}: no lines")
+    vocoder = None
+    if lines and not started(out_dir / MANIFEST):
+        # a first run has every line to do: load and check the vocoder before out_dir exists
+        vocoder = vocoder_loader()
+        check_request(vocoder, durations, speaker, style)
     with ResumableJsonl(out_dir / MANIFEST) as manifest:
         todo = [line for line in lines if line.wav not in manifest.done]
         written = 0
@@ -157,7 +178,7 @@ def vocode_file(
             written = _vocode_into(
                 manifest,
                 todo,
-                vocoder_loader(),
+                vocoder_loader() if vocoder is None else vocoder,
                 out_dir,
                 durations,
                 speaker,
@@ -180,9 +201,7 @@ def _vocode_into(manifest, todo, vocoder, out_dir, durations, speaker, style, pr
     """Vocode `todo`, shortest first, a chunk at a time; each wav then its manifest line."""
     from tqdm import tqdm
 
-    speaker_id = vocoder.speaker_id(speaker, "speaker")
-    style_id = vocoder.speaker_id(style, "style")
-    frames_per_unit(vocoder, [], durations)  # refuse a mode the vocoder cannot run, up front
+    speaker_id, style_id = check_request(vocoder, durations, speaker, style)
     kept = []
     for line in todo:
         problem = vocoder.check_units(line.units)
