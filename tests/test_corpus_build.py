@@ -38,6 +38,7 @@ BAD = [  # one line per reason the builder must catch (alignments below)
     {"file_name": "bad4.wav", "units": [1, 2], "duration": [1, 1]},
     {"file_name": "bad5.wav", "units": [1, 2], "duration": [2, 2]},
     {"units": [1], "duration": [1]},
+    {"file_name": "bad6.wav", "units": [1], "duration": [1], "speaker": 7},
 ]
 ALIGNMENTS = {
     "a/one.wav": [
@@ -59,7 +60,7 @@ def slamkit_files(tmp_path):
     text = tmp_path / "books.txt"
     text.write_text("first document here\n\nsecond one\n")
     jsonl = tmp_path / "web.jsonl"
-    jsonl.write_text('{"text": "third"}\n{"no_text": 1}\n')
+    jsonl.write_text('{"text": "third"}\n{"no_text": 1}\n{"text": 5}\n')
     return units, alignments, text, jsonl
 
 
@@ -83,12 +84,20 @@ def test_slamkit_files_build_and_bad_records_are_counted(slamkit_files, tmp_path
     ]
     assert main(argv) == 0
     summary = capsys.readouterr().out
-    assert "skipped 8 records" in summary
+    assert "skipped 10 records" in summary
     corpus = open_corpus(out)
-    assert (
-        corpus.metadata["skipped"] == {"units": 2, "durations": 1, "words[1] ('y')": 2, "format": 2}
-        or sum(corpus.metadata["skipped"].values()) == 8
-    )
+    assert corpus.metadata["skipped"] == {
+        "units: out of range": 1,
+        "durations: length mismatch": 1,
+        "units: empty utterance": 1,
+        "words: past the audio": 1,
+        "words: times go backwards": 1,
+        "format: not a unit record": 1,
+        "format: not JSON": 1,
+        "format: not a text record": 1,
+        "text: not a string": 1,
+        "speaker: not a string": 1,
+    }
     source = corpus.source("speech", "train")
     utterances = {
         u.id: u for u in (example_to_utterance(source[i], 0.04) for i in range(len(source)))
@@ -219,7 +228,7 @@ def test_units_and_durations_are_checked_before_any_cast(tmp_path, capsys):
         "durations: not positive": 1,
     }
     assert open_corpus(tmp_path / "corpus").metadata["skipped"] == expected
-    assert "skipped 9 records" in summary
+    assert "skipped 10 records" in summary
 
 
 def test_malformed_lines_and_alignments_are_skipped_and_counted(tmp_path, capsys):

@@ -386,3 +386,23 @@ def test_a_bad_layer_or_codebook_is_refused_before_the_output_folder_is_made(
     assert tokenize_audio.main(_argv(audio, hubert_dir, tmp_path / "absent.npy", out)) == 2
     assert "absent.npy" in capsys.readouterr().err
     assert not (tmp_path / "new").exists()
+
+
+def test_evaluate_tokenizes_audio_as_its_convention_says(hubert, codebook):
+    import argparse
+
+    from jaxslm.evaluate import _audio_units
+    from jaxslm.speech.tokenizer import EXTRACTIONS
+
+    for convention in ("slamkit", "cuervo-marxer"):
+        args = argparse.Namespace(
+            hubert=hubert[0],
+            layer=LAYER,
+            codebook=codebook,
+            trust_pickle=False,
+            convention=convention,
+            compat="jaxslm",
+        )
+        tokenizer = _audio_units(args, 12).tokenizer
+        assert tokenizer.extraction == EXTRACTIONS[convention]
+        assert tokenizer.features.pad_samples == EXTRACTIONS[convention].pad_samples

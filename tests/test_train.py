@@ -561,3 +561,22 @@ def test_training_past_an_initial_models_context_is_warned(llama_ckpt, tmp_path)
     overrides = [*TINY, f"data.corpus={corpus}", f"model.init={llama_ckpt}", "data.seq_len=512"]
     with pytest.warns(UserWarning, match="max_position_embeddings=256"):
         plan_run(load_config(None, overrides))
+
+
+def test_export_hf_at_the_end_writes_and_then_replaces_its_own_export(corpus, tmp_path):
+    """The HF folder of budget.export_hf gives the run's logits in transformers, and a rerun
+    with a larger budget replaces that earlier export with the later checkpoint's."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    import jaxslm
+
+    run_dir, export = tmp_path / "run", tmp_path / "hf"
+    for steps in (1, 2):
+        train_here(corpus, run_dir, f"budget.max_steps={steps}", f"budget.export_hf={export}")
+        tokens = np.arange(1, 13, dtype=np.int32).reshape(2, 6)
+        want = jaxslm.load(run_dir).logits(tokens)
+        hf = AutoModelForCausalLM.from_pretrained(export).eval()
+        with torch.no_grad():
+            got = hf(torch.as_tensor(tokens, dtype=torch.long)).logits.numpy()
+        np.testing.assert_allclose(got, want, atol=2e-4, rtol=2e-4)
