@@ -1,4 +1,7 @@
-"""`python -m jaxslm.train --config FILE.yaml [key=value ...]`: train a speech LM.
+"""`python -m jaxslm.train [--config FILE.yaml] [key=value ...]`: train a speech LM.
+
+Without --config it trains the tiny default (configs/tiny.yaml, shipped in the package as
+jaxslm/config/tiny.yaml) on the built-in toy corpus, built into data/toy on first use.
 
 The same command starts a run and resumes it: when RUN_DIR/checkpoints holds a checkpoint,
 training continues from the latest one (model, optimizer, step and data iterator). Keys are
@@ -12,10 +15,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from jaxslm.cli_help import HelpFormatter
 from jaxslm.config import load_config
 from jaxslm.errors import JaxslmError
+
+DEFAULT_CONFIG = Path(__file__).parent / "config" / "tiny.yaml"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,7 +30,9 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__,
         formatter_class=HelpFormatter,
     )
-    parser.add_argument("--config", help="YAML config (see configs/tiny.yaml)")
+    parser.add_argument(
+        "--config", help="YAML config (default: the tiny default, configs/tiny.yaml)"
+    )
     parser.add_argument(
         "overrides",
         nargs="*",
@@ -33,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     try:
-        cfg = load_config(args.config, args.overrides)
+        cfg = load_config(args.config or DEFAULT_CONFIG, args.overrides)
         import jax
 
         from jaxslm.training.trainer import train

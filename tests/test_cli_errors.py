@@ -272,3 +272,17 @@ def test_tokenize_audio_checks_batch_seconds_and_its_model_before_making_a_folde
     monkeypatch.setattr(SpeechTokenizer, "load", bad_layer)
     _fails(tokenize_audio.main(argv), capsys, "HuBERT layer 99")
     assert not (tmp_path / "new").exists()
+
+
+def test_train_without_a_config_trains_the_tiny_default(monkeypatch):
+    """The tiny default ships in the package, so `python -m jaxslm.train` runs anywhere."""
+    from jaxslm.training import trainer
+
+    seen = []
+    monkeypatch.setattr(
+        trainer, "train", lambda cfg: seen.append(cfg) or {"losses": {}, "start_step": 0}
+    )
+    assert train.main(["budget.max_steps=3"]) == 0
+    (cfg,) = seen
+    shipped = jaxslm.config.load_config(Path("configs/tiny.yaml"), ["budget.max_steps=3"])
+    assert cfg == shipped and cfg.run_dir == "runs/tiny" and cfg.data.build_synthetic
