@@ -47,6 +47,15 @@ GPU_XLA_FLAGS = {"xla_gpu_enable_latency_hiding_scheduler": "true"}
 _CUDA_PJRT = re.compile(r"jax[-_.]cuda\d+[-_.]pjrt", re.IGNORECASE)
 
 
+# model.dtype `auto`: the compute dtype of each platform (float32 master parameters either way)
+COMPUTE_DTYPE = {"cpu": "float32", "gpu": "bfloat16", "tpu": "bfloat16"}
+
+
+def compute_dtype() -> str:
+    """The compute dtype `model.dtype: auto` stands for here."""
+    return COMPUTE_DTYPE[platform()]
+
+
 def platform() -> str:
     """`cpu`, `gpu` or `tpu`: the platform jitted code runs on."""
     name = jax.default_backend()

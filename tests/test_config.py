@@ -337,3 +337,15 @@ def test_batch_shards_split_over_processes_that_read_their_own_rows():
     )
     with pytest.raises(JaxslmError, match=r"= 6 batch shards do not split over the 4 processes"):
         check_process_shards(data=3, fsdp=2, processes=4)
+
+
+def test_compute_dtype_auto_is_bfloat16_on_accelerators(monkeypatch):
+    from jaxslm import backend
+    from jaxslm.config.model_section import ModelSection
+
+    assert ModelSection().dtype == "auto"
+    assert ModelSection().scratch_model(512).dtype == "float32"  # this CPU
+    monkeypatch.setattr(backend, "platform", lambda: "gpu")
+    assert ModelSection().scratch_model(512).dtype == "bfloat16"
+    assert ModelSection(dtype="float32").scratch_model(512).dtype == "float32"
+    assert ModelSection().scratch_model(512).param_dtype == "float32"

@@ -6,7 +6,8 @@ import warnings
 from dataclasses import dataclass
 from typing import Any
 
-from jaxslm.models.model_config import SHAPE_FIELDS, ModelConfig, check_decoder
+from jaxslm import backend
+from jaxslm.models.model_config import DTYPES, SHAPE_FIELDS, ModelConfig, check_decoder
 from jaxslm.models.presets import PRESETS, preset_model_config
 from jaxslm.value_checks import one_of
 
@@ -25,7 +26,9 @@ class ModelSection:
     With `init` (a checkpoint dir from `jaxslm-convert import-hf`) the checkpoint gives the
     shape: `preset` and shape keys set to other values than the defaults are ignored, with a
     warning. `rope_theta` (when set), the dtypes, `remat`, `scan_layers` and `attention` (the
-    kernel: auto, xla, cudnn, pallas or splash; see jaxslm.backend) apply either way."""
+    kernel: auto, xla, cudnn, pallas or splash; see jaxslm.backend) apply either way.
+    `dtype` (compute) `auto` is bfloat16 on GPUs and TPUs and float32 on CPUs; `param_dtype`
+    (the master copy) is float32 unless set."""
 
     init: str | None = None
     preset: str | None = None
@@ -40,7 +43,7 @@ class ModelSection:
     rope_theta: float | None = None
     max_position_embeddings: int | None = None
     param_dtype: str = "float32"
-    dtype: str = "float32"
+    dtype: str = "auto"
     remat: str = "none"
     scan_layers: bool = True
     attention: str = "auto"
@@ -54,7 +57,7 @@ class ModelSection:
         shape = {**_preset_shape(self.preset or DEFAULT_PRESET), **given}
         for key, value in shape.items():
             object.__setattr__(self, key, value)
-        check_decoder(self, "model.")
+        check_decoder(self, "model.", (*DTYPES, "auto"))
 
     def _warn_ignored(self, given: dict[str, Any]) -> None:
         """Warn about the preset and the shape keys that `init` overrides (a key at its
@@ -70,8 +73,12 @@ class ModelSection:
             )
 
     def numerics(self) -> dict[str, Any]:
-        """The ModelConfig fields of how the decoder computes: dtypes, remat, scan, kernel."""
-        return {key: getattr(self, key) for key in NUMERIC_KEYS}
+        """The ModelConfig fields of how the decoder computes: dtypes (`dtype: auto` resolved
+        for this platform: jaxslm.backend.compute_dtype), remat, scan, kernel."""
+        numerics = {key: getattr(self, key) for key in NUMERIC_KEYS}
+        if self.dtype == "auto":
+            numerics["dtype"] = backend.compute_dtype()
+        return numerics
 
     def scratch_model(self, vocab_size: int) -> ModelConfig:
         """The decoder to train from scratch over `vocab_size` ids: the preset's, with this

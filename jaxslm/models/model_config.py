@@ -106,14 +106,15 @@ def family_biases(family: str, attention_bias: bool = False) -> dict[str, bool]:
     return {"qkv_bias": attention_bias, "out_bias": attention_bias}
 
 
-def check_decoder(fields: Any, prefix: str = "") -> None:
+def check_decoder(fields: Any, prefix: str = "", compute_dtypes: tuple[str, ...] = DTYPES) -> None:
     """Refuse a decoder that cannot be built: `fields` has ModelConfig's family, shape, RoPE
     theta, dtype, remat and attention attributes (a ModelConfig, or the training config's model
-    section, whose messages name each field `prefix + name`)."""
+    section, whose messages name each field `prefix + name`, and whose `dtype` may also be
+    `auto`: `compute_dtypes`)."""
     one_of(f"{prefix}family", fields.family, FAMILIES)
     one_of(f"{prefix}attention", fields.attention, ATTENTION_KERNELS)
-    for name in ("param_dtype", "dtype"):
-        one_of(f"{prefix}{name}", getattr(fields, name), DTYPES)
+    one_of(f"{prefix}param_dtype", fields.param_dtype, DTYPES)
+    one_of(f"{prefix}dtype", fields.dtype, compute_dtypes)
     one_of(f"{prefix}remat", fields.remat, REMAT_POLICIES)
     positive(fields, prefix, *SHAPE_FIELDS, "rope_theta", "max_position_embeddings")
     require(

@@ -73,6 +73,7 @@ def fingerprint(
     """What the log-probabilities of `encoded` depend on: `reference` (where its parameters
     came from), their `checksum`, the corpus, the pairs' tokens and the SETTINGS."""
     values = {key: getattr(getattr(cfg, key.split(".")[0]), key.split(".")[1]) for key in SETTINGS}
+    values["model.dtype"] = cfg.model.numerics()["dtype"]  # `auto` as this platform runs it
     return {
         "reference": reference,
         "reference.checksum": hashlib.sha256(checksum.encode()).hexdigest(),

@@ -49,8 +49,10 @@ RESUME_SECTIONS = ("model", "vocab", "data", "dpo", "optimizer", "schedule")
 # Top-level keys a resumed run keeps: initialisation and interleaving derive from the seed.
 RESUME_KEYS = ("seed", "objective")
 # Keys of RESUME_SECTIONS that change how a run computes, not what it trains: a resumed run may
-# change them (another kernel or remat policy on another machine, more reading threads).
+# change them (another compute dtype, kernel or remat policy on another machine, more reading
+# threads).
 RUNTIME_KEYS = (
+    "model.dtype",
     "model.attention",
     "model.remat",
     "model.scan_layers",
