@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 from processes import signal_once_saved
-from test_train import REPO, TINY, assert_close, losses, single_device_env
+from test_train import DEFAULTS, REPO, TINY, assert_close, losses, single_device_env
 
 from jaxslm.config import load_config
 from jaxslm.data.preference_store import build_synthetic_preferences
@@ -47,7 +47,7 @@ def corpus(tmp_path_factory):
 
 def command(corpus, run_dir, *extra):
     overrides = [*TINY_DPO, f"data.corpus={corpus}", f"run_dir={run_dir}", *extra]
-    return [sys.executable, "-m", "jaxslm.train", *overrides]
+    return [sys.executable, "-m", "jaxslm.train", "--config", str(DEFAULTS), *overrides]
 
 
 def train_here(corpus, run_dir, *extra):
@@ -104,7 +104,7 @@ def test_sigkill_then_rerun_resumes_bitwise(corpus, reference, tmp_path):
 def test_objective_must_match_the_corpus(corpus, tmp_path):
     from jaxslm.training.setup import plan_run
 
-    overrides = command(corpus, tmp_path / "run", "objective=lm")[3:]
+    overrides = command(corpus, tmp_path / "run", "objective=lm")[5:]
     with pytest.raises(JaxslmError, match="holds preference pairs, which objective=lm"):
         plan_run(load_config(None, overrides))
 

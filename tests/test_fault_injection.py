@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_train import REPO, TINY, single_device_env
+from test_train import DEFAULTS, REPO, TINY, single_device_env
 
 import jaxslm
 from jaxslm.data.build import build_synthetic
@@ -51,7 +51,7 @@ def corpus(tmp_path_factory):
 
 def command(corpus, run_dir, *extra):
     overrides = [*RUN, f"data.corpus={corpus}", f"run_dir={run_dir}", *extra]
-    return [sys.executable, "-m", "jaxslm.train", *overrides]
+    return [sys.executable, "-m", "jaxslm.train", "--config", str(DEFAULTS), *overrides]
 
 
 def train(corpus, run_dir, *extra) -> str:

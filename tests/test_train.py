@@ -25,6 +25,7 @@ from jaxslm.data.synthetic import SyntheticConfig
 from jaxslm.training.metrics_log import read_metrics
 
 REPO = Path(__file__).resolve().parents[1]
+DEFAULTS = Path(__file__).with_name("run.yaml")  # the config defaults, as load_config(None)
 STEPS = 20
 TINY = [
     "model.hidden_size=32",
@@ -58,7 +59,14 @@ def overrides(corpus, run_dir, *extra):
 
 
 def command(corpus, run_dir, *extra):
-    return [sys.executable, "-m", "jaxslm.train", *overrides(corpus, run_dir, *extra)]
+    return [
+        sys.executable,
+        "-m",
+        "jaxslm.train",
+        "--config",
+        str(DEFAULTS),
+        *overrides(corpus, run_dir, *extra),
+    ]
 
 
 def single_device_env():
@@ -268,19 +276,12 @@ def test_two_processes_match_one(corpus, reference, tmp_path):
     assert_close(losses(tmp_path / "run"), first_ten, rtol=1e-5)
 
 
-def test_two_processes_read_their_own_records(corpus, tmp_path):
-    train_two_processes(corpus, tmp_path / "run", "budget.max_steps=5")
-    by_step = losses(tmp_path / "run")
-    assert sorted(by_step) == [1, 2, 3, 4, 5] and by_step[5] < by_step[1]
-    assert len(assert_logged_stream_shares(tmp_path / "run", processes=2)) == 5
-    data_files = sorted(p.name for p in (tmp_path / "run/checkpoints/5/data").glob("*.json"))
-    assert data_files == ["process_0-of-2.json", "process_1-of-2.json"]
-
-
 def test_two_processes_stop_at_the_same_step_when_one_is_signalled(corpus, tmp_path):
-    """A SIGTERM that reaches process 1 alone stops both processes after the same step (they
-    agree at every step), with that step's checkpoint and every step logged once; before,
-    process 1 left while process 0 waited in the next step's collective forever."""
+    """Each process reads its own records (the logged stream shares are those of both
+    processes' batches). A SIGTERM that reaches process 1 alone stops both processes after the
+    same step (they agree at every step), with that step's checkpoint, holding both data
+    iterators, and every step logged once; before, process 1 left while process 0 waited in
+    the next step's collective forever."""
     run_dir = tmp_path / "run"
     processes = start_two_processes(corpus, run_dir, "budget.max_steps=100000")
     checkpoint, deadline = run_dir / "checkpoints" / "5", time.monotonic() + 120
@@ -301,6 +302,9 @@ def test_two_processes_stop_at_the_same_step_when_one_is_signalled(corpus, tmp_p
     assert stopped[0] == stopped[1] >= 5 and all("SIGTERM" in out for out in outputs), outputs
     logged = [r["step"] for r in read_metrics(run_dir) if "loss" in r]
     assert logged == list(range(1, stopped[0] + 1))
+    assert len(assert_logged_stream_shares(run_dir, processes=2)) == stopped[0]
+    by_step = losses(run_dir)
+    assert by_step[stopped[0]] < by_step[1]
     saved = checkpoint.parent / str(stopped[0]) / "data"
     data_files = sorted(p.name for p in saved.glob("*.json"))
     assert data_files == ["process_0-of-2.json", "process_1-of-2.json"]
