@@ -584,3 +584,18 @@ def test_export_hf_at_the_end_writes_and_then_replaces_its_own_export(corpus, tm
         with torch.no_grad():
             got = hf(torch.as_tensor(tokens, dtype=torch.long)).logits.numpy()
         np.testing.assert_allclose(got, want, atol=2e-4, rtol=2e-4)
+
+
+def test_a_new_budget_warns_only_when_it_moves_the_rates():
+    from jaxslm.training.trainer import _rates_differ
+
+    def cfg(*extra):
+        return load_config(None, [*TINY, *extra])
+
+    constant = ["schedule.decay=constant", "schedule.warmup_fraction=0"]
+    assert not _rates_differ(cfg(*constant), cfg(*constant, "budget.max_steps=40"))
+    assert _rates_differ(
+        cfg("schedule.decay=cosine"), cfg("schedule.decay=cosine", "budget.max_steps=40")
+    )
+    fraction = ["schedule.decay=constant", "schedule.warmup_fraction=0.1"]
+    assert _rates_differ(cfg(*fraction), cfg(*fraction, "budget.max_steps=40"))

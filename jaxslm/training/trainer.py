@@ -248,7 +248,7 @@ class Trainer:
                 "resume with the same values or choose a new run_dir=PATH"
             )
         self._check_corpus_unchanged()
-        if schedule_shape(saved) != schedule_shape(self.cfg) and self.primary:
+        if _rates_differ(saved, self.cfg) and self.primary:
             warnings.warn(
                 f"the budget changed from {saved.total_steps} to {self.cfg.total_steps} steps: "
                 "the learning-rate schedule's warmup and decay now span the new budget, so the "
@@ -370,6 +370,17 @@ def schedule_shape(cfg: TrainConfig) -> tuple[int, int, str]:
     if not total:
         return sched.warmup_steps, sched.warmup_steps, "constant"
     return total, sched.warmup(total), sched.decay
+
+
+def _rates_differ(saved: TrainConfig, cfg: TrainConfig) -> bool:
+    """Whether `cfg`'s schedule gives other rates than `saved`'s (a constant schedule's horizon
+    changes none)."""
+
+    def rates(config: TrainConfig) -> tuple:
+        horizon, warmup, decay = schedule_shape(config)
+        return (None if decay == "constant" else horizon, warmup, decay)
+
+    return rates(saved) != rates(cfg)
 
 
 def train(cfg: TrainConfig) -> dict[str, Any]:
