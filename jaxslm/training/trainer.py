@@ -10,6 +10,7 @@ in a run directory (RUN_DIR/run.lock).
 
 from __future__ import annotations
 
+import functools
 import json
 import warnings
 from collections.abc import Callable
@@ -218,7 +219,7 @@ class Trainer:
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
         dump_config(self.cfg, self.run_dir / CONFIG_FILE)
-        fingerprint = json.dumps(self.plan.corpus.fingerprint(), indent=2) + "\n"
+        fingerprint = json.dumps(self.corpus_fingerprint, indent=2) + "\n"
         atomic_write_text(self.run_dir / CORPUS_FINGERPRINT_FILE, fingerprint)
         source = {"run": self.cfg.name, "init": self.cfg.model.init}
         write_metadata(self.run_dir, self.plan.model, self.plan.vocab, source)
@@ -256,6 +257,11 @@ class Trainer:
                 stacklevel=2,
             )
 
+    @functools.cached_property
+    def corpus_fingerprint(self) -> dict[str, str]:
+        """The corpus's fingerprint, listed once per run (a resume checks it, then keeps it)."""
+        return self.plan.corpus.fingerprint()
+
     def _check_corpus_unchanged(self) -> None:
         """Refuse a resume whose corpus changed since the run started (runs from before the
         fingerprint was kept are not checked)."""
@@ -263,7 +269,7 @@ class Trainer:
         if not path.is_file():
             return
         saved = json.loads(path.read_text())
-        current = self.plan.corpus.fingerprint()
+        current = self.corpus_fingerprint
         changed = [FINGERPRINT_PARTS[k] for k in FINGERPRINT_PARTS if saved.get(k) != current[k]]
         if changed:
             raise JaxslmError(
