@@ -15,10 +15,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from jaxslm.data.build import build_synthetic
 from jaxslm.data.corpus import example_to_document, example_to_utterance, open_corpus
 from jaxslm.data.interleave import choose_speech_words, record_rng
 from jaxslm.data.pipeline import PipelineConfig, make_pipeline
+from jaxslm.data.synthetic_corpus import build_synthetic
 from jaxslm.text_tokenizer import load_text_tokenizer
 from jaxslm.vocab import SpeechVocab
 

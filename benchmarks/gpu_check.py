@@ -1187,8 +1187,8 @@ def internal_prepare_trainer(work: Path, preset: str, num_units: int) -> None:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
-    from jaxslm.data.build import build_synthetic
     from jaxslm.data.synthetic import SyntheticConfig
+    from jaxslm.data.synthetic_corpus import build_synthetic
     from jaxslm.models.presets import get_preset
     from jaxslm.text_tokenizer import load_text_tokenizer
 

@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 from processes import kill_once_writing
 
-from jaxslm.data.build import build_synthetic, ensure_eval_sets, main
+from jaxslm.data.build import main
 from jaxslm.data.corpus import example_to_document, example_to_utterance, open_corpus
 from jaxslm.data.pipeline import PipelineConfig, make_pipeline
 from jaxslm.data.synthetic import SyntheticConfig
+from jaxslm.data.synthetic_corpus import build_synthetic, ensure_eval_sets
 from jaxslm.data.synthetic_eval import EVAL_TASKS
 from jaxslm.errors import JaxslmError
 from jaxslm.vocab import SpeechVocab

@@ -128,9 +128,9 @@ def test_their_layout_in_the_pipeline(tmp_path):
     """vocab.speech_layout=cuervo-marxer gives the batches of slamkit's layout with every id
     moved by the two rules (their configs/scaling/README.md: units 0-499, EOS 500; slamkit's
     unit_tokeniser: `<S>` 1, unit i at i + 2)."""
-    from jaxslm.data.build import build_synthetic
     from jaxslm.data.pipeline import make_pipeline
     from jaxslm.data.synthetic import SyntheticConfig
+    from jaxslm.data.synthetic_corpus import build_synthetic
     from jaxslm.training.setup import pipeline_config, plan_run
 
     config = SyntheticConfig(num_utterances=40, num_text_documents=10, num_validation=4)

@@ -24,8 +24,8 @@ import pytest
 from test_train import DEFAULTS, REPO, TINY, single_device_env
 
 import jaxslm
-from jaxslm.data.build import build_synthetic
 from jaxslm.data.synthetic import SyntheticConfig
+from jaxslm.data.synthetic_corpus import build_synthetic
 from jaxslm.training.metrics_log import read_metrics
 
 STEPS = 12

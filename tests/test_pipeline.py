@@ -15,13 +15,13 @@ import pytest
 from references import plain_poisson_rule, runs, slamkit_chunks
 from tiny_tokenizers import build_tokenizer
 
-from jaxslm.data.build import build_synthetic
 from jaxslm.data.corpus import COLUMNS_DIR, columns_from_source, example_to_utterance, open_corpus
 from jaxslm.data.encode import ChunkEncoder, DocumentEncoder
 from jaxslm.data.interleave import InterleaveConfig
 from jaxslm.data.pipeline import PipelineConfig, make_pipeline
 from jaxslm.data.record_order import StreamOrder
 from jaxslm.data.synthetic import SyntheticConfig
+from jaxslm.data.synthetic_corpus import build_synthetic
 from jaxslm.errors import JaxslmError
 from jaxslm.text_tokenizer import HFTokenizer, load_text_tokenizer
 from jaxslm.vocab import MARKER, SpeechVocab

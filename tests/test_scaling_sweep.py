@@ -9,8 +9,8 @@ import pytest
 import yaml
 
 from jaxslm.config import load_config
-from jaxslm.data.build import build_synthetic
 from jaxslm.data.synthetic import SyntheticConfig
+from jaxslm.data.synthetic_corpus import build_synthetic
 from jaxslm.errors import JaxslmError
 from jaxslm.models.model_config import ModelConfig
 from jaxslm.scaling.__main__ import main

@@ -11,8 +11,8 @@ from flax import nnx
 
 from jaxslm import evaluate, generate
 from jaxslm.config import load_config
-from jaxslm.data.build import build_synthetic
 from jaxslm.data.synthetic import SyntheticConfig, SyntheticLanguage
+from jaxslm.data.synthetic_corpus import build_synthetic
 from jaxslm.models.decoder import Decoder
 from jaxslm.training.metrics_log import read_metrics
 from jaxslm.training.setup import plan_run

@@ -20,8 +20,8 @@ import pytest
 from processes import signal_once_saved
 
 from jaxslm.config import load_config
-from jaxslm.data.build import build_synthetic
 from jaxslm.data.synthetic import SyntheticConfig
+from jaxslm.data.synthetic_corpus import build_synthetic
 from jaxslm.training.metrics_log import read_metrics
 
 REPO = Path(__file__).resolve().parents[1]

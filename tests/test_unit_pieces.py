@@ -11,9 +11,9 @@ import pytest
 import yaml
 
 from jaxslm import evaluate, generate
-from jaxslm.data.build import build_synthetic
 from jaxslm.data.corpus import example_to_utterance, open_corpus
 from jaxslm.data.synthetic import SyntheticConfig
+from jaxslm.data.synthetic_corpus import build_synthetic
 from jaxslm.data.unit_pieces import build_piece_corpus, main
 from jaxslm.errors import JaxslmError
 from jaxslm.scaling.__main__ import main as scaling_main

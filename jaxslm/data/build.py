@@ -15,26 +15,14 @@ Preference corpora (for `objective: dpo`), from (prompt, chosen, rejected) JSONL
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import hashlib
-import json
 import math
-import os
 import sys
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from jaxslm.cli_help import HelpFormatter
-from jaxslm.data.corpus import (
-    EVAL_DIR,
-    METADATA_FILE,
-    SPLITS,
-    Corpus,
-    open_corpus,
-    split_of,
-    write_corpus,
-)
+from jaxslm.data.corpus import SPLITS, split_of, write_corpus
 from jaxslm.data.ingest import (
     SkipReport,
     file_labels,
@@ -43,96 +31,10 @@ from jaxslm.data.ingest import (
     read_utterances,
 )
 from jaxslm.data.records import TextDocument, Utterance
-from jaxslm.data.synthetic import SyntheticConfig, SyntheticLanguage
-from jaxslm.data.synthetic_eval import EVAL_PAIRS, EVAL_SETS_VERSION, EVAL_TASKS, write_eval_sets
+from jaxslm.data.synthetic_corpus import build_synthetic
+from jaxslm.data.units_cache import check_units_cache, tokenizer_stamp
 from jaxslm.errors import JaxslmError
-from jaxslm.fsutil import (
-    atomic_write_text,
-    clear_stale_staging,
-    prepare_output,
-    staging_directory,
-)
-from jaxslm.text_tokenizer import train_sentencepiece
-
-SYNTHETIC_TOKENIZER_VOCAB = 512
-
-
-def build_synthetic(
-    out_dir: str | Path, config: SyntheticConfig | None = None, overwrite: bool = False
-) -> Path:
-    """The built-in corpus: toy speech and text, a SentencePiece tokenizer trained on its text,
-    and the toy evaluation sets (eval/*.jsonl)."""
-    language = SyntheticLanguage(config or SyntheticConfig())
-    cfg = language.config
-
-    def extras(staging: Path) -> dict:
-        texts = [doc.text for doc in language.text_documents(split="train")]
-        texts += [u.transcript for u in language.utterances(split="train")]
-        (staging / "tokenizer").mkdir()
-        train_sentencepiece(texts, staging / "tokenizer" / "tokenizer", SYNTHETIC_TOKENIZER_VOCAB)
-        write_eval_sets(language, staging / EVAL_DIR)
-        return {
-            "tokenizer": "tokenizer/tokenizer.model",
-            "eval_dir": EVAL_DIR,
-            "eval_sets": {"version": EVAL_SETS_VERSION, "num_pairs": EVAL_PAIRS},
-        }
-
-    metadata = {
-        "num_units": cfg.num_units,
-        "frame_seconds": cfg.frame_seconds,
-        "source": {"synthetic": dataclasses.asdict(cfg)},
-    }
-    return write_corpus(
-        out_dir,
-        speech=lambda split: language.utterances(split=split),
-        text=lambda split: language.text_documents(split=split),
-        metadata=metadata,
-        extras=extras,
-        overwrite=overwrite,
-    )
-
-
-def ensure_eval_sets(corpus_dir: str | Path) -> Path | None:
-    """The eval directory of a corpus, or None if it has none.
-
-    For a built-in corpus, eval files that are missing (all of them if corpus.json's
-    `eval_sets` version is older than this code's) are regenerated from its recorded config
-    and renamed into place one by one; the corpus records are left as they are.
-    """
-    corpus = open_corpus(corpus_dir)
-    settings = corpus.metadata.get("source", {}).get("synthetic")
-    if settings is None:
-        return corpus.path("eval_dir")
-    relative = corpus.metadata.get("eval_dir", EVAL_DIR)
-    eval_dir = corpus.directory / relative
-    stamp = corpus.metadata.get("eval_sets") or {}
-    current = stamp.get("version") == EVAL_SETS_VERSION
-    num_pairs = stamp["num_pairs"] if current else EVAL_PAIRS
-    stale = [t for t in EVAL_TASKS if not (current and (eval_dir / f"{t}.jsonl").is_file())]
-    if not stale:
-        return eval_dir
-    clear_stale_staging(eval_dir)
-    with staging_directory(eval_dir) as staging:
-        language = SyntheticLanguage(SyntheticConfig(**settings))
-        written = write_eval_sets(language, staging, num_pairs)
-        eval_dir.mkdir(exist_ok=True)
-        for task in stale:
-            os.replace(written[task], eval_dir / written[task].name)
-    if not current:
-        stamp = {"version": EVAL_SETS_VERSION, "num_pairs": num_pairs}
-        _replace_metadata(corpus, {**corpus.metadata, "eval_dir": relative, "eval_sets": stamp})
-    return eval_dir
-
-
-def _replace_metadata(corpus: Corpus, metadata: dict) -> None:
-    """Rewrite the corpus's corpus.json through a temporary sibling and a rename."""
-    path = corpus.directory / METADATA_FILE
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        temporary.write_text(json.dumps(metadata, indent=2) + "\n")
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+from jaxslm.fsutil import prepare_output
 
 
 def build_from_files(
@@ -371,41 +273,11 @@ def _tokenize_audio_input(args: argparse.Namespace) -> None:
     entries = list_audio(args.audio)
     out = Path(args.out)
     units_path = out.with_name(out.name + ".units.jsonl")
-    _check_units_cache(units_path, _tokenizer_stamp(args))
+    check_units_cache(units_path, tokenizer_stamp(args.hubert, args.layer, args.codebook))
     tokenizer = SpeechTokenizer.load(args.hubert, args.layer, args.codebook, args.trust_pickle)
     args.num_units, args.frame_seconds = tokenizer.num_units, tokenizer.frame_seconds
     tokenize_files(entries, tokenizer, units_path)
     args.units = [*args.units, units_path]
-
-
-def _tokenizer_stamp(args: argparse.Namespace) -> dict:
-    """What makes the units: the HuBERT folder, the layer and the codebook's content."""
-    codebook = Path(args.codebook)
-    try:
-        digest = hashlib.sha256(codebook.read_bytes()).hexdigest()
-    except OSError as err:
-        raise JaxslmError(f"--codebook {codebook}: cannot read ({err.strerror or err})") from err
-    hubert = str(Path(args.hubert).resolve())
-    return {"hubert": hubert, "layer": args.layer, "codebook_sha256": digest}
-
-
-def _check_units_cache(units_path: Path, stamp: dict) -> None:
-    """Refuse cached units of another tokenizer (slamkit's fixed cache name reuses them
-    silently); stamp a new cache with this one."""
-    stamp_path = units_path.with_name(units_path.name + ".tokenizer.json")
-    if units_path.exists():
-        try:
-            cached = json.loads(stamp_path.read_text())
-        except (OSError, ValueError):
-            cached = None
-        if cached != stamp:
-            made = "an unknown tokenizer" if cached is None else f"another tokenizer ({cached})"
-            raise JaxslmError(
-                f"{units_path}: cached units of {made}, not of --hubert {stamp['hubert']} "
-                f"--layer {stamp['layer']} and this --codebook: delete it (and "
-                f"{stamp_path.name}) to tokenize again, or pass the tokenizer it was made with"
-            )
-    atomic_write_text(stamp_path, json.dumps(stamp, indent=2) + "\n")
 
 
 def _build_preference_corpus(args: argparse.Namespace) -> int:

@@ -9,11 +9,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from jaxslm.config import TrainConfig
-from jaxslm.data.build import build_synthetic, ensure_eval_sets
 from jaxslm.data.corpus import Corpus, open_corpus
 from jaxslm.data.interleave import InterleaveConfig
 from jaxslm.data.pipeline import PipelineConfig
 from jaxslm.data.preference_store import build_synthetic_preferences, is_preference_corpus
+from jaxslm.data.synthetic_corpus import build_synthetic, ensure_eval_sets
 from jaxslm.errors import JaxslmError
 from jaxslm.model_dir import TOKENIZER_DIR, read_metadata
 from jaxslm.models.model_config import ModelConfig
