@@ -227,6 +227,11 @@ DISTRIBUTIONS = (
     "tensorboardX",
     "protobuf",
 )
+# A package can be installed and still fail to import: env tries these imports so that it says
+# why the stages that need them will fail. flax 0.12.8 and 0.12.9 stop at `from flax import nnx`
+# under jax 0.11.2 (AttributeError: jax.experimental.hijax has no HiPrimitive; google/flax#5596);
+# flax 0.12.10 and later import under jax 0.11.0 and 0.11.2.
+IMPORT_CHECKS = {"flax": "flax.nnx", "optax": "optax", "orbax": "orbax.checkpoint"}
 ERROR_LIMIT = 0.1  # max abs error of an attention variant's out/dq/dk/dv (bf16)
 SPEEDUP_TARGET = 1.2  # jaxslm tokens/s over torch.compile's
 MFU_TARGET = 0.45
@@ -1110,10 +1115,18 @@ def internal_env(json_path: Path) -> None:
         )
     missing = missing_modules(CHECKED_MODULES)
     info["missing"] = {name: CHECKED_MODULES[name] for name in missing}
+    info["import_errors"] = {}
+    for name, module in IMPORT_CHECKS.items():
+        if name not in missing:
+            try:
+                importlib.import_module(module)
+            except Exception as error:  # reported; the stages that need it will fail
+                info["import_errors"][name] = f"import {module}: {type(error).__name__}: {error}"
+    unusable = {*missing, *info["import_errors"]}
     info["blocked_stages"] = {
         stage: blocked
         for stage, needs in STAGE_NEEDS.items()
-        if (blocked := [name for name in needs if name in missing])
+        if (blocked := [name for name in needs if name in unusable])
     }
     try:
         import jax
@@ -1147,16 +1160,18 @@ def internal_env(json_path: Path) -> None:
         except (OSError, subprocess.TimeoutExpired) as error:
             info["nvidia_smi"] = f"failed: {error}"
     for key, value in info.items():
-        if key not in ("nvidia_smi", "versions", "missing", "blocked_stages"):
+        if key not in ("nvidia_smi", "versions", "missing", "import_errors", "blocked_stages"):
             print(f"{key}: {value}")
     for name, version in versions.items():
         print(f"version {name}: {version}")
     for name, needed_by in info["missing"].items():
         print(f"missing {name}: needed by {needed_by}")
+    for name, error in info["import_errors"].items():
+        print(f"broken {name}: {error}")
     for stage, blocked in info["blocked_stages"].items():
-        print(f"stage {stage} is blocked: missing {', '.join(blocked)}")
-    if not info["missing"]:
-        print("no needed package is missing")
+        print(f"stage {stage} is blocked: missing or broken {', '.join(blocked)}")
+    if not unusable:
+        print("no needed package is missing or broken")
     print(info.get("nvidia_smi", "nvidia-smi: not found"))
     json_path.write_text(json.dumps(info, indent=1, default=str))
 
