@@ -86,18 +86,21 @@ need jax, flax, optax, orbax, torch and transformers (on the GPU image); the tra
 grain, tensorflow-datasets, array-record and their dependencies (not on it); tensorboardX is
 optional (without it the trainer runs with logging.tensorboard=false).
 
-On the GPU machine (Python 3.12, jax with the CUDA plugin, torch and transformers installed;
-no grain, tensorflow-datasets, array-record, tensorboardX, promise, librosa, soundfile, soxr):
-first run `bash benchmarks/gpu_wheels.sh` here, which downloads their Python 3.12 wheels into
-.whl/, then one device run, carrying .whl, with the command
+On the GPU machine (Python 3.12, jax 0.11.2 with the CUDA plugin, torch and transformers
+installed; no grain, tensorflow-datasets, array-record, tensorboardX, promise, librosa,
+soundfile, soxr; and a flax of unknown version, while flax 0.12.8 and 0.12.9 cannot import
+nnx under jax 0.11.2): first run `bash benchmarks/gpu_wheels.sh` here, which downloads their
+Python 3.12 wheels and flax 0.12.12's into .whl/, then one device run, carrying .whl, with the
+command
 
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \\
         --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PYTHONPATH || exit; \\
         python3 benchmarks/gpu_check.py
 
-and a timeout_s of about 420 (the install takes seconds); for the inference suite, which
-needs none of those wheels, `python3 benchmarks/gpu_check.py --suite inference` with a
-timeout_s of about 540. OUT defaults to $OUT when set (the
+and a timeout_s of about 420 (the install takes seconds); for the inference suite, the same
+command ending in `python3 benchmarks/gpu_check.py --suite inference`, with a timeout_s of
+about 540 (its stages need only flax of those wheels). The env stage says which packages are
+missing or fail to import, and the stages that blocks. OUT defaults to $OUT when set (the
 device machine's folder that comes back), else gpu_check_out/. OUT receives at most 7 files,
 within the 8 files the device machine returns: the five stage logs, summary.md (the table to
 paste into benchmarks/RESULTS.md) and summary.json (everything measured, the attention rows

@@ -17,7 +17,11 @@
 # and prints the wheels and their total size (the working tree that travels to the GPU
 # machine is limited to 64 MiB).
 #
-# Versions are those installed here (`pip show`), else the fallback pinned below. Left out:
+# Versions are those installed here (`pip show`), else the fallback pinned below; a line marked
+# `pinned` takes its version whatever is installed here. flax is carried although the image has
+# it: flax 0.12.8 and 0.12.9 fail at `from flax import nnx` under the image's jax 0.11.2
+# (google/flax#5596), and 0.12.10 or later needs Python 3.12, so this 3.11 machine cannot hold
+# it. Left out:
 # pyarrow (about 40 MB; on the image already, and tensorflow-datasets imports it lazily, only
 # for Parquet files: jaxslm's corpus is ArrayRecord), tensorflow (tensorflow-datasets runs
 # without it, as jaxslm uses it), apache-beam, mlcroissant (lazy, unused).
@@ -34,8 +38,9 @@ cd "$(dirname "$0")/.."
 DEST=.whl
 PYTHON=${PYTHON:-python3}
 
-# name fallback-version (the version installed here wins)
+# name fallback-version [pinned] (the version installed here wins unless pinned)
 PACKAGES="
+flax 0.12.12 pinned
 tensorflow-datasets 4.9.10
 tensorflow-metadata 1.21.0
 googleapis-common-protos 1.76.0
@@ -100,9 +105,10 @@ installed_version() {
 
 mkdir -p "$DEST"
 wanted=()
-while read -r name fallback; do
+while read -r name fallback pinned; do
   [ -n "$name" ] || continue
-  version=$(installed_version "$name")
+  version=$fallback
+  [ -n "$pinned" ] || version=$(installed_version "$name")
   version=${version:-$fallback}
   wanted+=("$name==$version")
   if [[ " $BUILT " == *" $name "* ]]; then
