@@ -6,7 +6,10 @@ imported only by the fixtures and helper modules (tiny_models, tiny_tokenizers) 
 so that data and config tests run without them.
 """
 
+import atexit
 import os
+import shutil
+import tempfile
 
 import pytest
 
@@ -14,6 +17,13 @@ os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
 ).strip()
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# One persistent compilation cache for the session, shared by the tests and the commands they
+# start: the same tiny programs, compiled again by run after run, are loaded instead. Counting
+# compilations (compiles.py) counts loads from it too.
+COMPILATION_CACHE = tempfile.mkdtemp(prefix="jaxslm-tests-xla-")
+atexit.register(shutil.rmtree, COMPILATION_CACHE, True)
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", COMPILATION_CACHE)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
 
 
 @pytest.fixture(scope="session")
