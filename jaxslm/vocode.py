@@ -50,8 +50,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--durations", choices=DURATION_MODES, default="auto", help="frames per unit (see above)"
     )
-    parser.add_argument("--speaker", default="0", help="speaker index or name (speakers.txt)")
-    parser.add_argument("--style", default="0", help="style index or name (styles.txt)")
+    parser.add_argument(
+        "--speaker", default="0", help="speaker name (speakers.txt) or index; a name wins"
+    )
+    parser.add_argument(
+        "--style", default="0", help="style name (styles.txt) or index; a name wins"
+    )
     parser.add_argument(
         "--batch-frames",
         type=int,

@@ -92,6 +92,9 @@ def test_weight_norm_layouts_and_safetensors_load_the_same(tmp_path):
     np.testing.assert_array_equal(waves[0], waves[1])
     speaker = safetensors.speaker_id("bo")
     np.testing.assert_allclose(safetensors.vocode(units, speaker=speaker)[0], waves[0], atol=1e-6)
+    (tmp_path / "st" / "speakers.txt").write_text("1088\n0\n")  # speakers named by numbers
+    numbered = UnitVocoder.load(tmp_path / "st")
+    assert [numbered.speaker_id(name) for name in ("1088", "0", "1")] == [0, 1, 1]
 
 
 def _refusal(tmp_path, cfg, sd, match, weights_name="generator.pt"):

@@ -132,16 +132,17 @@ class UnitVocoder:
         return None
 
     def speaker_id(self, speaker: str | int, kind: str = "speaker") -> int:
-        """A speaker (or style) id from an index or a name of speakers.txt / styles.txt."""
+        """A speaker (or style) id from a name of speakers.txt / styles.txt or an index; a
+        listed name wins (LibriSpeech-style speakers are named by numbers)."""
         names, count = (
             (self.speakers, self.config.num_speakers)
             if kind == "speaker"
             else (self.styles, self.config.num_styles)
         )
-        if isinstance(speaker, str) and not speaker.isdigit():
-            if speaker not in names:
-                raise JaxslmError(f"--{kind} {speaker!r}: not in the vocoder's {kind}s.txt")
+        if isinstance(speaker, str) and speaker in names:
             return names.index(speaker)
+        if isinstance(speaker, str) and not speaker.isdigit():
+            raise JaxslmError(f"--{kind} {speaker!r}: not in the vocoder's {kind}s.txt")
         index = int(speaker)
         if index and not 0 <= index < count:
             raise JaxslmError(
