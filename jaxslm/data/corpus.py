@@ -14,6 +14,7 @@ random-access data sources (`Corpus.source`) or as columns (`Corpus.columns`).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import zlib
@@ -24,6 +25,8 @@ from typing import Any
 
 import numpy as np
 import tensorflow_datasets as tfds
+from tensorflow_datasets.core.utils import tqdm_utils
+from tqdm import tqdm
 
 from jaxslm.data.columns import (
     Columns,
@@ -57,7 +60,22 @@ class _CorpusBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         super().__init__(**kwargs)
 
     def _split_generators(self, dl_manager):
-        return {split: self._generate_examples(split) for split in self._splits}
+        return {split: self._examples_with_progress(split) for split in self._splits}
+
+    def _examples_with_progress(self, split: str):
+        """The split's examples under one progress bar (TFDS's own are off: `_quiet_tfds`)."""
+        stream = self.name.removesuffix("_corpus")
+        bar = tqdm(desc=f"writing {stream} {split}", unit=" records", disable=None)
+        with bar:
+            for example in self._generate_examples(split):
+                bar.update()
+                yield example
+
+    def _log_download_bytes(self) -> None:
+        """Nothing: TFDS would announce a download to the staging folder."""
+
+    def _log_download_done(self) -> None:
+        """Nothing: the command names the finished corpus."""
 
 
 def _float64_tensor() -> tfds.features.Tensor:
@@ -204,7 +222,8 @@ def write_corpus(
                 data_dir=str(staging / name),
                 file_format="array_record",
             )
-            builder.download_and_prepare()
+            with _quiet_tfds():
+                builder.download_and_prepare()
             counts[name] = {split: builder.info.splits[split].num_examples for split in present}
         metadata = {**metadata, "counts": counts, **(extras(staging) if extras else {})}
         (staging / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
@@ -216,6 +235,18 @@ def write_corpus(
                 )
                 save_columns(columns, staging / COLUMNS_DIR / stream / split)
     return Path(out_dir)
+
+
+@contextlib.contextmanager
+def _quiet_tfds():
+    """TFDS's progress bars off for the block (they name the staging folder), as they were
+    after it."""
+    was_active = tqdm_utils._active
+    tfds.display_progress_bar(False)
+    try:
+        yield
+    finally:
+        tfds.display_progress_bar(was_active)
 
 
 @dataclass(frozen=True)
