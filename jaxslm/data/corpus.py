@@ -241,7 +241,7 @@ def write_corpus(
 def _quiet_tfds():
     """TFDS's progress bars off for the block (they name the staging folder), as they were
     after it."""
-    was_active = tqdm_utils._active
+    was_active = getattr(tqdm_utils, "_active", True)  # TFDS keeps the switch private
     tfds.display_progress_bar(False)
     try:
         yield
