@@ -15,6 +15,7 @@ import pytest
 from jaxslm import backend
 from jaxslm.errors import JaxslmError
 from jaxslm.models.attention import Segments, attention
+from jaxslm.models.attention_xla import CAUSAL_CHUNK
 from jaxslm.sharding import make_mesh
 
 BATCH, LENGTH, HEADS, KV_HEADS, HEAD_DIM = 2, 128, 4, 2, 16
@@ -33,12 +34,12 @@ def packed_segments(seed: int = 0) -> np.ndarray:
     return rows
 
 
-def inputs(dtype=jnp.float32, seed: int = 0):
+def inputs(dtype=jnp.float32, seed: int = 0, length=LENGTH, heads=HEADS, kv_heads=KV_HEADS):
     keys = jax.random.split(jax.random.key(seed), 4)
-    query = jax.random.normal(keys[0], (BATCH, LENGTH, HEADS, HEAD_DIM), dtype)
-    key = jax.random.normal(keys[1], (BATCH, LENGTH, KV_HEADS, HEAD_DIM), dtype)
-    value = jax.random.normal(keys[2], (BATCH, LENGTH, KV_HEADS, HEAD_DIM), dtype)
-    cotangent = jax.random.normal(keys[3], (BATCH, LENGTH, HEADS, HEAD_DIM), dtype)
+    query = jax.random.normal(keys[0], (BATCH, length, heads, HEAD_DIM), dtype)
+    key = jax.random.normal(keys[1], (BATCH, length, kv_heads, HEAD_DIM), dtype)
+    value = jax.random.normal(keys[2], (BATCH, length, kv_heads, HEAD_DIM), dtype)
+    cotangent = jax.random.normal(keys[3], (BATCH, length, heads, HEAD_DIM), dtype)
     return query, key, value, cotangent
 
 
@@ -135,6 +136,39 @@ def test_packed_rows_equal_documents_alone(kernel, dtype):
                 np.testing.assert_allclose(
                     np.float32(packed[row, where]), np.float32(single[0, :size]), atol=tolerance
                 )
+
+
+def test_xla_kernel_over_several_causal_chunks_equals_the_reference():
+    """Rows longer than CAUSAL_CHUNK (two whole query chunks and a partial one, documents
+    crossing the chunk boundaries): every chunk masks by its own queries' row positions, so
+    outputs and gradients are the reference's."""
+    length = 2 * CAUSAL_CHUNK + 44
+    segments = np.array(
+        [[1] * 100 + [2] * 130 + [3] * 60 + [0] * 10, [1] * 200 + [2] * 90 + [0] * 10], np.int32
+    )
+    assert segments.shape == (BATCH, length)
+    query, key, value, cotangent = inputs(seed=7, length=length)
+    out, grads = kernel_vjp("xla", query, key, value, Segments(jnp.asarray(segments)), cotangent)
+    mask = visible_numpy(segments)
+    np.testing.assert_allclose(out, reference_numpy(query, key, value, mask), atol=2e-5)
+    _, pullback = jax.vjp(
+        lambda q, k, v: reference_jnp(q, k, v, jnp.asarray(mask)), query, key, value
+    )
+    for ours, theirs in zip(grads, pullback(cotangent), strict=True):
+        np.testing.assert_allclose(ours, theirs, atol=1e-4)
+
+
+@pytest.mark.parametrize("kernel", CPU_KERNELS)
+def test_query_heads_read_their_kv_head_when_groups_outnumber_kv_heads(kernel):
+    """GQA with 8 query heads over 2 KV heads (groups of 4, unlike the other tests' 2 x 2):
+    query head h reads KV head h // 4, as transformers' repeat_kv has it."""
+    segments = packed_segments(seed=8)
+    query, key, value, _ = inputs(seed=8, heads=8, kv_heads=2)
+    out = jax.jit(lambda q, k, v, s: attention(q, k, v, Segments(s), kernel=kernel))(
+        query, key, value, jnp.asarray(segments)
+    )
+    want = reference_numpy(query, key, value, visible_numpy(segments))
+    np.testing.assert_allclose(out, want, atol=2e-5)
 
 
 def test_branch_visibility_on_the_xla_kernel():
