@@ -25,7 +25,7 @@ from jaxslm.data.preference_batches import (
 )
 from jaxslm.data.preference_store import PreferenceSet, preference_arrays
 from jaxslm.hf.param_map import param_maps
-from jaxslm.training.dpo import dpo_means, dpo_sums
+from jaxslm.training.dpo import dpo_means, dpo_sums, pair_terms
 
 UNITS = 20
 MAX_PROMPT, MAX_COMPLETION = 8, 6
@@ -164,3 +164,18 @@ def test_loss_rewards_and_gradients_equal_trl(models, share_prompt, label_smooth
     assert means["reward_accuracy"] == pytest.approx(metrics["rewards/accuracies"], abs=1e-7)
     reference = models[0]
     assert_gradients_match(grads, theirs, reference.config, reference.vocab.size)
+
+
+def test_pair_terms_by_hand():
+    """Per-pair terms on hand-picked log-probabilities: the implicit rewards, their margin, the
+    sigmoid loss, and the two accuracies (strict: a tie counts as wrong)."""
+    policy = (np.array([-1.0, -5.0, -3.0]), np.array([-2.0, -4.0, -3.0]))
+    reference = (np.array([-1.5, -4.0, -2.0]), np.array([-1.0, -4.5, -3.0]))
+    terms = jax.device_get(pair_terms(policy, reference, beta=0.5, label_smoothing=0.0))
+    chosen, rejected = 0.5 * np.array([0.5, -1.0, -1.0]), 0.5 * np.array([-1.0, 0.5, 0.0])
+    np.testing.assert_allclose(terms["rewards_chosen"], chosen)
+    np.testing.assert_allclose(terms["rewards_rejected"], rejected)
+    np.testing.assert_allclose(terms["reward_margin"], chosen - rejected)
+    np.testing.assert_allclose(terms["loss"], np.log1p(np.exp(-(chosen - rejected))), rtol=1e-6)
+    np.testing.assert_array_equal(terms["reward_accuracy"], [1.0, 0.0, 0.0])
+    np.testing.assert_array_equal(terms["likelihood_accuracy"], [1.0, 0.0, 0.0])

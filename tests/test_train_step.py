@@ -16,7 +16,7 @@ from jaxslm.models.head import nll_sum
 from jaxslm.models.model_config import ModelConfig
 from jaxslm.training.loss import loss_sums, mean_losses
 from jaxslm.training.optimizer import learning_rate_schedule, make_optimizer
-from jaxslm.training.step import init_state, make_train_step
+from jaxslm.training.step import batch_loss_sums, init_state, make_train_step
 
 CFG = ModelConfig(
     family="llama",
@@ -142,6 +142,24 @@ def test_loss_matches_torch_cross_entropy():
         )
 
 
+def test_loss_is_cross_entropy_over_the_real_vocabulary(model_parts):
+    """The training NLL is PyTorch's cross-entropy over the first vocab_size columns of the
+    output projection: the padded vocabulary's extra columns take no probability."""
+    graphdef, params, _ = model_parts
+    assert CFG.padded_vocab_size > CFG.vocab_size
+    batch = random_batch(rows=2, length=16, seed=5)
+    sums = batch_loss_sums(graphdef, params, batch)
+    model = nnx.merge(graphdef, params)
+    hidden = model.hidden_states(batch["tokens"], batch["positions"], batch["segment_ids"])
+    logits = np.asarray(hidden) @ np.asarray(params["lm_head"]["kernel"])[:, : CFG.vocab_size]
+    nll = torch.nn.functional.cross_entropy(
+        torch.tensor(logits).reshape(-1, CFG.vocab_size),
+        torch.tensor(batch["targets"]).reshape(-1).long(),
+        reduction="none",
+    ).numpy()
+    np.testing.assert_allclose(sums["nll"], (nll * batch["loss_mask"].reshape(-1)).sum(), rtol=1e-5)
+
+
 def test_schedule_warms_up_then_decays_to_the_minimum():
     peak, minimum, total, warmup = 1e-2, 1e-3, 10, 2
     assert float(SCHEDULE(0)) == 0.0
@@ -150,6 +168,17 @@ def test_schedule_warms_up_then_decays_to_the_minimum():
         progress = (step - warmup) / (total - warmup)
         cosine = minimum + (peak - minimum) * 0.5 * (1 + math.cos(math.pi * progress))
         np.testing.assert_allclose(float(SCHEDULE(step)), cosine, rtol=1e-5)
+
+
+def test_linear_decay_falls_from_the_peak_to_the_minimum():
+    """`linear`: warmup to the peak, then a straight line to the minimum at total_steps, where
+    it stays."""
+    peak, minimum, total, warmup = 1e-2, 1e-3, 10, 2
+    schedule = learning_rate_schedule(peak, minimum, total, warmup, "linear")
+    for step in range(warmup, total + 1):
+        want = peak + (minimum - peak) * (step - warmup) / (total - warmup)
+        np.testing.assert_allclose(float(schedule(step)), want, rtol=1e-5)
+    np.testing.assert_allclose(float(schedule(total + 5)), minimum, rtol=1e-5)
 
 
 def test_bfloat16_parameters_keep_float32_moments():
