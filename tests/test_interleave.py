@@ -1,14 +1,16 @@
 """Word-level speech/text interleaving (docs/reference.md section 3) on synthetic utterances."""
 
+import bisect
 import math
 import random
 
 import numpy as np
 import pytest
-from references import plain_poisson_rule, runs, slamkit_spans
+from references import plain_poisson_rule, poisson_spans, runs, slamkit_spans
 
 from jaxslm.data.interleave import (
     InterleaveConfig,
+    _poisson_cdf,
     build_interleaved,
     choose_speech_words,
     interleave,
@@ -88,6 +90,23 @@ def test_slamkit_poisson_matches_the_plain_rule():
     assert abs(mean_run - plain_mean_run) < 0.4 and 7.5 < mean_run < 10
     long = [choose_speech_words(2000, record_rng(0, 0, i)).tolist() for i in range(30)]
     assert abs(spoken_stats(long)[0] - 0.3) < 0.03
+
+
+def test_poisson_spans_equal_slamkits_rule_draw_for_draw():
+    """Fed the same uniform draws (a start among the eligible words, then a Poisson length by
+    inverse transform), the spoken words are exactly those of slamkit's rule restated in
+    references.py: an accepted span's words and the word after it stop being starts."""
+    cdf = _poisson_cdf(10.0)
+    for record in range(300):
+        words = 1 + record % 60
+        rnd = record_rng(0, 0, record)
+        theirs = poisson_spans(
+            words,
+            lambda eligible, rnd=rnd: sorted(eligible)[int(rnd.random() * len(eligible))],
+            lambda rnd=rnd: bisect.bisect_right(cdf, rnd.random()),
+        )
+        ours = choose_speech_words(words, record_rng(0, 0, record))
+        assert ours.tolist() == theirs.tolist(), record
 
 
 def test_poisson_always_terminates():

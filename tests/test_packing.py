@@ -48,6 +48,36 @@ def test_every_pair_exactly_once_and_rows_well_formed():
     assert len(rows) * length < 1.2 * total, "first-fit should leave little padding"
 
 
+def test_every_target_keeps_the_stream_of_its_document():
+    """Rows mixing documents of the three streams: each target's `stream` is that of the
+    document it came from (the logged per-stream token shares count these)."""
+    length = 64
+    docs = _documents(200, longest=length, seed=2)
+    stream_of = {int(t): i % 3 for i, doc in enumerate(docs) for t in doc}
+    packer = Packer(length, open_rows=4)
+    rows = [row for i, doc in enumerate(docs) for row in packer.add(doc, doc % 3, stream=i % 3)]
+    rows += packer.flush()
+    mixed = 0
+    for row in rows:
+        real = row["loss_mask"] == 1
+        want = [stream_of[int(t)] for t in row["targets"][real]]
+        np.testing.assert_array_equal(row["stream"][real], want)
+        mixed += len(set(want)) > 1
+    assert mixed > len(rows) // 4  # rows of several streams, not only whole documents
+
+
+def test_a_piece_that_fills_a_row_exactly_completes_it():
+    """First fit uses the last free position: two documents of 5 tokens (4 pairs each) fill a
+    row of 8 and complete it at once, without padding."""
+    packer = Packer(8, open_rows=4)
+    first, second = np.arange(5, dtype=np.int32), np.arange(10, 15, dtype=np.int32)
+    assert packer.add(first, first % 3) == []
+    (row,) = packer.add(second, second % 3)
+    assert row["loss_mask"].sum() == 8
+    np.testing.assert_array_equal(row["segment_ids"], [1, 1, 1, 1, 2, 2, 2, 2])
+    assert packer.flush() == []
+
+
 def test_long_documents_are_cut_as_slamkit_cuts_them():
     doc = np.arange(1000, dtype=np.int32)
     rows = _pack([doc], 64)

@@ -63,6 +63,17 @@ def test_new_rows_follow_transformers_resize(rows):
         np.testing.assert_allclose(ours[rows:], np.broadcast_to(old.mean(0), (7, 16)), atol=1e-6)
 
 
+def test_mean_cov_rows_have_transformers_spread():
+    """Many new `mean_cov` rows: their covariance is 1e-9 x that of the old rows, the
+    distribution transformers' resize_token_embeddings draws from (its noise is far below the
+    tolerance of a row-by-row comparison)."""
+    old = np.random.default_rng(2).normal(0.3, 0.5, size=(200, 16))
+    new = resize_rows(old, 200 + 4000, "mean_cov", seed=1)[200:]
+    np.testing.assert_allclose(new.mean(0), old.mean(0), atol=1e-5)
+    want = 1e-9 * np.cov(old, rowvar=False)
+    np.testing.assert_allclose(np.diag(np.cov(new, rowvar=False)), np.diag(want), rtol=0.15)
+
+
 def test_resize_is_deterministic_and_truncates():
     old = np.random.default_rng(1).normal(size=(50, 8)).astype(np.float32)
     assert np.array_equal(
