@@ -65,11 +65,8 @@ class _CorpusBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     def _examples_with_progress(self, split: str):
         """The split's examples under one progress bar (TFDS's own are off: `_quiet_tfds`)."""
         stream = self.name.removesuffix("_corpus")
-        bar = tqdm(desc=f"writing {stream} {split}", unit=" records", disable=None)
-        with bar:
-            for example in self._generate_examples(split):
-                bar.update()
-                yield example
+        examples = self._generate_examples(split)
+        yield from tqdm(examples, desc=f"writing {stream} {split}", unit=" records", disable=None)
 
     def _log_download_bytes(self) -> None:
         """Nothing: TFDS would announce a download to the staging folder."""

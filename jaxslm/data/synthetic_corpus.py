@@ -8,10 +8,10 @@ import json
 import os
 from pathlib import Path
 
-from jaxslm.data.corpus import EVAL_DIR, METADATA_FILE, Corpus, open_corpus, write_corpus
+from jaxslm.data.corpus import EVAL_DIR, METADATA_FILE, open_corpus, write_corpus
 from jaxslm.data.synthetic import SyntheticConfig, SyntheticLanguage
 from jaxslm.data.synthetic_eval import EVAL_PAIRS, EVAL_SETS_VERSION, EVAL_TASKS, write_eval_sets
-from jaxslm.fsutil import clear_stale_staging, staging_directory
+from jaxslm.fsutil import atomic_write_text, clear_stale_staging, staging_directory
 from jaxslm.text_tokenizer import train_sentencepiece
 
 SYNTHETIC_TOKENIZER_VOCAB = 512
@@ -80,16 +80,6 @@ def ensure_eval_sets(corpus_dir: str | Path) -> Path | None:
             os.replace(written[task], eval_dir / written[task].name)
     if not current:
         stamp = {"version": EVAL_SETS_VERSION, "num_pairs": num_pairs}
-        _replace_metadata(corpus, {**corpus.metadata, "eval_dir": relative, "eval_sets": stamp})
+        metadata = {**corpus.metadata, "eval_dir": relative, "eval_sets": stamp}
+        atomic_write_text(corpus.directory / METADATA_FILE, json.dumps(metadata, indent=2) + "\n")
     return eval_dir
-
-
-def _replace_metadata(corpus: Corpus, metadata: dict) -> None:
-    """Rewrite the corpus's corpus.json through a temporary sibling and a rename."""
-    path = corpus.directory / METADATA_FILE
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        temporary.write_text(json.dumps(metadata, indent=2) + "\n")
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
