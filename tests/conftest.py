@@ -13,16 +13,17 @@ import tempfile
 
 import pytest
 
-os.environ["XLA_FLAGS"] = (
-    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
-).strip()
+EIGHT_DEVICES = "--xla_force_host_platform_device_count=8"
+if EIGHT_DEVICES not in os.environ.get("XLA_FLAGS", ""):  # pytest-xdist workers inherit it
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {EIGHT_DEVICES}".strip()
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-# One persistent compilation cache for the session, shared by the tests and the commands they
-# start: the same tiny programs, compiled again by run after run, are loaded instead. Counting
-# compilations (compiles.py) counts loads from it too.
-COMPILATION_CACHE = tempfile.mkdtemp(prefix="jaxslm-tests-xla-")
-atexit.register(shutil.rmtree, COMPILATION_CACHE, True)
-os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", COMPILATION_CACHE)
+# One persistent compilation cache for the session, shared by the tests, the pytest-xdist
+# workers (they inherit this environment) and the commands the tests start: the same tiny
+# programs, compiled again by run after run, are loaded instead. Counting compilations
+# (compiles.py) counts loads from it too. Whoever creates it removes it.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="jaxslm-tests-xla-")
+    atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], True)
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
 
 
@@ -76,3 +77,17 @@ def qwen_lm(qwen_ckpt):
     import jaxslm
 
     return jaxslm.load(qwen_ckpt)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session):
+    """Free the session's compiled programs and arrays before a pytest-xdist worker reports
+    that it has finished: the controller then gives it 5 s to exit before interrupting it, and
+    freeing them later (pytest's own final garbage collection) can take longer on 2 cores."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import gc
+
+        import jax
+
+        jax.clear_caches()
+        gc.collect()

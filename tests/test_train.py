@@ -72,8 +72,8 @@ def command(corpus, run_dir, *extra):
 def single_device_env():
     """A subprocess environment with one CPU device (conftest gives this process eight)."""
     env = dict(os.environ, JAX_PLATFORMS="cpu")
-    env["XLA_FLAGS"] = env.get("XLA_FLAGS", "").replace(
-        "--xla_force_host_platform_device_count=8", ""
+    env["XLA_FLAGS"] = (
+        env.get("XLA_FLAGS", "").replace("--xla_force_host_platform_device_count=8", "").strip()
     )
     return env
 
