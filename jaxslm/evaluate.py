@@ -50,6 +50,7 @@ from jaxslm.evals.generative import (
     check_generative,
 )
 from jaxslm.evals.tasks import CROSS_MODAL_SETTINGS, SALMON_PARTS, TASKS
+from jaxslm.speech.tokenizer_args import add_tokenizer_args, tokenizer_from_args
 
 RESULTS_FORMAT = 1
 
@@ -78,14 +79,7 @@ def _parser() -> argparse.ArgumentParser:
         help="folder holding <task>.jsonl or <task>/ per task; without --task, every task found",
     )
     parser.add_argument("--units", type=Path, help="units JSONL for audio files in data folders")
-    parser.add_argument(
-        "--hubert", type=Path, help="HF HubertModel directory: tokenize audio in data folders"
-    )
-    parser.add_argument("--layer", type=int, default=11, help="HuBERT layer")
-    parser.add_argument("--codebook", type=Path, help="k-means codebook for --hubert")
-    parser.add_argument(
-        "--trust-pickle", action="store_true", help="allow a pickled (.bin) k-means codebook"
-    )
+    add_tokenizer_args(parser, required=False, purpose="to tokenize audio in data folders")
     parser.add_argument(
         "--normalize",
         choices=("mean", "sum"),
@@ -338,11 +332,8 @@ def evaluate(args: argparse.Namespace, requests, mesh_sizes) -> dict:
 def _audio_units(args: argparse.Namespace, num_units: int):
     """The HuBERT tokenizer of --hubert/--codebook, batched as --compat says."""
     from jaxslm.evals.audio_units import AudioUnits
-    from jaxslm.speech.tokenizer import SpeechTokenizer
 
-    tokenizer = SpeechTokenizer.load(
-        args.hubert, args.layer, args.codebook, args.trust_pickle, convention=args.convention
-    )
+    tokenizer = tokenizer_from_args(args, convention=args.convention)
     if tokenizer.num_units != num_units:
         raise JaxslmError(
             f"--codebook {args.codebook} has {tokenizer.num_units} units but the model "

@@ -36,6 +36,7 @@ import numpy as np
 from jaxslm.cli_help import HelpFormatter
 from jaxslm.errors import JaxslmError
 from jaxslm.generation.seeds import batch_seed
+from jaxslm.speech.tokenizer_args import add_tokenizer_args, tokenizer_from_args
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -72,10 +73,7 @@ def _parser() -> argparse.ArgumentParser:
         "--frame-seconds", type=float, default=0.04, help="frame length of --prompt-units"
     )
     parser.add_argument("--batch-size", type=int, default=16, help="prompts decoded together")
-    parser.add_argument("--hubert", type=Path, help="HF HubertModel directory (--prompt-audio)")
-    parser.add_argument("--layer", type=int, default=11, help="HuBERT layer")
-    parser.add_argument("--codebook", type=Path, help="k-means codebook (--prompt-audio)")
-    parser.add_argument("--trust-pickle", action="store_true", help="allow a pickled codebook")
+    add_tokenizer_args(parser, required=False, purpose="for --prompt-audio")
     parser.add_argument(
         "--unit-pieces", type=Path, help="unigram speech-token model of the checkpoint's corpus"
     )
@@ -138,7 +136,6 @@ def _prompts(args: argparse.Namespace) -> list[tuple[str, list]]:
 def _audio_prompts(args: argparse.Namespace, seconds: float | None) -> list[tuple[str, list]]:
     from jaxslm.generation.prompts import Piece
     from jaxslm.speech.audio import SAMPLE_RATE, load_audio
-    from jaxslm.speech.tokenizer import SpeechTokenizer
     from jaxslm.tokenize_audio import list_audio
 
     if args.hubert is None or args.codebook is None:
@@ -146,7 +143,7 @@ def _audio_prompts(args: argparse.Namespace, seconds: float | None) -> list[tupl
     source = args.prompt_audio
     entries = [(source.name, source)] if source.is_file() and source.suffix != ".txt" else None
     entries = entries or list_audio(source)
-    tokenizer = SpeechTokenizer.load(args.hubert, args.layer, args.codebook, args.trust_pickle)
+    tokenizer = tokenizer_from_args(args)
     waves = [load_audio(path) for _, path in entries]
     if seconds is not None:
         waves = [wave[: int(seconds * SAMPLE_RATE)] for wave in waves]

@@ -29,6 +29,7 @@ from typing import Any
 
 from jaxslm.cli_help import HelpFormatter
 from jaxslm.errors import JaxslmError
+from jaxslm.speech.tokenizer_args import add_tokenizer_args, tokenizer_from_args
 from jaxslm.textfiles import read_utf8
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg")
@@ -43,17 +44,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--audio", required=True, type=Path, help="a folder (searched recursively) or a list file"
     )
-    parser.add_argument("--hubert", required=True, type=Path, help="HF HubertModel directory")
-    parser.add_argument("--layer", type=int, default=11, help="HuBERT layer")
-    parser.add_argument(
-        "--codebook", required=True, type=Path, help="k-means centroids: .npy, safetensors, .bin"
-    )
-    parser.add_argument(
-        "--trust-pickle",
-        action="store_true",
-        help="allow unpickling a joblib/sklearn .bin codebook (runs code from the file); it is "
-        "converted once to .npy beside it",
-    )
+    add_tokenizer_args(parser, required=True)
     parser.add_argument("--out", required=True, type=Path, help="output JSONL")
     parser.add_argument(
         "--no-dedup", action="store_true", help="one unit per frame (durations all 1)"
@@ -115,15 +106,12 @@ def tokenize(args: argparse.Namespace) -> dict[str, int]:
     prepare_output_file(args.out)
 
     def load_tokenizer() -> SpeechTokenizer:
-        return SpeechTokenizer.load(
-            args.hubert,
-            args.layer,
-            args.codebook,
-            args.trust_pickle,
-            not args.no_dedup,
-            args.batch_seconds,
-            args.dtype,
-            args.convention,
+        return tokenizer_from_args(
+            args,
+            deduplicate=not args.no_dedup,
+            batch_seconds=args.batch_seconds,
+            dtype=args.dtype,
+            convention=args.convention,
         )
 
     return tokenize_pending(

@@ -22,23 +22,27 @@ COMMANDS = (
 )
 
 # (command, sub-command or None, an option's help as printed, whitespace collapsed)
+LAYER_HELP = (
+    "--layer LAYER HuBERT layer, indexed as transformers' hidden_states (0: the first "
+    "layer's input, L: layer L's output) (default: 11)"
+)
 SAMPLES = (
     ("generate", None, "--n N continuations per prompt (default: 1)"),
     ("generate", None, "--seed SEED sampling seed (default: 0)"),
     ("generate", None, "--batch-size BATCH_SIZE prompts decoded together (default: 16)"),
     ("generate", None, "frame length of --prompt-units (default: 0.04)"),
-    ("generate", None, "--layer LAYER HuBERT layer (default: 11)"),
+    ("generate", None, LAYER_HELP),
     ("generate", None, "1 = off (default: 1.0)"),
     ("generate", None, "compute dtype (default: the dtype the model trained in)"),
     ("data.build", None, "are skipped (default: 500)"),
     ("data.build", None, "0.02 50 Hz) (default: 0.04)"),
     ("data.build", None, "validation split (default: 0.01)"),
-    ("data.build", None, "--layer LAYER HuBERT layer, for --audio (default: 11)"),
+    ("data.build", None, LAYER_HELP),
     ("data.build", None, "n-gram length of the repetition filter (default: 2)"),
     ("data.build", None, "threshold of the repetition filter (default: 0.3)"),
     ("tokenize_audio", None, "seconds of audio per batch (default: 120.0)"),
     ("tokenize_audio", None, "HuBERT compute dtype (default: float32)"),
-    ("evaluate", None, "--layer LAYER HuBERT layer (default: 11)"),
+    ("evaluate", None, LAYER_HELP),
     ("evaluate", None, "--temperature TEMPERATURE 0 = greedy (default: 0.8)"),
     ("evaluate", None, "(prompt->ending modality) (default: S->S S->T T->S T->T)"),
     ("vocode", None, "unit frames per vocoder batch (default: 2048)"),

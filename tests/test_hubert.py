@@ -133,6 +133,32 @@ def test_stable_layout_layers_match_transformers(tmp_path):
         np.testing.assert_allclose(got, want, atol=1e-4, rtol=0)
 
 
+def test_final_norm_reads_the_stable_layouts_last_layer_as_transformers_4_did(tmp_path):
+    """transformers 4.x put the stable layout's final LayerNorm into hidden_states[L] (equal
+    to last_hidden_state there); transformers 5 leaves it out. `final_norm` gives the former."""
+    model = save_hf(STABLE, tmp_path, seed=14)
+    encoder = load_hubert(tmp_path)
+    waves = [audio(s, seed=40 + i) for i, s in enumerate([1.1, 0.6])]
+    plain = HubertFeatures(encoder, layer=2, batch_seconds=4.0).extract(waves)
+    normed = HubertFeatures(encoder, layer=2, batch_seconds=4.0, final_norm=True).extract(waves)
+    for wave, without, with_norm in zip(waves, plain, normed, strict=True):
+        hidden, last = hf_hidden_states(model, wave, pad=40)
+        np.testing.assert_allclose(without, hidden[2], atol=1e-4, rtol=0)
+        np.testing.assert_allclose(with_norm, last, atol=1e-4, rtol=0)
+        assert np.abs(with_norm - without).max() > 0.1
+
+
+@pytest.mark.parametrize("layout, layer", [("stable", 1), ("base", 2)])
+def test_final_norm_is_refused_where_no_layer_norm_follows(layout, layer, base_hf, tmp_path):
+    if layout == "stable":
+        save_hf(STABLE, tmp_path, seed=15)
+        directory = tmp_path
+    else:
+        directory, _ = base_hf
+    with pytest.raises(JaxslmError, match=f"--final-norm.*layer {layer} of a {layout}-layout"):
+        HubertFeatures(load_hubert(directory), layer=layer, final_norm=True)
+
+
 def test_bin_weight_g_and_ctc_prefix(base_hf, tmp_path):
     """pytorch_model.bin with `hubert.` keys and the old weight_g / weight_v names."""
     directory, model = base_hf

@@ -228,6 +228,24 @@ def test_corpus_builder_tokenizes_audio(hubert, codebook, tmp_path, capsys):
     )
 
 
+def test_the_units_cache_stamp_names_final_norm(codebook, tmp_path):
+    """Units made with --final-norm are another tokenizer's; caches stamped before the option
+    existed keep matching a run without it."""
+    from jaxslm.data.units_cache import check_units_cache, tokenizer_stamp
+    from jaxslm.errors import JaxslmError
+
+    plain = tokenizer_stamp(tmp_path, 24, codebook)
+    normed = tokenizer_stamp(tmp_path, 24, codebook, final_norm=True)
+    assert set(plain) == {"hubert", "layer", "codebook_sha256"}
+    assert normed == {**plain, "final_norm": True}
+    units = tmp_path / "corpus.units.jsonl"
+    check_units_cache(units, plain)  # a new cache: stamped
+    units.write_text("")
+    with pytest.raises(JaxslmError, match="--layer 24 --final-norm and this --codebook"):
+        check_units_cache(units, normed)
+    check_units_cache(units, plain)
+
+
 def test_generate_from_audio_prompts(hubert, codebook, llama_hf, tmp_path):
     from jaxslm import generate
     from jaxslm.hf.importer import import_hf
@@ -383,6 +401,8 @@ def test_a_bad_layer_or_codebook_is_refused_before_the_output_folder_is_made(
     argv[argv.index("--layer") + 1] = "99"
     assert tokenize_audio.main(argv) == 2
     assert "HuBERT layer 99 does not exist" in capsys.readouterr().err
+    assert tokenize_audio.main([*_argv(audio, hubert_dir, codebook, out), "--final-norm"]) == 2
+    assert "only the stable (large) layout" in capsys.readouterr().err
     assert tokenize_audio.main(_argv(audio, hubert_dir, tmp_path / "absent.npy", out)) == 2
     assert "absent.npy" in capsys.readouterr().err
     assert not (tmp_path / "new").exists()
@@ -398,6 +418,7 @@ def test_evaluate_tokenizes_audio_as_its_convention_says(hubert, codebook):
         args = argparse.Namespace(
             hubert=hubert[0],
             layer=LAYER,
+            final_norm=False,
             codebook=codebook,
             trust_pickle=False,
             convention=convention,

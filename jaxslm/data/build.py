@@ -35,6 +35,7 @@ from jaxslm.data.synthetic_corpus import build_synthetic
 from jaxslm.data.units_cache import check_units_cache, tokenizer_stamp
 from jaxslm.errors import JaxslmError
 from jaxslm.fsutil import prepare_output
+from jaxslm.speech.tokenizer_args import add_tokenizer_args, tokenizer_from_args
 
 
 def build_from_files(
@@ -187,12 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
         "OUT.units.jsonl (resumable, kept beside OUT) and built like --units; with "
         "--preference, used like --preference-units",
     )
-    parser.add_argument("--hubert", type=Path, help="HF HubertModel directory, for --audio")
-    parser.add_argument("--layer", type=int, default=11, help="HuBERT layer, for --audio")
-    parser.add_argument("--codebook", type=Path, help="k-means codebook, for --audio")
-    parser.add_argument(
-        "--trust-pickle", action="store_true", help="allow a pickled (.bin) codebook"
-    )
+    add_tokenizer_args(parser, required=False, purpose="for --audio")
     _add_file_list(
         parser, "--alignments", "JSON", "slamkit alignment JSON {file: [{word, start, end}, ...]}"
     )
@@ -265,7 +261,6 @@ def _add_file_list(parser: argparse.ArgumentParser, flag: str, metavar: str, hel
 def _tokenize_audio_input(args: argparse.Namespace) -> None:
     """Tokenize --audio into OUT.units.jsonl and build from it, with the tokenizer's K and
     frame length (replacing --num-units and --frame-seconds)."""
-    from jaxslm.speech.tokenizer import SpeechTokenizer
     from jaxslm.tokenize_audio import list_audio, tokenize_files
 
     if args.hubert is None or args.codebook is None:
@@ -273,8 +268,9 @@ def _tokenize_audio_input(args: argparse.Namespace) -> None:
     entries = list_audio(args.audio)
     out = Path(args.out)
     units_path = out.with_name(out.name + ".units.jsonl")
-    check_units_cache(units_path, tokenizer_stamp(args.hubert, args.layer, args.codebook))
-    tokenizer = SpeechTokenizer.load(args.hubert, args.layer, args.codebook, args.trust_pickle)
+    stamp = tokenizer_stamp(args.hubert, args.layer, args.codebook, args.final_norm)
+    check_units_cache(units_path, stamp)
+    tokenizer = tokenizer_from_args(args)
     args.num_units, args.frame_seconds = tokenizer.num_units, tokenizer.frame_seconds
     tokenize_files(entries, tokenizer, units_path)
     args.units = [*args.units, units_path]

@@ -11,14 +11,16 @@ from jaxslm.errors import JaxslmError
 from jaxslm.fsutil import atomic_write_text
 
 
-def tokenizer_stamp(hubert: Path, layer: int, codebook: Path) -> dict:
-    """What makes the units: the HuBERT folder, the layer and the codebook's content."""
+def tokenizer_stamp(hubert: Path, layer: int, codebook: Path, final_norm: bool = False) -> dict:
+    """What makes the units: the HuBERT folder, the layer (with `final_norm` when set) and the
+    codebook's content."""
     codebook = Path(codebook)
     try:
         digest = hashlib.sha256(codebook.read_bytes()).hexdigest()
     except OSError as err:
         raise JaxslmError(f"--codebook {codebook}: cannot read ({err.strerror or err})") from err
-    return {"hubert": str(Path(hubert).resolve()), "layer": layer, "codebook_sha256": digest}
+    stamp = {"hubert": str(Path(hubert).resolve()), "layer": layer, "codebook_sha256": digest}
+    return {**stamp, "final_norm": True} if final_norm else stamp
 
 
 def check_units_cache(units_path: Path, stamp: dict) -> None:
@@ -34,7 +36,8 @@ def check_units_cache(units_path: Path, stamp: dict) -> None:
             made = "an unknown tokenizer" if cached is None else f"another tokenizer ({cached})"
             raise JaxslmError(
                 f"{units_path}: cached units of {made}, not of --hubert {stamp['hubert']} "
-                f"--layer {stamp['layer']} and this --codebook: delete it (and "
+                f"--layer {stamp['layer']}{' --final-norm' if stamp.get('final_norm') else ''} "
+                f"and this --codebook: delete it (and "
                 f"{stamp_path.name}) to tokenize again, or pass the tokenizer it was made with"
             )
     atomic_write_text(stamp_path, json.dumps(stamp, indent=2) + "\n")

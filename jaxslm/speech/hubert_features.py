@@ -23,7 +23,12 @@ from jaxslm.models.hubert import SAMPLE_RATE, HubertEncoder
 
 
 class HubertFeatures:
-    """Hidden states of layer `layer` (transformers' `hidden_states[layer]`) for 16 kHz waves."""
+    """Hidden states of layer `layer` (transformers' `hidden_states[layer]`) for 16 kHz waves.
+
+    `final_norm` applies a stable-layout (HuBERT-large) encoder's final LayerNorm to its last
+    layer, as transformers 4.x's `hidden_states[num_layers]` and every version's
+    `last_hidden_state` do; transformers 5 and fairseq's `output_layer` leave it out.
+    """
 
     def __init__(
         self,
@@ -32,6 +37,7 @@ class HubertFeatures:
         batch_seconds: float = 120.0,
         bucket_seconds: float | None = None,
         pad_samples: int = 40,
+        final_norm: bool = False,
     ):
         cfg = encoder.config
         if bucket_seconds is None:
@@ -44,8 +50,16 @@ class HubertFeatures:
                 f", pad_samples={pad_samples}; use 0 < bucket_seconds <= batch_seconds and "
                 "pad_samples >= 0"
             )
+        if final_norm and not (cfg.do_stable_layer_norm and layer == cfg.num_layers):
+            raise JaxslmError(
+                f"final_norm (--final-norm) with HuBERT layer {layer} of a "
+                f"{'stable' if cfg.do_stable_layer_norm else 'base'}-layout model: only the "
+                "stable (large) layout has a LayerNorm after its last layer; use it with "
+                f"--layer {cfg.num_layers} of such a model, or leave it out"
+            )
         self.config = cfg
         self.layer = layer
+        self._forward_layer = None if final_norm else layer
         self.pad_samples = pad_samples
         self.bucket_samples = max(1, round(bucket_seconds * SAMPLE_RATE))
         self.batch_samples = round(batch_seconds * SAMPLE_RATE)
@@ -85,7 +99,7 @@ class HubertFeatures:
                 inputs[row, self.pad_samples : self.pad_samples + len(waves[index])] = waves[index]
                 lengths[row] = len(waves[index]) + 2 * self.pad_samples
             # dispatched, not waited for: the device runs it while the previous batch is read
-            result = _forward(self._graphdef, self._state, inputs, lengths, self.layer)
+            result = _forward(self._graphdef, self._state, inputs, lengths, self._forward_layer)
             if pending is not None:
                 self._collect(*pending, waves, features)
             pending = (batch, result)
@@ -123,8 +137,9 @@ class HubertFeatures:
 
 
 @functools.partial(jax.jit, static_argnums=(0, 4))
-def _forward(graphdef, state: nnx.State, waves: jax.Array, lengths: jax.Array, layer: int):
-    """float32 hidden states of `layer`. Module-level, with the graph definition and layer as
-    static arguments: every HubertFeatures of one model shares its compiled programs (a
-    function made per instance would compile each shape again for each instance)."""
+def _forward(graphdef, state: nnx.State, waves: jax.Array, lengths: jax.Array, layer: int | None):
+    """float32 hidden states of `layer` (None: `last_hidden_state`). Module-level, with the
+    graph definition and layer as static arguments: every HubertFeatures of one model shares
+    its compiled programs (a function made per instance would compile each shape again for
+    each instance)."""
     return nnx.merge(graphdef, state)(waves, lengths, layer).astype(jnp.float32)

@@ -78,9 +78,11 @@ class SpeechTokenizer:
         batch_seconds: float = 120.0,
         dtype: str = "float32",
         convention: str = "slamkit",
+        final_norm: bool = False,
     ) -> SpeechTokenizer:
         """From a HF HubertModel directory and a codebook file (.npy, safetensors, or the
-        textless pickle with `trust_pickle`), extracting as `convention` (EXTRACTIONS) does."""
+        textless pickle with `trust_pickle`), extracting as `convention` (EXTRACTIONS) does;
+        `final_norm` as HubertFeatures takes it."""
         if convention not in EXTRACTIONS:
             raise JaxslmError(
                 f"unit extraction convention {convention!r}; use one of {', '.join(EXTRACTIONS)}"
@@ -88,7 +90,11 @@ class SpeechTokenizer:
         extraction = EXTRACTIONS[convention]
         encoder = load_hubert(hubert_dir, dtype=dtype)
         features = HubertFeatures(
-            encoder, layer, batch_seconds=batch_seconds, pad_samples=extraction.pad_samples
+            encoder,
+            layer,
+            batch_seconds=batch_seconds,
+            pad_samples=extraction.pad_samples,
+            final_norm=final_norm,
         )
         codebook = load_codebook(codebook, trust_pickle=trust_pickle)
         return cls(features, codebook, deduplicate, extraction)
