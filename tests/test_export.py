@@ -106,7 +106,8 @@ def test_bfloat16_stays_bfloat16(llama_hf, tmp_path):
         info.dtype.name for info in SafetensorsFile(export / "model.safetensors").tensors.values()
     }
     assert dtypes == {"bfloat16"}
-    model = AutoModelForCausalLM.from_pretrained(export)
+    # dtype="auto" reads config.json's dtype under transformers 4.x too (5.x defaults to it)
+    model = AutoModelForCausalLM.from_pretrained(export, dtype="auto")
     assert model.dtype == torch.bfloat16
     lm = jaxslm.load(ckpt)
     tokens = _mixed_tokens(lm, 12, seed=6)
