@@ -36,3 +36,24 @@ def test_where_the_cache_goes(tmp_path, settings, where):
     stored = {str(path.parent.relative_to(tmp_path)) for path in tmp_path.rglob("*-cache")}
     assert stored == ({where} if where else set()), result.stderr
     assert result.stdout.strip() == str(where is not None)
+
+
+def test_entries_written_without_the_size_cap_do_not_break_it(tmp_path):
+    """A script sharing the folder without the cap writes no access-time files; JAX's capped
+    cache then failed every write ("Error writing persistent compilation cache entry"). The
+    commands give such entries access times first, and their own programs are stored."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("JAX", "XLA"))}
+    folder = tmp_path / "shared"
+    env.update(
+        JAX_COMPILATION_CACHE_DIR=str(folder), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0"
+    )
+    plain = "import jax; jax.jit(lambda x: x * 3 - 1)(1.0).block_until_ready()"
+    subprocess.run([sys.executable, "-c", plain], env=env, check=True)
+    assert len(list(folder.glob("*-cache"))) == 1 and not list(folder.glob("*-atime"))
+    result = subprocess.run(
+        [sys.executable, "-c", PROGRAM], env=env, capture_output=True, text=True, check=True
+    )
+    assert "Error writing" not in result.stderr, result.stderr
+    entries = {path.name.removesuffix("-cache") for path in folder.glob("*-cache")}
+    assert len(entries) == 2
+    assert entries == {path.name.removesuffix("-atime") for path in folder.glob("*-atime")}
