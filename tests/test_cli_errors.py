@@ -182,6 +182,16 @@ def test_a_yaml_key_given_twice_is_refused(tmp_path, capsys):
     assert read_yaml_mapping(merged, "config file", "sections")["opt"] == {"lr": 3, "wd": 2}
 
 
+def test_a_mistyped_corpus_is_refused_not_built(tmp_path, capsys, monkeypatch):
+    from jaxslm.training import setup
+
+    monkeypatch.setattr(setup, "build_synthetic", _no_work)
+    typo = tmp_path / "tyo"
+    argv = [f"data.corpus={typo}", f"run_dir={tmp_path / 'run'}", "budget.max_steps=3"]
+    _fails(train.main(argv), capsys, f"data.corpus={typo}: no such corpus")
+    assert not typo.exists()
+
+
 def test_build_refuses_input_files_with_a_builtin_corpus(tmp_path, capsys, monkeypatch):
     from jaxslm.data import build, preference_store
 

@@ -234,6 +234,17 @@ def test_errors_raise_in_process_without_io(tmp_path):
         TrainConfig(name="direct")
 
 
+def test_a_corpus_on_the_command_line_is_never_built_unless_asked():
+    """configs/tiny.yaml builds its toy corpus; a data.corpus override names the user's own
+    corpus, so a mistyped one must not become a fresh toy corpus."""
+    tiny = Path(__file__).parents[1] / "configs" / "tiny.yaml"
+    assert load_config(tiny).data.build_synthetic
+    assert not load_config(tiny, ["data.corpus=data/tyo"]).data.build_synthetic
+    asked = ["data.corpus=data/toy2", "data.build_synthetic=true"]
+    assert load_config(tiny, asked).data.build_synthetic
+    assert load_config(tiny, asked[::-1]).data.build_synthetic
+
+
 @pytest.mark.parametrize("path", sorted(Path(__file__).parents[1].glob("configs/*.yaml")))
 def test_shipped_configs_load(path):
     cfg = load_config(path)

@@ -34,15 +34,20 @@ _INVALID = object()
 
 def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> TrainConfig:
     """Defaults, then the YAML file at `path` (sections of keys), then `key=value` overrides
-    (`optimizer.lr=1e-3`, `run_dir=PATH`); values are YAML. Raises JaxslmError on any unknown
-    key, wrong type or invalid value, naming the file or the command line."""
+    (`optimizer.lr=1e-3`, `run_dir=PATH`); values are YAML. A `data.corpus` override turns
+    the file's `data.build_synthetic` off (a mistyped path must not become a toy corpus)
+    unless the command line sets that too. Raises JaxslmError on any unknown key, wrong type
+    or invalid value, naming the file or the command line."""
     values: dict[str, Any] = {name: {} for name in _SECTIONS}
     if path is not None:
         for key, value in _read_yaml(Path(path)).items():
             _assign_yaml(values, str(key), value, str(path))
-    for item in overrides:
-        key, value, text = _parse_override(item)
+    command_line = [_parse_override(item) for item in overrides]
+    for key, value, text in command_line:
         _assign(values, key, value, COMMAND_LINE, text)
+    keys = {key for key, _, _ in command_line}
+    if "data.corpus" in keys and "data.build_synthetic" not in keys:
+        values["data"]["build_synthetic"] = False  # a corpus named here is the user's own
     values.setdefault("name", Path(path).stem if path is not None else DEFAULT_NAME)
     try:
         sections = {name: cls(**values.pop(name)) for name, cls in _SECTIONS.items()}

@@ -123,7 +123,8 @@ def _corpus(cfg: TrainConfig) -> Corpus:
     elif not path.exists():
         raise JaxslmError(
             f"data.corpus={path}: no such corpus; build one with `python -m jaxslm.data.build`, "
-            "or set data.build_synthetic=true to build the built-in toy corpus there"
+            "or add data.build_synthetic=true to build the built-in toy corpus there (a "
+            "data.corpus given on the command line is built only with it)"
         )
     elif path.is_dir() and cfg.eval.tasks:
         ensure_eval_sets(path)
