@@ -69,6 +69,36 @@ def test_untrained_model_scores_near_chance(corpus):
         assert abs(metrics[f"{task}_accuracy"] - 0.5) < 0.06, metrics
 
 
+def test_a_sigterm_during_the_benchmarks_saves_the_checkpoint_at_once(
+    corpus, tmp_path, monkeypatch
+):
+    """A one-process run signalled while its end-of-run benchmarks run scores no further task
+    (the step's benchmarks are left out whole) and saves its last step's checkpoint."""
+    import os
+    import signal
+
+    from jaxslm.training import task_eval
+    from jaxslm.training.step_checkpoints import RunCheckpoints
+
+    scored, score = [], task_eval.run_task
+
+    def signalled_while_scoring(scorer, builder, request, **options):
+        scored.append(request.name)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return score(scorer, builder, request, **options)
+
+    monkeypatch.setattr(task_eval, "run_task", signalled_while_scoring)
+    run_dir = tmp_path / "run"
+    cfg = _config(corpus, f"run_dir={run_dir}", "budget.max_steps=2", "data.seq_len=64")
+    summary = train(cfg)
+    assert scored == ["swuggy"]
+    assert summary["end_step"] == 2 and summary["stopped"].startswith("SIGTERM")
+    assert not any("swuggy_accuracy" in record for record in read_metrics(run_dir))
+    checkpoints = RunCheckpoints(run_dir, 1, False, False, False)
+    assert checkpoints.latest_step() == 2
+    checkpoints.close()
+
+
 def test_trained_tiny_model_beats_chance_and_cli_agrees(corpus, tmp_path):
     run_dir = tmp_path / "run"
     steps = 120

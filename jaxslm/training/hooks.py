@@ -127,6 +127,12 @@ class StopRequests:
             self.signal_name = "Ctrl-C"
             signal.signal(signal.SIGINT, signal.default_int_handler)
 
+    def signalled_here(self) -> bool:
+        """Whether a single-process run has been signalled: the end-of-step work (held-out
+        loss, benchmarks) is then cut short so that the checkpoint is saved at once. With
+        several processes each finishes it, as they must run the same sharded steps."""
+        return self.flags is None and self.terminated
+
     def reason(self, step: int, total_steps: int | None) -> str | None:
         terminated, late = self._requests()
         if terminated:

@@ -3,6 +3,7 @@ of the train loop, jaxslm.training.hooks)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from flax import nnx
@@ -35,6 +36,7 @@ class TaskEvaluator:
         self.every, self.total_steps = cfg.eval.tasks_every_steps, cfg.total_steps
         self.summaries: dict[str, dict] = {}
         self.step = 0
+        self.interrupted: Callable[[], bool] = lambda: False  # checked between tasks
         scoring = plan.model.replace(dtype="float32", remat="none")
         graphdef = nnx.graphdef(abstract_decoder(scoring))
         self.scorer = Scorer(
@@ -48,16 +50,20 @@ class TaskEvaluator:
         results.update(self.metrics(state["params"], step))
 
     def metrics(self, params, step: int) -> dict[str, float]:
-        """Accuracy per task (and macro accuracy over parts) with `params` at `step`."""
-        self.step = step
+        """Accuracy per task (and macro accuracy over parts) with `params` at `step`; none
+        when `interrupted()` turns true before the last task (the step's benchmarks are
+        then left out whole, and `summaries` keep the last complete ones)."""
         self.scorer.params = params
-        metrics = {}
+        metrics, summaries = {}, {}
         for request in self.requests:
+            if self.interrupted():
+                return {}
             summary = run_task(self.scorer, self.builder, request, progress=False).summary
-            self.summaries[request.name] = summary
+            summaries[request.name] = summary
             metrics[f"{request.name}_accuracy"] = summary["accuracy"]
             if "macro_accuracy" in summary:
                 metrics[f"{request.name}_macro_accuracy"] = summary["macro_accuracy"]
+        self.step, self.summaries = step, summaries
         return metrics
 
 

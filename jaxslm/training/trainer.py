@@ -313,6 +313,8 @@ class Trainer:
         checkpointing = Checkpointing(cfg, self.checkpoints, data, reporter, start_step)
         hooks = [h for h in (held_out, tasks) if h is not None] + [checkpointing]
         stop = StopRequests(cfg.budget.max_seconds)
+        if tasks is not None:
+            tasks.interrupted = stop.signalled_here
         try:
             state, step, reason = self._steps(state, start_step, data, hooks, reporter, stop)
             reporter.flush()
@@ -350,7 +352,8 @@ class Trainer:
         self, state: dict, step: int, data, hooks: list[Hook], reporter: StepReporter, stop
     ) -> tuple[dict, int, str]:
         """Train until a stop condition: after each step, the hooks that are due, in order
-        (their time is left out of the throughput). Returns (state, step, why it stopped);
+        (their time is left out of the throughput; none after a signal, see
+        StopRequests.signalled_here). Returns (state, step, why it stopped);
         `last_results` keeps the last step's record (its eval_loss ranks the final save)."""
         train_step = self._compiled_step()
         self.last_results: dict[str, float] = {}
@@ -364,7 +367,7 @@ class Trainer:
             results = self.last_results = reporter.add(step, metrics, local)
             with reporter.throughput.paused():
                 for hook in hooks:
-                    if hook.due(step):
+                    if hook.due(step) and not stop.signalled_here():
                         hook.run(step, state, results)
         return state, step, reason
 
