@@ -156,7 +156,28 @@ def test_run_exports_to_transformers(reference, tmp_path):
     tokens = (np.arange(24, dtype=np.int32).reshape(2, 12) * 37) % hf_model.config.vocab_size
     with torch.no_grad():
         theirs = hf_model(torch.tensor(tokens).long()).logits.numpy()
-    np.testing.assert_allclose(jaxslm.load(reference[0]).logits(tokens), theirs, atol=2e-5)
+    lm = jaxslm.load(reference[0])
+    np.testing.assert_allclose(lm.logits(tokens), theirs, atol=2e-5)
+    _assert_tokenizer_reads_the_export(lm, reference[0], tmp_path / "hf")
+
+
+def _assert_tokenizer_reads_the_export(lm, run_dir, export):
+    """AutoTokenizer reads the export's SentencePiece model with the units and markers at
+    their jaxslm ids, and encodes single-spaced text of its alphabet as jaxslm does."""
+    from transformers import AutoTokenizer
+
+    from jaxslm.model_dir import load_tokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(export)
+    vocab = lm.vocab
+    assert len(tokenizer) == vocab.size
+    names = vocab.added_tokens()
+    assert tokenizer.convert_tokens_to_ids(names) == list(range(vocab.unit_offset, vocab.size))
+    rng = np.random.default_rng(0)
+    ours = load_tokenizer(run_dir, vocab)
+    for _ in range(50):
+        text = " ".join(ours.decode(rng.integers(3, vocab.unit_offset, 12).tolist()).split())
+        assert tokenizer(text)["input_ids"] == ours.encode(text), text
 
 
 def test_eight_devices_match_one(corpus, reference, tmp_path):

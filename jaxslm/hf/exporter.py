@@ -22,6 +22,7 @@ from jaxslm.fsutil import atomic_directory, prepare_output
 from jaxslm.hf.config_map import generation_config, hf_config_from_model
 from jaxslm.hf.param_map import param_maps
 from jaxslm.hf.safetensors_io import HF_MAX_SHARD_BYTES, PlannedTensor, write_model
+from jaxslm.hf.sentencepiece_config import sentencepiece_tokenizer_config
 from jaxslm.hostmem import transform_on_cpu
 from jaxslm.model_dir import (
     TOKENIZER_DIR,
@@ -31,7 +32,10 @@ from jaxslm.model_dir import (
     restore_param,
 )
 from jaxslm.models.model_config import ModelConfig
+from jaxslm.vocab import SpeechVocab
 
+SENTENCEPIECE_FILE = "tokenizer.model"
+HF_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 NUMPY_DTYPES = {"float32": np.dtype(np.float32), "bfloat16": np.dtype(ml_dtypes.bfloat16)}
 
 
@@ -58,10 +62,7 @@ def export_hf(
                 write_model(staging, tensors, max_shard_bytes, progress=bar.update)
             _write_json(staging / "config.json", hf_config_from_model(cfg, vocab, dtype))
             _write_json(staging / "generation_config.json", generation_config(vocab))
-            tokenizer_dir = ckpt_dir / TOKENIZER_DIR
-            if tokenizer_dir.is_dir():
-                for path in sorted(tokenizer_dir.iterdir()):
-                    shutil.copyfile(path, staging / path.name)
+            _write_tokenizer(ckpt_dir / TOKENIZER_DIR, vocab, staging)
 
     # A damaged parameter file ends this export; it then starts over from an older checkpoint.
     newest_intact(params_candidates(ckpt_dir), export_from)
@@ -100,6 +101,19 @@ class _ParamInHand:
 
     def close(self) -> None:
         self.restorer.shutdown(wait=True, cancel_futures=True)
+
+
+def _write_tokenizer(tokenizer_dir: Path, vocab: SpeechVocab, staging: Path) -> None:
+    """Copy the checkpoint's tokenizer files; a lone SentencePiece model gets the
+    tokenizer_config.json that AutoTokenizer needs to read it with the speech tokens."""
+    if not tokenizer_dir.is_dir():
+        return
+    for path in sorted(tokenizer_dir.iterdir()):
+        shutil.copyfile(path, staging / path.name)
+    model_file = tokenizer_dir / SENTENCEPIECE_FILE
+    if model_file.is_file() and not any((staging / name).exists() for name in HF_TOKENIZER_FILES):
+        config = sentencepiece_tokenizer_config(model_file, vocab)
+        _write_json(staging / "tokenizer_config.json", config)
 
 
 def _write_json(path: Path, payload: dict) -> None:
