@@ -254,8 +254,11 @@ def add_gpu_flags(
 
 def prepare_process() -> None:
     """What every command-line entry point does before JAX touches a device: the GPU XLA
-    flags, and the persistent compilation cache (jaxslm.compile_cache)."""
+    flags, the persistent compilation cache (jaxslm.compile_cache), and jaxslm's warnings
+    printed as `warning: MESSAGE` (jaxslm.cli_warnings)."""
+    from jaxslm.cli_warnings import plain_jaxslm_warnings
     from jaxslm.compile_cache import enable_compilation_cache
 
     add_gpu_flags()
     enable_compilation_cache()
+    plain_jaxslm_warnings()

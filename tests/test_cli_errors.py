@@ -296,3 +296,19 @@ def test_train_without_a_config_trains_the_tiny_default(monkeypatch):
     (cfg,) = seen
     shipped = jaxslm.config.load_config(Path("configs/tiny.yaml"), ["budget.max_steps=3"])
     assert cfg == shipped and cfg.run_dir == "runs/tiny" and cfg.data.build_synthetic
+
+
+def test_the_commands_print_jaxslm_warnings_plainly(monkeypatch):
+    """`warning: MESSAGE` for jaxslm's own warnings (no file, line or source line); other
+    packages' warnings keep Python's format."""
+    import warnings
+
+    from jaxslm import cli_warnings
+
+    monkeypatch.setattr(warnings, "formatwarning", warnings.formatwarning)
+    cli_warnings.plain_jaxslm_warnings()
+    inside = str(cli_warnings.PACKAGE_DIR / "training" / "trainer.py")
+    shown = warnings.formatwarning("budget changed", UserWarning, inside, 292, "self._check()")
+    assert shown == "warning: budget changed\n"
+    outside = warnings.formatwarning("deprecated", FutureWarning, "/elsewhere/x.py", 3, "x()")
+    assert outside.startswith("/elsewhere/x.py:3: FutureWarning: deprecated")

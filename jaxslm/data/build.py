@@ -383,4 +383,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    from jaxslm.cli_warnings import plain_jaxslm_warnings
+
+    plain_jaxslm_warnings()
     sys.exit(main())
