@@ -81,7 +81,8 @@ def test_sweep_given_a_table_or_a_bad_yaml(tmp_path, capsys):
     _fails(scaling(["sweep", str(config)]), capsys, "params must be a YAML list")
     config.write_text("base: x.yaml\nout: o\nparams: [1e5]\nflops: [.nan]\n")
     _fails(scaling(["sweep", str(config)]), capsys, "flops must list finite numbers")
-    config.write_text("base: x.yaml\nout: o\nparams: [1e5]\nflops: [1e9]\n")
+    (tmp_path / "x.yaml").write_text("{}\n")
+    config.write_text(f"base: {tmp_path / 'x.yaml'}\nout: o\nparams: [1e5]\nflops: [1e9]\n")
     assert sweep_module.load_sweep(config).flops == (1e9,)  # YAML reads 1e9 as a string
 
 

@@ -125,6 +125,15 @@ def test_bad_sweep_configs(tmp_path):
         load_sweep(path)
     with pytest.raises(JaxslmError, match="no such sweep config"):
         load_sweep(tmp_path / "none.yaml")
+    path.write_text("base: x.yaml\nout: o\nparams: [1e5]\nflops: [1e9]\n")
+    with pytest.raises(JaxslmError, match=r"sweep.yaml: base: x.yaml is not a file .*current"):
+        load_sweep(path)
+
+
+def test_a_bad_override_of_a_sweep_is_named_as_the_sweeps(corpus, tmp_path):
+    sweep = _sweep(corpus, tmp_path / "sweep", overrides=("optimizer.learning_rate=1",))
+    with pytest.raises(JaxslmError, match="the sweep's overrides: unknown key"):
+        plan_runs(sweep)
 
 
 def test_finished_run_with_a_half_written_last_line(tmp_path):

@@ -32,19 +32,21 @@ _FIELDS = {name: get_type_hints(section) for name, section in _SECTIONS.items()}
 _INVALID = object()
 
 
-def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> TrainConfig:
+def load_config(
+    path: str | Path | None, overrides: Sequence[str] = (), overrides_from: str = COMMAND_LINE
+) -> TrainConfig:
     """Defaults, then the YAML file at `path` (sections of keys), then `key=value` overrides
     (`optimizer.lr=1e-3`, `run_dir=PATH`); values are YAML. A `data.corpus` override turns
     the file's `data.build_synthetic` off (a mistyped path must not become a toy corpus)
     unless the command line sets that too. Raises JaxslmError on any unknown key, wrong type
-    or invalid value, naming the file or the command line."""
+    or invalid value, naming the file or `overrides_from` (where the overrides were written)."""
     values: dict[str, Any] = {name: {} for name in _SECTIONS}
     if path is not None:
         for key, value in _read_yaml(Path(path)).items():
             _assign_yaml(values, str(key), value, str(path))
-    command_line = [_parse_override(item) for item in overrides]
+    command_line = [_parse_override(item, overrides_from) for item in overrides]
     for key, value, text in command_line:
-        _assign(values, key, value, COMMAND_LINE, text)
+        _assign(values, key, value, overrides_from, text)
     keys = {key for key, _, _ in command_line}
     if "data.corpus" in keys and "data.build_synthetic" not in keys:
         values["data"]["build_synthetic"] = False  # a corpus named here is the user's own
@@ -53,7 +55,8 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> Train
         sections = {name: cls(**values.pop(name)) for name, cls in _SECTIONS.items()}
         return TrainConfig(**values, **sections)
     except JaxslmError as err:
-        sources = ([str(path)] if path is not None else []) + ([COMMAND_LINE] if overrides else [])
+        sources = [str(path)] if path is not None else []
+        sources += [overrides_from] if overrides else []
         raise JaxslmError(f"{' + '.join(sources) or 'defaults'}: {err}") from None
 
 
@@ -117,12 +120,12 @@ def _assign(
     target[name] = _coerce(value, hint, key, where)
 
 
-def _parse_override(item: str) -> tuple[str, Any, str]:
+def _parse_override(item: str, where: str) -> tuple[str, Any, str]:
     key, sep, text = item.partition("=")
     key = key.strip()
     if not sep or not key:
         raise JaxslmError(
-            f"{COMMAND_LINE}: {item!r} is not an override; write section.key=value "
+            f"{where}: {item!r} is not an override; write section.key=value "
             "(e.g. optimizer.lr=1e-3 or data.stream_weights=[1,0,0]) or run_dir=PATH"
         )
     try:
@@ -130,7 +133,7 @@ def _parse_override(item: str) -> tuple[str, Any, str]:
     except yaml.YAMLError as err:
         problem = getattr(err, "problem", None) or err
         raise JaxslmError(
-            f"{COMMAND_LINE}: {key}={text} is not a YAML value ({problem}); quote strings "
+            f"{where}: {key}={text} is not a YAML value ({problem}); quote strings "
             "and write lists as [a,b,c]"
         ) from None
 

@@ -51,6 +51,7 @@ from jaxslm.training.metrics_log import read_metrics
 
 SUMMARY = "run or write out a grid of training runs and collect their results"
 RUNS_FILE = "runs.csv"
+SWEEP_OVERRIDES = "the sweep's overrides"
 SWEEP_KEYS = "base, out, params, tokens_per_param/flops/steps, family, sizes, ..."
 
 
@@ -148,11 +149,18 @@ def load_sweep(path: str | Path) -> SweepConfig:
     for key in ("params", "tokens_per_param", "flops", "steps"):
         values[key] = tuple(_number(path, key, value) for value in values[key])
     try:
-        return SweepConfig(**values)
+        sweep = SweepConfig(**values)
     except (TypeError, ValueError) as err:
         raise JaxslmError(f"{path}: {err}") from None
     except JaxslmError as err:
         raise JaxslmError(f"{path}: {err}") from None
+    if not Path(sweep.base).is_file():
+        raise JaxslmError(
+            f"{path}: base: {sweep.base} is not a file (a relative base is read from the "
+            f"current folder, {Path.cwd()}): run from the folder it is relative to, or make "
+            "it absolute"
+        )
+    return sweep
 
 
 def _number(path: Path, key: str, value: Any) -> float:
@@ -208,7 +216,7 @@ def plan_runs(sweep: SweepConfig) -> list[Run]:
     """Every run of the grid, smallest compute first; names say the target N and D. Budgets
     use the non-embedding parameters N of each run's actual shape, so that 6 N D of the runs of
     one IsoFLOP budget equals that budget up to rounding to whole steps."""
-    base = load_config(sweep.base, [*sweep.overrides, "budget.max_steps=1"])
+    base = load_config(sweep.base, [*sweep.overrides, "budget.max_steps=1"], SWEEP_OVERRIDES)
     runs = {}
     if sweep.family == "cuervo-marxer":
         for size in check_sizes(sweep.sizes):
