@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -89,7 +90,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--modality",
         choices=("speech", "text"),
-        help="renormalise the softmax over this modality's tokens (slamkit's used_token_modality)",
+        help="renormalise the softmax over this modality's tokens (slamkit's used_token_modality); "
+        "tasks that score the other modality are refused",
     )
     parser.add_argument(
         "--salmon-parts",
@@ -163,6 +165,7 @@ def _parser() -> argparse.ArgumentParser:
 def resolve_requests(args: argparse.Namespace):
     """The (task, data) list from --task/--data/--data-dir, checked before any model work."""
     from jaxslm.evals.cuervo_marxer import check_convention
+    from jaxslm.evals.restriction import check_tasks
     from jaxslm.evals.runner import TaskRequest, find_task_data
     from jaxslm.evals.tasks import task_spec
 
@@ -204,6 +207,7 @@ def resolve_requests(args: argparse.Namespace):
         requests.append(TaskRequest(name, path, args.units, parts, tuple(args.settings)))
     if len({r.name for r in requests}) != len(requests):
         raise JaxslmError("a task is named twice; run it once per call")
+    check_tasks(args.modality, [n for n in names if n not in GENERATIVE_TASKS], args.settings)
     check_generative(args, names)
     return requests
 
@@ -273,7 +277,7 @@ def evaluate(args: argparse.Namespace, requests, mesh_sizes) -> dict:
     """Load the model once, run every request, write --out / --pairs-out; returns the results."""
     import jaxslm
     from jaxslm.evals.cuervo_marxer import run_convention
-    from jaxslm.evals.runner import run_task
+    from jaxslm.evals.runner import prepare_task, score_task
     from jaxslm.evals.tasks import SequenceBuilder
     from jaxslm.fsutil import atomic_write_text
     from jaxslm.model_dir import load_tokenizer
@@ -288,6 +292,11 @@ def evaluate(args: argparse.Namespace, requests, mesh_sizes) -> dict:
     builder = SequenceBuilder(lm.vocab, tokenizer, unit_pieces)
     num_units = lm.vocab.num_units if unit_pieces is None else unit_pieces.num_units
     audio = _audio_units(args, num_units) if args.hubert is not None else None
+    prepared = {
+        request.name: prepare_task(scorer, builder, request, args.modality, audio)
+        for request in requests
+        if request.name not in GENERATIVE_TASKS and args.convention != "cuervo-marxer"
+    }
     summaries, pair_lines = {}, []
     for request in requests:
         progress = not args.no_progress
@@ -298,16 +307,16 @@ def evaluate(args: argparse.Namespace, requests, mesh_sizes) -> dict:
                 lm, builder.tokenizer, request.name, request.data, args, audio, unit_pieces
             )
             summaries[request.name] = summary
-            pair_lines += [json.dumps(item) for item in items]
+            pair_lines += [strict_json(item) for item in items]
             continue
         if args.convention == "cuervo-marxer":
             result = run_convention(scorer, builder, request, args.gold, progress, audio)
         else:
-            result = run_task(
-                scorer, builder, request, args.normalize, args.modality, progress, audio
-            )
+            paired = prepared[request.name]
+            result = score_task(scorer, request, paired, args.normalize, args.modality, progress)
+            _warn_non_finite(request.name, result.summary)
         summaries[request.name] = result.summary
-        pair_lines += [json.dumps({"task": request.name, **pair}) for pair in result.pairs]
+        pair_lines += [strict_json({"task": request.name, **pair}) for pair in result.pairs]
     results = {
         "format": RESULTS_FORMAT,
         "checkpoint": str(Path(args.checkpoint).absolute()),
@@ -323,10 +332,37 @@ def evaluate(args: argparse.Namespace, requests, mesh_sizes) -> dict:
         "tasks": summaries,
     }
     if args.out is not None:
-        atomic_write_text(args.out, json.dumps(results, indent=2) + "\n")
+        atomic_write_text(args.out, strict_json(results, indent=2) + "\n")
     if args.pairs_out is not None:
         atomic_write_text(args.pairs_out, "".join(line + "\n" for line in pair_lines))
     return results
+
+
+def strict_json(value: object, indent: int | None = None) -> str:
+    """`value` as strict JSON: NaN and infinite floats become null."""
+    return json.dumps(_finite(value), indent=indent, allow_nan=False)
+
+
+def _finite(value: object) -> object:
+    """`value` with every NaN or infinite float, however deep, replaced by None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    return value
+
+
+def _warn_non_finite(name: str, summary: dict) -> None:
+    """Say on stderr how many pairs of a task the model gave a non-finite log-likelihood."""
+    count = summary.get("non_finite_pairs")
+    if count:
+        print(
+            f"warning: {name}: the model gave {count} of {summary['pairs']} pairs a NaN or "
+            "infinite log-likelihood (null in --pairs-out); their accuracy is not meaningful",
+            file=sys.stderr,
+        )
 
 
 def _audio_units(args: argparse.Namespace, num_units: int):

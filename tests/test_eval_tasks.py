@@ -12,7 +12,7 @@ from jaxslm.evals.items import load_items
 from jaxslm.evals.pairing import numbered_pairs, salmon_pairs
 from jaxslm.evals.runner import TaskRequest, run_task
 from jaxslm.evals.tasks import SALMON_PARTS, SequenceBuilder, pairwise_accuracy, task_spec
-from jaxslm.vocab import SpeechVocab
+from jaxslm.vocab import SpeechVocab, allowed_tokens
 
 SPEECH_ONLY = SpeechVocab.speech_only(20)
 
@@ -24,6 +24,9 @@ class LastIdScorer:
         if on_batch is not None:
             on_batch(len(sequences))
         return np.asarray([s[-2] if s[-1] == 1 else s[-1] for s in sequences], np.float64)
+
+    def restriction(self, modality):
+        return np.ones(1000, bool), -1
 
 
 def _touch(root: Path, *names: str) -> None:
@@ -376,3 +379,146 @@ def test_cli_writes_results_and_pair_scores(llama_ckpt, llama_lm, tmp_path):
     summary = json.loads(out.read_text())["tasks"]["swuggy"]
     assert summary["pairs"] == 2
     assert summary["accuracy"] == pytest.approx(((expected[0] > expected[1]) + 0.5) / 2)
+
+
+class RestrictedScorer(LastIdScorer):
+    """LastIdScorer under `vocab`'s modality restriction, not scoring target `masked`."""
+
+    def __init__(self, vocab: SpeechVocab, masked: int = -1):
+        self.vocab, self.masked = vocab, masked
+
+    def restriction(self, modality):
+        return allowed_tokens(self.vocab, modality, self.vocab.size), self.masked
+
+
+class CharTokenizer:
+    """Text ids: each character's code modulo 100 (`!` is 33, `d` is 0), after BOS 5."""
+
+    bos_id = 5
+
+    def encode(self, text, add_special_tokens=True):
+        return [ord(c) % 100 for c in text]
+
+
+def _cross_modal_file(path: Path) -> Path:
+    roles = ("mutual", "correct", "incorrect")
+    lines = [
+        {"file_name": f"0_{r}.wav", "units": [i + 1], "text": f"w{i}."} for i, r in enumerate(roles)
+    ]
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return path
+
+
+def test_modality_refuses_tasks_of_the_other_modality_before_loading(tmp_path, capsys):
+    """slamkit scores them -inf on both sides, a silent tie: refused, with the way to run."""
+    from jaxslm import evaluate
+
+    for name in ("swuggy", "sstorycloze_text", "cm_storycloze"):
+        (tmp_path / f"{name}.jsonl").write_text("")
+    base = ["--checkpoint", str(tmp_path / "no_model"), "--data-dir", str(tmp_path)]
+    cases = [
+        (
+            ["--modality", "speech"],
+            "--modality speech bans text tokens, which sstorycloze_text, cm_storycloze (settings "
+            "S->T, T->S, T->T) score",
+        ),
+        (["--modality", "speech"], "and the rest with --modality speech --task swuggy"),
+        (["--modality", "text", "--task", "swuggy"], "Run swuggy in a call without --modality"),
+        (
+            ["--modality", "text", "--task", "cm_storycloze", "--settings", "T->T", "S->T"],
+            "cm_storycloze (settings S->T) score",
+        ),
+    ]
+    for argv, message in cases:
+        assert evaluate.main([*base, *argv]) == 2
+        assert message in capsys.readouterr().err
+
+
+def test_modality_refuses_a_banned_target_by_token(tmp_path):
+    """Under jaxslm's speech restriction the `<speech>` marker after BOS is a banned target."""
+    vocab = SpeechVocab("interleaved", 100, 20, bos_id=5)
+    request = TaskRequest(
+        "cm_storycloze", _cross_modal_file(tmp_path / "cm.jsonl"), settings=("S->S",)
+    )
+    builder = SequenceBuilder(vocab, CharTokenizer())
+    with pytest.raises(
+        JaxslmError,
+        match=r"2 of 2 sequences \(first: pair 0_correct / 0_incorrect; parts S->S\) "
+        "whose targets hold <speech>",
+    ):
+        run_task(RestrictedScorer(vocab), builder, request, modality="speech", progress=False)
+    result = run_task(RestrictedScorer(vocab), builder, request, progress=False)
+    assert result.summary["pairs"] == 1
+
+
+def test_sequences_with_no_scored_target_are_refused(tmp_path):
+    """--compat slamkit leaves out targets equal to id 0: a text of only such ids has no mean."""
+    path = tmp_path / "sstorycloze_text.jsonl"
+    texts = [
+        ("0_correct.txt", "d"),
+        ("0_incorrect.txt", "dd"),
+        ("1_correct.txt", "ab"),
+        ("1_incorrect.txt", "ba"),
+    ]
+    path.write_text("".join(json.dumps({"file_name": n, "text": t}) + "\n" for n, t in texts))
+    vocab = SpeechVocab("interleaved", 100, 20, bos_id=5)
+    builder = SequenceBuilder(vocab, CharTokenizer())
+    request = TaskRequest("sstorycloze_text", path)
+    with pytest.raises(
+        JaxslmError,
+        match=r"2 sequences \(first: pair 0_correct / 0_incorrect\) with no target to "
+        r"score \(or only id 0",
+    ):
+        run_task(RestrictedScorer(vocab, masked=0), builder, request, progress=False)
+    assert run_task(RestrictedScorer(vocab), builder, request, progress=False).summary["pairs"] == 2
+
+
+def test_non_finite_scores_are_counted_and_written_as_null(
+    llama_ckpt, tmp_path, monkeypatch, capsys
+):
+    """Whatever the model gives, --out and --pairs-out stay strict JSON and the task says how
+    many pairs had a NaN or infinite log-likelihood."""
+    from jaxslm import evaluate
+    from jaxslm.evals.scorer import Scorer
+
+    def nan_first(self, sequences, *args, **kwargs):
+        return np.asarray([np.nan, -np.inf, -1.0, -2.0])
+
+    monkeypatch.setattr(Scorer, "log_likelihood", nan_first)
+    data = tmp_path / "swuggy.jsonl"
+    rows = [
+        ("0_word.wav", [1, 2]),
+        ("0_nonword.wav", [1, 3]),
+        ("1_word.wav", [4]),
+        ("1_nonword.wav", [5]),
+    ]
+    data.write_text("".join(json.dumps({"file_name": n, "units": u}) + "\n" for n, u in rows))
+    out, pairs_out = tmp_path / "results.json", tmp_path / "pairs.jsonl"
+    argv = [
+        "--checkpoint",
+        str(llama_ckpt),
+        "--task",
+        "swuggy",
+        "--data",
+        str(data),
+        "--modality",
+        "speech",
+    ]
+    argv += ["--out", str(out), "--pairs-out", str(pairs_out), "--no-progress"]
+    assert evaluate.main(argv) == 0
+    assert "swuggy: the model gave 1 of 2 pairs a NaN or infinite" in capsys.readouterr().err
+
+    def refuse(constant):
+        raise AssertionError(f"{constant} is not strict JSON")
+
+    pairs = [json.loads(line, parse_constant=refuse) for line in pairs_out.read_text().splitlines()]
+    assert [(p["ll_positive"], p["ll_negative"]) for p in pairs] == [(None, None), (-1.0, -2.0)]
+    summary = json.loads(out.read_text(), parse_constant=refuse)["tasks"]["swuggy"]
+    assert summary["non_finite_pairs"] == 1
+
+
+def test_strict_json_writes_null_for_non_finite_floats():
+    from jaxslm.evaluate import strict_json
+
+    value = {"a": float("-inf"), "b": [float("nan"), 1.5], "c": (2, "x")}
+    assert strict_json(value) == '{"a": null, "b": [null, 1.5], "c": [2, "x"]}'

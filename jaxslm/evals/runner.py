@@ -7,11 +7,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 from tqdm import tqdm
 
+from jaxslm.evals.restriction import check_sequences
 from jaxslm.evals.scorer import Scorer
 from jaxslm.evals.tasks import (
     CROSS_MODAL_SETTINGS,
+    PairedSequences,
     SequenceBuilder,
     build_pairs,
     pairwise_accuracy,
@@ -59,10 +62,21 @@ def run_task(
     progress: bool = True,
     audio: AudioUnits | None = None,
 ) -> TaskResult:
-    """Build, score and summarise one task (audio of folders tokenized by `audio`)."""
-    spec = task_spec(request.name)
+    """Build, check, score and summarise one task (audio of folders tokenized by `audio`)."""
+    paired = prepare_task(scorer, builder, request, modality, audio)
+    return score_task(scorer, request, paired, normalize, modality, progress)
+
+
+def prepare_task(
+    scorer: Scorer,
+    builder: SequenceBuilder,
+    request: TaskRequest,
+    modality: str | None = None,
+    audio: AudioUnits | None = None,
+) -> PairedSequences:
+    """A task's pairs as sequences, refused if `modality` leaves one without a finite score."""
     paired = build_pairs(
-        spec,
+        task_spec(request.name),
         request.data,
         builder,
         request.units_file,
@@ -70,6 +84,21 @@ def run_task(
         request.settings,
         audio,
     )
+    allowed, masked = scorer.restriction(modality)
+    check_sequences(request.name, paired, allowed, masked, builder.vocab, modality)
+    return paired
+
+
+def score_task(
+    scorer: Scorer,
+    request: TaskRequest,
+    paired: PairedSequences,
+    normalize: str = "mean",
+    modality: str | None = None,
+    progress: bool = True,
+) -> TaskResult:
+    """Score a prepared task: its summary (with `non_finite_pairs` when the model gave a pair
+    a NaN or infinite log-likelihood) and per-pair log-likelihoods."""
     bar = tqdm(
         total=len(paired.names), unit="pair", desc=request.name, disable=not progress, leave=False
     )
@@ -81,14 +110,16 @@ def run_task(
 
     with bar:
         scores = scorer.log_likelihood(paired.sequences, normalize, modality, on_batch=advance)
-    correct = pairwise_accuracy(scores)
     summary = {
-        **summarize(correct, paired.parts),
+        **summarize(pairwise_accuracy(scores), paired.parts),
         "data": str(request.data),
         "normalize": normalize,
         "modality": modality,
-        "description": spec.description,
+        "description": task_spec(request.name).description,
     }
+    non_finite = int(np.count_nonzero(~np.isfinite(scores.reshape(-1, 2)).all(axis=1)))
+    if non_finite:
+        summary["non_finite_pairs"] = non_finite
     pairs = [
         {
             "positive": pos,

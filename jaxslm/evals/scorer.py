@@ -94,12 +94,7 @@ class Scorer:
         with their first copy).
         """
         arrays = [self._check(i, s) for i, s in enumerate(sequences)]
-        if self.slamkit is None:
-            allowed = allowed_tokens(self.vocab, modality, self.padded_vocab_size)
-            masked = -1
-        else:
-            allowed = self.slamkit.allowed(self.vocab, modality, self.padded_vocab_size)
-            masked = self.slamkit.masked_target
+        allowed, masked = self.restriction(modality)
         output = output_columns(allowed)
         items, copy_of = plan_items(arrays)
         copies = np.bincount(copy_of, minlength=copy_of.max(initial=-1) + 1)
@@ -115,6 +110,14 @@ class Scorer:
             self._collect(totals, copies, *pending, on_batch)
         counts = np.asarray([np.count_nonzero(a[1:] != masked) for a in arrays], np.int64)
         return totals[copy_of], counts
+
+    def restriction(self, modality: str | None) -> tuple[np.ndarray, int]:
+        """(boolean [padded vocab]: the ids whose logits stay under `modality`, the target id
+        that is not scored or -1), by jaxslm's rules or slamkit's."""
+        if self.slamkit is None:
+            return allowed_tokens(self.vocab, modality, self.padded_vocab_size), -1
+        allowed = self.slamkit.allowed(self.vocab, modality, self.padded_vocab_size)
+        return allowed, self.slamkit.masked_target
 
     def log_likelihood(
         self,
