@@ -87,9 +87,28 @@ def test_pickled_codebook_needs_trust_once(tmp_path, caplog, monkeypatch):
     os.utime(path, ns=(earlier, earlier))
     with pytest.raises(JaxslmError, match="not known to come from this pickle's content"):
         load_codebook(path)
+    converted_path(path).unlink()  # the refusal's fix: move or delete the old .npy
     np.testing.assert_array_equal(
         load_codebook(path, trust_pickle=True).centroids, other.astype(np.float32)
     )
+
+
+@pytest.mark.parametrize("sidecar", [None, "0" * 64])  # the user's own .npy, another pickle's
+def test_a_npy_not_from_this_pickle_is_never_replaced(tmp_path, sidecar):
+    path = tmp_path / "km8.bin"
+    pickled_kmeans(path)
+    mine = tmp_path / "km8.npy"
+    np.save(mine, CENTROIDS)
+    if sidecar:
+        (tmp_path / "km8.npy.sha256").write_text(sidecar + "\n")
+    before = mine.read_bytes()
+    for trust in (False, True):
+        with pytest.raises(JaxslmError) as refused:
+            load_codebook(path, trust_pickle=trust)
+        message = str(refused.value)
+        assert str(mine) in message and str(path) in message and "--codebook" in message
+        assert "move or delete it" in message and mine.read_bytes() == before
+    np.testing.assert_array_equal(load_codebook(mine).centroids, CENTROIDS)
 
 
 KILLED_CONVERSION = textwrap.dedent(

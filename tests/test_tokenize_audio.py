@@ -160,6 +160,14 @@ def test_pickle_codebook_needs_trust(hubert, tmp_path, capsys):
     message = capsys.readouterr().err
     assert "pickle" in message and "--trust-pickle" in message
     assert not out.exists() and not (tmp_path / "units.jsonl.partial").exists()
+    mine = tmp_path / "km6.npy"  # the user's own .npy on the name the conversion would take
+    np.save(mine, np.ones((6, 32), np.float32))
+    before = mine.read_bytes()
+    assert tokenize_audio.main(_argv(audio, hubert_dir, pickled, out, "--trust-pickle")) == 2
+    message = capsys.readouterr().err
+    assert message.count("\n") == 1 and f"{mine} exists" in message and str(pickled) in message
+    assert "--codebook" in message and mine.read_bytes() == before and not out.exists()
+    mine.unlink()
     assert tokenize_audio.main(_argv(audio, hubert_dir, pickled, out, "--trust-pickle")) == 0
     assert (tmp_path / "km6.npy").exists()
 

@@ -85,7 +85,8 @@ def load_codebook(path: str | os.PathLike, trust_pickle: bool = False) -> Codebo
     SHA-256 is kept beside it: file times survive copies and moves, so they cannot tell);
     otherwise it is refused unless `trust_pickle`, then unpickled (needs joblib and
     scikit-learn), its `cluster_centers_` converted to that `.npy` with a warning, and
-    returned.
+    returned. An existing `.npy` not known to come from this content is never replaced: the
+    load is refused, naming both files.
     """
     path = Path(path)
     if not path.is_file():
@@ -106,16 +107,12 @@ def load_codebook(path: str | os.PathLike, trust_pickle: bool = False) -> Codebo
     if converted.is_file() and source.is_file() and source.read_text().strip() == digest:
         return _from_array(_read_npy(converted), converted)
     if not trust_pickle:
-        stale = (
-            f" ({converted} is not known to come from this pickle's content, so it is not used)"
-            if converted.exists()
-            else ""
-        )
+        raise JaxslmError(_untrusted_message(path, converted))
+    if converted.exists():
         raise JaxslmError(
-            f"{path} is a pickle (joblib/sklearn k-means){stale}; unpickling can run arbitrary "
-            "code, so it is refused by default. If you trust its source, pass --trust-pickle "
-            f"(trust_pickle=True) once: its centroids are converted to {converted}, which later "
-            "loads read without trust"
+            f"{converted} exists and is not known to come from the content of {path} (no "
+            f"matching {source.name}), so it is not replaced: pass {converted} itself as "
+            "--codebook to use it, or move or delete it to convert the pickle"
         )
     codebook = _from_array(_unpickle_centers(path), path)
     log.warning("converting pickled k-means %s to %s; later loads read the .npy", path, converted)
@@ -125,6 +122,24 @@ def load_codebook(path: str | os.PathLike, trust_pickle: bool = False) -> Codebo
     except OSError as error:
         log.warning("could not write %s (%s); the pickle stays the source", converted, error)
     return codebook
+
+
+def _untrusted_message(path: Path, converted: Path) -> str:
+    """Why the pickle `path` is refused without trust, and how to go on."""
+    refused = (
+        f"{path} is a pickle (joblib/sklearn k-means); unpickling can run arbitrary code, so it "
+        "is refused by default"
+    )
+    if converted.exists():
+        return (
+            f"{refused}. {converted} is not known to come from this pickle's content, so it is "
+            "not used: pass it itself as --codebook to use it, or move or delete it and pass "
+            "--trust-pickle (trust_pickle=True) to convert the pickle"
+        )
+    return (
+        f"{refused}. If you trust its source, pass --trust-pickle (trust_pickle=True) once: its "
+        f"centroids are converted to {converted}, which later loads read without trust"
+    )
 
 
 def _source_path(converted: Path) -> Path:
