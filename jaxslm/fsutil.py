@@ -40,11 +40,17 @@ def refuse_existing(out_dir: str | Path, overwrite: bool) -> Path:
     return out_dir
 
 
-def prepare_output(out_dir: str | Path, overwrite: bool) -> Path:
+def prepare_output(out_dir: str | Path, overwrite: bool, make_parents: bool = True) -> Path:
     """Check, before any work, that `out_dir` can be written: its nearest existing ancestor is
-    a writable directory, and it does not exist unless `overwrite`. Stale staging folders of
-    `out_dir` are cleared first (see `clear_stale_staging`)."""
+    a writable directory (its parent, unless `make_parents`), and it does not exist unless
+    `overwrite`. Stale staging folders of `out_dir` are cleared first (see
+    `clear_stale_staging`)."""
     out_dir = Path(out_dir).absolute()
+    if not make_parents and not out_dir.parent.exists():
+        raise JaxslmError(
+            f"{out_dir}: cannot be written, its folder {out_dir.parent} does not exist; make it "
+            "first or choose another output path"
+        )
     _check_writable(out_dir, out_dir.parent)
     clear_stale_staging(out_dir)
     return refuse_existing(out_dir, overwrite)

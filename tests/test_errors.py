@@ -184,6 +184,17 @@ def test_outputs_that_cannot_be_written_are_refused_first(hf_copy, llama_ckpt, t
         _fails([*argv, tmp_path / "file" / "out"], capsys, "file is a file", "another output")
 
 
+def test_an_output_whose_folder_is_missing_is_refused(hf_copy, llama_ckpt, tmp_path, capsys):
+    out = tmp_path / "missing" / "dir" / "out"
+    for argv in (
+        ["import-hf", hf_copy],
+        ["export-hf", llama_ckpt],
+        ["import-slm-scaling", hf_copy],
+    ):
+        _fails([*argv, out], capsys, f"{out.parent} does not exist", "make it first")
+    assert not (tmp_path / "missing").exists()
+
+
 STALLED_IMPORT = """
 import sys, time
 from jaxslm.hf import cli, importer

@@ -150,6 +150,13 @@ def test_an_output_under_a_file_is_refused_before_any_work(tmp_path):
         prepare_output(tmp_path / "file" / "sub" / "out", overwrite=False)
 
 
+def test_an_output_in_a_missing_folder_is_refused_unless_parents_are_made(tmp_path):
+    out = tmp_path / "new" / "out"
+    with pytest.raises(JaxslmError, match="new does not exist; make it first"):
+        prepare_output(out, overwrite=False, make_parents=False)
+    assert prepare_output(out, overwrite=False) == out and not out.parent.exists()
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
 def test_an_output_in_a_read_only_folder_is_refused(tmp_path):
     folder = tmp_path / "ro"

@@ -8,6 +8,7 @@ import sys
 
 from jaxslm.cli_help import HelpFormatter
 from jaxslm.errors import JaxslmError
+from jaxslm.fsutil import prepare_output
 from jaxslm.hf.row_init import ROW_INIT_METHODS
 from jaxslm.models.model_config import DTYPES
 from jaxslm.vocab import MODES
@@ -38,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=HelpFormatter,
     )
     imp.add_argument("hf_dir", help="HF model directory (config.json + safetensors)")
-    imp.add_argument("out_dir", help="jaxslm checkpoint directory to create")
+    imp.add_argument("out_dir", help="jaxslm checkpoint directory to create, in an existing folder")
     imp.add_argument(
         "--speech-units",
         type=int,
@@ -82,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=HelpFormatter,
     )
     slm.add_argument("source", help="native directory (config.json + safetensors) or .pt file")
-    slm.add_argument("out_dir", help="jaxslm checkpoint directory to create")
+    slm.add_argument("out_dir", help="jaxslm checkpoint directory to create, in an existing folder")
     slm.add_argument(
         "--speech-units",
         type=int,
@@ -102,7 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
         "export-hf", help="jaxslm checkpoint -> plain HF directory", formatter_class=HelpFormatter
     )
     exp.add_argument("ckpt_dir", help="jaxslm checkpoint directory")
-    exp.add_argument("hf_out_dir", help="HF directory to create")
+    exp.add_argument(
+        "out_dir", metavar="HF_OUT_DIR", help="HF directory to create, in an existing folder"
+    )
     exp.add_argument(
         "--dtype",
         choices=DTYPES,
@@ -120,18 +123,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _error(message: object) -> int:
+    """Print `message` as the one-line error; returns the exit code 2."""
+    print(f"error: {message}", file=sys.stderr)
+    return 2
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the converter; returns the process exit code."""
     args = build_parser().parse_args(argv)
     if args.command == "export-hf" and not (
         math.isfinite(args.max_shard_size) and args.max_shard_size * 10**9 >= 1
     ):
-        print(
-            f"error: --max-shard-size {args.max_shard_size:g}: give a positive number of GB "
-            "(HF's default is 5)",
-            file=sys.stderr,
+        return _error(
+            f"--max-shard-size {args.max_shard_size:g}: give a positive number of GB "
+            "(HF's default is 5)"
         )
-        return 2
+    try:
+        prepare_output(args.out_dir, args.overwrite, make_parents=False)
+    except JaxslmError as err:
+        return _error(err)
     from jaxslm.hf.exporter import export_hf
     from jaxslm.hf.importer import import_hf
     from jaxslm.hf.slm_scaling import import_slm_scaling
@@ -156,14 +167,13 @@ def main(argv: list[str] | None = None) -> int:
         else:
             out = export_hf(
                 args.ckpt_dir,
-                args.hf_out_dir,
+                args.out_dir,
                 dtype=args.dtype,
                 max_shard_bytes=int(args.max_shard_size * 10**9),
                 overwrite=args.overwrite,
             )
     except JaxslmError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return _error(err)
     print(f"wrote {out}")
     return 0
 
