@@ -6,7 +6,8 @@
 Each output line is `{"file_name", "units", "duration"}` as slamkit's feature files: the
 deduplicated units and the frames each lasted (one frame = --frame-seconds of the model:
 0.04 s for mHuBERT-25Hz, 0.02 s for 50 Hz models). `file_name` is the path relative to
---audio (a folder) or as written in the list (a text file with one path per line).
+--audio (a folder), as written in the list (a text file with one path per line), or the
+file's name (a single audio file).
 
 Files are tokenized in order of length, as slamkit does, in padded batches. Lines go to
 OUT.partial as batches finish, and OUT.partial replaces OUT in one rename at the end. A file
@@ -42,7 +43,11 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=HelpFormatter,
     )
     parser.add_argument(
-        "--audio", required=True, type=Path, help="a folder (searched recursively) or a list file"
+        "--audio",
+        required=True,
+        type=Path,
+        help=f"an audio file ({', '.join(AUDIO_SUFFIXES)}), a folder of them (searched "
+        "recursively) or a list file (one path per line)",
     )
     add_tokenizer_args(parser, required=True)
     parser.add_argument("--out", required=True, type=Path, help="output JSONL")
@@ -70,7 +75,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def list_audio(source: Path) -> list[tuple[str, Path]]:
-    """(file_name, path) of every audio file of a folder, or of every line of a list file."""
+    """(file_name, path) of one audio file (its name), of every audio file of a folder, or of
+    every line of a list file."""
+    if source.is_file() and source.suffix.lower() in AUDIO_SUFFIXES:
+        return [(source.name, source)]
     if source.is_dir():
         files = sorted(p for p in source.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
         entries = [(p.relative_to(source).as_posix(), p) for p in files if p.is_file()]
@@ -78,7 +86,7 @@ def list_audio(source: Path) -> list[tuple[str, Path]]:
         lines = [line.strip() for line in read_utf8(source, "list of audio files").splitlines()]
         entries = [(line, _listed_path(source, line)) for line in lines if line]
     else:
-        raise JaxslmError(f"--audio {source}: no such folder or list file")
+        raise JaxslmError(f"--audio {source}: no such audio file, folder or list file")
     if not entries:
         raise JaxslmError(f"--audio {source}: no audio files ({', '.join(AUDIO_SUFFIXES)})")
     return entries

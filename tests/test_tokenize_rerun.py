@@ -121,6 +121,13 @@ def test_the_output_folder_is_made(audio, tmp_path, monkeypatch):
     assert (tmp_path / "new/sub/units.errors.jsonl").is_file()
 
 
+def test_a_single_audio_file_is_tokenized_under_its_name(audio, tmp_path, monkeypatch):
+    monkeypatch.setattr(SpeechTokenizer, "load", lambda *a, **k: LengthTokenizer())
+    argv = ["--audio", audio / "a.wav", "--hubert", tmp_path, "--codebook", tmp_path / "km"]
+    assert tokenize_audio.main([*map(str, argv), "--out", str(tmp_path / "units.jsonl")]) == 0
+    assert _records(tmp_path / "units.jsonl") == [_line("a.wav", 8000)]
+
+
 def test_a_second_writer_of_the_same_output_is_refused(audio, tmp_path, monkeypatch, capsys):
     partial = tmp_path / "units.jsonl.partial"
     with open(partial, "a+b") as held:

@@ -184,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--audio",
         type=Path,
-        help="audio folder or list file: tokenized with --hubert/--layer/--codebook into "
+        help="audio file, folder or list file: tokenized with --hubert/--layer/--codebook into "
         "OUT.units.jsonl (resumable, kept beside OUT) and built like --units; with "
         "--preference, used like --preference-units",
     )

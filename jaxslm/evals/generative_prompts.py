@@ -87,7 +87,7 @@ def unit_prompts(path: Path, rules: PromptRules) -> list[Prompt]:
 
 
 def audio_prompts(source: Path, rules: PromptRules, tokenizer) -> list[Prompt]:
-    """Prompts from an audio folder or list file, tokenized by `tokenizer` after the cut."""
+    """Prompts from an audio file, folder or list file, tokenized by `tokenizer` after the cut."""
     from jaxslm.speech.audio import SAMPLE_RATE, audio_seconds, load_audio
     from jaxslm.tokenize_audio import list_audio
 
