@@ -4,7 +4,7 @@
       --codebook km500.npy --out units.jsonl
 
 Each output line is `{"file_name", "units", "duration"}` as slamkit's feature files: the
-deduplicated units and the frames each lasted (one frame = --frame-seconds of the model:
+deduplicated units and the frames each lasted (one frame is the HuBERT model's frame:
 0.04 s for mHuBERT-25Hz, 0.02 s for 50 Hz models). `file_name` is the path relative to
 --audio (a folder), as written in the list (a text file with one path per line), or the
 file's name (a single audio file).

@@ -1,5 +1,6 @@
 """Every command's --help shows the default of each option that has one, once, in one layout
-(jaxslm.cli_help.HelpFormatter), for every sub-command too."""
+(jaxslm.cli_help.HelpFormatter), for every sub-command too, and names no option the command
+lacks."""
 
 import argparse
 import importlib
@@ -51,6 +52,9 @@ SAMPLES = (
     ("scaling.__main__", "plan", "--aspect ASPECT shape rule: hidden size / layers (default: 85)"),
     ("scaling.__main__", "fit", "bootstrap resamples for intervals; 0: none (default: 100)"),
 )
+OTHER_COMMAND_OPTION = re.compile(  # "generate --prompt-units": another command's option
+    rf"\b(?:{'|'.join(c.split('.')[-1] for c in COMMANDS)})\s+--[a-z][a-z0-9-]*"
+)
 
 
 def _parser(command: str, monkeypatch) -> argparse.ArgumentParser:
@@ -79,6 +83,10 @@ def _with_subcommands(parser: argparse.ArgumentParser):
             yield from action.choices.items()
 
 
+def _options(parser: argparse.ArgumentParser) -> set[str]:
+    return {flag for action in parser._actions for flag in action.option_strings}
+
+
 def _help(parser: argparse.ArgumentParser) -> str:
     return " ".join(parser.format_help().split())
 
@@ -103,3 +111,13 @@ def test_every_option_with_a_default_shows_it_once(monkeypatch):
 def test_help_shows_defaults(command, sub, line, monkeypatch):
     parser = dict(_with_subcommands(_parser(command, monkeypatch)))[sub]
     assert line in _help(parser)
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_help_names_only_options_the_command_has(command, monkeypatch):
+    parsers = dict(_with_subcommands(_parser(command, monkeypatch)))
+    known = set().union(*map(_options, parsers.values()))
+    for name, parser in parsers.items():
+        text = OTHER_COMMAND_OPTION.sub("", parser.format_help())
+        named = set(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", text))
+        assert named <= known, (command, name, sorted(named - known))
