@@ -280,6 +280,17 @@ def test_bad_tables_fail_clearly(tmp_path, capsys, change, fragments):
     assert not out.exists() and [p.name for p in tmp_path.iterdir()] == ["runs.csv"]
 
 
+def test_a_json_file_is_not_read_as_a_table(tmp_path, capsys):
+    report = tmp_path / "fit.json"
+    report.write_text(json.dumps({"E": 1.7, "A": 400.0, "alpha": 0.34}, indent=2))
+    assert main(["fit", str(report), "--out", str(tmp_path / "report")]) == 2
+    message = capsys.readouterr().err
+    assert message.count("\n") == 1, message
+    assert message.startswith(f"error: {report}: JSON, not a CSV table of runs"), message
+    assert "columns params, tokens, loss" in message and "plan --fit" in message
+    assert [p.name for p in tmp_path.iterdir()] == ["fit.json"]
+
+
 def test_blank_lines_keep_the_line_numbers_right(tmp_path, capsys):
     table = write_table(tmp_path / "runs.csv", {**GOOD, "tokens": [1e9, 3e9, 1e10, -1, 1e11]})
     header, *rows = table.read_text().splitlines()

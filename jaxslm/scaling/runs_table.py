@@ -96,7 +96,14 @@ def read_runs(path: str | Path, per_audio_second: bool = False) -> RunTable:
     path = Path(path)
     if not path.is_file():
         raise JaxslmError(f"{path}: no such runs table")
-    reader = csv.DictReader(io.StringIO(read_utf8(path, "runs table"), newline=""))
+    text = read_utf8(path, "runs table")
+    if text.lstrip().startswith(("{", "[")):
+        raise JaxslmError(
+            f"{path}: JSON, not a CSV table of runs; fit reads a CSV whose header names the "
+            f"columns {', '.join(REQUIRED)}, then one row per run (as a sweep's runs.csv). "
+            "A report's fit.json is read by `plan --fit REPORT_DIR`"
+        )
+    reader = csv.DictReader(io.StringIO(text, newline=""))
     try:
         columns = [c.strip() for c in reader.fieldnames or []]
         rows, lines = [], []  # each run and the file line it ends on (blank lines skipped)
