@@ -34,6 +34,8 @@ from jaxslm.speech.tokenizer_args import add_tokenizer_args, tokenizer_from_args
 from jaxslm.textfiles import read_utf8
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg")
+# tqdm's default layout with the seconds shown to a tenth (their float sums carry noise)
+PROGRESS_FORMAT = "{l_bar}{bar}| {n:.1f}/{total:.1f} [{elapsed}<{remaining}, {rate_fmt}{postfix}]"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -200,9 +202,10 @@ def _tokenize_into(
     from tqdm import tqdm
 
     bar = tqdm(
-        total=round(sum(t[0] for t in todo), 1),
+        total=sum(t[0] for t in todo),
         unit="s",
         desc="audio",
+        bar_format=PROGRESS_FORMAT,
         disable=not progress,
     )
     written = 0
@@ -219,7 +222,7 @@ def _tokenize_into(
                 )
                 written += 1
             output.flush()
-            bar.update(round(sum(item[0] for item in batch) + sum(f["seconds"] for f in failed), 1))
+            bar.update(sum(item[0] for item in batch) + sum(f["seconds"] for f in failed))
     return written
 
 

@@ -128,6 +128,15 @@ def test_a_single_audio_file_is_tokenized_under_its_name(audio, tmp_path, monkey
     assert _records(tmp_path / "units.jsonl") == [_line("a.wav", 8000)]
 
 
+def test_the_progress_bar_shows_seconds_to_a_tenth(tmp_path, capsys):
+    (tmp_path / "audio").mkdir()
+    _wav(tmp_path / "audio" / "a.wav", 1600)
+    _wav(tmp_path / "audio" / "b.wav", 3200)  # 0.1 s + 0.2 s, in two batches: 0.30000000000000004
+    entries = tokenize_audio.list_audio(tmp_path / "audio")
+    tokenize_audio.tokenize_files(entries, LengthTokenizer(), tmp_path / "u.jsonl", 0.15)
+    assert "| 0.3/0.3 [" in capsys.readouterr().err.split("\r")[-1]
+
+
 def test_a_second_writer_of_the_same_output_is_refused(audio, tmp_path, monkeypatch, capsys):
     partial = tmp_path / "units.jsonl.partial"
     with open(partial, "a+b") as held:
