@@ -89,6 +89,8 @@ def _quiet_absl() -> Iterator[None]:
 def read_metadata(directory: str | Path) -> tuple[ModelConfig, SpeechVocab, dict[str, Any]]:
     """Model config, vocabulary and source info of a checkpoint directory."""
     path = Path(directory) / METADATA_FILE
+    if not Path(directory).is_dir():
+        raise JaxslmError(f"{directory}: no such folder (a jaxslm checkpoint or run directory)")
     if not path.is_file():
         raise JaxslmError(
             f"{path} not found: {directory} is not a jaxslm checkpoint "

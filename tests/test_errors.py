@@ -95,6 +95,7 @@ def test_interrupted_conversion_leaves_nothing(hf_copy, tmp_path, monkeypatch):
 def test_export_of_a_non_checkpoint(tmp_path, capsys):
     _fails(["export-hf", tmp_path, tmp_path / "out"], capsys, "jaxslm.json", "import-hf")
     _nothing_written(tmp_path / "out")
+    _fails(["export-hf", tmp_path / "tni", tmp_path / "out"], capsys, "tni: no such folder")
 
 
 def test_help_explains_both_commands(capsys):

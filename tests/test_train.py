@@ -455,10 +455,10 @@ def test_bad_configs_fail_before_any_work(tmp_path, extra, message):
 @pytest.mark.parametrize(
     "change, key",
     [
-        ("model.hidden_size=64", "model.hidden_size"),
-        ("seed=1", "whose seed differ"),
-        ("optimizer.lr=1e-2", "optimizer.lr"),
-        ("schedule.decay=cosine", "schedule.decay"),
+        ("model.hidden_size=64", r"does not continue \(model.hidden_size: \d+ there, 64 here"),
+        ("seed=1", r"seed: 0 there, 1 here\)"),
+        ("optimizer.lr=1e-2", r"optimizer.lr: \S+ there, 0.01 here"),
+        ("schedule.decay=cosine", r"schedule.decay: '\w+' there, 'cosine' here"),
     ],
 )
 def test_resume_refuses_a_different_model_or_seed(corpus, reference, tmp_path, change, key):

@@ -236,17 +236,22 @@ class Trainer:
             return
         saved = load_config(saved_path)
         changed = [
-            f"{section}.{key}"
+            f"{section}.{key}: {vars(getattr(saved, section))[key]!r} there, {value!r} here"
             for section in RESUME_SECTIONS
             for key, value in vars(getattr(self.cfg, section)).items()
             if vars(getattr(saved, section))[key] != value
             and f"{section}.{key}" not in RUNTIME_KEYS
         ]
-        changed += [key for key in RESUME_KEYS if getattr(saved, key) != getattr(self.cfg, key)]
+        changed += [
+            f"{key}: {getattr(saved, key)!r} there, {getattr(self.cfg, key)!r} here"
+            for key in RESUME_KEYS
+            if getattr(saved, key) != getattr(self.cfg, key)
+        ]
         if changed:
             raise JaxslmError(
-                f"{self.run_dir} holds a run whose {', '.join(changed)} differ from this config; "
-                "resume with the same values or choose a new run_dir=PATH"
+                f"{self.run_dir} holds a run that this config does not continue "
+                f"({'; '.join(changed)}); resume with the run's values or choose a new "
+                "run_dir=PATH"
             )
         self._check_corpus_unchanged()
         if _rates_differ(saved, self.cfg) and self.primary:
