@@ -86,6 +86,11 @@ def test_slamkit_files_build_and_bad_records_are_counted(slamkit_files, tmp_path
     assert main(argv) == 0
     summary = capsys.readouterr().out
     assert "skipped 10 records" in summary
+    # a word problem names the alignment entry the words came from, beside the units line
+    assert (
+        f"words: times go backwards: word 1 ('y') (the words of {alignments} entry 'bad5.wav')"
+        in summary
+    )
     corpus = open_corpus(out)
     assert corpus.metadata["skipped"] == {
         "units: out of range": 1,

@@ -68,6 +68,7 @@ class Alignment:
 
     words: tuple[Word, ...] = ()
     problem: str | None = None
+    source: str = ""  # the file and entry the words come from
 
 
 def read_alignments(path: Path) -> dict[str, Alignment]:
@@ -81,8 +82,9 @@ def read_alignments(path: Path) -> dict[str, Alignment]:
         raise JaxslmError(f"{path}: expected an object mapping file names to word lists")
     alignments = {}
     for name, words in raw.items():
+        source = f"{path} entry {name!r}"
         try:
-            parsed = Alignment(words=tuple(_words(words, f"{path} entry {name!r}")))
+            parsed = Alignment(words=tuple(_words(words, source)), source=source)
         except BadRecord as problem:
             parsed = Alignment(problem=str(problem))
         alignments[name] = parsed
@@ -155,12 +157,16 @@ def read_utterances(
             continue
         where = f"{path}:{number}"
         try:
-            utterance = _utterance(parse_json(line), num_units, frame_seconds, alignments)
+            utterance, words_from = _utterance(
+                parse_json(line), num_units, frame_seconds, alignments
+            )
         except BadRecord as problem:
             report.skip(where, str(problem))
             continue
         problem = problem_with(utterance, num_units)
         if problem is not None:
+            if words_from and problem.startswith("words:"):
+                problem += f" (the words of {words_from})"
             report.skip(where, problem)
             continue
         yield utterance
@@ -173,9 +179,12 @@ def parse_json(line: str) -> Any:
         raise BadRecord(f"format: not JSON: {err}") from err
 
 
-def _utterance(line: Any, num_units: int, frame_seconds: float, alignments) -> Utterance:
-    """The utterance of a parsed line; units and durations are checked as Python integers
-    before they become int32, so nothing wraps or is truncated."""
+def _utterance(
+    line: Any, num_units: int, frame_seconds: float, alignments
+) -> tuple[Utterance, str]:
+    """The utterance of a parsed line, and the alignment file entry its words come from ("" for
+    none or the line's own); units and durations are checked as Python integers before they
+    become int32, so nothing wraps or is truncated."""
     if not isinstance(line, dict):
         raise BadRecord("format: not a unit record: line is not a JSON object")
     missing = [key for key in ("file_name", "units", "duration") if key not in line]
@@ -193,16 +202,17 @@ def _utterance(line: Any, num_units: int, frame_seconds: float, alignments) -> U
         raise BadRecord(problem)
     if durations and (problem := durations_problem(min(durations), max(durations))):
         raise BadRecord(problem)
+    words_from = ""
     if line.get("aligned_text"):
         words = _words(line["aligned_text"], "aligned_text")
     elif alignments is not None:
         alignment = alignments.get(name, alignments.get(Path(name).stem, Alignment()))
         if alignment.problem is not None:
             raise BadRecord(alignment.problem)
-        words = list(alignment.words)
+        words, words_from = list(alignment.words), alignment.source
     else:
         words = []
-    return Utterance(
+    utterance = Utterance(
         id=name,
         units=np.array(units, dtype=np.int32),
         durations=np.array(durations, dtype=np.int32),
@@ -211,6 +221,7 @@ def _utterance(line: Any, num_units: int, frame_seconds: float, alignments) -> U
         transcript="".join(w.text for w in words) or line.get("text"),
         speaker=line.get("speaker"),
     )
+    return utterance, words_from
 
 
 def integer_list(values: Any, field: str) -> list[int]:
