@@ -344,14 +344,13 @@ def test_cli_refuses_bad_requests_before_loading(tmp_path, capsys):
 def test_cli_writes_results_and_pair_scores(llama_ckpt, llama_lm, tmp_path):
     from jaxslm import evaluate
 
-    data = tmp_path / "swuggy.jsonl"
     rows = [
         ("0_word.wav", [1, 2, 3]),
         ("0_nonword.wav", [1, 2, 4]),
         ("1_word.wav", [5, 5, 6, 7, 8]),
         ("1_nonword.wav", [5, 5, 6, 7, 8]),
     ]
-    data.write_text("".join(json.dumps({"file_name": n, "units": u}) + "\n" for n, u in rows))
+    data = _units_file(tmp_path / "swuggy.jsonl", dict(rows))
     out, pairs_out = tmp_path / "results.json", tmp_path / "pairs.jsonl"
     argv = [
         "--checkpoint",
@@ -485,14 +484,13 @@ def test_non_finite_scores_are_counted_and_written_as_null(
         return np.asarray([np.nan, -np.inf, -1.0, -2.0])
 
     monkeypatch.setattr(Scorer, "log_likelihood", nan_first)
-    data = tmp_path / "swuggy.jsonl"
     rows = [
         ("0_word.wav", [1, 2]),
         ("0_nonword.wav", [1, 3]),
         ("1_word.wav", [4]),
         ("1_nonword.wav", [5]),
     ]
-    data.write_text("".join(json.dumps({"file_name": n, "units": u}) + "\n" for n, u in rows))
+    data = _units_file(tmp_path / "swuggy.jsonl", dict(rows))
     out, pairs_out = tmp_path / "results.json", tmp_path / "pairs.jsonl"
     argv = [
         "--checkpoint",
@@ -518,7 +516,7 @@ def test_non_finite_scores_are_counted_and_written_as_null(
 
 
 def test_strict_json_writes_null_for_non_finite_floats():
-    from jaxslm.evaluate import strict_json
+    from jaxslm.strict_json import strict_json
 
     value = {"a": float("-inf"), "b": [float("nan"), 1.5], "c": (2, "x")}
     assert strict_json(value) == '{"a": null, "b": [null, 1.5], "c": [2, "x"]}'
