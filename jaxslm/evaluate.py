@@ -35,8 +35,6 @@ tokenized in zero-padded batches of --slamkit-batch-size pairs (see the README).
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import sys
 from pathlib import Path
 
@@ -52,6 +50,7 @@ from jaxslm.evals.generative import (
 )
 from jaxslm.evals.tasks import CROSS_MODAL_SETTINGS, SALMON_PARTS, TASKS
 from jaxslm.speech.tokenizer_args import add_tokenizer_args, tokenizer_from_args
+from jaxslm.strict_json import strict_json
 
 RESULTS_FORMAT = 1
 
@@ -336,22 +335,6 @@ def evaluate(args: argparse.Namespace, requests, mesh_sizes) -> dict:
     if args.pairs_out is not None:
         atomic_write_text(args.pairs_out, "".join(line + "\n" for line in pair_lines))
     return results
-
-
-def strict_json(value: object, indent: int | None = None) -> str:
-    """`value` as strict JSON: NaN and infinite floats become null."""
-    return json.dumps(_finite(value), indent=indent, allow_nan=False)
-
-
-def _finite(value: object) -> object:
-    """`value` with every NaN or infinite float, however deep, replaced by None."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {key: _finite(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(item) for item in value]
-    return value
 
 
 def _warn_non_finite(name: str, summary: dict) -> None:

@@ -14,6 +14,7 @@ from tqdm import tqdm
 
 from jaxslm.errors import JaxslmError
 from jaxslm.fsutil import atomic_write_text
+from jaxslm.strict_json import strict_json
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -60,8 +61,7 @@ class MetricsLog:
         """Log one step's record (must hold `step`); non-finite floats become null in JSON."""
         if self.file is None:
             return
-        clean = {k: _json_value(v) for k, v in record.items()}
-        self.file.write(json.dumps(clean) + "\n")
+        self.file.write(strict_json(record) + "\n")
         self.file.flush()
         if self.writer is not None:
             for key, value in record.items():
@@ -97,12 +97,6 @@ class MetricsLog:
             self.file.close()
         if self.writer is not None:
             self.writer.close()
-
-
-def _json_value(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def _truncate_after(path: Path, step: int) -> None:
